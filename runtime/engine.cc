@@ -1,0 +1,236 @@
+// Engine set-up, the loop's skeleton, control commands and tear-down.
+// The fault path proper is in fault_loop.cc.
+#include <errno.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "engine.h"
+#include "faultline/error.h"
+
+namespace faultline::detail {
+
+namespace {
+// epoll data: the uffd and the control eventfd by these; backends by slot.
+constexpr uint64_t kUffdKey = 1;
+constexpr uint64_t kControlKey = 2;
+}  // namespace
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+Engine::Engine(const RuntimeOptions& options)
+    : options_(options), uffd_(open_uffd()), staging_(options.staging_bytes) {
+  if (options.read_retries < 0)
+    throw Error("RuntimeOptions.read_retries = " + std::to_string(options.read_retries) + ": must be >= 0");
+  epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) throw_errno("epoll_create1", errno);
+  control_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!control_) throw_errno("eventfd", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kUffdKey;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, uffd_.fd.get(), &ev) != 0) throw_errno("epoll_ctl(uffd)", errno);
+  ev.data.u64 = kControlKey;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, control_.get(), &ev) != 0) throw_errno("epoll_ctl(eventfd)", errno);
+  thread_ = std::thread([this] { run(); });
+}
+
+Engine::~Engine() {
+  // Regions hold the engine alive, so none is left: no fault can be pending.
+  send({Command::Type::kStop});
+  thread_.join();
+}
+
+void Engine::send(Command command) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    commands_.push_back(command);
+  }
+  uint64_t one = 1;
+  while (write(control_.get(), &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+void Engine::add_region(const std::shared_ptr<RegionState>& region) {
+  std::promise<void> done;
+  auto ready = done.get_future();
+  send({Command::Type::kAdd, region.get(), 0, 0, &done});
+  ready.get();
+}
+
+void Engine::remove_region(RegionState* region) {
+  auto gone = region->removed.get_future();
+  send({Command::Type::kRemove, region});
+  gone.get();
+}
+
+void Engine::prefetch(RegionState* region, uint64_t offset, uint64_t length) {
+  if (length == 0 || offset >= region->length) return;
+  uint64_t end = std::min(region->length, offset + std::min(length, region->length - offset));
+  uint64_t first = offset >> region->fill_shift;
+  uint64_t last = (end - 1) >> region->fill_shift;
+  send({Command::Type::kPrefetch, region, first, last + 1});
+}
+
+void Engine::run() {
+  pthread_setname_np(pthread_self(), "faultline");
+  epoll_event events[32];
+  while (!stopping_) {
+    // Sleep unless something is deferred (an install that hit EAGAIN) or
+    // background reads wait for a turn after the faults just served.
+    // When reads wait for room, the completion that makes room wakes us.
+    bool runnable = room_ && (!background_.empty() || !demand_.empty());
+    int timeout = !deferred_.empty() ? 1 : runnable ? 0 : -1;
+    int n = epoll_wait(epoll_.get(), events, 32, timeout);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      std::perror("faultline: epoll_wait");
+      std::abort();  // cannot happen with a valid epoll fd; never hang silently
+    }
+    bool control = false, faults = false;
+    for (int i = 0; i < n; ++i) {
+      uint64_t key = events[i].data.u64;
+      if (key == kUffdKey)
+        faults = true;
+      else if (key == kControlKey)
+        control = true;
+      else
+        reap(reinterpret_cast<BackendSlot*>(key));
+    }
+    if (faults) read_messages();
+    retry_deferred();
+    dispatch_demand();
+    if (control) run_commands();
+    dispatch_background();
+    if (!removed_.empty()) {
+      // Only here, with no reap under way, may backend slots go away.
+      for (auto it = slots_.begin(); it != slots_.end();) {
+        BackendSlot* slot = it->second.get();
+        ++it;
+        release_slot(slot);
+      }
+      for (RegionState* r : removed_) r->removed.set_value();
+      removed_.clear();
+    }
+  }
+}
+
+void Engine::run_commands() {
+  uint64_t count;
+  (void)!read(control_.get(), &count, sizeof count);
+  std::vector<Command> commands;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    commands.swap(commands_);
+  }
+  for (const Command& c : commands) {
+    switch (c.type) {
+      case Command::Type::kAdd:
+        attach(c.region, c.done);
+        break;
+      case Command::Type::kRemove:
+        detach(c.region);
+        break;
+      case Command::Type::kPrefetch:
+        if (!c.region->dead) {
+          c.region->prefetch.emplace_back(c.first, c.last);
+          if (!c.region->in_background) {
+            c.region->in_background = true;
+            background_.push_back(c.region);
+          }
+        }
+        break;
+      case Command::Type::kStop:
+        stopping_ = true;
+        break;
+    }
+  }
+}
+
+void Engine::attach(RegionState* r, std::promise<void>* done) {
+  auto& slot = slots_[r->backend.get()];
+  if (!slot) {
+    slot = std::make_unique<BackendSlot>();
+    slot->backend = r->backend.get();
+    slot->depth = std::max<uint32_t>(1, r->backend->queue_depth());
+    r->backend->attach_staging(staging_.memory());
+    if (int fd = r->backend->completion_fd(); fd >= 0) {
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLET;
+      ev.data.u64 = reinterpret_cast<uint64_t>(slot.get());
+      if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+        int err = errno;
+        slots_.erase(r->backend.get());
+        done->set_exception(std::make_exception_ptr(
+            Error("cannot poll the completion fd of " + r->backend->name() + ": " + strerror(err), err)));
+        return;
+      }
+    }
+  }
+  slot->users++;
+  r->slot = slot.get();
+  regions_[r->base()] = r;
+  done->set_value();
+}
+
+void Engine::detach(RegionState* r) {
+  r->dead = true;
+  regions_.erase(r->base());
+  // Forget everything queued for it; reads in flight finish in finish().
+  auto drop_queued = [&](std::deque<ReadOp*>& q) {
+    q.erase(std::remove_if(q.begin(), q.end(),
+                           [&](ReadOp* op) {
+                             if (op->region != r) return false;
+                             finish(op);
+                             return true;
+                           }),
+            q.end());
+  };
+  drop_queued(demand_);
+  deferred_.erase(std::remove_if(deferred_.begin(), deferred_.end(),
+                                 [&](ReadOp* op) {
+                                   if (op->region != r) return false;
+                                   finish(op);
+                                   return true;
+                                 }),
+                  deferred_.end());
+  background_.erase(std::remove(background_.begin(), background_.end(), r), background_.end());
+  r->in_background = false;
+  r->prefetch.clear();
+  r->ra_next = r->ra_end = 0;
+  if (r->in_flight == 0 && r->ops.empty()) finish_removal(r);
+}
+
+void Engine::finish_removal(RegionState* r) {
+  if (r->removal_finished) return;
+  r->removal_finished = true;
+  // Latencies not yet recorded would name a region about to be freed.
+  latencies_.erase(std::remove_if(latencies_.begin(), latencies_.end(),
+                                  [&](const auto& l) { return l.first == r; }),
+                   latencies_.end());
+  r->slot->users--;
+  removed_.push_back(r);
+}
+
+void Engine::release_slot(BackendSlot* slot) {
+  if (slot->users > 0 || slot->in_flight > 0) return;
+  if (int fd = slot->backend->completion_fd(); fd >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  slots_.erase(slot->backend);
+}
+
+void Engine::count(RegionState* r, std::atomic<uint64_t> Stats::*field, uint64_t n) {
+  (r->stats.*field).fetch_add(n, std::memory_order_relaxed);
+  (totals_.*field).fetch_add(n, std::memory_order_relaxed);
+}
+
+}  // namespace faultline::detail

@@ -1,0 +1,179 @@
+// The runtime's private state: the Engine owns the userfaultfd, the epoll
+// loop and its thread; a RegionState is what the loop knows of one region.
+// The fault path itself (messages, dispatch, completions, installs) is in
+// fault_loop.cc; engine.cc holds set-up, control commands and tear-down.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "faultline/backend.h"
+#include "faultline/options.h"
+#include "faultline/runtime.h"
+#include "faultline/stats.h"
+#include "staging.h"
+#include "uffd.h"
+#include "unique_fd.h"
+
+namespace faultline::detail {
+
+struct RegionState;
+struct BackendSlot;
+
+// One chunk read from a backend and placed into a region.
+struct ReadOp {
+  enum class Kind { kDemand, kReadahead, kPrefetch };
+
+  RegionState* region = nullptr;
+  uint64_t chunk = 0;
+  Kind kind = Kind::kDemand;
+  uint64_t offset = 0;   // byte offset of the chunk in the region
+  uint32_t length = 0;   // bytes placed (whole pages)
+  uint32_t valid = 0;    // bytes the backend holds for it; the rest is zero
+  uint32_t want = 0;     // bytes read: valid rounded up to the backend's alignment
+  uint32_t got = 0;      // bytes read so far
+  uint32_t placed = 0;   // bytes placed so far (an install can be deferred)
+  int attempts = 0;
+  bool in_flight = false;
+  bool zero = false;     // place with ZEROPAGE
+  std::byte* staging = nullptr;
+  std::vector<uint64_t> waiters;  // read times (ns) of the faults waiting on it
+};
+
+struct RegionState {
+  RegionOptions options;
+  std::shared_ptr<Backend> backend;
+  BackendSlot* slot = nullptr;  // loop thread only
+  Mapping memory;               // the registered range
+  uint64_t length = 0;          // as asked
+  uint64_t data_end = 0;        // region bytes the backend holds; zeros after
+  uint32_t fill_shift = 16;
+  uint64_t chunks = 0;
+  std::unique_ptr<uint64_t[], void (*)(void*)> present{nullptr, nullptr};  // bit per chunk
+  Stats stats;
+
+  // Loop-thread state.
+  std::unordered_map<uint64_t, ReadOp*> ops;  // queued or in flight, by chunk
+  uint32_t in_flight = 0;
+  bool dead = false;
+  bool removal_finished = false;
+  bool in_background = false;
+  std::promise<void> removed;
+  // Read-ahead: the stream's last fault and the window ahead of it.
+  uint64_t last_fault = UINT64_MAX;
+  uint64_t ra_window = 0;  // chunks
+  uint64_t ra_start = 0, ra_next = 0, ra_end = 0;
+  std::deque<std::pair<uint64_t, uint64_t>> prefetch;  // chunk ranges
+
+  uintptr_t base() const { return reinterpret_cast<uintptr_t>(memory.data()); }
+  bool is_present(uint64_t c) const { return (present[c >> 6] >> (c & 63)) & 1; }
+  void set_present(uint64_t c, bool on) {
+    if (on)
+      present[c >> 6] |= uint64_t{1} << (c & 63);
+    else
+      present[c >> 6] &= ~(uint64_t{1} << (c & 63));
+  }
+};
+
+// A backend as the loop sees it: reads in flight and the batch being built.
+struct BackendSlot {
+  Backend* backend = nullptr;
+  uint32_t depth = 0;
+  uint32_t in_flight = 0;
+  uint32_t users = 0;  // live regions
+  std::vector<ReadRequest> batch;
+};
+
+class Engine {
+ public:
+  explicit Engine(const RuntimeOptions& options);
+  ~Engine();
+
+  const UffdMode& mode() const { return uffd_.mode; }
+  StatsSnapshot stats() const { return totals_.snapshot(); }
+  int uffd() const { return uffd_.fd.get(); }
+
+  // Called from application threads.
+  void add_region(const std::shared_ptr<RegionState>& region);
+  void remove_region(RegionState* region);  // returns when no read of it is in flight
+  void prefetch(RegionState* region, uint64_t offset, uint64_t length);
+
+ private:
+  struct Command {
+    enum class Type { kAdd, kRemove, kPrefetch, kStop } type;
+    RegionState* region = nullptr;
+    uint64_t first = 0, last = 0;  // chunk range for kPrefetch
+    std::promise<void>* done = nullptr;
+  };
+
+  void send(Command command);
+  void run();
+
+  // Control (engine.cc).
+  void run_commands();
+  void attach(RegionState* r, std::promise<void>* done);
+  void detach(RegionState* r);
+  void finish_removal(RegionState* r);
+  void release_slot(BackendSlot* slot);
+
+  // The fault path (fault_loop.cc).
+  void read_messages();
+  void on_fault(uintptr_t addr, uint64_t now);
+  void on_remove(uintptr_t start, uintptr_t end, bool unmapped);
+  RegionState* region_at(uintptr_t addr) const;
+  void note_readahead(RegionState* r, uint64_t chunk);
+  bool next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind);
+  ReadOp* new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind);
+  bool start(ReadOp* op);
+  void submit_batches();
+  bool dispatch_demand();
+  bool dispatch_background();
+  void reap(BackendSlot* slot);
+  void complete(ReadOp* op, const ReadCompletion& c, bool alone);
+  void retry(ReadOp* op);
+  void install(ReadOp* op, bool wake_now);
+  void fail(ReadOp* op, int err);
+  void poison(RegionState* r, uintptr_t addr, uint64_t len);
+  void finish(ReadOp* op);
+  void retry_deferred();
+  void flush_wakes();
+  void count(RegionState* r, std::atomic<uint64_t> Stats::*field, uint64_t n);
+
+  RuntimeOptions options_;
+  Uffd uffd_;
+  UniqueFd epoll_;
+  UniqueFd control_;  // eventfd
+  Stats totals_;
+
+  std::mutex mu_;
+  std::vector<Command> commands_;  // guarded by mu_
+
+  // Loop-thread state.
+  StagingArena staging_;
+  std::map<uintptr_t, RegionState*> regions_;  // by base address
+  std::unordered_map<Backend*, std::unique_ptr<BackendSlot>> slots_;
+  std::deque<ReadOp*> demand_;           // waiting for staging or queue depth
+  std::deque<RegionState*> background_;  // regions with read-ahead or prefetch to do
+  std::vector<ReadOp*> deferred_;        // installs to retry (EAGAIN)
+  std::vector<RegionState*> removed_;    // fully detached; acknowledged at the end of the iteration
+  std::vector<std::pair<uintptr_t, uint64_t>> wakes_;
+  std::vector<std::pair<RegionState*, uint64_t>> latencies_;  // (region, fault read time)
+  UniqueFd empty_file_;  // for poisoning without UFFDIO_POISON
+  bool stopping_ = false;
+  bool room_ = true;  // false: the last dispatch stopped for want of queue depth or staging
+
+  std::thread thread_;
+};
+
+uint64_t now_ns();
+
+}  // namespace faultline::detail

@@ -1,0 +1,459 @@
+// The fault path, start to finish:
+//
+//   read_messages   drain the userfaultfd; a fault either joins the read of
+//                   its chunk already under way or queues a demand read
+//   dispatch_*      start queued reads: demand first, then read-ahead and
+//                   prefetch, within each backend's queue depth and the
+//                   staging memory; one submit() per backend per batch
+//   reap/complete   collect completions; retry short or failed reads, then
+//                   poison what cannot be served
+//   install         place the chunk (UFFDIO_COPY, or ZEROPAGE for zeros),
+//                   DONTWAKE in batches, then one UFFDIO_WAKE per run of
+//                   chunks that threads wait on
+//
+// Everything here runs on the engine's single loop thread.
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "engine.h"
+
+namespace faultline::detail {
+
+namespace {
+
+bool all_zero(const std::byte* p, size_t n) {
+  // Most chunks hold data: the first word usually decides.
+  const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
+  for (size_t i = 0, words = n / 8; i < words; ++i)
+    if (w[i] != 0) return false;
+  for (size_t i = n & ~size_t{7}; i < n; ++i)
+    if (p[i] != std::byte{0}) return false;
+  return true;
+}
+
+uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
+
+bool transient(int err) { return err == EAGAIN || err == EINTR || err == EBUSY; }
+
+}  // namespace
+
+// ---- Messages from the kernel -------------------------------------------
+
+void Engine::read_messages() {
+  uffd_msg msgs[64];
+  for (;;) {
+    ssize_t n = read(uffd(), msgs, sizeof msgs);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;  // EAGAIN: another reader was first, or nothing left
+    }
+    uint64_t now = now_ns();
+    size_t count = static_cast<size_t>(n) / sizeof(uffd_msg);
+    for (size_t i = 0; i < count; ++i) {
+      const uffd_msg& m = msgs[i];
+      switch (m.event) {
+        case UFFD_EVENT_PAGEFAULT:
+          on_fault(static_cast<uintptr_t>(m.arg.pagefault.address), now);
+          break;
+        case UFFD_EVENT_REMOVE:
+          on_remove(static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), false);
+          break;
+        case UFFD_EVENT_UNMAP:
+          on_remove(static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), true);
+          break;
+        default:
+          break;  // FORK and REMAP are not enabled
+      }
+    }
+    if (count < std::size(msgs)) break;  // drained; level-triggered epoll reports more
+  }
+  flush_wakes();
+}
+
+RegionState* Engine::region_at(uintptr_t addr) const {
+  auto it = regions_.upper_bound(addr);
+  if (it == regions_.begin()) return nullptr;
+  RegionState* r = std::prev(it)->second;
+  return addr < r->base() + r->memory.size() ? r : nullptr;
+}
+
+void Engine::on_fault(uintptr_t addr, uint64_t now) {
+  addr &= ~(kPageSize - 1);
+  RegionState* r = region_at(addr);
+  if (!r) {
+    // A message from before a region was removed; its thread has been
+    // woken by the unregister. Waking again is harmless.
+    uffd_wake(uffd(), addr, kPageSize);
+    return;
+  }
+  count(r, &Stats::faults, 1);
+  uint64_t chunk = (addr - r->base()) >> r->fill_shift;
+  if (r->is_present(chunk)) {
+    // Placed after this fault was queued (the thread was woken with it), or
+    // placed and then zapped with its REMOVE still unread. Either way a wake
+    // is right: the thread retries and faults again if the page is gone.
+    wakes_.emplace_back(addr, kPageSize);
+    latencies_.emplace_back(r, now);
+    return;
+  }
+  auto it = r->ops.find(chunk);
+  if (it != r->ops.end()) {  // one read per chunk, however many threads wait
+    ReadOp* op = it->second;
+    op->waiters.push_back(now);
+    if (op->kind == ReadOp::Kind::kReadahead) count(r, &Stats::readahead_hits, 1);
+    if (op->kind == ReadOp::Kind::kPrefetch) count(r, &Stats::prefetch_hits, 1);
+  } else {
+    ReadOp* op = new_op(r, chunk, ReadOp::Kind::kDemand);
+    op->waiters.push_back(now);
+    demand_.push_back(op);
+  }
+  note_readahead(r, chunk);
+}
+
+void Engine::on_remove(uintptr_t start, uintptr_t end, bool unmapped) {
+  // Events may cover several regions, or a part of one.
+  for (uintptr_t a = start; a < end;) {
+    RegionState* r = region_at(a);
+    if (!r) {
+      auto it = regions_.upper_bound(a);
+      if (it == regions_.end() || it->first >= end) return;
+      a = it->first;
+      continue;
+    }
+    uintptr_t stop = std::min<uintptr_t>(end, r->base() + r->memory.size());
+    uint64_t first = (a - r->base()) >> r->fill_shift;
+    uint64_t last = (stop - 1 - r->base()) >> r->fill_shift;
+    // MADV_DONTNEED drops pages: they load again on the next touch. After an
+    // munmap nothing is left to serve: mark the chunks present so read-ahead
+    // and prefetch skip them.
+    for (uint64_t c = first; c <= last; ++c) r->set_present(c, unmapped);
+    a = stop;
+  }
+}
+
+// ---- Read-ahead and prefetch --------------------------------------------
+
+void Engine::note_readahead(RegionState* r, uint64_t chunk) {
+  if (!r->options.readahead) return;
+  // Sequential: the next chunk, or a fault inside (or right after) the
+  // window read ahead last time: the stream outran the read-ahead.
+  bool sequential = chunk == r->last_fault + 1 || (chunk >= r->ra_start && chunk <= r->ra_end && r->ra_end > 0);
+  r->last_fault = chunk;
+  if (!sequential) {
+    r->ra_window = 0;
+    return;
+  }
+  uint64_t max_window = std::max<uint64_t>(1, r->options.readahead_max >> r->fill_shift);
+  uint64_t initial = std::max<uint64_t>(2, (256 * 1024) >> r->fill_shift);
+  r->ra_window = r->ra_window ? std::min(r->ra_window * 2, max_window) : std::min(initial, max_window);
+  r->ra_start = chunk;
+  r->ra_next = std::max(r->ra_next, chunk + 1);
+  r->ra_end = std::min(r->chunks, std::max(r->ra_end, chunk + 1 + r->ra_window));
+  if (r->ra_next < r->ra_end && !r->in_background) {
+    r->in_background = true;
+    background_.push_back(r);
+  }
+}
+
+bool Engine::next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind) {
+  auto wanted = [&](uint64_t c) { return !r->is_present(c) && !r->ops.count(c); };
+  while (r->ra_next < r->ra_end && !wanted(r->ra_next)) r->ra_next++;
+  if (r->ra_next < r->ra_end) {
+    *chunk = r->ra_next;
+    *kind = ReadOp::Kind::kReadahead;
+    return true;
+  }
+  while (!r->prefetch.empty()) {
+    auto& [first, last] = r->prefetch.front();
+    while (first < last && !wanted(first)) first++;
+    if (first < last) {
+      *chunk = first;
+      *kind = ReadOp::Kind::kPrefetch;
+      return true;
+    }
+    r->prefetch.pop_front();
+  }
+  return false;
+}
+
+// ---- Dispatch -------------------------------------------------------------
+
+ReadOp* Engine::new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind) {
+  auto* op = new ReadOp;
+  op->region = r;
+  op->chunk = chunk;
+  op->kind = kind;
+  op->offset = chunk << r->fill_shift;
+  op->length = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{1} << r->fill_shift, r->memory.size() - op->offset));
+  op->valid = static_cast<uint32_t>(op->offset < r->data_end ? std::min<uint64_t>(op->length, r->data_end - op->offset) : 0);
+  op->want = static_cast<uint32_t>(std::min<uint64_t>(op->length, round_up(op->valid, r->backend->alignment())));
+  op->zero = op->valid == 0;
+  r->ops.emplace(chunk, op);
+  return op;
+}
+
+// Starts the read of `op`, or places it at once if there is nothing to read.
+// Returns false if the backend's queue or the staging memory is full.
+bool Engine::start(ReadOp* op) {
+  RegionState* r = op->region;
+  if (op->zero) {  // past the end of the backend: nothing to read
+    install(op, true);
+    return true;
+  }
+  BackendSlot* slot = r->slot;
+  if (slot->in_flight + slot->batch.size() >= slot->depth) return false;
+  if (!op->staging) {
+    op->staging = staging_.allocate(op->length);
+    if (!op->staging) return false;
+  }
+  if (op->got % r->backend->alignment() != 0) op->got = 0;  // O_DIRECT: restart aligned
+  ReadRequest req;
+  req.offset = r->options.offset + op->offset + op->got;
+  req.length = op->want - op->got;
+  req.dest = op->staging + op->got;
+  req.tag = reinterpret_cast<uint64_t>(op);
+  req.urgent = !op->waiters.empty();
+  slot->batch.push_back(req);
+  op->in_flight = true;
+  r->in_flight++;
+  return true;
+}
+
+void Engine::submit_batches() {
+  for (auto& [backend, slot] : slots_) {
+    if (slot->batch.empty()) continue;
+    slot->in_flight += static_cast<uint32_t>(slot->batch.size());
+    backend->submit(slot->batch);
+    slot->batch.clear();
+  }
+  // Reads that completed inside submit() (memory, page-cached files) are
+  // placed now rather than after another trip through epoll.
+  std::vector<BackendSlot*> slots;
+  for (auto& [backend, slot] : slots_)
+    if (slot->in_flight > 0) slots.push_back(slot.get());
+  for (BackendSlot* slot : slots) reap(slot);
+}
+
+bool Engine::dispatch_demand() {
+  bool started = false;
+  while (!demand_.empty()) {
+    if (!start(demand_.front())) {
+      room_ = false;
+      break;
+    }
+    demand_.pop_front();
+    started = true;
+  }
+  if (started) submit_batches();
+  return started;
+}
+
+// Read-ahead and prefetch, one bounded batch per loop iteration, so a
+// demand fault never waits behind more than one batch of background work.
+bool Engine::dispatch_background() {
+  if (!demand_.empty()) return false;  // demand reads are waiting for room
+  size_t budget_bytes = 2 * 1024 * 1024;
+  bool started = false;
+  while (!background_.empty() && budget_bytes > 0) {
+    RegionState* r = background_.front();
+    uint64_t chunk;
+    ReadOp::Kind kind;
+    if (!next_background(r, &chunk, &kind)) {
+      r->in_background = false;
+      background_.pop_front();
+      continue;
+    }
+    ReadOp* op = new_op(r, chunk, kind);
+    size_t length = op->length;
+    if (!start(op)) {  // (start may place and free a zero chunk at once)
+      finish(op);  // no room: try again when a read completes
+      room_ = false;
+      break;
+    }
+    count(r, kind == ReadOp::Kind::kReadahead ? &Stats::readahead_chunks : &Stats::prefetch_chunks, 1);
+    if (kind == ReadOp::Kind::kReadahead)
+      r->ra_next = chunk + 1;
+    else
+      r->prefetch.front().first = chunk + 1;
+    budget_bytes -= std::min<size_t>(budget_bytes, length);
+    // Round-robin between regions, a chunk at a time.
+    background_.pop_front();
+    background_.push_back(r);
+    started = true;
+  }
+  if (started) submit_batches();
+  return started;
+}
+
+// ---- Completions --------------------------------------------------------
+
+void Engine::reap(BackendSlot* slot) {
+  ReadCompletion done[64];
+  for (;;) {
+    size_t n = slot->backend->reap(done);
+    slot->in_flight -= static_cast<uint32_t>(n);
+    if (n > 0) room_ = true;
+    for (size_t i = 0; i < n; ++i) complete(reinterpret_cast<ReadOp*>(done[i].tag), done[i], n == 1);
+    flush_wakes();
+    if (n < std::size(done)) break;
+  }
+}
+
+void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
+  RegionState* r = op->region;
+  op->in_flight = false;
+  r->in_flight--;
+  if (r->dead) {
+    finish(op);
+    return;
+  }
+  if (c.result < 0) {
+    int err = static_cast<int>(-c.result);
+    if (transient(err) && op->attempts < options_.read_retries)
+      retry(op);
+    else
+      fail(op, err);
+    return;
+  }
+  uint64_t result = std::min<uint64_t>(static_cast<uint64_t>(c.result), op->want - op->got);
+  if (c.zero) std::memset(op->staging + op->got, 0, result);
+  if (op->got == 0 && c.zero && result >= op->valid) op->zero = true;
+  op->got += static_cast<uint32_t>(result);
+  count(r, &Stats::bytes_read, c.zero ? 0 : result);
+  if (op->got < op->valid) {  // short: the file shrank, or a transient problem
+    if (op->attempts < options_.read_retries)
+      retry(op);
+    else
+      fail(op, EIO);
+    return;
+  }
+  install(op, alone);
+}
+
+void Engine::retry(ReadOp* op) {
+  op->attempts++;
+  count(op->region, &Stats::retries, 1);
+  demand_.push_front(op);  // it holds staging already: let it finish first
+}
+
+// ---- Placing pages --------------------------------------------------------
+
+void Engine::install(ReadOp* op, bool wake_now) {
+  RegionState* r = op->region;
+  if (!op->zero && op->placed == 0) {
+    std::memset(op->staging + op->valid, 0, op->length - op->valid);  // the tail past the data
+    op->zero = all_zero(op->staging, op->valid);
+  }
+  bool wake = wake_now && !op->waiters.empty();
+  uintptr_t dst = r->base() + op->offset;
+  PlaceResult res = uffd_place(uffd(), op->zero ? Place::kZero : Place::kCopy, dst + op->placed,
+                               op->zero ? nullptr : op->staging + op->placed, op->length - op->placed, wake);
+  op->placed += static_cast<uint32_t>(res.done);
+  if (res.error == EAGAIN || res.error == ENOMEM) {
+    // Events are pending (a REMOVE or UNMAP not read yet) or memory is
+    // short: read the messages, then try the rest again.
+    if (op->attempts++ < 1000) {
+      deferred_.push_back(op);
+      return;
+    }
+  }
+  if (res.error == ENOENT || res.error == ESRCH) {  // unmapped, or the process is exiting
+    finish(op);
+    return;
+  }
+  if (res.error != 0) {
+    std::fprintf(stderr, "faultline: placing %u bytes at %p failed: %s\n", op->length - op->placed,
+                 reinterpret_cast<void*>(dst + op->placed), std::strerror(res.error));
+    fail(op, res.error);
+    return;
+  }
+  r->set_present(op->chunk, true);
+  uint64_t pages = op->length / kPageSize;
+  count(r, &Stats::pages_installed, pages);
+  count(r, &Stats::bytes_installed, op->length);
+  if (op->zero) count(r, &Stats::zero_pages, pages);
+  if ((!op->waiters.empty() && !wake) || res.hit_existing) wakes_.emplace_back(dst, op->length);
+  for (uint64_t t : op->waiters) latencies_.emplace_back(r, t);
+  finish(op);
+}
+
+// The backend cannot serve this chunk: the pages get SIGBUS for whoever
+// touches them, as an mmap of a file does on an I/O error.
+void Engine::fail(ReadOp* op, int err) {
+  RegionState* r = op->region;
+  count(r, &Stats::errors, 1);
+  std::fprintf(stderr, "faultline: %s: cannot read %u bytes at offset %llu (%s); the pages get SIGBUS\n",
+               r->backend->name().c_str(), op->want, static_cast<unsigned long long>(r->options.offset + op->offset),
+               std::strerror(err));
+  poison(r, r->base() + op->offset + op->placed, op->length - op->placed);
+  r->set_present(op->chunk, true);
+  finish(op);
+}
+
+void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
+  if (uffd_.mode.poison && options_.use_uffdio_poison) {
+    PlaceResult res = uffd_place(uffd(), Place::kPoison, addr, nullptr, len, true);
+    if (res.error == 0) {
+      if (res.hit_existing) uffd_wake(uffd(), addr, len);
+      return;
+    }
+  }
+  // Without UFFDIO_POISON: an empty file mapped over the range gives SIGBUS
+  // on access. The range leaves the userfaultfd registration, which is fine:
+  // there is nothing left to serve there.
+  if (!empty_file_) empty_file_ = UniqueFd(memfd_create("faultline-poison", MFD_CLOEXEC));
+  int prot = r->options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
+  if (!empty_file_ ||
+      mmap(reinterpret_cast<void*>(addr), len, prot, MAP_SHARED | MAP_FIXED, empty_file_.get(), 0) == MAP_FAILED)
+    std::perror("faultline: cannot poison a range");
+  uffd_wake(uffd(), addr, len);
+}
+
+void Engine::finish(ReadOp* op) {
+  RegionState* r = op->region;
+  if (op->staging) staging_.release(op->staging, op->length);
+  r->ops.erase(op->chunk);
+  delete op;
+  if (r->dead && r->in_flight == 0 && r->ops.empty()) finish_removal(r);
+}
+
+void Engine::retry_deferred() {
+  if (deferred_.empty()) return;
+  std::vector<ReadOp*> ops;
+  ops.swap(deferred_);
+  for (ReadOp* op : ops) install(op, false);
+  flush_wakes();
+}
+
+void Engine::flush_wakes() {
+  if (!wakes_.empty()) {
+    std::sort(wakes_.begin(), wakes_.end());
+    uintptr_t start = wakes_[0].first, end = start + wakes_[0].second;
+    for (size_t i = 1; i <= wakes_.size(); ++i) {
+      if (i < wakes_.size() && wakes_[i].first <= end) {
+        end = std::max<uintptr_t>(end, wakes_[i].first + wakes_[i].second);
+        continue;
+      }
+      uffd_wake(uffd(), start, end - start);
+      if (i < wakes_.size()) start = wakes_[i].first, end = start + wakes_[i].second;
+    }
+    wakes_.clear();
+  }
+  if (!latencies_.empty()) {
+    uint64_t now = now_ns();
+    for (auto [r, t] : latencies_) {
+      r->stats.latency.record(now - t);
+      totals_.latency.record(now - t);
+    }
+    latencies_.clear();
+  }
+}
+
+}  // namespace faultline::detail

@@ -1,0 +1,80 @@
+// The Backend interface: where a region's bytes come from.
+//
+// A backend is an object of size() bytes that the runtime reads asynchronously
+// and in batches. The runtime hands it ReadRequests pointing into the
+// runtime's own staging memory (never into a registered region: a read there
+// would fault on itself), and collects ReadCompletions later. Completion is
+// signalled through completion_fd(), which the fault loop polls edge-triggered
+// next to the userfaultfd, so a slow read never blocks other faults.
+//
+// Contract (what the runtime guarantees, and what a backend must do):
+//  - submit() and reap() are called only from the fault-loop thread of one
+//    Runtime. A backend may be shared by many regions of that runtime, not by
+//    two runtimes at once. size(), name(), alignment() and queue_depth() may be
+//    called from any thread and must not change.
+//  - The runtime never has more than queue_depth() reads in flight.
+//  - Every submitted request gets exactly one completion, carrying its tag,
+//    within bounded time (a backend with a remote peer enforces its own
+//    deadline and completes with an error past it). submit() never throws and
+//    never blocks for long: a request that cannot be started completes with
+//    an error.
+//  - offset, length and dest of a request are multiples of alignment(), and
+//    offset < size(). length may run past size(): the read is then short.
+//  - A completion may already be available when submit() returns; the runtime
+//    calls reap() right after submit() and again whenever completion_fd() has
+//    had an edge. completion_fd() may be -1 if every read completes inside
+//    submit(). reap() never blocks.
+//  - A read error or a short read is reported as is; the runtime retries
+//    short and EAGAIN/EINTR reads a few times, then poisons the pages so the
+//    faulting access gets SIGBUS.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace faultline {
+
+struct ReadRequest {
+  uint64_t offset = 0;      // byte offset in the backend object
+  uint32_t length = 0;      // bytes wanted
+  std::byte* dest = nullptr;  // staging memory; valid until the completion is reaped
+  uint64_t tag = 0;         // opaque to the backend, returned in the completion
+  bool urgent = false;      // a thread is blocked on it (demand fault); the
+                            // rest is read-ahead or prefetch. Backends with a
+                            // queue of their own serve urgent reads first.
+};
+
+struct ReadCompletion {
+  uint64_t tag = 0;
+  // Bytes read into dest (0..length; short only at the end of the object or
+  // on a transient problem), or a negative errno.
+  int64_t result = 0;
+  // The backend knows the bytes are all zero (a sparse hole, a zero chunk in
+  // a snapshot) and did not write dest; result is the length it covers.
+  bool zero = false;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual uint64_t size() const = 0;
+  // For errors, logs and statistics, e.g. "file /data/x (io_uring)".
+  virtual std::string name() const = 0;
+  virtual uint32_t queue_depth() const = 0;
+  virtual uint32_t alignment() const { return 1; }
+  virtual int completion_fd() const = 0;
+
+  virtual void submit(std::span<const ReadRequest> reads) = 0;
+  // Moves up to out.size() completions into out; returns how many.
+  virtual size_t reap(std::span<ReadCompletion> out) = 0;
+
+  // Called once by each runtime the backend is attached to, before the first
+  // submit(), with the staging memory every dest will point into. A backend
+  // may pin or register it (io_uring fixed buffers); it must not write it.
+  virtual void attach_staging(std::span<std::byte> staging) { (void)staging; }
+};
+
+}  // namespace faultline

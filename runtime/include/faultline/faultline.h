@@ -1,0 +1,11 @@
+// Everything an application needs: the runtime, regions and the backends.
+#pragma once
+
+#include "faultline/backend.h"
+#include "faultline/error.h"
+#include "faultline/file_backend.h"
+#include "faultline/memory_backend.h"
+#include "faultline/options.h"
+#include "faultline/region.h"
+#include "faultline/runtime.h"
+#include "faultline/stats.h"

@@ -1,0 +1,43 @@
+// Options for a Runtime and for each Region. Plain data; validated when the
+// runtime or region is created, with an Error naming the field and value.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace faultline {
+
+struct RegionOptions {
+  // Byte offset in the backend where the region starts. Must be below the
+  // backend's size and a multiple of the backend's alignment().
+  uint64_t offset = 0;
+  // Length of the region in bytes; 0 means "to the end of the backend".
+  // It may exceed what the backend holds: the rest reads as zeros.
+  uint64_t length = 0;
+  // Bytes installed per fault: a power of two from 4 KiB to 2 MiB.
+  uint32_t fill_size = 64 * 1024;
+  // Sequential-stream detection: after two faults in order, the runtime reads
+  // ahead of the stream, doubling the window on each further sequential
+  // fault up to readahead_max bytes (like the kernel's readahead).
+  bool readahead = true;
+  uint64_t readahead_max = 4 * 1024 * 1024;
+  // Writable regions keep writes in memory only (private copy-on-write
+  // semantics: the backend is never written). Read-only ones get SIGSEGV on
+  // a write, as a PROT_READ mapping does.
+  bool writable = false;
+};
+
+struct RuntimeOptions {
+  // Staging memory for reads in flight, shared by all regions. It bounds the
+  // bytes in flight and is the runtime's main fixed memory cost.
+  size_t staging_bytes = 16 * 1024 * 1024;
+  // How often a failed or short backend read is retried before its pages are
+  // poisoned (SIGBUS for the access).
+  int read_retries = 3;
+  // Unservable pages are poisoned with UFFDIO_POISON where the kernel has it
+  // (6.6+). Otherwise, or when this is false, the runtime maps an empty file
+  // over them, which gives the same SIGBUS. false exists to test that path.
+  bool use_uffdio_poison = true;
+};
+
+}  // namespace faultline

@@ -1,0 +1,53 @@
+// A Region is a range of address space whose pages are filled on first touch
+// from a backend. Obtain one from Runtime::map(). Move-only.
+//
+// Destroying a region waits for its reads in flight, unregisters and unmaps
+// the range. Threads still touching it must be done with it: after
+// destruction the memory is gone, as after munmap.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "faultline/options.h"
+#include "faultline/stats.h"
+
+namespace faultline {
+
+namespace detail {
+class Engine;
+struct RegionState;
+}
+
+class Region {
+ public:
+  Region() = default;
+  Region(Region&& other) noexcept;
+  Region& operator=(Region&& other) noexcept;
+  ~Region();
+
+  std::byte* data() const;
+  size_t size() const;  // the length asked for (not rounded to pages)
+  std::span<std::byte> span() const { return {data(), size()}; }
+  const RegionOptions& options() const;
+
+  // Asks the runtime to load [offset, offset + length) in the background,
+  // like MADV_WILLNEED. Returns at once; demand faults go first.
+  void prefetch(uint64_t offset, uint64_t length);
+
+  StatsSnapshot stats() const;
+
+  // Unmaps now (what the destructor does). The region is empty afterwards.
+  void reset();
+
+ private:
+  friend class Runtime;
+  Region(std::shared_ptr<detail::Engine> engine, std::shared_ptr<detail::RegionState> state);
+
+  std::shared_ptr<detail::Engine> engine_;
+  std::shared_ptr<detail::RegionState> state_;
+};
+
+}  // namespace faultline

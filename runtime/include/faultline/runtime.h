@@ -1,0 +1,62 @@
+// A Runtime serves page faults for the regions mapped through it.
+//
+// It owns one fault-handling thread: an epoll loop over a userfaultfd, an
+// eventfd for control and the completion fds of the backends. An idle runtime
+// sleeps in epoll_wait and uses no CPU.
+//
+// Lifetime: regions keep their runtime's thread alive. Destroying the Runtime
+// object while regions still exist is allowed; the thread stops when the last
+// of them is destroyed, so no access to a live region is ever left unserved.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "faultline/backend.h"
+#include "faultline/options.h"
+#include "faultline/region.h"
+#include "faultline/stats.h"
+
+namespace faultline {
+
+namespace detail {
+class Engine;
+}
+
+// How the userfaultfd was opened, and what the kernel offers.
+struct UffdMode {
+  bool via_dev_userfaultfd = false;  // /dev/userfaultfd rather than the syscall
+  // Only user-mode faults are handled: a kernel access to an unfilled page
+  // (read(2) into the region, write(2) from it, io_uring on it) fails with
+  // EFAULT instead of waiting for the page. Happens without privilege.
+  bool user_mode_only = false;
+  bool poison = false;  // UFFDIO_POISON available (SIGBUS for unservable pages)
+  uint64_t features = 0;  // UFFDIO_API features the kernel offers
+
+  std::string describe() const;
+};
+
+class Runtime {
+ public:
+  // Opens the userfaultfd and starts the fault thread. Throws Error if
+  // userfaultfd is unavailable (the message says why: privilege, seccomp...).
+  explicit Runtime(const RuntimeOptions& options = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Reserves address space for `backend` (see RegionOptions) and registers
+  // it. Nothing is read until the memory is touched. Throws Error on invalid
+  // options, naming the field.
+  Region map(std::shared_ptr<Backend> backend, const RegionOptions& options = {});
+
+  const UffdMode& mode() const;
+  // Totals over every region this runtime has served, including destroyed ones.
+  StatsSnapshot stats() const;
+
+ private:
+  std::shared_ptr<detail::Engine> engine_;
+};
+
+}  // namespace faultline

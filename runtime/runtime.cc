@@ -1,0 +1,85 @@
+#include "faultline/runtime.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+
+#include <bit>
+#include <cstdlib>
+
+#include "engine.h"
+#include "faultline/error.h"
+
+namespace faultline {
+
+namespace {
+
+constexpr uint64_t kMaxRegionBytes = uint64_t{1} << 46;  // 64 TiB: beyond any sane reservation
+
+std::string field(const char* name, uint64_t value) {
+  return std::string("RegionOptions.") + name + " = " + std::to_string(value);
+}
+
+void validate(const Backend& backend, const RegionOptions& o) {
+  if (o.fill_size < 4096 || o.fill_size > 2 * 1024 * 1024 || !std::has_single_bit(o.fill_size))
+    throw Error(field("fill_size", o.fill_size) + ": must be a power of two from 4096 to 2097152");
+  if (o.readahead && (o.readahead_max < o.fill_size || o.readahead_max > (uint64_t{1} << 30)))
+    throw Error(field("readahead_max", o.readahead_max) + ": must be at least fill_size (" +
+                std::to_string(o.fill_size) + ") and at most 1 GiB");
+  uint64_t size = backend.size();
+  if (size == 0) throw Error("backend " + backend.name() + " is empty: nothing to map");
+  if (o.offset >= size)
+    throw Error(field("offset", o.offset) + " is past the end of " + backend.name() + " (" + std::to_string(size) +
+                " bytes)");
+  if (uint32_t a = backend.alignment(); a > 1 && o.offset % a != 0)
+    throw Error(field("offset", o.offset) + ": " + backend.name() + " needs offsets aligned to " + std::to_string(a) +
+                " bytes");
+  if (o.length > kMaxRegionBytes)
+    throw Error(field("length", o.length) + ": larger than the 64 TiB a region may reserve");
+}
+
+}  // namespace
+
+Runtime::Runtime(const RuntimeOptions& options) : engine_(std::make_shared<detail::Engine>(options)) {}
+
+Runtime::~Runtime() = default;
+
+const UffdMode& Runtime::mode() const { return engine_->mode(); }
+
+StatsSnapshot Runtime::stats() const { return engine_->stats(); }
+
+Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& options) {
+  if (!backend) throw Error("Runtime::map: the backend is null");
+  validate(*backend, options);
+  auto r = std::make_shared<detail::RegionState>();
+  r->options = options;
+  r->length = options.length ? options.length : backend->size() - options.offset;
+  r->data_end = std::min(r->length, backend->size() - options.offset);
+  r->fill_shift = static_cast<uint32_t>(std::countr_zero(options.fill_size));
+  uint64_t map_len = (r->length + detail::kPageSize - 1) & ~(detail::kPageSize - 1);
+  r->chunks = (map_len + options.fill_size - 1) >> r->fill_shift;
+  r->backend = std::move(backend);
+
+  int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* p = mmap(nullptr, map_len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) throw_errno("cannot reserve " + std::to_string(map_len) + " bytes for a region", errno);
+  r->memory = detail::Mapping(p, map_len);
+  // 4 KiB precision (UFFDIO_COPY never makes huge pages anyway), and a
+  // forked child must not inherit a range nobody serves for it.
+  madvise(p, map_len, MADV_NOHUGEPAGE);
+  madvise(p, map_len, MADV_DONTFORK);
+  // calloc of a large block is fresh zeroed mmap: untouched bits cost nothing.
+  size_t words = (r->chunks + 63) / 64;
+  r->present = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
+  if (!r->present) throw Error("out of memory for the region's page map");
+
+  detail::uffd_register(engine_->uffd(), p, map_len);
+  try {
+    engine_->add_region(r);
+  } catch (...) {
+    detail::uffd_unregister(engine_->uffd(), p, map_len);
+    throw;
+  }
+  return Region(engine_, std::move(r));
+}
+
+}  // namespace faultline

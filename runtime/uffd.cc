@@ -1,0 +1,214 @@
+#include "uffd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <sstream>
+
+#include "faultline/error.h"
+
+// The distro headers are older than the kernels we run on.
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef _UFFDIO_POISON
+#define _UFFDIO_POISON (0x08)
+struct uffdio_poison {
+  struct uffdio_range range;
+  __u64 mode;
+  __s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+
+namespace faultline {
+
+void throw_errno(const std::string& what, int err) {
+  throw Error(what + ": " + strerror(err), err);
+}
+
+void detail::Mapping::reset() {
+  if (addr_) munmap(addr_, len_);
+  addr_ = nullptr;
+  len_ = 0;
+}
+
+std::string UffdMode::describe() const {
+  std::ostringstream s;
+  s << (via_dev_userfaultfd ? "/dev/userfaultfd" : "userfaultfd(2)")
+    << (user_mode_only ? ", user-mode faults only (kernel accesses to unfilled pages fail with EFAULT)"
+                       : ", kernel and user faults")
+    << (poison ? ", UFFDIO_POISON" : ", no UFFDIO_POISON (SIGBUS by a zero-length file mapping)");
+  s << ", features 0x" << std::hex << features;
+  return s.str();
+}
+
+namespace detail {
+namespace {
+
+enum class Method { kDevice, kSyscall, kSyscallUserOnly };
+
+int open_with(Method m) {
+  int flags = O_CLOEXEC | O_NONBLOCK;
+  if (m == Method::kDevice) {
+    int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    if (dev < 0) return -1;
+    int fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+    int err = errno;
+    ::close(dev);
+    errno = err;
+    return fd;
+  }
+  if (m == Method::kSyscallUserOnly) flags |= UFFD_USER_MODE_ONLY;
+  return static_cast<int>(syscall(SYS_userfaultfd, flags));
+}
+
+// Tries the methods in order of preference; returns the first that works.
+UniqueFd open_first(Method* used) {
+  int last_err = 0;
+  for (Method m : {Method::kDevice, Method::kSyscall, Method::kSyscallUserOnly}) {
+    int fd = open_with(m);
+    if (fd >= 0) {
+      *used = m;
+      return UniqueFd(fd);
+    }
+    last_err = errno;
+  }
+  if (last_err == ENOSYS)
+    throw Error("userfaultfd is not available: the kernel lacks CONFIG_USERFAULTFD, or a seccomp "
+                "filter (Docker's default profile, for one) blocks the syscall", ENOSYS);
+  throw_errno("cannot open a userfaultfd (tried /dev/userfaultfd, userfaultfd(2) and "
+              "UFFD_USER_MODE_ONLY; is vm.unprivileged_userfaultfd 0 and a seccomp filter active?)",
+              last_err);
+}
+
+uint64_t api(int fd, uint64_t features) {
+  uffdio_api a{};
+  a.api = UFFD_API;
+  a.features = features;
+  if (ioctl(fd, UFFDIO_API, &a) != 0) throw_errno("UFFDIO_API", errno);
+  return a.features;
+}
+
+}  // namespace
+
+Uffd open_uffd() {
+  Method method;
+  uint64_t offered;
+  {
+    UniqueFd probe = open_first(&method);
+    offered = api(probe.get(), 0);
+  }
+  Uffd u;
+  u.fd = UniqueFd(open_with(method));
+  if (!u.fd) throw_errno("cannot reopen the userfaultfd", errno);
+  uint64_t wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_POISON;
+  api(u.fd.get(), wanted & offered);
+  u.mode.via_dev_userfaultfd = method == Method::kDevice;
+  u.mode.user_mode_only = method == Method::kSyscallUserOnly;
+  u.mode.poison = (offered & UFFD_FEATURE_POISON) != 0;
+  u.mode.features = offered;
+  return u;
+}
+
+void uffd_register(int uffd, void* addr, uint64_t len) {
+  uffdio_register r{};
+  r.range.start = reinterpret_cast<uintptr_t>(addr);
+  r.range.len = len;
+  r.mode = UFFDIO_REGISTER_MODE_MISSING;
+  if (ioctl(uffd, UFFDIO_REGISTER, &r) != 0) throw_errno("UFFDIO_REGISTER", errno);
+}
+
+void uffd_unregister(int uffd, void* addr, uint64_t len) {
+  uffdio_range r{reinterpret_cast<uintptr_t>(addr), len};
+  ioctl(uffd, UFFDIO_UNREGISTER, &r);
+}
+
+void uffd_wake(int uffd, uintptr_t addr, uint64_t len) {
+  uffdio_range r{addr, len};
+  ioctl(uffd, UFFDIO_WAKE, &r);
+}
+
+namespace {
+
+// One ioctl; returns bytes done (>= 0) or -errno, following the kernel's
+// convention: the result field holds progress or a negative errno.
+int64_t place_once(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake) {
+  int rc;
+  int64_t progress;
+  switch (how) {
+    case Place::kCopy: {
+      uffdio_copy c{};
+      c.dst = dst;
+      c.src = reinterpret_cast<uintptr_t>(src);
+      c.len = len;
+      c.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE;
+      rc = ioctl(uffd, UFFDIO_COPY, &c);
+      progress = c.copy;
+      break;
+    }
+    case Place::kZero: {
+      uffdio_zeropage z{};
+      z.range = {dst, len};
+      z.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE;
+      rc = ioctl(uffd, UFFDIO_ZEROPAGE, &z);
+      progress = z.zeropage;
+      break;
+    }
+    default: {
+      uffdio_poison p{};
+      p.range = {dst, len};
+      p.mode = wake ? 0 : 1;  // UFFDIO_POISON_MODE_DONTWAKE
+      rc = ioctl(uffd, UFFDIO_POISON, &p);
+      progress = p.updated;
+      break;
+    }
+  }
+  if (rc == 0) return static_cast<int64_t>(len);
+  int err = errno;
+  if (progress > 0) return progress;  // partial: the caller retries the rest
+  return progress < 0 ? progress : -err;
+}
+
+}  // namespace
+
+PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake) {
+  PlaceResult r;
+  int eintr_budget = 16;
+  while (r.done < len) {
+    const char* s = how == Place::kCopy ? static_cast<const char*>(src) + r.done : nullptr;
+    int64_t got = place_once(uffd, how, dst + r.done, s, len - r.done, wake);
+    if (got > 0) {
+      r.done += static_cast<uint64_t>(got);
+      continue;
+    }
+    int err = got == 0 ? EAGAIN : static_cast<int>(-got);
+    if (err == EEXIST) {
+      // The first page is present (installed by someone else, or never
+      // removed). Skip it; the caller must wake the range.
+      r.hit_existing = true;
+      r.done += kPageSize;
+      continue;
+    }
+    if (err == EINTR && --eintr_budget > 0) continue;
+    r.error = err;
+    return r;
+  }
+  r.done = len;
+  return r;
+}
+
+}  // namespace detail
+}  // namespace faultline

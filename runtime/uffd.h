@@ -1,0 +1,49 @@
+// Thin wrappers over the userfaultfd descriptor and its ioctls. They know the
+// kernel's partial-progress rules so the fault loop does not have to.
+#pragma once
+
+#include <cstdint>
+
+#include "faultline/runtime.h"
+#include "unique_fd.h"
+
+namespace faultline::detail {
+
+constexpr uint64_t kPageSize = 4096;
+
+struct Uffd {
+  UniqueFd fd;
+  UffdMode mode;
+};
+
+// Opens a userfaultfd: /dev/userfaultfd first, then the syscall, then the
+// syscall with UFFD_USER_MODE_ONLY. Probes features on a throwaway
+// descriptor and enables EVENT_REMOVE, EVENT_UNMAP and POISON where offered.
+// Throws Error explaining why userfaultfd is unavailable.
+Uffd open_uffd();
+
+// Registers [addr, addr + len) in MISSING mode. Throws Error.
+void uffd_register(int uffd, void* addr, uint64_t len);
+// Unregisters; wakes every thread waiting on the range. Errors are ignored:
+// the range may already be partly unmapped by the application.
+void uffd_unregister(int uffd, void* addr, uint64_t len);
+
+// Outcome of placing pages with COPY, ZEROPAGE or POISON.
+struct PlaceResult {
+  uint64_t done = 0;        // bytes handled (placed, or already present)
+  int error = 0;            // 0 when done == len; EAGAIN: retry the rest
+                            // later; ENOENT/ESRCH: range or process gone
+  bool hit_existing = false;  // some pages were already present (EEXIST):
+                              // their waiters need an explicit wake
+};
+
+enum class Place { kCopy, kZero, kPoison };
+
+// Places pages over [dst, dst + len), skipping pages that already exist and
+// continuing after partial progress. `src` is used for kCopy only.
+PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake);
+
+// Wakes threads waiting on [addr, addr + len). Errors are ignored.
+void uffd_wake(int uffd, uintptr_t addr, uint64_t len);
+
+}  // namespace faultline::detail

@@ -1,0 +1,90 @@
+#include "test_util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+
+namespace faultline::test {
+
+std::vector<std::byte> pattern(size_t n, uint32_t seed) {
+  std::vector<std::byte> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = pattern_byte(i, seed);
+  return v;
+}
+
+TempFile::TempFile(const std::vector<std::byte>& contents) {
+  char tmpl[] = "/tmp/faultline-test-XXXXXX";
+  if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  dir_ = tmpl;
+  path_ = dir_ + "/data";
+  std::ofstream out(path_, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(contents.data()), static_cast<std::streamsize>(contents.size()));
+  if (!out) throw std::runtime_error("cannot write " + path_);
+}
+
+TempFile::TempFile(size_t size, uint32_t seed) : TempFile(pattern(size, seed)) {}
+
+TempFile::~TempFile() {
+  unlink(path_.c_str());
+  rmdir(dir_.c_str());
+}
+
+int run_in_child(const std::function<void()>& body, int timeout_ms) {
+  pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    try {
+      body();
+    } catch (...) {
+      _exit(3);
+    }
+    _exit(0);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int status = 0;
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (WIFSIGNALED(status)) return WTERMSIG(status);
+  return WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+static size_t count_dir(const char* path) {
+  size_t n = 0;
+  if (DIR* d = opendir(path)) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+size_t open_fd_count() { return count_dir("/proc/self/fd"); }
+size_t thread_count() { return count_dir("/proc/self/task"); }
+
+size_t mapping_count() {
+  std::ifstream maps("/proc/self/maps");
+  size_t n = 0;
+  std::string line;
+  while (std::getline(maps, line)) ++n;
+  return n;
+}
+
+bool is_root() { return geteuid() == 0; }
+
+}  // namespace faultline::test

@@ -1,0 +1,50 @@
+// Helpers shared by the tests: temporary files, deterministic data, child
+// processes that are expected to die of a signal, and leak counters.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace faultline::test {
+
+// Byte i of the deterministic pattern used everywhere: never constant over a
+// page, different for every seed, so a page installed at the wrong offset or
+// from the wrong source is caught.
+inline std::byte pattern_byte(uint64_t i, uint32_t seed = 1) {
+  uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t{seed} << 32);
+  x ^= x >> 29;
+  return std::byte(static_cast<uint8_t>(x ^ (x >> 17)));
+}
+std::vector<std::byte> pattern(size_t n, uint32_t seed = 1);
+
+// A file in a fresh temporary directory, removed with the object.
+class TempFile {
+ public:
+  explicit TempFile(const std::vector<std::byte>& contents);
+  explicit TempFile(size_t size, uint32_t seed = 1);  // pattern(size, seed)
+  ~TempFile();
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_;
+  std::string path_;
+};
+
+// Runs `body` in a forked child. Returns the signal that ended it, or 0 if it
+// exited with status 0, or -1 if it exited with another status. The child is
+// killed after `timeout_ms` (a hang shows up as SIGKILL).
+int run_in_child(const std::function<void()>& body, int timeout_ms = 20000);
+
+// Counts for leak checks.
+size_t open_fd_count();
+size_t mapping_count();  // lines in /proc/self/maps
+size_t thread_count();
+
+bool is_root();
+
+}  // namespace faultline::test
