@@ -150,6 +150,14 @@ void Engine::run_commands() {
           }
         }
         break;
+      case Command::Type::kPoisoned: {
+        auto it = poisoners_.find(c.first);
+        it->second.join();
+        poisoners_.erase(it);
+        c.region->in_flight--;
+        if (c.region->dead && c.region->in_flight == 0 && c.region->ops.empty()) finish_removal(c.region);
+        break;
+      }
       case Command::Type::kStop:
         stopping_ = true;
         break;

@@ -109,9 +109,9 @@ class Engine {
 
  private:
   struct Command {
-    enum class Type { kAdd, kRemove, kPrefetch, kStop } type;
+    enum class Type { kAdd, kRemove, kPrefetch, kPoisoned, kStop } type;
     RegionState* region = nullptr;
-    uint64_t first = 0, last = 0;  // chunk range for kPrefetch
+    uint64_t first = 0, last = 0;  // chunk range for kPrefetch; poisoner id for kPoisoned
     std::promise<void>* done = nullptr;
   };
 
@@ -168,6 +168,8 @@ class Engine {
   std::vector<std::pair<uintptr_t, uint64_t>> wakes_;
   std::vector<std::pair<RegionState*, uint64_t>> latencies_;  // (region, fault read time)
   UniqueFd empty_file_;  // for poisoning without UFFDIO_POISON
+  std::map<uint64_t, std::thread> poisoners_;
+  uint64_t next_poisoner_ = 0;
   bool stopping_ = false;
   bool room_ = true;  // false: the last dispatch stopped for want of queue depth or staging
 

@@ -146,8 +146,9 @@ void Engine::note_readahead(RegionState* r, uint64_t chunk) {
   // window read ahead last time: the stream outran the read-ahead.
   bool sequential = chunk == r->last_fault + 1 || (chunk >= r->ra_start && chunk <= r->ra_end && r->ra_end > 0);
   r->last_fault = chunk;
-  if (!sequential) {
+  if (!sequential) {  // a random fault ends the stream and its pending read-ahead
     r->ra_window = 0;
+    r->ra_start = r->ra_next = r->ra_end = 0;
     return;
   }
   uint64_t max_window = std::max<uint64_t>(1, r->options.readahead_max >> r->fill_shift);
@@ -326,6 +327,7 @@ void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
   if (c.zero) std::memset(op->staging + op->got, 0, result);
   if (op->got == 0 && c.zero && result >= op->valid) op->zero = true;
   op->got += static_cast<uint32_t>(result);
+  if (result > 0) op->attempts = 0;  // progress: the retry budget is for reads that get nowhere
   count(r, &Stats::bytes_read, c.zero ? 0 : result);
   if (op->got < op->valid) {  // short: the file shrank, or a transient problem
     if (op->attempts < options_.read_retries)
@@ -406,14 +408,20 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
     }
   }
   // Without UFFDIO_POISON: an empty file mapped over the range gives SIGBUS
-  // on access. The range leaves the userfaultfd registration, which is fine:
-  // there is nothing left to serve there.
+  // on access. Mapping over a registered range raises an UNMAP event that
+  // this thread must read, so a helper thread maps while the loop goes on;
+  // the region counts it as a read in flight until it reports back.
   if (!empty_file_) empty_file_ = UniqueFd(memfd_create("faultline-poison", MFD_CLOEXEC));
   int prot = r->options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
-  if (!empty_file_ ||
-      mmap(reinterpret_cast<void*>(addr), len, prot, MAP_SHARED | MAP_FIXED, empty_file_.get(), 0) == MAP_FAILED)
-    std::perror("faultline: cannot poison a range");
-  uffd_wake(uffd(), addr, len);
+  int fd = empty_file_.get(), uffd_fd = uffd();
+  uint64_t id = next_poisoner_++;
+  r->in_flight++;
+  poisoners_.emplace(id, std::thread([this, r, addr, len, prot, fd, uffd_fd, id] {
+    if (fd < 0 || mmap(reinterpret_cast<void*>(addr), len, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
+      std::perror("faultline: cannot poison a range");
+    uffd_wake(uffd_fd, addr, len);
+    send({Command::Type::kPoisoned, r, id});
+  }));
 }
 
 void Engine::finish(ReadOp* op) {

@@ -3,6 +3,9 @@
 // Stats is written by the fault-loop thread and may be read from any thread
 // at any time: counters are relaxed atomics, so a snapshot taken while
 // faults are served is a consistent-enough picture, not a transaction.
+// A fault's pages and latency are counted just after its thread is woken
+// (the wake comes first: it is what the thread waits for), so a thread that
+// reads the stats right after its own fault may not see it for a moment.
 #pragma once
 
 #include <array>

@@ -1,0 +1,547 @@
+// Runtime behaviour over the memory backend and the scripted test backend:
+// contents, concurrency, error paths, tear-down, limits.
+#include <execinfo.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "faultline/faultline.h"
+#include "test_backends.h"
+#include "test_util.h"
+
+using namespace faultline;
+using namespace faultline::test;
+
+namespace {
+
+constexpr size_t kKiB = 1024, kMiB = 1024 * 1024;
+
+// Catches SIGBUS/SIGSEGV on the calling thread and reports which one fired.
+thread_local sigjmp_buf* t_jump = nullptr;
+void on_fault_signal(int sig) {
+  if (t_jump) siglongjmp(*t_jump, sig);
+  void* frames[32];
+  int n = backtrace(frames, 32);
+  backtrace_symbols_fd(frames, n, 2);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+void catch_fault_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_fault_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_NODEFER;
+  sigaction(SIGBUS, &sa, nullptr);
+  sigaction(SIGSEGV, &sa, nullptr);
+}
+// Reads *p; returns 0, or the signal the read raised.
+int read_signal(const std::byte* p, std::byte* out = nullptr) {
+  sigjmp_buf jump;
+  t_jump = &jump;
+  int sig = sigsetjmp(jump, 1);
+  if (sig == 0) {
+    std::byte v = *static_cast<const volatile std::byte*>(p);
+    if (out) *out = v;
+  }
+  t_jump = nullptr;
+  return sig;
+}
+
+// For code running in a child process, where Catch cannot report: says
+// what failed on stderr and makes the child exit non-zero.
+void check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "child check failed: %s\n", what);
+    throw std::runtime_error(what);
+  }
+}
+
+// Compares region bytes with the source; returns the first mismatch or -1.
+long first_mismatch(const std::byte* got, const std::byte* want, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (got[i] != want[i]) return static_cast<long>(i);
+  return -1;
+}
+
+size_t rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * 4096;
+}
+
+template <typename Pred>
+bool wait_until(Pred pred, int ms = 10000) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("every fill size places the right bytes, with any offset and a ragged tail", "[runtime]") {
+  uint32_t fill = GENERATE(4096u, 8192u, 16384u, 32768u, 65536u, 131072u, 262144u, 524288u, 1048576u, 2097152u);
+  bool readahead = GENERATE(false, true);
+  uint64_t offset = GENERATE(uint64_t{0}, uint64_t{3 * 4096}, uint64_t{12345});
+  auto data = pattern(5 * kMiB + 1234, fill);
+  Runtime rt;
+  RegionOptions o;
+  o.fill_size = fill;
+  o.readahead = readahead;
+  o.readahead_max = std::max<uint64_t>(fill, kMiB);
+  o.offset = offset;
+  Region r = rt.map(MemoryBackend::borrow(data), o);
+  REQUIRE(r.size() == data.size() - offset);
+  REQUIRE(first_mismatch(r.data(), data.data() + offset, r.size()) == -1);
+  // The rest of the last page is zero, as past the end of a file in mmap.
+  size_t page_end = (r.size() + 4095) / 4096 * 4096;
+  for (size_t i = r.size(); i < page_end; ++i) REQUIRE(r.data()[i] == std::byte{0});
+  INFO("fill " << fill << " readahead " << readahead << " offset " << offset);
+  CHECK(wait_until([&] { return r.stats().bytes_installed == page_end; }));
+  auto s = r.stats();
+  CHECK(s.errors == 0);
+  if (!readahead) CHECK(s.faults == (page_end + fill - 1) / fill);
+}
+
+TEST_CASE("a region longer than its backend reads zeros past the end", "[runtime]") {
+  auto data = pattern(kMiB + 100);
+  Runtime rt;
+  RegionOptions o;
+  o.length = 10 * kMiB;
+  Region r = rt.map(MemoryBackend::borrow(data), o);
+  REQUIRE(r.size() == 10 * kMiB);
+  REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
+  for (size_t i = data.size(); i < r.size(); i += 511) REQUIRE(r.data()[i] == std::byte{0});
+  CHECK(wait_until([&] { return r.stats().zero_pages == (10 * kMiB - 17 * 64 * kKiB) / 4096; }));  // chunks 17.. hold no data
+}
+
+TEST_CASE("all-zero chunks are placed as zero pages and stay writable", "[runtime]") {
+  auto data = pattern(4 * kMiB);
+  std::fill(data.begin() + kMiB, data.begin() + 2 * kMiB, std::byte{0});  // 16 zero chunks of 64 KiB
+  Runtime rt;
+  RegionOptions o;
+  o.readahead = false;
+  o.writable = true;
+  Region r = rt.map(MemoryBackend::borrow(data), o);
+  REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
+  CHECK(wait_until([&] { return r.stats().zero_pages == kMiB / 4096; }));
+  r.data()[kMiB + 5] = std::byte{42};  // copy-on-write of the shared zero page
+  CHECK(r.data()[kMiB + 5] == std::byte{42});
+  CHECK(r.data()[kMiB + 4096 + 5] == std::byte{0});
+}
+
+TEST_CASE("eight threads faulting the same and different pages all get the right bytes", "[runtime][threads]") {
+  bool readahead = GENERATE(false, true);
+  REQUIRE(run_in_child([&] {
+            auto data = pattern(32 * kMiB, 7);
+            auto backend = std::make_shared<ScriptedBackend>(data);
+            Runtime rt;
+            RegionOptions o;
+            o.readahead = readahead;
+            Region r = rt.map(backend, o);
+            std::atomic<long> bad{0};
+            std::vector<std::thread> threads;
+            for (int t = 0; t < 8; ++t)
+              threads.emplace_back([&, t] {
+                // Even threads walk the same pages in the same order; odd ones
+                // take their own stripes, in reverse.
+                for (size_t k = 0; k < data.size() / 4096; ++k) {
+                  size_t page = t % 2 == 0 ? k : (data.size() / 4096 - 1 - k);
+                  if (t % 2 == 1 && page % 4 != static_cast<size_t>(t / 2)) continue;
+                  size_t i = page * 4096 + (k * 31) % 4096;
+                  if (r.data()[i] != data[i]) bad++;
+                }
+              });
+            for (auto& th : threads) th.join();
+            check(bad == 0, "wrong bytes");
+            check(first_mismatch(r.data(), data.data(), data.size()) == -1, "wrong bytes after");
+            if (!readahead) check(backend->reads() == data.size() / (64 * kKiB), "one read per chunk");
+          }) == 0);
+}
+
+TEST_CASE("faults on chunks partly present (EEXIST) are served and woken", "[runtime][threads]") {
+  REQUIRE(run_in_child([] {
+            auto data = pattern(8 * kMiB, 3);
+            Runtime rt;
+            RegionOptions o;
+            o.writable = true;
+            o.fill_size = 256 * kKiB;
+            Region r = rt.map(MemoryBackend::borrow(data), o);
+            check(first_mismatch(r.data(), data.data(), data.size()) == -1, "first pass");
+            for (int round = 0; round < 20; ++round) {
+              // Drop every other page, so each chunk is partly present:
+              // refilling it hits EEXIST on the pages that stayed.
+              for (size_t p = round % 2; p < data.size() / 4096; p += 2)
+                madvise(r.data() + p * 4096, 4096, MADV_DONTNEED);
+              std::atomic<long> bad{0};
+              std::vector<std::thread> threads;
+              for (int t = 0; t < 4; ++t)
+                threads.emplace_back([&, t] {
+                  for (size_t i = t * 997; i < data.size(); i += 4096)
+                    if (r.data()[i] != data[i]) bad++;
+                });
+              r.prefetch(0, data.size());  // races the demand faults for the same chunks
+              for (auto& th : threads) th.join();
+              check(bad == 0, "wrong bytes");
+            }
+            check(first_mismatch(r.data(), data.data(), data.size()) == -1, "final");
+          }) == 0);
+}
+
+TEST_CASE("a backend error gives SIGBUS to the access and everything else keeps working", "[runtime][errors]") {
+  bool use_poison = GENERATE(true, false);
+  REQUIRE(run_in_child([&] {
+            catch_fault_signals();
+            auto data = pattern(4 * kMiB, 5);
+            auto failing = std::make_shared<ScriptedBackend>(data);
+            failing->fail_at(3 * 64 * kKiB + 100, 1, EIO);  // chunk 3 cannot be read
+            RuntimeOptions ro;
+            ro.use_uffdio_poison = use_poison;
+            Runtime rt(ro);
+            RegionOptions o;
+            o.readahead = false;
+            Region bad = rt.map(failing, o);
+            Region good = rt.map(MemoryBackend::borrow(data), o);
+            std::byte v{};
+            check(read_signal(bad.data() + 3 * 64 * kKiB + 5) == SIGBUS, "no SIGBUS");
+            check(read_signal(bad.data() + 4 * 64 * kKiB - 1) == SIGBUS, "no SIGBUS at the chunk's end");
+            check(read_signal(bad.data() + 4 * 64 * kKiB, &v) == 0 && v == data[4 * 64 * kKiB], "next chunk");
+            check(read_signal(bad.data() + 2 * 64 * kKiB + 7, &v) == 0 && v == data[2 * 64 * kKiB + 7], "prev chunk");
+            check(first_mismatch(good.data(), data.data(), data.size()) == -1, "other region");
+            check(bad.stats().errors == 1 && rt.stats().errors == 1, "error counted once");
+            check(read_signal(bad.data() + 3 * 64 * kKiB) == SIGBUS, "SIGBUS again");
+          }) == 0);
+  // Unhandled, the signal ends the process, as with mmap on an I/O error.
+  CHECK(run_in_child([] {
+          auto failing = std::make_shared<ScriptedBackend>(pattern(kMiB));
+          failing->fail_at(0, kMiB, EIO);
+          Runtime rt;
+          Region r = rt.map(failing);
+          (void)*static_cast<volatile std::byte*>(r.data());
+        }) == SIGBUS);
+}
+
+TEST_CASE("transient errors and short reads are retried", "[runtime][errors]") {
+  auto data = pattern(2 * kMiB, 9);
+  auto backend = std::make_shared<ScriptedBackend>(data);
+  Runtime rt;
+  RegionOptions o;
+  o.readahead = false;
+  SECTION("EAGAIN") {
+    backend->transient_failures(2);
+    Region r = rt.map(backend, o);
+    REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
+    CHECK(r.stats().retries == 2);
+    CHECK(r.stats().errors == 0);
+  }
+  SECTION("short reads") {
+    backend->set_short_reads(true);
+    Region r = rt.map(backend, o);
+    REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
+    CHECK(r.stats().retries > 0);
+    CHECK(r.stats().errors == 0);
+  }
+  SECTION("persistent EAGAIN ends in SIGBUS, not a hang") {
+    backend->transient_failures(1000000);
+    CHECK(run_in_child([&] {
+            Runtime child_rt;
+            Region r = child_rt.map(std::make_shared<ScriptedBackend>(data), o);
+            auto b = std::make_shared<ScriptedBackend>(data);
+            b->transient_failures(1000000);
+            Region r2 = child_rt.map(b, o);
+            (void)*static_cast<volatile std::byte*>(r2.data());
+          }) == SIGBUS);
+  }
+}
+
+TEST_CASE("destroying a region with reads in flight neither hangs nor leaks", "[runtime][teardown]") {
+  REQUIRE(run_in_child([] {
+            catch_fault_signals();
+            auto data = pattern(4 * kMiB);
+            auto backend = std::make_shared<ScriptedBackend>(data);
+            mallopt(M_ARENA_MAX, 1);  // new threads would map malloc arenas of their own
+            {  // glibc keeps freed thread stacks mapped: fill its cache first
+              Runtime warm;
+              std::vector<std::thread> ts;
+              for (int t = 0; t < 6; ++t) ts.emplace_back([] {});
+              for (auto& th : ts) th.join();
+            }
+            size_t fds = open_fd_count(), maps = mapping_count();
+            {
+              Runtime rt;
+              auto region = std::make_unique<Region>(rt.map(backend));
+              backend->hold();
+              std::atomic<int> finished{0};
+              std::vector<std::thread> threads;
+              std::byte* base = region->data();
+              for (int t = 0; t < 4; ++t)
+                threads.emplace_back([&, t] {
+                  // Either the page (served or zero after the unregister) or
+                  // SIGSEGV once the range is unmapped: never a hang.
+                  read_signal(base + t * 512 * kKiB);
+                  finished++;
+                });
+              check(wait_until([&] { return backend->pending() >= 1; }), "faults never reached the backend");
+              std::thread releaser([&] {
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                backend->release();
+              });
+              region.reset();  // waits only for the reads in flight
+              releaser.join();
+              for (auto& th : threads) th.join();
+              check(finished == 4, "threads left asleep");
+            }
+            check(open_fd_count() == fds, "fd leak");
+            check(mapping_count() == maps, "mapping leak");
+          }) == 0);
+}
+
+TEST_CASE("destroying the runtime while faults are pending still serves them", "[runtime][teardown]") {
+  size_t threads_before = thread_count();
+  auto data = pattern(4 * kMiB, 11);
+  auto backend = std::make_shared<ScriptedBackend>(data);
+  auto rt = std::make_unique<Runtime>();
+  Region r = rt->map(backend);
+  backend->hold();
+  std::byte seen{};
+  std::thread reader([&] { seen = r.data()[kMiB + 3]; });
+  REQUIRE(wait_until([&] { return backend->pending() >= 1; }));
+  rt.reset();  // the region keeps the fault thread alive
+  backend->release();
+  reader.join();
+  CHECK(seen == data[kMiB + 3]);
+  CHECK(first_mismatch(r.data(), data.data(), data.size()) == -1);
+  r.reset();
+  CHECK(thread_count() == threads_before + 1);  // + the backend's own worker
+}
+
+TEST_CASE("write(2) from an unfilled page works in kernel-fault mode", "[runtime]") {
+  Runtime rt;
+  if (rt.mode().user_mode_only) {
+    WARN("SKIPPED: user-mode-only userfaultfd (no privilege): kernel accesses to unfilled pages fail with EFAULT");
+    return;
+  }
+  auto data = pattern(3 * kMiB, 13);
+  Region r = rt.map(MemoryBackend::borrow(data));
+  TempFile out(std::vector<std::byte>{});
+  int fd = open(out.path().c_str(), O_RDWR | O_TRUNC);
+  REQUIRE(fd >= 0);
+  // The kernel copies from region memory nobody has touched yet.
+  REQUIRE(write(fd, r.data() + 100, 2 * kMiB) == static_cast<ssize_t>(2 * kMiB));
+  std::vector<std::byte> back(2 * kMiB);
+  REQUIRE(pread(fd, back.data(), back.size(), 0) == static_cast<ssize_t>(back.size()));
+  close(fd);
+  CHECK(first_mismatch(back.data(), data.data() + 100, back.size()) == -1);
+}
+
+TEST_CASE("a thousand regions come and go without leaking, and two thousand live at once", "[runtime][limits]") {
+  auto data = pattern(256 * kKiB, 17);
+  auto backend = MemoryBackend::borrow(data);
+  Runtime rt;
+  { Region warm = rt.map(backend); }
+  size_t fds = open_fd_count(), maps = mapping_count(), threads = thread_count();
+  for (int i = 0; i < 1000; ++i) {
+    Region r = rt.map(backend);
+    REQUIRE(r.data()[i * 37 % data.size()] == data[i * 37 % data.size()]);
+  }
+  CHECK(open_fd_count() == fds);
+  CHECK(mapping_count() == maps);
+  CHECK(thread_count() == threads);
+
+  std::vector<Region> live;
+  for (int i = 0; i < 2000; ++i) {
+    RegionOptions o;
+    o.offset = static_cast<uint64_t>(i % 16) * 4096;
+    o.fill_size = 4096u << (i % 6);
+    live.push_back(rt.map(backend, o));
+  }
+  for (size_t i = 0; i < live.size(); ++i) {
+    size_t at = (i * 4099) % live[i].size();
+    REQUIRE(live[i].data()[at] == data[live[i].options().offset + at]);
+  }
+  live.clear();
+  CHECK(open_fd_count() == fds);
+  CHECK(mapping_count() == maps);
+}
+
+TEST_CASE("invalid options and inputs are rejected with an error naming the problem", "[runtime][errors]") {
+  auto data = pattern(kMiB);
+  auto backend = MemoryBackend::borrow(data);
+  Runtime rt;
+  auto fails_with = [&](RegionOptions o, const std::string& text) {
+    try {
+      rt.map(backend, o);
+    } catch (const Error& e) {
+      INFO(e.what());
+      CHECK(std::string(e.what()).find(text) != std::string::npos);
+      return;
+    }
+    FAIL("no error for " << text);
+  };
+  RegionOptions o;
+  o.fill_size = 3000;
+  fails_with(o, "RegionOptions.fill_size = 3000");
+  o.fill_size = 3 * 8192;
+  fails_with(o, "fill_size = 24576");
+  o.fill_size = 4 * 1024 * 1024;
+  fails_with(o, "fill_size = 4194304");
+  o = {};
+  o.fill_size = 1 << 20;
+  o.readahead_max = 64 * 1024;
+  fails_with(o, "RegionOptions.readahead_max = 65536");
+  o = {};
+  o.offset = kMiB;
+  fails_with(o, "RegionOptions.offset = 1048576 is past the end");
+  o.offset = 5 * kMiB;
+  fails_with(o, "offset = 5242880");
+  o = {};
+  o.length = uint64_t{1} << 50;
+  fails_with(o, "RegionOptions.length");
+  CHECK_THROWS_WITH(rt.map(nullptr), Catch::Contains("null"));
+  CHECK_THROWS_WITH(rt.map(std::make_shared<MemoryBackend>(std::vector<std::byte>{})), Catch::Contains("empty"));
+  Region r = rt.map(backend);
+  CHECK_THROWS_WITH(r.prefetch(2 * kMiB, 10), Catch::Contains("past the end of the region"));
+  RuntimeOptions ro;
+  ro.read_retries = -1;
+  CHECK_THROWS_WITH(Runtime(ro), Catch::Contains("RuntimeOptions.read_retries"));
+}
+
+TEST_CASE("MADV_DONTNEED drops writes: the pages load again from the backend", "[runtime]") {
+  auto data = pattern(2 * kMiB, 19);
+  Runtime rt;
+  RegionOptions o;
+  o.writable = true;
+  Region r = rt.map(MemoryBackend::borrow(data), o);
+  std::memset(r.data(), 0xAB, kMiB);
+  CHECK(r.data()[100] == std::byte{0xAB});
+  CHECK(data[100] != std::byte{0xAB});  // private: the backend never changes
+  REQUIRE(madvise(r.data(), kMiB, MADV_DONTNEED) == 0);
+  REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
+}
+
+TEST_CASE("unmapping part of a region leaves the rest served", "[runtime]") {
+  auto data = pattern(4 * kMiB, 23);
+  Runtime rt;
+  Region r = rt.map(MemoryBackend::borrow(data));
+  REQUIRE(munmap(r.data() + kMiB, kMiB) == 0);
+  CHECK(first_mismatch(r.data(), data.data(), kMiB) == -1);
+  CHECK(first_mismatch(r.data() + 2 * kMiB, data.data() + 2 * kMiB, 2 * kMiB) == -1);
+  r.prefetch(0, r.size());  // must skip the hole
+  r.reset();
+}
+
+TEST_CASE("a read-only region refuses writes with SIGSEGV", "[runtime]") {
+  CHECK(run_in_child([] {
+          auto data = pattern(kMiB);
+          Runtime rt;
+          Region r = rt.map(MemoryBackend::borrow(data));
+          *static_cast<volatile std::byte*>(r.data() + 10) = std::byte{1};
+        }) == SIGSEGV);
+}
+
+TEST_CASE("prefetch loads in the background so later touches do not fault", "[runtime]") {
+  auto data = pattern(16 * kMiB, 29);
+  auto backend = std::make_shared<ScriptedBackend>(data);
+  Runtime rt;
+  Region r = rt.map(backend);
+  r.prefetch(4 * kMiB, 8 * kMiB);
+  REQUIRE(wait_until([&] { return r.stats().pages_installed == 8 * kMiB / 4096; }));
+  CHECK(r.stats().prefetch_chunks == 8 * kMiB / (64 * kKiB));
+  CHECK(first_mismatch(r.data() + 4 * kMiB, data.data() + 4 * kMiB, 8 * kMiB) == -1);
+  CHECK(r.stats().faults == 0);
+  CHECK(first_mismatch(r.data(), data.data(), data.size()) == -1);
+  CHECK(r.stats().faults > 0);
+}
+
+TEST_CASE("read-ahead turns a sequential scan into few faults", "[runtime]") {
+  auto data = pattern(32 * kMiB, 31);
+  auto backend = std::make_shared<ScriptedBackend>(data, 32);
+  Runtime rt;
+  RegionOptions o;
+  uint64_t chunks = data.size() / o.fill_size;
+  SECTION("on") {
+    Region r = rt.map(backend, o);
+    REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
+    CHECK(r.stats().faults < chunks / 4);
+    CHECK(r.stats().readahead_chunks > chunks / 2);
+  }
+  SECTION("off") {
+    o.readahead = false;
+    Region r = rt.map(backend, o);
+    REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
+    CHECK(r.stats().faults == chunks);
+    CHECK(r.stats().readahead_chunks == 0);
+  }
+  SECTION("random access does not trigger it") {
+    Region r = rt.map(backend, o);
+    for (uint64_t c = 0; c < chunks; c += 3) REQUIRE(r.data()[((c * 7919) % chunks) * o.fill_size] == data[((c * 7919) % chunks) * o.fill_size]);
+    CHECK(r.stats().readahead_chunks < 8);
+  }
+}
+
+TEST_CASE("statistics are exported as JSON and add up per runtime", "[runtime][stats]") {
+  auto data = pattern(2 * kMiB);
+  Runtime rt;
+  RegionOptions o;
+  o.readahead = false;
+  Region a = rt.map(MemoryBackend::borrow(data), o);
+  Region b = rt.map(MemoryBackend::borrow(data), o);
+  REQUIRE(first_mismatch(a.data(), data.data(), data.size()) == -1);
+  REQUIRE(first_mismatch(b.data(), data.data(), kMiB) == -1);
+  REQUIRE(wait_until([&] { return rt.stats().latency_count == 48; }));
+  auto sa = a.stats(), sb = b.stats(), total = rt.stats();
+  CHECK(sa.faults == 32);
+  CHECK(sb.faults == 16);
+  CHECK(total.faults == 48);
+  CHECK(total.bytes_read == 3 * kMiB);
+  CHECK(sa.latency_count == 32);
+  CHECK(sa.latency_p50_ns > 0);
+  CHECK(sa.latency_p50_ns <= sa.latency_p99_ns);
+  CHECK(sa.latency_p99_ns <= sa.latency_max_ns);
+  std::string json = total.to_json();
+  for (const char* key : {"\"faults\":48", "\"bytes_read\":3145728", "\"latency_ns\":{", "\"p99\":", "\"errors\":0"})
+    CHECK(json.find(key) != std::string::npos);
+}
+
+TEST_CASE("the latency histogram is exact to 1/16 of a value", "[stats]") {
+  LatencyHistogram h;
+  for (uint64_t v = 1; v <= 1000; ++v) h.record(v * 1000);  // 1 µs .. 1 ms
+  CHECK(h.count() == 1000);
+  CHECK(h.max_ns() == 1000000);
+  auto near = [](uint64_t got, uint64_t want) { return got >= want - want / 16 && got <= want + want / 16; };
+  CHECK(near(h.quantile_ns(0.5), 500000));
+  CHECK(near(h.quantile_ns(0.9), 900000));
+  CHECK(near(h.quantile_ns(0.99), 990000));
+  for (int b = 1; b < LatencyHistogram::kBuckets - 1; ++b) {
+    REQUIRE(LatencyHistogram::bucket_of(LatencyHistogram::bucket_low(b)) == b);
+    REQUIRE(LatencyHistogram::bucket_low(b) < LatencyHistogram::bucket_low(b + 1));
+  }
+}
+
+TEST_CASE("reserving a 1 TiB region is cheap in time and memory", "[runtime][limits]") {
+  auto data = pattern(kMiB, 37);
+  Runtime rt;
+  size_t before = rss_bytes();
+  RegionOptions o;
+  o.length = uint64_t{1} << 40;
+  Region r = rt.map(MemoryBackend::borrow(data), o);
+  CHECK(rss_bytes() - before < 64 * kMiB);
+  CHECK(r.data()[12345] == data[12345]);
+  CHECK(r.data()[(uint64_t{1} << 39) + 7] == std::byte{0});
+  CHECK(r.data()[(uint64_t{1} << 40) - 1] == std::byte{0});
+  CHECK(rss_bytes() - before < 64 * kMiB);
+}
