@@ -144,65 +144,62 @@ TEST_CASE("all-zero chunks are placed as zero pages and stay writable", "[runtim
   CHECK(r.data()[kMiB + 4096 + 5] == std::byte{0});
 }
 
+// These run in the test process so that TSan sees them; a thread left
+// asleep shows up as ctest's timeout.
 TEST_CASE("eight threads faulting the same and different pages all get the right bytes", "[runtime][threads]") {
   bool readahead = GENERATE(false, true);
-  REQUIRE(run_in_child([&] {
-            auto data = pattern(32 * kMiB, 7);
-            auto backend = std::make_shared<ScriptedBackend>(data);
-            Runtime rt;
-            RegionOptions o;
-            o.readahead = readahead;
-            Region r = rt.map(backend, o);
-            std::atomic<long> bad{0};
-            std::vector<std::thread> threads;
-            for (int t = 0; t < 8; ++t)
-              threads.emplace_back([&, t] {
-                // Even threads walk the same pages in the same order; odd ones
-                // take their own stripes, in reverse.
-                for (size_t k = 0; k < data.size() / 4096; ++k) {
-                  size_t page = t % 2 == 0 ? k : (data.size() / 4096 - 1 - k);
-                  if (t % 2 == 1 && page % 4 != static_cast<size_t>(t / 2)) continue;
-                  size_t i = page * 4096 + (k * 31) % 4096;
-                  if (r.data()[i] != data[i]) bad++;
-                }
-              });
-            for (auto& th : threads) th.join();
-            check(bad == 0, "wrong bytes");
-            check(first_mismatch(r.data(), data.data(), data.size()) == -1, "wrong bytes after");
-            if (!readahead) check(backend->reads() == data.size() / (64 * kKiB), "one read per chunk");
-          }) == 0);
+  auto data = pattern(32 * kMiB, 7);
+  auto backend = std::make_shared<ScriptedBackend>(data);
+  Runtime rt;
+  RegionOptions o;
+  o.readahead = readahead;
+  Region r = rt.map(backend, o);
+  std::atomic<long> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      // Even threads walk the same pages in the same order; odd ones take
+      // their own stripes, in reverse.
+      for (size_t k = 0; k < data.size() / 4096; ++k) {
+        size_t page = t % 2 == 0 ? k : (data.size() / 4096 - 1 - k);
+        if (t % 2 == 1 && page % 4 != static_cast<size_t>(t / 2)) continue;
+        size_t i = page * 4096 + (k * 31) % 4096;
+        if (r.data()[i] != data[i]) bad++;
+      }
+    });
+  for (auto& th : threads) th.join();
+  REQUIRE(bad == 0);
+  REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
+  if (!readahead) CHECK(backend->reads() == data.size() / (64 * kKiB));  // one read per chunk
 }
 
 TEST_CASE("faults on chunks partly present (EEXIST) are served and woken", "[runtime][threads]") {
-  REQUIRE(run_in_child([] {
-            auto data = pattern(8 * kMiB, 3);
-            Runtime rt;
-            RegionOptions o;
-            o.writable = true;
-            o.fill_size = 256 * kKiB;
-            Region r = rt.map(MemoryBackend::borrow(data), o);
-            check(first_mismatch(r.data(), data.data(), data.size()) == -1, "first pass");
-            for (int round = 0; round < 20; ++round) {
-              // Drop every other page, so each chunk is partly present:
-              // refilling it hits EEXIST on the pages that stayed.
-              for (size_t p = round % 2; p < data.size() / 4096; p += 2)
-                madvise(r.data() + p * 4096, 4096, MADV_DONTNEED);
-              std::atomic<long> bad{0};
-              std::vector<std::thread> threads;
-              for (int t = 0; t < 4; ++t)
-                threads.emplace_back([&, t] {
-                  for (size_t i = t * 997; i < data.size(); i += 4096)
-                    if (r.data()[i] != data[i]) bad++;
-                });
-              r.prefetch(0, data.size());  // races the demand faults for the same chunks
-              for (auto& th : threads) th.join();
-              check(bad == 0, "wrong bytes");
-            }
-            check(first_mismatch(r.data(), data.data(), data.size()) == -1, "final");
-          }) == 0);
+  auto data = pattern(8 * kMiB, 3);
+  Runtime rt;
+  RegionOptions o;
+  o.writable = true;
+  o.fill_size = 256 * kKiB;
+  Region r = rt.map(MemoryBackend::borrow(data), o);
+  REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
+  for (int round = 0; round < 20; ++round) {
+    // Drop every other page, so each chunk is partly present: refilling it
+    // hits EEXIST on the pages that stayed.
+    for (size_t p = round % 2; p < data.size() / 4096; p += 2) madvise(r.data() + p * 4096, 4096, MADV_DONTNEED);
+    std::atomic<long> bad{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&, t] {
+        for (size_t i = t * 997; i < data.size(); i += 4096)
+          if (r.data()[i] != data[i]) bad++;
+      });
+    r.prefetch(0, data.size());  // races the demand faults for the same chunks
+    for (auto& th : threads) th.join();
+    REQUIRE(bad == 0);
+  }
+  REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
 }
 
-TEST_CASE("a backend error gives SIGBUS to the access and everything else keeps working", "[runtime][errors]") {
+TEST_CASE("a backend error gives SIGBUS to the access and everything else keeps working", "[runtime][errors][fork]") {
   bool use_poison = GENERATE(true, false);
   REQUIRE(run_in_child([&] {
             catch_fault_signals();
@@ -255,20 +252,19 @@ TEST_CASE("transient errors and short reads are retried", "[runtime][errors]") {
     CHECK(r.stats().retries > 0);
     CHECK(r.stats().errors == 0);
   }
-  SECTION("persistent EAGAIN ends in SIGBUS, not a hang") {
-    backend->transient_failures(1000000);
-    CHECK(run_in_child([&] {
-            Runtime child_rt;
-            Region r = child_rt.map(std::make_shared<ScriptedBackend>(data), o);
-            auto b = std::make_shared<ScriptedBackend>(data);
-            b->transient_failures(1000000);
-            Region r2 = child_rt.map(b, o);
-            (void)*static_cast<volatile std::byte*>(r2.data());
-          }) == SIGBUS);
-  }
 }
 
-TEST_CASE("destroying a region with reads in flight neither hangs nor leaks", "[runtime][teardown]") {
+TEST_CASE("a read that keeps failing with EAGAIN ends in SIGBUS, not a hang", "[runtime][errors][fork]") {
+  CHECK(run_in_child([] {
+          auto b = std::make_shared<ScriptedBackend>(pattern(kMiB));
+          b->transient_failures(1000000);
+          Runtime rt;
+          Region r = rt.map(b);
+          (void)*static_cast<volatile std::byte*>(r.data());
+        }) == SIGBUS);
+}
+
+TEST_CASE("destroying a region with reads in flight neither hangs nor leaks", "[runtime][teardown][fork]") {
   REQUIRE(run_in_child([] {
             catch_fault_signals();
             auto data = pattern(4 * kMiB);
@@ -288,6 +284,7 @@ TEST_CASE("destroying a region with reads in flight neither hangs nor leaks", "[
               std::atomic<int> finished{0};
               std::vector<std::thread> threads;
               std::byte* base = region->data();
+              size_t size = region->size();
               for (int t = 0; t < 4; ++t)
                 threads.emplace_back([&, t] {
                   // Either the page (served or zero after the unregister) or
@@ -304,9 +301,11 @@ TEST_CASE("destroying a region with reads in flight neither hangs nor leaks", "[
               releaser.join();
               for (auto& th : threads) th.join();
               check(finished == 4, "threads left asleep");
+              check(!is_mapped(base, size), "region still mapped");
             }
             check(open_fd_count() == fds, "fd leak");
-            check(mapping_count() == maps, "mapping leak");
+            // Exact unless a sanitizer's allocator maps memory of its own.
+            check(mapping_count() <= maps + 4, "mapping leak");
           }) == 0);
 }
 
@@ -354,12 +353,16 @@ TEST_CASE("a thousand regions come and go without leaking, and two thousand live
   Runtime rt;
   { Region warm = rt.map(backend); }
   size_t fds = open_fd_count(), maps = mapping_count(), threads = thread_count();
+  std::vector<std::pair<std::byte*, size_t>> ranges;
   for (int i = 0; i < 1000; ++i) {
     Region r = rt.map(backend);
     REQUIRE(r.data()[i * 37 % data.size()] == data[i * 37 % data.size()]);
+    ranges.emplace_back(r.data(), r.size());
   }
   CHECK(open_fd_count() == fds);
-  CHECK(mapping_count() == maps);
+  // A leak would show once per region; a sanitizer's allocator may add a few.
+  CHECK(mapping_count() <= maps + 4);
+  for (auto [p, n] : ranges) REQUIRE(!is_mapped(p, n));
   CHECK(thread_count() == threads);
 
   std::vector<Region> live;
@@ -375,7 +378,7 @@ TEST_CASE("a thousand regions come and go without leaking, and two thousand live
   }
   live.clear();
   CHECK(open_fd_count() == fds);
-  CHECK(mapping_count() == maps);
+  CHECK(mapping_count() <= maps + 4);
 }
 
 TEST_CASE("invalid options and inputs are rejected with an error naming the problem", "[runtime][errors]") {
@@ -444,7 +447,7 @@ TEST_CASE("unmapping part of a region leaves the rest served", "[runtime]") {
   r.reset();
 }
 
-TEST_CASE("a read-only region refuses writes with SIGSEGV", "[runtime]") {
+TEST_CASE("a read-only region refuses writes with SIGSEGV", "[runtime][fork]") {
   CHECK(run_in_child([] {
           auto data = pattern(kMiB);
           Runtime rt;

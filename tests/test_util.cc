@@ -88,6 +88,18 @@ size_t mapping_count() {
   return n;
 }
 
+bool is_mapped(const void* addr, size_t len) {
+  uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    uintptr_t a = std::stoull(line.substr(0, line.find('-')), nullptr, 16);
+    uintptr_t b = std::stoull(line.substr(line.find('-') + 1), nullptr, 16);
+    if (a < hi && lo < b) return true;
+  }
+  return false;
+}
+
 bool is_root() { return geteuid() == 0; }
 
 }  // namespace faultline::test

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The project's test command:
+#   1. Release build in build/, all tests with ctest;
+#   2. ASan+UBSan build in build-asan/ (no bench, no samples), same tests;
+#   3. TSan build in build-tsan/, every test that does not fork.
+# Exits non-zero if a build or any test fails. Works from any directory.
+# Environment: JOBS (build parallelism, default $(nproc)),
+#              CTEST_JOBS (default 2), SKIP_ASAN=1 / SKIP_TSAN=1 skip steps 2 / 3.
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+root=$PWD
+jobs=${JOBS:-$(nproc)}
+ctest_jobs=${CTEST_JOBS:-2}
+
+failed=()
+names=()
+declare -A counts=()
+
+# run_ctest NAME DIR: runs ctest in DIR, remembers "passed failed".
+run_ctest() {
+  local name=$1 dir=$2 log rc=0
+  log=$(mktemp)
+  (cd "$dir" && ctest --output-on-failure --no-tests=error -j"$ctest_jobs") 2>&1 | tee "$log" || rc=$?
+  local line total bad
+  line=$(grep -Eo '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -1 || true)
+  if [[ -n $line ]]; then
+    bad=${line%% *}
+    total=${line##* }
+    counts[$name]="$((total - bad)) $bad"
+  else
+    counts[$name]="0 0"
+  fi
+  rm -f "$log"
+  names+=("$name")
+  if [[ $rc -ne 0 ]]; then
+    failed+=("$name tests")
+  fi
+}
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+section "Release build (build/)"
+cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release
+cmake --build "$root/build" -j"$jobs"
+section "Release tests"
+run_ctest release "$root/build"
+
+if [[ ${SKIP_ASAN:-0} != 1 ]]; then
+  section "ASan+UBSan build (build-asan/)"
+  if cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+       -DFAULTLINE_SANITIZE=address -DFAULTLINE_BUILD_BENCH=OFF -DFAULTLINE_BUILD_SAMPLES=OFF &&
+     cmake --build "$root/build-asan" -j"$jobs"; then
+    section "ASan+UBSan tests"
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    run_ctest asan "$root/build-asan"
+  else
+    failed+=("ASan build")
+  fi
+fi
+
+if [[ ${SKIP_TSAN:-0} != 1 ]]; then
+  section "TSan build (build-tsan/)"
+  if cmake -S "$root" -B "$root/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+       -DFAULTLINE_SANITIZE=thread -DFAULTLINE_BUILD_BENCH=OFF -DFAULTLINE_BUILD_SAMPLES=OFF &&
+     cmake --build "$root/build-tsan" -j"$jobs"; then
+    section "TSan tests (the concurrent parts; [fork] and [limits] tests skip under TSan)"
+    export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+    run_ctest tsan "$root/build-tsan"
+  else
+    failed+=("TSan build")
+  fi
+fi
+
+section "Summary"
+passed=0 nfail=0
+for name in "${names[@]}"; do
+  read -r p f <<<"${counts[$name]}"
+  echo "$name: $p passed, $f failed"
+  passed=$((passed + p))
+  nfail=$((nfail + f))
+done
+if ((${#failed[@]})); then
+  echo "FAILED: ${failed[*]}"
+fi
+echo "total: $passed passed, $nfail failed"
+((${#failed[@]} == 0))
