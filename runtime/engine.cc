@@ -49,6 +49,7 @@ Engine::~Engine() {
   // Regions hold the engine alive, so none is left: no fault can be pending.
   send({Command::Type::kStop});
   thread_.join();
+  for (ReadOp* op : spare_ops_) delete op;
 }
 
 void Engine::send(Command command) {
@@ -236,9 +237,11 @@ void Engine::release_slot(BackendSlot* slot) {
   slots_.erase(slot->backend);
 }
 
+// Only this thread writes the counters: a plain load and store (no locked
+// read-modify-write) is enough, and readers still see whole values.
 void Engine::count(RegionState* r, std::atomic<uint64_t> Stats::*field, uint64_t n) {
-  (r->stats.*field).fetch_add(n, std::memory_order_relaxed);
-  (totals_.*field).fetch_add(n, std::memory_order_relaxed);
+  for (std::atomic<uint64_t>* a : {&(r->stats.*field), &(totals_.*field)})
+    a->store(a->load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
 }  // namespace faultline::detail

@@ -167,6 +167,8 @@ class Engine {
   std::vector<RegionState*> removed_;    // fully detached; acknowledged at the end of the iteration
   std::vector<std::pair<uintptr_t, uint64_t>> wakes_;
   std::vector<std::pair<RegionState*, uint64_t>> latencies_;  // (region, fault read time)
+  std::vector<ReadOp*> spare_ops_;       // finished ops, reused (keeps the fault path free of malloc)
+  std::vector<BackendSlot*> reap_list_;
   UniqueFd empty_file_;  // for poisoning without UFFDIO_POISON
   std::map<uint64_t, std::thread> poisoners_;
   uint64_t next_poisoner_ = 0;

@@ -187,7 +187,13 @@ bool Engine::next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind
 // ---- Dispatch -------------------------------------------------------------
 
 ReadOp* Engine::new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind) {
-  auto* op = new ReadOp;
+  ReadOp* op;
+  if (spare_ops_.empty()) {
+    op = new ReadOp;
+  } else {
+    op = spare_ops_.back();
+    spare_ops_.pop_back();
+  }
   op->region = r;
   op->chunk = chunk;
   op->kind = kind;
@@ -236,10 +242,10 @@ void Engine::submit_batches() {
   }
   // Reads that completed inside submit() (memory, page-cached files) are
   // placed now rather than after another trip through epoll.
-  std::vector<BackendSlot*> slots;
+  reap_list_.clear();
   for (auto& [backend, slot] : slots_)
-    if (slot->in_flight > 0) slots.push_back(slot.get());
-  for (BackendSlot* slot : slots) reap(slot);
+    if (slot->in_flight > 0) reap_list_.push_back(slot.get());
+  for (BackendSlot* slot : reap_list_) reap(slot);
 }
 
 bool Engine::dispatch_demand() {
@@ -428,7 +434,11 @@ void Engine::finish(ReadOp* op) {
   RegionState* r = op->region;
   if (op->staging) staging_.release(op->staging, op->length);
   r->ops.erase(op->chunk);
-  delete op;
+  std::vector<uint64_t> waiters = std::move(op->waiters);
+  waiters.clear();  // keeps its capacity for the next fault
+  *op = ReadOp{};
+  op->waiters = std::move(waiters);
+  spare_ops_.push_back(op);
   if (r->dead && r->in_flight == 0 && r->ops.empty()) finish_removal(r);
 }
 

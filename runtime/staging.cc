@@ -13,7 +13,7 @@ namespace {
 constexpr int kMaxOrder = 9;  // 4 KiB << 9 == 2 MiB
 }
 
-StagingArena::StagingArena(size_t bytes) : free_(kMaxOrder + 1) {
+StagingArena::StagingArena(size_t bytes) : free_(kMaxOrder + 1), recent_(kMaxOrder + 1) {
   size_t blocks = (bytes + kMaxBlock - 1) / kMaxBlock;
   if (blocks == 0) blocks = 1;
   size_t len = blocks * kMaxBlock;
@@ -31,6 +31,27 @@ int StagingArena::order_of(size_t bytes) {
 std::byte* StagingArena::allocate(size_t bytes) {
   int order = order_of(bytes);
   if (order > kMaxOrder) return nullptr;
+  uint32_t index;
+  if (!recent_[order].empty()) {
+    index = recent_[order].back();
+    recent_[order].pop_back();
+  } else {
+    std::byte* p = split_from_buddies(order);
+    if (!p && merge_recent()) p = split_from_buddies(order);
+    if (!p) return nullptr;
+    index = static_cast<uint32_t>((p - mapping_.data()) / kMinBlock);
+  }
+  in_use_ += kMinBlock << order;
+  return mapping_.data() + size_t{index} * kMinBlock;
+}
+
+void StagingArena::release(std::byte* block, size_t bytes) {
+  int order = order_of(bytes);
+  in_use_ -= kMinBlock << order;
+  recent_[order].push_back(static_cast<uint32_t>((block - mapping_.data()) / kMinBlock));
+}
+
+std::byte* StagingArena::split_from_buddies(int order) {
   int k = order;
   while (k <= kMaxOrder && free_[k].empty()) ++k;
   if (k > kMaxOrder) return nullptr;
@@ -40,21 +61,27 @@ std::byte* StagingArena::allocate(size_t bytes) {
     --k;
     free_[k].insert(index + (1u << k));
   }
-  in_use_ += kMinBlock << order;
   return mapping_.data() + size_t{index} * kMinBlock;
 }
 
-void StagingArena::release(std::byte* block, size_t bytes) {
-  int order = order_of(bytes);
-  uint32_t index = static_cast<uint32_t>((block - mapping_.data()) / kMinBlock);
-  in_use_ -= kMinBlock << order;
-  while (order < kMaxOrder) {  // merge with free buddies
+void StagingArena::merge_into_buddies(uint32_t index, int order) {
+  while (order < kMaxOrder) {
     uint32_t buddy = index ^ (1u << order);
     if (free_[order].erase(buddy) == 0) break;
     index &= ~(1u << order);
     ++order;
   }
   free_[order].insert(index);
+}
+
+bool StagingArena::merge_recent() {
+  bool any = false;
+  for (int order = 0; order <= kMaxOrder; ++order) {
+    for (uint32_t index : recent_[order]) merge_into_buddies(index, order);
+    any |= !recent_[order].empty();
+    recent_[order].clear();
+  }
+  return any;
 }
 
 }  // namespace faultline::detail

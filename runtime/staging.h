@@ -2,8 +2,10 @@
 //
 // One mapping per runtime, handed out as power-of-two blocks from 4 KiB to
 // 2 MiB by a buddy allocator, so fills of every size share it without
-// fragmenting for good. The lowest free block is always reused first, which
-// keeps the working part of the arena warm in cache and resident.
+// fragmenting for good. Released blocks wait on a per-size list and are
+// handed out again as they are (the fault path's steady state: no splitting,
+// no merging); they merge back only when an allocation would otherwise fail.
+// Reuse is last-in first-out, which keeps the working part warm in cache.
 // Not thread-safe: used by the fault loop only.
 #pragma once
 
@@ -34,9 +36,13 @@ class StagingArena {
 
  private:
   static int order_of(size_t bytes);
+  std::byte* split_from_buddies(int order);
+  void merge_into_buddies(uint32_t index, int order);
+  bool merge_recent();
 
   Mapping mapping_;
-  std::vector<std::set<uint32_t>> free_;  // per order: free block indexes (in 4 KiB pages)
+  std::vector<std::set<uint32_t>> free_;  // per order: free buddy blocks (index in 4 KiB pages)
+  std::vector<std::vector<uint32_t>> recent_;  // per order: released, not merged yet
   size_t in_use_ = 0;
 };
 

@@ -22,8 +22,12 @@
 //    offset < size(). length may run past size(): the read is then short.
 //  - A completion may already be available when submit() returns; the runtime
 //    calls reap() right after submit() and again whenever completion_fd() has
-//    had an edge. completion_fd() may be -1 if every read completes inside
-//    submit(). reap() never blocks.
+//    had an edge, each time until reap() returns fewer than it asked for. The
+//    runtime never reads completion_fd() itself. completion_fd() may be -1 if
+//    every read completes inside submit(). reap() never blocks.
+//  - submit() and reap() run on the fault-loop thread, so work a kernel
+//    interface runs "on the submitting task" (io_uring task_work) happens
+//    there; do not hand the same backend to another thread.
 //  - A read error or a short read is reported as is; the runtime retries
 //    short and EAGAIN/EINTR reads a few times, then poisons the pages so the
 //    faulting access gets SIGBUS.
@@ -71,9 +75,11 @@ class Backend {
   // Moves up to out.size() completions into out; returns how many.
   virtual size_t reap(std::span<ReadCompletion> out) = 0;
 
-  // Called once by each runtime the backend is attached to, before the first
-  // submit(), with the staging memory every dest will point into. A backend
-  // may pin or register it (io_uring fixed buffers); it must not write it.
+  // Called by the runtime before the first submit(), with the staging memory
+  // every dest will point into, and again (with the same span) if the backend
+  // is attached anew after its last region went away. A backend may pin or
+  // register it (io_uring fixed buffers); it must not write it outside reads.
+  // Failure to register is not an error: plain reads work.
   virtual void attach_staging(std::span<std::byte> staging) { (void)staging; }
 };
 

@@ -16,7 +16,8 @@
 namespace faultline {
 
 // A log-linear latency histogram in nanoseconds (16 buckets per power of
-// two: quantiles are exact to within 1/16 of their value).
+// two: quantiles are exact to within 1/16 of their value). record() must be
+// called by one thread at a time; the readers may be any threads.
 class LatencyHistogram {
  public:
   static constexpr int kSubBits = 4;
@@ -27,7 +28,6 @@ class LatencyHistogram {
   uint64_t max_ns() const { return max_.load(std::memory_order_relaxed); }
   // The q-quantile (0 < q <= 1) in nanoseconds; 0 when empty.
   uint64_t quantile_ns(double q) const;
-  void add(const LatencyHistogram& other);
 
   static int bucket_of(uint64_t ns);
   static uint64_t bucket_low(int bucket);
