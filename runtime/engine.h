@@ -46,6 +46,7 @@ struct ReadOp {
   bool in_flight = false;
   bool zero = false;     // place with ZEROPAGE
   std::byte* staging = nullptr;
+  const std::byte* source = nullptr;  // the backend's own copy of the bytes, if it lent one
   std::vector<uint64_t> waiters;  // read times (ns) of the faults waiting on it
 };
 

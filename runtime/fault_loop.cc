@@ -330,7 +330,14 @@ void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
     return;
   }
   uint64_t result = std::min<uint64_t>(static_cast<uint64_t>(c.result), op->want - op->got);
-  if (c.zero) std::memset(op->staging + op->got, 0, result);
+  if (c.zero) {
+    std::memset(op->staging + op->got, 0, result);
+  } else if (c.data) {
+    if (op->got == 0 && result >= op->valid)
+      op->source = c.data;  // placed from the backend's memory: no staging copy
+    else
+      std::memcpy(op->staging + op->got, c.data, result);
+  }
   if (op->got == 0 && c.zero && result >= op->valid) op->zero = true;
   op->got += static_cast<uint32_t>(result);
   if (result > 0) op->attempts = 0;  // progress: the retry budget is for reads that get nowhere
@@ -353,21 +360,33 @@ void Engine::retry(ReadOp* op) {
 
 // ---- Placing pages --------------------------------------------------------
 
+// Moves lent bytes into staging: they are only valid until the next reap.
+static void keep_in_staging(ReadOp* op) {
+  if (!op->source) return;
+  std::memcpy(op->staging, op->source, op->valid);
+  op->source = nullptr;
+}
+
 void Engine::install(ReadOp* op, bool wake_now) {
   RegionState* r = op->region;
   if (!op->zero && op->placed == 0) {
-    std::memset(op->staging + op->valid, 0, op->length - op->valid);  // the tail past the data
-    op->zero = all_zero(op->staging, op->valid);
+    if (op->valid < op->length) {  // the tail past the data is zero
+      keep_in_staging(op);
+      std::memset(op->staging + op->valid, 0, op->length - op->valid);
+    }
+    op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
   }
   bool wake = wake_now && !op->waiters.empty();
   uintptr_t dst = r->base() + op->offset;
-  PlaceResult res = uffd_place(uffd(), op->zero ? Place::kZero : Place::kCopy, dst + op->placed,
-                               op->zero ? nullptr : op->staging + op->placed, op->length - op->placed, wake);
+  const std::byte* src = op->zero ? nullptr : (op->source ? op->source : op->staging) + op->placed;
+  PlaceResult res = uffd_place(uffd(), op->zero ? Place::kZero : Place::kCopy, dst + op->placed, src,
+                               op->length - op->placed, wake);
   op->placed += static_cast<uint32_t>(res.done);
   if (res.error == EAGAIN || res.error == ENOMEM) {
     // Events are pending (a REMOVE or UNMAP not read yet) or memory is
     // short: read the messages, then try the rest again.
     if (op->attempts++ < 1000) {
+      keep_in_staging(op);
       deferred_.push_back(op);
       return;
     }

@@ -1,6 +1,7 @@
 // MemoryBackend serves a region from a buffer in memory. Reads complete
-// inside submit() (a memcpy into staging), so with it the runtime's own cost
-// can be measured, and tests can check every byte against the source.
+// inside submit() and point at the buffer (ReadCompletion::data), so pages
+// are copied once, by UFFDIO_COPY: with it the runtime's own cost can be
+// measured, and tests can check every byte against the source.
 #pragma once
 
 #include <cstddef>

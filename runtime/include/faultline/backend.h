@@ -58,6 +58,10 @@ struct ReadCompletion {
   // The backend knows the bytes are all zero (a sparse hole, a zero chunk in
   // a snapshot) and did not write dest; result is the length it covers.
   bool zero = false;
+  // The bytes already sit in the backend's memory (a buffer, a mapped file):
+  // they are at data, dest was not written, and the runtime places them from
+  // there. Must stay valid and unchanged until the next submit() or reap().
+  const std::byte* data = nullptr;
 };
 
 class Backend {
