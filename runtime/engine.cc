@@ -113,6 +113,7 @@ void Engine::run() {
     dispatch_demand();
     if (control) run_commands();
     dispatch_background();
+    flush_wakes();  // zero chunks placed without a backend read
     if (!removed_.empty()) {
       // Only here, with no reap under way, may backend slots go away.
       for (auto it = slots_.begin(); it != slots_.end();) {
@@ -144,7 +145,7 @@ void Engine::run_commands() {
         break;
       case Command::Type::kPrefetch:
         if (!c.region->dead) {
-          c.region->prefetch.emplace_back(c.first, c.last);
+          c.region->spans.push_back({c.first, c.last, ReadOp::Kind::kPrefetch});
           if (!c.region->in_background) {
             c.region->in_background = true;
             background_.push_back(c.region);
@@ -196,26 +197,18 @@ void Engine::detach(RegionState* r) {
   r->dead = true;
   regions_.erase(r->base());
   // Forget everything queued for it; reads in flight finish in finish().
-  auto drop_queued = [&](std::deque<ReadOp*>& q) {
-    q.erase(std::remove_if(q.begin(), q.end(),
-                           [&](ReadOp* op) {
-                             if (op->region != r) return false;
-                             finish(op);
-                             return true;
-                           }),
-            q.end());
+  auto drop_queued = [&](auto& queue) {
+    std::erase_if(queue, [&](ReadOp* op) {
+      if (op->region != r) return false;
+      finish(op);
+      return true;
+    });
   };
   drop_queued(demand_);
-  deferred_.erase(std::remove_if(deferred_.begin(), deferred_.end(),
-                                 [&](ReadOp* op) {
-                                   if (op->region != r) return false;
-                                   finish(op);
-                                   return true;
-                                 }),
-                  deferred_.end());
+  drop_queued(deferred_);
   background_.erase(std::remove(background_.begin(), background_.end(), r), background_.end());
   r->in_background = false;
-  r->prefetch.clear();
+  r->spans.clear();
   r->ra_next = r->ra_end = 0;
   if (r->in_flight == 0 && r->ops.empty()) finish_removal(r);
 }

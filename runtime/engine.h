@@ -31,7 +31,7 @@ struct BackendSlot;
 
 // One chunk read from a backend and placed into a region.
 struct ReadOp {
-  enum class Kind { kDemand, kReadahead, kPrefetch };
+  enum class Kind { kDemand, kReadahead, kReadaround, kPrefetch };
 
   RegionState* region = nullptr;
   uint64_t chunk = 0;
@@ -73,7 +73,16 @@ struct RegionState {
   uint64_t last_fault = UINT64_MAX;
   uint64_t ra_window = 0;  // chunks
   uint64_t ra_start = 0, ra_next = 0, ra_end = 0;
-  std::deque<std::pair<uint64_t, uint64_t>> prefetch;  // chunk ranges
+  // Read-around: random faults counted per window of readahead_max bytes;
+  // a window that takes enough of them is read whole (kWindowDone after).
+  uint64_t window_chunks = 1;
+  std::unique_ptr<uint8_t[], void (*)(void*)> window_faults{nullptr, nullptr};
+  // Chunk ranges to fetch in the background: read-around, then prefetch.
+  struct Span {
+    uint64_t first, last;
+    ReadOp::Kind kind;
+  };
+  std::deque<Span> spans;
 
   uintptr_t base() const { return reinterpret_cast<uintptr_t>(memory.data()); }
   bool is_present(uint64_t c) const { return (present[c >> 6] >> (c & 63)) & 1; }
@@ -132,6 +141,7 @@ class Engine {
   void on_remove(uintptr_t start, uintptr_t end, bool unmapped);
   RegionState* region_at(uintptr_t addr) const;
   void note_readahead(RegionState* r, uint64_t chunk);
+  void note_random_fault(RegionState* r, uint64_t chunk);
   bool next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind);
   ReadOp* new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind);
   bool start(ReadOp* op);

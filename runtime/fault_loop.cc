@@ -107,7 +107,8 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
   if (it != r->ops.end()) {  // one read per chunk, however many threads wait
     ReadOp* op = it->second;
     op->waiters.push_back(now);
-    if (op->kind == ReadOp::Kind::kReadahead) count(r, &Stats::readahead_hits, 1);
+    if (op->kind == ReadOp::Kind::kReadahead || op->kind == ReadOp::Kind::kReadaround)
+      count(r, &Stats::readahead_hits, 1);
     if (op->kind == ReadOp::Kind::kPrefetch) count(r, &Stats::prefetch_hits, 1);
   } else {
     ReadOp* op = new_op(r, chunk, ReadOp::Kind::kDemand);
@@ -149,6 +150,7 @@ void Engine::note_readahead(RegionState* r, uint64_t chunk) {
   if (!sequential) {  // a random fault ends the stream and its pending read-ahead
     r->ra_window = 0;
     r->ra_start = r->ra_next = r->ra_end = 0;
+    note_random_fault(r, chunk);
     return;
   }
   uint64_t max_window = std::max<uint64_t>(1, r->options.readahead_max >> r->fill_shift);
@@ -163,6 +165,26 @@ void Engine::note_readahead(RegionState* r, uint64_t chunk) {
   }
 }
 
+// Random faults that crowd into one window say the access is dense there:
+// reading the rest of the window in one go (many reads in flight, adjacent
+// ones merged by the block layer) beats waiting for each miss, as the
+// kernel's mmap read-around does. Sparse random access never gets there.
+void Engine::note_random_fault(RegionState* r, uint64_t chunk) {
+  constexpr uint8_t kWindowDone = 255;
+  uint64_t w = chunk / r->window_chunks;
+  uint8_t& faults = r->window_faults[w];
+  if (faults == kWindowDone) return;
+  uint64_t threshold = std::max<uint64_t>(4, r->window_chunks / 16);
+  if (++faults < threshold) return;
+  faults = kWindowDone;
+  uint64_t first = w * r->window_chunks, last = std::min(r->chunks, first + r->window_chunks);
+  r->spans.push_front({first, last, ReadOp::Kind::kReadaround});
+  if (!r->in_background) {
+    r->in_background = true;
+    background_.push_back(r);
+  }
+}
+
 bool Engine::next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind) {
   auto wanted = [&](uint64_t c) { return !r->is_present(c) && !r->ops.count(c); };
   while (r->ra_next < r->ra_end && !wanted(r->ra_next)) r->ra_next++;
@@ -171,15 +193,15 @@ bool Engine::next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind
     *kind = ReadOp::Kind::kReadahead;
     return true;
   }
-  while (!r->prefetch.empty()) {
-    auto& [first, last] = r->prefetch.front();
-    while (first < last && !wanted(first)) first++;
-    if (first < last) {
-      *chunk = first;
-      *kind = ReadOp::Kind::kPrefetch;
+  while (!r->spans.empty()) {
+    RegionState::Span& span = r->spans.front();
+    while (span.first < span.last && !wanted(span.first)) span.first++;
+    if (span.first < span.last) {
+      *chunk = span.first;
+      *kind = span.kind;
       return true;
     }
-    r->prefetch.pop_front();
+    r->spans.pop_front();
   }
   return false;
 }
@@ -284,11 +306,11 @@ bool Engine::dispatch_background() {
       room_ = false;
       break;
     }
-    count(r, kind == ReadOp::Kind::kReadahead ? &Stats::readahead_chunks : &Stats::prefetch_chunks, 1);
+    count(r, kind == ReadOp::Kind::kPrefetch ? &Stats::prefetch_chunks : &Stats::readahead_chunks, 1);
     if (kind == ReadOp::Kind::kReadahead)
       r->ra_next = chunk + 1;
     else
-      r->prefetch.front().first = chunk + 1;
+      r->spans.front().first = chunk + 1;
     budget_bytes -= std::min<size_t>(budget_bytes, length);
     // Round-robin between regions, a chunk at a time.
     background_.pop_front();

@@ -71,6 +71,9 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   size_t words = (r->chunks + 63) / 64;
   r->present = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
   if (!r->present) throw Error("out of memory for the region's page map");
+  r->window_chunks = std::max<uint64_t>(1, options.readahead_max >> r->fill_shift);
+  r->window_faults = {static_cast<uint8_t*>(std::calloc(r->chunks / r->window_chunks + 1, 1)), std::free};
+  if (!r->window_faults) throw Error("out of memory for the region's read-around counters");
 
   detail::uffd_register(engine_->uffd(), p, map_len);
   try {

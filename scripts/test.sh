@@ -46,31 +46,30 @@ cmake --build "$root/build" -j"$jobs"
 section "Release tests"
 run_ctest release "$root/build"
 
-if [[ ${SKIP_ASAN:-0} != 1 ]]; then
-  section "ASan+UBSan build (build-asan/)"
-  if cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-       -DFAULTLINE_SANITIZE=address -DFAULTLINE_BUILD_BENCH=OFF -DFAULTLINE_BUILD_SAMPLES=OFF &&
-     cmake --build "$root/build-asan" -j"$jobs"; then
-    section "ASan+UBSan tests"
-    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
-    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-    run_ctest asan "$root/build-asan"
+# sanitized NAME SANITIZER TITLE: builds in build-NAME with that sanitizer
+# (no bench, no samples) and runs the tests there.
+sanitized() {
+  local name=$1 sanitizer=$2 title=$3 dir="$root/build-$1"
+  section "$title build (build-$name/)"
+  if cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+       -DFAULTLINE_SANITIZE="$sanitizer" -DFAULTLINE_BUILD_BENCH=OFF -DFAULTLINE_BUILD_SAMPLES=OFF &&
+     cmake --build "$dir" -j"$jobs"; then
+    section "$title tests"
+    run_ctest "$name" "$dir"
   else
-    failed+=("ASan build")
+    failed+=("$title build")
   fi
-fi
+}
 
+if [[ ${SKIP_ASAN:-0} != 1 ]]; then
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  sanitized asan address "ASan+UBSan"
+fi
 if [[ ${SKIP_TSAN:-0} != 1 ]]; then
-  section "TSan build (build-tsan/)"
-  if cmake -S "$root" -B "$root/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-       -DFAULTLINE_SANITIZE=thread -DFAULTLINE_BUILD_BENCH=OFF -DFAULTLINE_BUILD_SAMPLES=OFF &&
-     cmake --build "$root/build-tsan" -j"$jobs"; then
-    section "TSan tests (the concurrent parts; [fork] and [limits] tests skip under TSan)"
-    export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
-    run_ctest tsan "$root/build-tsan"
-  else
-    failed+=("TSan build")
-  fi
+  # The concurrent parts: tests that fork or measure memory limits skip under TSan.
+  export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+  sanitized tsan thread "TSan"
 fi
 
 section "Summary"
