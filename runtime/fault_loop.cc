@@ -169,8 +169,12 @@ void Engine::note_readahead(RegionState* r, uint64_t chunk) {
 // reading the rest of the window in one go (many reads in flight, adjacent
 // ones merged by the block layer) beats waiting for each miss, as the
 // kernel's mmap read-around does. Sparse random access never gets there.
+// It is speculation to hide read latency: a backend whose reads complete
+// inside submit() (memory) has none to hide, and would only make demand
+// faults wait behind copies on this thread.
 void Engine::note_random_fault(RegionState* r, uint64_t chunk) {
   constexpr uint8_t kWindowDone = 255;
+  if (r->backend->completion_fd() < 0) return;
   uint64_t w = chunk / r->window_chunks;
   uint8_t& faults = r->window_faults[w];
   if (faults == kWindowDone) return;
