@@ -1,0 +1,225 @@
+// faultline-bench: shared declarations.
+//
+// The workload functions (workloads.cc) take a plain (base, size) view of the
+// data and are used unchanged for every configuration: mmap variants, the
+// faultline runtime and the bench's own userfaultfd floors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fbench {
+
+constexpr size_t kPage = 4096;
+constexpr size_t kWordsPerPage = kPage / sizeof(uint64_t);
+
+// ---------------------------------------------------------------------------
+// Dataset content: word i of the file is data_word(i). Deterministic,
+// pseudo-random, every byte non-zero (so no page is ever all zero).
+inline uint64_t mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+inline uint64_t data_word(uint64_t word_index) {
+  return mix64(word_index ^ 0x66617565746C696Eull) | 0x0101010101010101ull;
+}
+// The one word the workloads read from page p: word (p mod 512) of the page,
+// so a page installed at the wrong address gives a wrong sum.
+inline uint64_t probe_word_index(uint64_t page) {
+  return page * kWordsPerPage + (page % kWordsPerPage);
+}
+
+// Small deterministic generator (splitmix64 stream).
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed) {}
+  uint64_t next() { return mix64(s++ * 0xD1B54A32D192ED03ull); }
+  // uniform in [0, n)
+  uint64_t below(uint64_t n) { return static_cast<uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64); }
+  double unit() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+};
+
+// ---------------------------------------------------------------------------
+// Workloads.
+enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve };
+const char* workload_name(Workload w);
+
+struct Plan {
+  Workload workload = Workload::kSeq;
+  size_t npages = 0;              // pages in the dataset
+  std::vector<uint32_t> pages;    // access order (rand, zipf, mt-rand)
+  int threads = 1;                // mt-rand: pages are split in `threads` contiguous slices
+  bool time_each = false;         // per-access latency (rand, mt-rand)
+  uint64_t expected_sum = 0;
+  size_t accesses() const { return workload == Workload::kSeq || workload == Workload::kCopy ? npages : pages.size(); }
+};
+
+struct PlanParams {
+  size_t npages = 0;
+  double fraction = 0.10;  // rand/zipf/mt-rand: pages (accesses) = fraction * npages
+  double zipf_s = 1.0;
+  int threads = 4;
+  uint64_t seed = 1;
+};
+Plan make_plan(Workload w, const PlanParams& p);
+
+// Output of one workload execution. lat_ns is filled (one entry per access)
+// when plan.time_each; it must be sized by the caller (prepare_output) so
+// that no allocation or first-touch happens inside the timed window.
+struct WorkOutput {
+  uint64_t sum = 0;
+  std::vector<uint64_t> lat_ns;
+};
+void prepare_output(const Plan& plan, WorkOutput& out);
+
+// The shared workload code. Reads one 8-byte word per touched page and sums.
+uint64_t touch_seq(const std::byte* base, size_t size);
+uint64_t touch_pages(const std::byte* base, size_t size, const uint32_t* pages, size_t n, uint64_t* lat_ns);
+// Dispatches on plan.workload (seq, rand, zipf, mt-rand).
+void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutput& out);
+
+// ---------------------------------------------------------------------------
+// System helpers (sysutil.cc).
+double now_s();
+uint64_t now_ns();
+struct MemStatus {
+  uint64_t rss_kb = 0;
+  uint64_t hwm_kb = 0;
+};
+MemStatus read_mem_status();
+bool reset_hwm();  // echo 5 > /proc/self/clear_refs
+// sync; echo 3 > /proc/sys/vm/drop_caches. Returns "" or the error.
+std::string drop_caches();
+// Fraction (0..1) of the file's pages in the page cache (mincore); -1 on error.
+double cached_fraction(const std::string& path);
+// Reads the whole file through the page cache (if not fully cached already).
+void warm_file(const std::string& path);
+struct Faults {
+  uint64_t minflt = 0, majflt = 0;
+};
+Faults read_faults();
+
+// Dataset file: creates or reuses `path` of `size` bytes. Returns the message
+// describing what was done.
+std::string ensure_dataset(const std::string& path, uint64_t size);
+// Reads the file into fresh anonymous memory (caller munmaps with size).
+std::byte* load_dataset(const std::string& path, uint64_t size);
+
+struct MachineInfo {
+  std::string cpu_model, kernel, date, hostname;
+  int cores = 0;
+  uint64_t mem_total_kb = 0;
+  std::string thp;
+  std::string disk;        // block device holding the dataset directory
+  long read_ahead_kb = -1; // its read-ahead setting (drives mmap's cold behaviour)
+};
+MachineInfo machine_info(const std::string& dir);
+// The 1-minute load average (other work on the machine makes numbers noisy).
+double loadavg1();
+
+std::string json_escape(const std::string& s);
+
+// ---------------------------------------------------------------------------
+// One measured run.
+struct RunResult {
+  bool ok = true;                 // sum matched, no error
+  std::string error;
+  double seconds = 0;             // timed window (map/advise + workload)
+  uint64_t bytes = 0;             // accesses * 4 KiB (seq/copy: dataset size)
+  uint64_t accesses = 0;
+  uint64_t faults = 0;            // runtime/handler faults, or minflt+majflt for mmap
+  uint64_t minflt = 0, majflt = 0;
+  std::vector<uint64_t> lat_ns;   // per-access latency (rand, mt-rand)
+  uint64_t rss_before_kb = 0;     // before the mapping / runtime is created
+  uint64_t rss_after_kb = 0;      // after the workload, before teardown
+  uint64_t peak_rss_kb = 0;       // VmHWM after the run (reset before it)
+  bool cache_dropped = false;     // cold: drop_caches succeeded
+  double cached_before = -1;      // page-cache residency of the file before the run
+  // faultline only
+  bool has_rt = false;
+  uint64_t rt_faults = 0, rt_pages_installed = 0, rt_bytes_installed = 0, rt_bytes_read = 0;
+  uint64_t rt_readahead_chunks = 0, rt_readahead_hits = 0, rt_zero_pages = 0, rt_errors = 0;
+  uint64_t rt_lat_p50_ns = 0, rt_lat_p99_ns = 0, rt_lat_max_ns = 0;
+  std::string rt_json;
+  // fault service time (message read to wake): the runtime's histogram, or
+  // the textbook handler's own measurement
+  bool has_service = false;
+  uint64_t svc_p50_ns = 0, svc_p99_ns = 0;
+  // uffd floors
+  uint64_t installed_bytes = 0;   // bytes placed by UFFDIO_COPY (floors, faultline)
+};
+
+// Options of the extra configurations faultline-file-custom and
+// faultline-memory-custom (--custom), for tuning experiments.
+struct CustomOptions {
+  uint32_t fill_size = 64 * 1024;
+  bool readahead = true;
+  uint64_t readahead_max = 4 * 1024 * 1024;
+  bool direct = false;        // FileBackend O_DIRECT
+  uint32_t queue_depth = 64;  // FileBackend queue depth
+  uint64_t staging_bytes = 16 * 1024 * 1024;
+  std::string spec;           // as given
+};
+
+// Context shared by all runners.
+struct Context {
+  CustomOptions custom;
+  std::string path;                 // dataset file
+  uint64_t size = 0;                // dataset size
+  const std::byte* mem = nullptr;   // in-memory copy (memory configs, floors)
+  std::string dir;                  // for scratch files (sparse 1 TiB file)
+};
+
+// Thread placement (--pin). Runners call pin_service() right before they
+// create the thread that serves faults (the Runtime, the textbook handler):
+// a new thread inherits the creating thread's CPU affinity. They call
+// pin_app() right after, before the workload (whose threads inherit it).
+// none: nothing is pinned; same: everything on CPU 0; split: the service
+// thread on CPU 1, the application on CPU 0.
+enum class Pin { kNone, kSame, kSplit };
+void set_pin_mode(Pin p);
+void pin_service();
+void pin_app();
+void pin_reset();
+
+// Called by runners after the workload, before teardown: records RSS/HWM.
+void capture_after(RunResult& r);
+
+// ---------------------------------------------------------------------------
+// Userfaultfd floors (uffd_floor.cc).
+int open_uffd(int flags, bool* via_dev, std::string* err);
+RunResult run_uffd_textbook(const Context& ctx, const Plan& plan);
+RunResult run_uffdio_copy_bulk(const Context& ctx, const Plan& plan, size_t chunk);
+
+// ---------------------------------------------------------------------------
+// mmap runs (mmap_runs.cc). A fresh mapping of the dataset file per run.
+enum class MmapConfig { kNormal, kSeq, kRand, kWillneed, kPopulate };
+RunResult run_mmap(const Context& ctx, MmapConfig cfg, const Plan& plan);
+
+// ---------------------------------------------------------------------------
+// faultline runs (faultline_runs.cc).
+enum class FlConfig { kFile, kMemory, kMemory4k, kFileCustom, kMemoryCustom };
+// Describes the runtime's uffd mode, or throws faultline::Error.
+std::string faultline_mode();
+RunResult run_faultline(const Context& ctx, FlConfig cfg, const Plan& plan);
+
+struct ReserveResult {
+  bool ok = true;
+  std::string error;
+  double runtime_ms = 0;      // Runtime construction (faultline only)
+  double map_ms = 0;          // mmap / Runtime::map of 1 TiB
+  double unmap_ms = 0;        // teardown
+  double rss_map_mb = 0;      // RSS increase across the map call
+  double rss_total_mb = 0;    // RSS increase across runtime construction + map
+  bool zeros_ok = true;       // a page past the backend's end reads as zero
+};
+ReserveResult reserve_faultline(FlConfig cfg, uint64_t length, const std::string& sparse_path);
+ReserveResult reserve_mmap(const std::string& sparse_path, uint64_t length);
+
+}  // namespace fbench
