@@ -23,6 +23,7 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -147,7 +148,10 @@ class PreadPool {
   // already started are joined by the destructor.
   void start(uint32_t n) {
     threads_.reserve(n);
-    for (uint32_t i = 0; i < n; ++i) threads_.emplace_back([this] { run(); });
+    for (uint32_t i = 0; i < n; ++i) {
+      threads_.emplace_back([this] { run(); });
+      pthread_setname_np(threads_.back().native_handle(), "faultline-pread");
+    }
   }
 
   void submit(std::span<const ReadRequest> reads) {

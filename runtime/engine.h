@@ -42,7 +42,8 @@ struct ReadOp {
   uint32_t want = 0;     // bytes read: valid rounded up to the backend's alignment
   uint32_t got = 0;      // bytes read so far
   uint32_t placed = 0;   // bytes placed so far (an install can be deferred)
-  int attempts = 0;
+  int attempts = 0;          // reads in a row that made no progress
+  uint64_t deferred_since = 0;  // first EAGAIN of a placement still pending (ns)
   bool in_flight = false;
   bool zero = false;     // place with ZEROPAGE
   std::byte* staging = nullptr;

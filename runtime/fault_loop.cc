@@ -29,16 +29,21 @@ namespace faultline::detail {
 namespace {
 
 bool all_zero(const std::byte* p, size_t n) {
-  // Most chunks hold data: the first word usually decides.
-  const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
-  for (size_t i = 0, words = n / 8; i < words; ++i)
-    if (w[i] != 0) return false;
+  // Most chunks hold data: the first word usually decides. (memcpy: lent
+  // bytes need not be aligned.)
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w != 0) return false;
+  }
   for (size_t i = n & ~size_t{7}; i < n; ++i)
     if (p[i] != std::byte{0}) return false;
   return true;
 }
 
 uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
+
+constexpr uint64_t kGiveUpPlacingNs = 30ull * 1000 * 1000 * 1000;
 
 bool transient(int err) { return err == EAGAIN || err == EINTR || err == EBUSY; }
 
@@ -241,7 +246,10 @@ bool Engine::start(ReadOp* op) {
     return true;
   }
   BackendSlot* slot = r->slot;
-  if (slot->in_flight + slot->batch.size() >= slot->depth) return false;
+  // Background reads leave a quarter of the queue to demand reads, so a
+  // fault never waits behind a full queue of speculation.
+  uint32_t depth = op->kind == ReadOp::Kind::kDemand ? slot->depth : slot->depth - slot->depth / 4;
+  if (slot->in_flight + slot->batch.size() >= depth) return false;
   if (!op->staging) {
     op->staging = staging_.allocate(op->length);
     if (!op->staging) return false;
@@ -409,9 +417,13 @@ void Engine::install(ReadOp* op, bool wake_now) {
                                op->length - op->placed, wake);
   op->placed += static_cast<uint32_t>(res.done);
   if (res.error == EAGAIN || res.error == ENOMEM) {
-    // Events are pending (a REMOVE or UNMAP not read yet) or memory is
-    // short: read the messages, then try the rest again.
-    if (op->attempts++ < 1000) {
+    // Events are pending (a REMOVE or UNMAP not read yet: not a failure,
+    // however long the application keeps making them) or memory is short:
+    // read the messages, then try the rest again. Only a placement stuck
+    // for a long time is given up, so nothing can wait forever.
+    uint64_t now = now_ns();
+    if (op->deferred_since == 0) op->deferred_since = now;
+    if (now - op->deferred_since < kGiveUpPlacingNs) {
       keep_in_staging(op);
       deferred_.push_back(op);
       return;

@@ -195,20 +195,10 @@ FileBackendOptions opts(Engine e, uint32_t qd = 64, bool direct = false, uint32_
 
 // Threads of this process, not counting io_uring's io-wq workers (iou-wrk-*,
 // iou-sqp-*): the kernel keeps those per task and retires them when idle.
-size_t own_thread_count() {
-  size_t n = 0;
-  if (DIR* d = opendir("/proc/self/task")) {
-    while (dirent* e = readdir(d)) {
-      if (e->d_name[0] == '.') continue;
-      std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
-      std::string name;
-      std::getline(comm, name);
-      if (name.rfind("iou-", 0) != 0) ++n;
-    }
-    closedir(d);
-  }
-  return n;
-}
+// The pread engine's workers (named by the backend). Counting by name keeps
+// the check exact whatever else runs in the process (a sanitizer's threads,
+// io_uring's kernel workers).
+size_t own_thread_count() { return t::threads_named("faultline-pread"); }
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path);

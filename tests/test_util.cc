@@ -80,6 +80,21 @@ static size_t count_dir(const char* path) {
 size_t open_fd_count() { return count_dir("/proc/self/fd"); }
 size_t thread_count() { return count_dir("/proc/self/task"); }
 
+size_t threads_named(const std::string& name) {
+  size_t n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+      std::string line;
+      std::getline(comm, line);
+      if (line == name) ++n;
+    }
+    closedir(d);
+  }
+  return n;
+}
+
 size_t mapping_count() {
   std::ifstream maps("/proc/self/maps");
   size_t n = 0;

@@ -44,6 +44,7 @@ int run_in_child(const std::function<void()>& body, int timeout_ms = 20000);
 size_t open_fd_count();
 size_t mapping_count();  // lines in /proc/self/maps
 size_t thread_count();
+size_t threads_named(const std::string& name);  // by /proc/self/task/*/comm
 // Whether any mapping overlaps [addr, addr + len).
 bool is_mapped(const void* addr, size_t len);
 
