@@ -183,7 +183,9 @@ void Engine::note_random_fault(RegionState* r, uint64_t chunk) {
   uint64_t w = chunk / r->window_chunks;
   uint8_t& faults = r->window_faults[w];
   if (faults == kWindowDone) return;
-  uint64_t threshold = std::max<uint64_t>(4, r->window_chunks / 16);
+  // A quarter of the window missed: point lookups (a few per window) stay
+  // demand-only; dense random access gets there early in each window.
+  uint64_t threshold = std::max<uint64_t>(4, r->window_chunks / 4);
   if (++faults < threshold) return;
   faults = kWindowDone;
   uint64_t first = w * r->window_chunks, last = std::min(r->chunks, first + r->window_chunks);
