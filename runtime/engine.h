@@ -4,7 +4,6 @@
 // fault_loop.cc; engine.cc holds set-up, control commands and tear-down.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <future>
@@ -44,7 +43,6 @@ struct ReadOp {
   uint32_t placed = 0;   // bytes placed so far (an install can be deferred)
   int attempts = 0;          // reads in a row that made no progress
   uint64_t deferred_since = 0;  // first EAGAIN of a placement still pending (ns)
-  bool in_flight = false;
   bool zero = false;     // place with ZEROPAGE
   std::byte* staging = nullptr;
   const std::byte* source = nullptr;  // the backend's own copy of the bytes, if it lent one
@@ -147,8 +145,8 @@ class Engine {
   ReadOp* new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind);
   bool start(ReadOp* op);
   void submit_batches();
-  bool dispatch_demand();
-  bool dispatch_background();
+  void dispatch_demand();
+  void dispatch_background();
   void reap(BackendSlot* slot);
   void complete(ReadOp* op, const ReadCompletion& c, bool alone);
   void retry(ReadOp* op);

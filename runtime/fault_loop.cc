@@ -264,7 +264,6 @@ bool Engine::start(ReadOp* op) {
   req.tag = reinterpret_cast<uint64_t>(op);
   req.urgent = !op->waiters.empty();
   slot->batch.push_back(req);
-  op->in_flight = true;
   r->in_flight++;
   return true;
 }
@@ -284,7 +283,7 @@ void Engine::submit_batches() {
   for (BackendSlot* slot : reap_list_) reap(slot);
 }
 
-bool Engine::dispatch_demand() {
+void Engine::dispatch_demand() {
   bool started = false;
   while (!demand_.empty()) {
     if (!start(demand_.front())) {
@@ -295,13 +294,12 @@ bool Engine::dispatch_demand() {
     started = true;
   }
   if (started) submit_batches();
-  return started;
 }
 
 // Read-ahead and prefetch, one bounded batch per loop iteration, so a
 // demand fault never waits behind more than one batch of background work.
-bool Engine::dispatch_background() {
-  if (!demand_.empty()) return false;  // demand reads are waiting for room
+void Engine::dispatch_background() {
+  if (!demand_.empty()) return;  // demand reads are waiting for room
   size_t budget_bytes = 2 * 1024 * 1024;
   bool started = false;
   while (!background_.empty() && budget_bytes > 0) {
@@ -332,7 +330,6 @@ bool Engine::dispatch_background() {
     started = true;
   }
   if (started) submit_batches();
-  return started;
 }
 
 // ---- Completions --------------------------------------------------------
@@ -351,7 +348,6 @@ void Engine::reap(BackendSlot* slot) {
 
 void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
   RegionState* r = op->region;
-  op->in_flight = false;
   r->in_flight--;
   if (r->dead) {
     finish(op);

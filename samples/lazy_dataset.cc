@@ -118,29 +118,28 @@ Header make_header(uint64_t record_count) {
 // ---------------------------------------------------------------------------
 // Small helpers
 
-[[noreturn]] void die(int code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-void die(int code, const char* fmt, ...) {
+// "lazy_dataset: MESSAGE" on stderr, then `tail`, then exit(code).
+[[noreturn]] void vexit(int code, const char* tail, const char* fmt, va_list ap) {
   std::fflush(stdout);
   std::fputs("lazy_dataset: ", stderr);
+  std::vfprintf(stderr, fmt, ap);
+  std::fputs(tail, stderr);
+  std::exit(code);
+}
+
+[[noreturn]] void die(int code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+void die(int code, const char* fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  std::vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  std::fputc('\n', stderr);
-  std::exit(code);
+  vexit(code, "\n", fmt, ap);
 }
 
 // A bad command line: the message, a hint, exit status 2.
 [[noreturn]] void usage_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void usage_error(const char* fmt, ...) {
-  std::fflush(stdout);
-  std::fputs("lazy_dataset: ", stderr);
   va_list ap;
   va_start(ap, fmt);
-  std::vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  std::fputs("\nTry 'lazy_dataset --help'.\n", stderr);
-  std::exit(2);
+  vexit(2, "\nTry 'lazy_dataset --help'.\n", fmt, ap);
 }
 
 std::string human_bytes(double b) {
