@@ -2,10 +2,13 @@
 # The project's test command:
 #   1. Release build in build/, all tests with ctest;
 #   2. ASan+UBSan build in build-asan/ (no bench, no samples), same tests;
-#   3. TSan build in build-tsan/, every test that does not fork.
+#   3. TSan build in build-tsan/, every test that does not fork;
+#   4. libFuzzer build in build-fuzz/ (clang), each fuzzer for a bounded
+#      time over its checked-in corpus.
 # Exits non-zero if a build or any test fails. Works from any directory.
 # Environment: JOBS (build parallelism, default $(nproc)),
-#              CTEST_JOBS (default 2), SKIP_ASAN=1 / SKIP_TSAN=1 skip steps 2 / 3.
+#              CTEST_JOBS (default 2), SKIP_ASAN=1 / SKIP_TSAN=1 / SKIP_FUZZ=1 skip steps 2 / 3 / 4,
+#              FUZZ_SECONDS (per fuzzer, default 20).
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -70,6 +73,18 @@ if [[ ${SKIP_TSAN:-0} != 1 ]]; then
   # The concurrent parts: tests that fork or measure memory limits skip under TSan.
   export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
   sanitized tsan thread "TSan"
+fi
+
+if [[ ${SKIP_FUZZ:-0} != 1 ]] && compgen -G "$root/fuzz/*_fuzz.cc" >/dev/null; then
+  section "libFuzzer build (build-fuzz/)"
+  if CC=clang CXX=clang++ cmake -S "$root" -B "$root/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+       -DFAULTLINE_BUILD_FUZZERS=ON -DFAULTLINE_FUZZ_SECONDS="${FUZZ_SECONDS:-20}" &&
+     cmake --build "$root/build-fuzz" -j"$jobs"; then
+    section "Fuzzing"
+    run_ctest fuzz "$root/build-fuzz"
+  else
+    failed+=("libFuzzer build")
+  fi
 fi
 
 section "Summary"

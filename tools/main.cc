@@ -1,0 +1,41 @@
+// faultline: the command-line tool. `faultline COMMAND --help` for each command.
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+
+#include "commands.h"
+
+namespace faultline::tools {
+namespace {
+
+// Add new commands here (declaration and entry).
+const Command kCommands[] = {
+    {"help", "print this list", nullptr},
+};
+
+void print_usage(FILE* out) {
+  std::fprintf(out, "usage: faultline COMMAND [ARGS...]\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+  std::fprintf(out, "\n`faultline COMMAND --help` describes a command.\n");
+}
+
+}  // namespace
+}  // namespace faultline::tools
+
+int main(int argc, char** argv) {
+  using namespace faultline::tools;
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  const char* name = argv[1];
+  if (!std::strcmp(name, "help") || !std::strcmp(name, "--help") || !std::strcmp(name, "-h")) {
+    print_usage(stdout);
+    return 0;
+  }
+  for (const Command& c : kCommands)
+    if (c.run && !std::strcmp(c.name, name)) return c.run(argc - 1, argv + 1);
+  std::fprintf(stderr, "faultline: unknown command '%s'\n\n", name);
+  print_usage(stderr);
+  return 2;
+}
