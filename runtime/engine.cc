@@ -55,7 +55,7 @@ Engine::~Engine() {
 void Engine::send(Command command) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    commands_.push_back(command);
+    commands_.push_back(std::move(command));
   }
   uint64_t one = 1;
   while (write(control_.get(), &one, sizeof one) < 0 && errno == EINTR) {
@@ -80,8 +80,17 @@ void Engine::prefetch(RegionState* region, uint64_t offset, uint64_t length) {
   uint64_t end = std::min(region->length, offset + std::min(length, region->length - offset));
   uint64_t first = offset >> region->fill_shift;
   uint64_t last = (end - 1) >> region->fill_shift;
-  send({Command::Type::kPrefetch, region, first, last + 1});
+  prefetch_spans(region, {{first, last + 1, ReadOp::Kind::kPrefetch}});
 }
+
+void Engine::prefetch_spans(RegionState* region, std::vector<RegionState::Span> spans) {
+  if (spans.empty()) return;
+  Command c{Command::Type::kPrefetch, region};
+  c.spans = std::move(spans);
+  send(std::move(c));
+}
+
+void Engine::drain(RegionState* region) { prefetch_spans(region, {{0, region->chunks, ReadOp::Kind::kDrain}}); }
 
 void Engine::run() {
   pthread_setname_np(pthread_self(), "faultline");
@@ -145,7 +154,7 @@ void Engine::run_commands() {
         break;
       case Command::Type::kPrefetch:
         if (!c.region->dead) {
-          c.region->spans.push_back({c.first, c.last, ReadOp::Kind::kPrefetch});
+          c.region->spans.insert(c.region->spans.end(), c.spans.begin(), c.spans.end());
           if (!c.region->in_background) {
             c.region->in_background = true;
             background_.push_back(c.region);

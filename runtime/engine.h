@@ -30,7 +30,7 @@ struct BackendSlot;
 
 // One chunk read from a backend and placed into a region.
 struct ReadOp {
-  enum class Kind { kDemand, kReadahead, kReadaround, kPrefetch };
+  enum class Kind { kDemand, kReadahead, kReadaround, kPrefetch, kDrain };
 
   RegionState* region = nullptr;
   uint64_t chunk = 0;
@@ -43,6 +43,7 @@ struct ReadOp {
   uint32_t placed = 0;   // bytes placed so far (an install can be deferred)
   int attempts = 0;          // reads in a row that made no progress
   uint64_t deferred_since = 0;  // first EAGAIN of a placement still pending (ns)
+  uint32_t drain_bytes = 0;     // counted in Engine::drain_in_flight_ until finished
   bool zero = false;     // place with ZEROPAGE
   std::byte* staging = nullptr;
   const std::byte* source = nullptr;  // the backend's own copy of the bytes, if it lent one
@@ -82,6 +83,11 @@ struct RegionState {
     ReadOp::Kind kind;
   };
   std::deque<Span> spans;
+  // record_touches: a bit per chunk already recorded (loop thread), and the
+  // chunk numbers in first-touch order (read by application threads).
+  std::unique_ptr<uint64_t[], void (*)(void*)> touched_bits{nullptr, nullptr};
+  mutable std::mutex touched_mu;
+  std::vector<uint64_t> touched;  // guarded by touched_mu
 
   uintptr_t base() const { return reinterpret_cast<uintptr_t>(memory.data()); }
   bool is_present(uint64_t c) const { return (present[c >> 6] >> (c & 63)) & 1; }
@@ -115,13 +121,19 @@ class Engine {
   void add_region(const std::shared_ptr<RegionState>& region);
   void remove_region(RegionState* region);  // returns when no read of it is in flight
   void prefetch(RegionState* region, uint64_t offset, uint64_t length);
+  void prefetch_spans(RegionState* region, std::vector<RegionState::Span> spans);
+  void drain(RegionState* region);
 
  private:
   struct Command {
-    enum class Type { kAdd, kRemove, kPrefetch, kPoisoned, kStop } type;
+    enum class Type { kAdd, kRemove, kPrefetch, kPoisoned, kStop };
+    Command(Type t, RegionState* r = nullptr, uint64_t f = 0, uint64_t l = 0, std::promise<void>* d = nullptr)
+        : type(t), region(r), first(f), last(l), done(d) {}
+    Type type;
     RegionState* region = nullptr;
-    uint64_t first = 0, last = 0;  // chunk range for kPrefetch; poisoner id for kPoisoned
+    uint64_t first = 0, last = 0;  // poisoner id for kPoisoned
     std::promise<void>* done = nullptr;
+    std::vector<RegionState::Span> spans;  // for kPrefetch: queued in order
   };
 
   void send(Command command);
@@ -139,6 +151,7 @@ class Engine {
   void on_fault(uintptr_t addr, uint64_t now);
   void on_remove(uintptr_t start, uintptr_t end, bool unmapped);
   RegionState* region_at(uintptr_t addr) const;
+  void note_touch(RegionState* r, uint64_t chunk);
   void note_readahead(RegionState* r, uint64_t chunk);
   void note_random_fault(RegionState* r, uint64_t chunk);
   bool next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind);
@@ -184,6 +197,11 @@ class Engine {
   uint64_t next_poisoner_ = 0;
   bool stopping_ = false;
   bool room_ = true;  // false: the last dispatch stopped for want of queue depth or staging
+  // Drain reads in flight are kept under drain_batch_ bytes, which grows
+  // while no demand fault arrives (see Region::drain()).
+  static constexpr uint64_t kDrainBatchMin = 64 * 1024, kDrainBatchMax = 4 * 1024 * 1024;
+  uint64_t drain_batch_ = kDrainBatchMin;
+  uint64_t drain_in_flight_ = 0;
 
   std::thread thread_;
 };

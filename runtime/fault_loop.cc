@@ -100,6 +100,7 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
   }
   count(r, &Stats::faults, 1);
   uint64_t chunk = (addr - r->base()) >> r->fill_shift;
+  if (r->touched_bits) note_touch(r, chunk);
   if (r->is_present(chunk)) {
     // Placed after this fault was queued (the thread was woken with it), or
     // placed and then zapped with its REMOVE still unread. Either way a wake
@@ -114,11 +115,12 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
     op->waiters.push_back(now);
     if (op->kind == ReadOp::Kind::kReadahead || op->kind == ReadOp::Kind::kReadaround)
       count(r, &Stats::readahead_hits, 1);
-    if (op->kind == ReadOp::Kind::kPrefetch) count(r, &Stats::prefetch_hits, 1);
+    if (op->kind == ReadOp::Kind::kPrefetch || op->kind == ReadOp::Kind::kDrain) count(r, &Stats::prefetch_hits, 1);
   } else {
     ReadOp* op = new_op(r, chunk, ReadOp::Kind::kDemand);
     op->waiters.push_back(now);
     demand_.push_back(op);
+    drain_batch_ = kDrainBatchMin;  // the application is waiting: keep the drain out of its way
   }
   note_readahead(r, chunk);
 }
@@ -144,7 +146,16 @@ void Engine::on_remove(uintptr_t start, uintptr_t end, bool unmapped) {
   }
 }
 
-// ---- Read-ahead and prefetch --------------------------------------------
+// ---- Working-set record, read-ahead and prefetch ---------------------------
+
+void Engine::note_touch(RegionState* r, uint64_t chunk) {
+  uint64_t& word = r->touched_bits[chunk >> 6];
+  uint64_t bit = uint64_t{1} << (chunk & 63);
+  if (word & bit) return;
+  word |= bit;
+  std::lock_guard<std::mutex> lock(r->touched_mu);
+  r->touched.push_back(chunk);
+}
 
 void Engine::note_readahead(RegionState* r, uint64_t chunk) {
   if (!r->options.readahead) return;
@@ -311,14 +322,23 @@ void Engine::dispatch_background() {
       background_.pop_front();
       continue;
     }
+    if (kind == ReadOp::Kind::kDrain && drain_in_flight_ >= drain_batch_) {
+      room_ = false;  // a drain read completing makes room again
+      break;
+    }
     ReadOp* op = new_op(r, chunk, kind);
     size_t length = op->length;
+    if (kind == ReadOp::Kind::kDrain) {
+      op->drain_bytes = op->length;
+      drain_in_flight_ += op->length;
+    }
     if (!start(op)) {  // (start may place and free a zero chunk at once)
       finish(op);  // no room: try again when a read completes
       room_ = false;
       break;
     }
-    count(r, kind == ReadOp::Kind::kPrefetch ? &Stats::prefetch_chunks : &Stats::readahead_chunks, 1);
+    bool prefetch = kind == ReadOp::Kind::kPrefetch || kind == ReadOp::Kind::kDrain;
+    count(r, prefetch ? &Stats::prefetch_chunks : &Stats::readahead_chunks, 1);
     if (kind == ReadOp::Kind::kReadahead)
       r->ra_next = chunk + 1;
     else
@@ -438,6 +458,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     return;
   }
   r->set_present(op->chunk, true);
+  if (op->kind == ReadOp::Kind::kDrain) drain_batch_ = std::min(kDrainBatchMax, drain_batch_ * 2);
   uint64_t pages = op->length / kPageSize;
   count(r, &Stats::pages_installed, pages);
   count(r, &Stats::bytes_installed, op->length);
@@ -488,6 +509,7 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
 void Engine::finish(ReadOp* op) {
   RegionState* r = op->region;
   if (op->staging) staging_.release(op->staging, op->length);
+  drain_in_flight_ -= op->drain_bytes;
   r->ops.erase(op->chunk);
   std::vector<uint64_t> waiters = std::move(op->waiters);
   waiters.clear();  // keeps its capacity for the next fault

@@ -48,6 +48,41 @@ void Region::prefetch(uint64_t offset, uint64_t length) {
   engine_->prefetch(state_.get(), offset, length);
 }
 
+std::vector<uint64_t> Region::touched_chunks() const {
+  if (!state_) throw Error("Region::touched_chunks on an empty region");
+  if (!state_->touched_bits)
+    throw Error("Region::touched_chunks: the region was mapped without RegionOptions.record_touches");
+  std::vector<uint64_t> offsets;
+  {
+    std::lock_guard<std::mutex> lock(state_->touched_mu);
+    offsets = state_->touched;
+  }
+  for (uint64_t& chunk : offsets) chunk <<= state_->fill_shift;
+  return offsets;
+}
+
+void Region::prefetch_chunks(std::span<const uint64_t> offsets) {
+  if (!state_) throw Error("Region::prefetch_chunks on an empty region");
+  // Runs of consecutive chunks become one span each.
+  std::vector<detail::RegionState::Span> spans;
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    if (offsets[i] >= state_->length)
+      throw Error("Region::prefetch_chunks: offsets[" + std::to_string(i) + "] = " + std::to_string(offsets[i]) +
+                  " is past the end of the region (" + std::to_string(state_->length) + " bytes)");
+    uint64_t chunk = offsets[i] >> state_->fill_shift;
+    if (!spans.empty() && spans.back().last == chunk)
+      spans.back().last++;
+    else
+      spans.push_back({chunk, chunk + 1, detail::ReadOp::Kind::kPrefetch});
+  }
+  engine_->prefetch_spans(state_.get(), std::move(spans));
+}
+
+void Region::drain() {
+  if (!state_) throw Error("Region::drain on an empty region");
+  engine_->drain(state_.get());
+}
+
 StatsSnapshot Region::stats() const { return state_ ? state_->stats.snapshot() : StatsSnapshot{}; }
 
 }  // namespace faultline

@@ -52,6 +52,7 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   validate(*backend, options);
   auto r = std::make_shared<detail::RegionState>();
   r->options = options;
+  if (options.record_touches) r->options.readahead = false;  // see RegionOptions.record_touches
   r->length = options.length ? options.length : backend->size() - options.offset;
   r->data_end = std::min(r->length, backend->size() - options.offset);
   r->fill_shift = static_cast<uint32_t>(std::countr_zero(options.fill_size));
@@ -74,6 +75,10 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   r->window_chunks = std::max<uint64_t>(1, options.readahead_max >> r->fill_shift);
   r->window_faults = {static_cast<uint8_t*>(std::calloc(r->chunks / r->window_chunks + 1, 1)), std::free};
   if (!r->window_faults) throw Error("out of memory for the region's read-around counters");
+  if (options.record_touches) {
+    r->touched_bits = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
+    if (!r->touched_bits) throw Error("out of memory for the region's touch record");
+  }
 
   detail::uffd_register(engine_->uffd(), p, map_len);
   try {

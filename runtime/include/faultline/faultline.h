@@ -9,3 +9,4 @@
 #include "faultline/region.h"
 #include "faultline/runtime.h"
 #include "faultline/stats.h"
+#include "faultline/working_set.h"

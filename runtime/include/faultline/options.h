@@ -25,6 +25,11 @@ struct RegionOptions {
   // semantics: the backend is never written). Read-only ones get SIGSEGV on
   // a write, as a PROT_READ mapping does.
   bool writable = false;
+  // Record which chunks the application touches, in first-touch order, for
+  // Region::touched_chunks() (a working set to prefetch on the next run).
+  // Read-ahead is turned off for such a region: it would load chunks
+  // without a fault and hide them from the record.
+  bool record_touches = false;
 };
 
 struct RuntimeOptions {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "faultline/options.h"
 #include "faultline/stats.h"
@@ -36,6 +37,23 @@ class Region {
   // Asks the runtime to load [offset, offset + length) in the background,
   // like MADV_WILLNEED. Returns at once; demand faults go first.
   void prefetch(uint64_t offset, uint64_t length);
+
+  // Working sets (REAP-style restore; see faultline/working_set.h).
+  // The chunks demand-faulted so far, as region byte offsets (multiples of
+  // fill_size) in first-touch order. The region must have been mapped with
+  // RegionOptions.record_touches; throws Error otherwise.
+  std::vector<uint64_t> touched_chunks() const;
+  // Loads the chunks holding these region offsets in the background, in
+  // this order, queued behind earlier prefetch() calls; demand faults still
+  // go first. Returns at once. Throws Error, naming the index, if an offset
+  // is past the end of the region.
+  void prefetch_chunks(std::span<const uint64_t> offsets);
+  // After everything queued so far, loads the rest of the region in the
+  // background. Reads in flight for it start at 64 KiB and double with each
+  // chunk placed while no demand fault arrives, up to 4 MiB; a demand fault
+  // drops them back to 64 KiB, so it never waits behind much (CRIU's
+  // lazy-pages drain). Counted as prefetch in the statistics.
+  void drain();
 
   StatsSnapshot stats() const;
 
