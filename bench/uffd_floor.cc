@@ -1,8 +1,9 @@
 // The two userfaultfd floors, written here without the runtime:
 //  - uffd-textbook: the man-page handler. One thread poll()s the uffd, read()s
-//    one message, memcpy()s 4 KiB from the in-memory dataset into a staging
-//    page and UFFDIO_COPYs it (waking the faulting thread). Nothing else: no
-//    batching, no read-ahead, no prefetch.
+//    one message and UFFDIO_COPYs 4 KiB straight from the in-memory dataset
+//    (waking the faulting thread). Nothing else: no batching, no read-ahead,
+//    no prefetch. (No staging copy: faultline-memory places lent bytes
+//    directly too, so the floor does no work faultline skips.)
 //  - uffdio-copy-bulk: UFFDIO_COPY throughput with no fault at all: the whole
 //    dataset is copied into a registered region in fixed-size chunks with
 //    UFFDIO_COPY_MODE_DONTWAKE.
@@ -111,7 +112,6 @@ RunResult run_uffd_textbook(const Context& ctx, const Plan& plan) {
     return r;
   }
   int stopfd = eventfd(0, EFD_CLOEXEC);
-  void* staging = mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   const uint64_t base = reinterpret_cast<uint64_t>(m.p);
   std::atomic<uint64_t> faults{0}, errors{0};
   std::string handler_error;
@@ -143,10 +143,9 @@ RunResult run_uffd_textbook(const Context& ctx, const Plan& plan) {
       const uint64_t t_read = now_ns();
       const uint64_t addr = msg.arg.pagefault.address & ~static_cast<uint64_t>(kPage - 1);
       const uint64_t off = addr - base;
-      std::memcpy(staging, ctx.mem + off, kPage);
       uffdio_copy c{};
       c.dst = addr;
-      c.src = reinterpret_cast<uint64_t>(staging);
+      c.src = reinterpret_cast<uint64_t>(ctx.mem + off);
       c.len = kPage;
       c.mode = 0;
       for (;;) {
@@ -180,7 +179,6 @@ RunResult run_uffd_textbook(const Context& ctx, const Plan& plan) {
   }
   handler.join();
   close(stopfd);
-  munmap(staging, kPage);
 
   r.seconds = static_cast<double>(t1 - t0) * 1e-9;
   r.faults = faults.load();
