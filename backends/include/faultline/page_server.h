@@ -32,6 +32,10 @@ struct PageServerOptions {
   uint32_t max_request_bytes = 4u << 20;   // largest read one request may ask for
   size_t max_in_flight_bytes = 64u << 20;  // per connection: asked for, not yet sent
   std::chrono::milliseconds idle_timeout{60000};  // a connection silent that long is closed
+  // After its last event the server thread polls this long before it
+  // sleeps, so a client faulting page after page never waits for it to
+  // wake up. 0: sleep at once (no CPU burnt while idle-ish).
+  std::chrono::microseconds busy_poll{50};
   // Called on the server thread for connections, disconnections and errors
   // (one line each, no newline). May be empty.
   std::function<void(const std::string&)> log;

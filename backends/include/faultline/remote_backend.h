@@ -28,6 +28,10 @@ struct RemoteOptions {
   // -ETIMEDOUT (the runtime poisons: SIGBUS). Also bounds connect_remote().
   std::chrono::milliseconds deadline{10000};
   uint32_t queue_depth = 64;  // reads in flight, 1..4096
+  // After sending a demand read, the fault-loop thread polls the socket
+  // this long for the answer before it goes back to epoll: a page fault
+  // over loopback is then served without a wake-up. 0: never poll.
+  std::chrono::microseconds busy_poll{50};
 };
 
 // Connects and authenticates at once and learns the object's size from the
