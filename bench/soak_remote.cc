@@ -15,6 +15,7 @@
 //
 // Exit status: 0 no error and no wrong byte; 1 otherwise; 2 bad arguments.
 #include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -30,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -46,6 +48,7 @@ struct SoakArgs {
   uint64_t size = 256ull << 20;
   int clients = 16;
   int seconds = 60;
+  bool local = false;  // clients read the file with FileBackend: no server, no network
 };
 
 // What one client reports (one line on its pipe).
@@ -55,6 +58,18 @@ struct ClientResult {
   uint64_t touch_p50_ns = 0, touch_p99_ns = 0, service_p99_ns = 0;
   std::string first_error;
 };
+
+// Where each client is, in memory shared with the driver: what a client
+// that hangs was doing when it was killed.
+struct Progress {
+  volatile uint64_t round = 0;
+  volatile uint64_t fill = 0;
+  volatile uint64_t readahead = 0;
+  volatile uint64_t phase = 0;  // 1 connect + map, 2 random work, 3 unmap
+};
+const char* phase_name(uint64_t p) {
+  return p == 1 ? "connecting and mapping" : p == 2 ? "faulting" : p == 3 ? "unmapping" : "starting";
+}
 
 // ---------------------------------------------------------------------------
 // Client side.
@@ -128,7 +143,7 @@ void work_round(ClientState& c, const std::byte* base, uint64_t npages, double r
   }
 }
 
-ClientResult run_client(const std::string& address, uint64_t size, int index, double deadline) {
+ClientResult run_client(const std::string& address, uint64_t size, int index, double deadline, Progress& progress) {
   const auto state = std::make_unique<ClientState>(index);
   ClientState& c = *state;
   c.touch_ns.reserve(4 << 20);
@@ -145,12 +160,20 @@ ClientResult run_client(const std::string& address, uint64_t size, int index, do
   while (now_s() < deadline) {
     const RegionConfig cfg = kConfigs[c.r.rounds % (sizeof kConfigs / sizeof kConfigs[0])];
     ++c.r.rounds;
+    progress.round = c.r.rounds;
+    progress.fill = cfg.fill;
+    progress.readahead = cfg.readahead;
+    progress.phase = 1;
     std::shared_ptr<faultline::Backend> remote;
     faultline::Region region;
     try {
-      faultline::RemoteOptions ro;
-      ro.address = address;
-      remote = faultline::connect_remote(ro);
+      if (address.rfind("file:", 0) == 0) {  // --local: the control experiment, no server
+        remote = std::make_shared<faultline::FileBackend>(address.substr(5));
+      } else {
+        faultline::RemoteOptions ro;
+        ro.address = address;
+        remote = faultline::connect_remote(ro);
+      }
       faultline::RegionOptions options;
       options.fill_size = cfg.fill;
       options.readahead = cfg.readahead;
@@ -161,12 +184,14 @@ ClientResult run_client(const std::string& address, uint64_t size, int index, do
       usleep(100000);
       continue;
     }
+    progress.phase = 2;
     if (sigsetjmp(jump, 1) == 0) {
       work_round(c, region.data(), npages, std::min(deadline, now_s() + 2.0));
     } else {
       ++c.r.sigbus;
       c.note("SIGBUS in round " + std::to_string(c.r.rounds) + " (fill " + std::to_string(cfg.fill) + ")");
     }
+    progress.phase = 3;
     const faultline::StatsSnapshot st = region.stats();
     c.r.faults += st.faults;
     c.r.poisoned += st.errors;
@@ -211,18 +236,6 @@ bool decode(const std::string& s, ClientResult& r) {
 
 // ---------------------------------------------------------------------------
 // Driver side.
-std::string read_all_fd(int fd) {
-  std::string s;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    s.append(buf, static_cast<size_t>(n));
-  }
-  return s;
-}
-
 [[noreturn]] void usage(const std::string& msg) {
   if (!msg.empty()) std::fprintf(stderr, "faultline-soak-remote: %s\n", msg.c_str());
   std::fprintf(msg.empty() ? stdout : stderr,
@@ -232,6 +245,153 @@ std::string read_all_fd(int fd) {
                "SIZE in MiB with an M suffix or GiB with G (default 256M). DIR holds the dataset and the\n"
                "server's log (default /var/tmp/faultline-bench).\n");
   std::exit(msg.empty() ? 0 : 2);
+}
+
+// Runs the clients against `address` (or "file:PATH" with --local) until the
+// deadline, then stops the server (if any) and prints the verdict.
+int run_clients(const SoakArgs& a, const std::string& address, pid_t server, int server_out,
+                const std::string& log_path) {
+  // The clients, forked from this single-threaded process.
+  const double start = now_s();
+  const double deadline = start + a.seconds;
+  struct Client {
+    pid_t pid;
+    int fd;
+  };
+  std::vector<Client> clients;
+  void* shared = mmap(nullptr, sizeof(Progress) * static_cast<size_t>(a.clients), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (shared == MAP_FAILED) return 1;
+  Progress* progress = new (shared) Progress[static_cast<size_t>(a.clients)];
+  for (int i = 0; i < a.clients; ++i) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return 1;
+    const pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      ::close(p[0]);
+      ClientResult r;
+      try {
+        r = run_client(address, a.size, i, deadline, progress[i]);
+      } catch (const std::exception& e) {
+        r.first_error = std::string("client failed: ") + e.what();
+        r.connect_errors = 1;
+      }
+      const std::string line = encode(r);
+      if (::write(p[1], line.data(), line.size()) < 0) _exit(1);
+      _exit(0);
+    }
+    ::close(p[1]);
+    clients.push_back({pid, p[0]});
+  }
+
+  // Collect every client's report. A client still running 30 s after the
+  // deadline is hung (a fault never served, or never turned into SIGBUS by
+  // the remote deadline): it is killed and reported with what it was doing.
+  ClientResult total;
+  uint64_t hung = 0, crashed = 0, max_touch_p99 = 0, max_service_p99 = 0;
+  std::vector<uint64_t> touch_p50s;
+  std::vector<std::string> errors;
+  std::vector<std::string> lines(clients.size());
+  std::vector<bool> open(clients.size(), true);
+  for (size_t left = clients.size(); left > 0;) {
+    std::vector<pollfd> fds;
+    std::vector<size_t> which;
+    for (size_t i = 0; i < clients.size(); ++i)
+      if (open[i]) {
+        fds.push_back({clients[i].fd, POLLIN, 0});
+        which.push_back(i);
+      }
+    const double wait_s = deadline + 30 - now_s();
+    if (wait_s <= 0) break;
+    if (poll(fds.data(), fds.size(), static_cast<int>(std::min(wait_s, 1.0) * 1000) + 1) < 0 && errno != EINTR) break;
+    for (size_t k = 0; k < fds.size(); ++k) {
+      if (!(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[4096];
+      const ssize_t n = ::read(fds[k].fd, buf, sizeof buf);
+      if (n > 0) {
+        lines[which[k]].append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        open[which[k]] = false;
+        --left;
+      }
+    }
+  }
+  for (size_t i = 0; i < clients.size(); ++i) {
+    ::close(clients[i].fd);
+    int status = 0;
+    if (open[i]) {
+      kill(clients[i].pid, SIGKILL);
+      waitpid(clients[i].pid, &status, 0);
+      ++hung;
+      errors.push_back("client " + std::to_string(i) + ": HUNG, killed 30 s after the deadline while " +
+                       phase_name(progress[i].phase) + " in round " + std::to_string(progress[i].round) + " (fill " +
+                       std::to_string(progress[i].fill) + ", readahead " + (progress[i].readahead ? "on" : "off") +
+                       ")");
+      continue;
+    }
+    while (waitpid(clients[i].pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    const std::string& line = lines[i];
+    ClientResult r;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !decode(line, r)) {
+      ++crashed;
+      errors.push_back("client " + std::to_string(i) + ": ended with status " + std::to_string(status) +
+                       (WIFSIGNALED(status) ? std::string(" (signal ") + strsignal(WTERMSIG(status)) + ")" : ""));
+      continue;
+    }
+    total.rounds += r.rounds;
+    total.pages_checked += r.pages_checked;
+    total.bytes_checked += r.bytes_checked;
+    total.wrong_bytes += r.wrong_bytes;
+    total.sigbus += r.sigbus;
+    total.poisoned += r.poisoned;
+    total.faults += r.faults;
+    total.connect_errors += r.connect_errors;
+    total.bytes_read += r.bytes_read;
+    touch_p50s.push_back(r.touch_p50_ns);
+    max_touch_p99 = std::max(max_touch_p99, r.touch_p99_ns);
+    max_service_p99 = std::max(max_service_p99, r.service_p99_ns);
+    if (!r.first_error.empty()) errors.push_back("client " + std::to_string(i) + ": " + r.first_error);
+  }
+  const double elapsed = now_s() - start;
+
+  // Stop the server the way an operator would, and insist on a clean exit.
+  int server_status = 0;
+  if (server > 0) {
+    kill(server, SIGTERM);
+    waitpid(server, &server_status, 0);
+    ::close(server_out);
+  }
+  const bool server_clean = WIFEXITED(server_status) && WEXITSTATUS(server_status) == 0;
+
+  std::sort(touch_p50s.begin(), touch_p50s.end());
+  const uint64_t errors_total = total.sigbus + total.poisoned + total.connect_errors + hung + crashed;
+  std::printf("\n%d clients, %.1f s: %llu rounds (connect, map, work, unmap), %llu faults, %.1f MiB received\n",
+              a.clients, elapsed, static_cast<unsigned long long>(total.rounds),
+              static_cast<unsigned long long>(total.faults), static_cast<double>(total.bytes_read) / (1 << 20));
+  std::printf("checked: %llu pages, %llu bytes; wrong bytes: %llu\n",
+              static_cast<unsigned long long>(total.pages_checked), static_cast<unsigned long long>(total.bytes_checked),
+              static_cast<unsigned long long>(total.wrong_bytes));
+  std::printf("errors: %llu (SIGBUS %llu, poisoned chunks %llu, connect/map failures %llu, hung clients %llu, "
+              "crashed clients %llu)\n",
+              static_cast<unsigned long long>(errors_total), static_cast<unsigned long long>(total.sigbus),
+              static_cast<unsigned long long>(total.poisoned), static_cast<unsigned long long>(total.connect_errors),
+              static_cast<unsigned long long>(hung), static_cast<unsigned long long>(crashed));
+  if (!touch_p50s.empty())
+    std::printf("random touch latency (first access of a page, includes hits): median of client p50s %.1f us, "
+                "worst client p99 %.1f us; worst fault service p99 %.1f us\n",
+                static_cast<double>(touch_p50s[touch_p50s.size() / 2]) / 1000.0,
+                static_cast<double>(max_touch_p99) / 1000.0, static_cast<double>(max_service_p99) / 1000.0);
+  if (server > 0)
+    std::printf("server: %s (exit status %d); log in %s\n", server_clean ? "stopped cleanly on SIGTERM" : "NOT CLEAN",
+                server_status, log_path.c_str());
+  else
+    std::printf("--local: no server; the clients read the file with FileBackend\n");
+  for (size_t i = 0; i < errors.size() && i < 20; ++i) std::printf("  %s\n", errors[i].c_str());
+  const bool ok = errors_total == 0 && total.wrong_bytes == 0 && server_clean && total.pages_checked > 0;
+  std::printf("%s\n", ok ? "SOAK PASSED: 0 errors, 0 wrong bytes" : "SOAK FAILED");
+  return ok ? 0 : 1;
 }
 
 int soak_main(int argc, char** argv) {
@@ -255,6 +415,7 @@ int soak_main(int argc, char** argv) {
     else if (o == "--clients") a.clients = static_cast<int>(number(1, 256));
     else if (o == "--seconds") a.seconds = static_cast<int>(number(1, 3600));
     else if (o == "--dir") a.dir = value();
+    else if (o == "--local") a.local = true;
     else if (o == "--size") {
       std::string v = value();
       char* end = nullptr;
@@ -265,8 +426,8 @@ int soak_main(int argc, char** argv) {
       a.size = n << (suf == "M" ? 20 : 30);
     } else usage("unknown argument '" + o + "'");
   }
-  if (a.serve_binary.empty()) usage("--serve-binary is required");
-  if (access(a.serve_binary.c_str(), X_OK) != 0) usage("--serve-binary " + a.serve_binary + ": not executable");
+  if (a.serve_binary.empty() && !a.local) usage("--serve-binary is required (or --local)");
+  if (!a.local && access(a.serve_binary.c_str(), X_OK) != 0) usage("--serve-binary " + a.serve_binary + ": not executable");
   signal(SIGPIPE, SIG_IGN);
 
   if (mkdir(a.dir.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -283,6 +444,7 @@ int soak_main(int argc, char** argv) {
   }
 
   // The server: `faultline serve`, its endpoint read from its stdout, its log to a file.
+  if (a.local) return run_clients(a, "file:" + path, -1, -1, "");
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return 1;
   const pid_t server = fork();
@@ -313,110 +475,7 @@ int soak_main(int argc, char** argv) {
               static_cast<unsigned long long>(a.size >> 20));
   std::fflush(stdout);
 
-  // The clients, forked from this single-threaded process.
-  const double start = now_s();
-  const double deadline = start + a.seconds;
-  struct Client {
-    pid_t pid;
-    int fd;
-  };
-  std::vector<Client> clients;
-  for (int i = 0; i < a.clients; ++i) {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) return 1;
-    const pid_t pid = fork();
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      ::close(p[0]);
-      ClientResult r;
-      try {
-        r = run_client(address, a.size, i, deadline);
-      } catch (const std::exception& e) {
-        r.first_error = std::string("client failed: ") + e.what();
-        r.connect_errors = 1;
-      }
-      const std::string line = encode(r);
-      if (::write(p[1], line.data(), line.size()) < 0) _exit(1);
-      _exit(0);
-    }
-    ::close(p[1]);
-    clients.push_back({pid, p[0]});
-  }
-
-  // A client still running a minute after the deadline is hung: kill it.
-  ClientResult total;
-  uint64_t hung = 0, crashed = 0, max_touch_p99 = 0, max_service_p99 = 0;
-  std::vector<uint64_t> touch_p50s;
-  std::vector<std::string> errors;
-  for (size_t i = 0; i < clients.size(); ++i) {
-    const std::string line = read_all_fd(clients[i].fd);
-    ::close(clients[i].fd);
-    int status = 0;
-    for (;;) {
-      const pid_t w = waitpid(clients[i].pid, &status, WNOHANG);
-      if (w == clients[i].pid) break;
-      if (now_s() > deadline + 60) {
-        kill(clients[i].pid, SIGKILL);
-        waitpid(clients[i].pid, &status, 0);
-        ++hung;
-        break;
-      }
-      usleep(10000);
-    }
-    ClientResult r;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !decode(line, r)) {
-      ++crashed;
-      errors.push_back("client " + std::to_string(i) + ": ended with status " + std::to_string(status) +
-                       (WIFSIGNALED(status) ? std::string(" (signal ") + strsignal(WTERMSIG(status)) + ")" : ""));
-      continue;
-    }
-    total.rounds += r.rounds;
-    total.pages_checked += r.pages_checked;
-    total.bytes_checked += r.bytes_checked;
-    total.wrong_bytes += r.wrong_bytes;
-    total.sigbus += r.sigbus;
-    total.poisoned += r.poisoned;
-    total.faults += r.faults;
-    total.connect_errors += r.connect_errors;
-    total.bytes_read += r.bytes_read;
-    touch_p50s.push_back(r.touch_p50_ns);
-    max_touch_p99 = std::max(max_touch_p99, r.touch_p99_ns);
-    max_service_p99 = std::max(max_service_p99, r.service_p99_ns);
-    if (!r.first_error.empty()) errors.push_back("client " + std::to_string(i) + ": " + r.first_error);
-  }
-  const double elapsed = now_s() - start;
-
-  // Stop the server the way an operator would, and insist on a clean exit.
-  kill(server, SIGTERM);
-  int server_status = 0;
-  waitpid(server, &server_status, 0);
-  ::close(out[0]);
-  const bool server_clean = WIFEXITED(server_status) && WEXITSTATUS(server_status) == 0;
-
-  std::sort(touch_p50s.begin(), touch_p50s.end());
-  const uint64_t errors_total = total.sigbus + total.poisoned + total.connect_errors + hung + crashed;
-  std::printf("\n%d clients, %.1f s: %llu rounds (connect, map, work, unmap), %llu faults, %.1f MiB received\n",
-              a.clients, elapsed, static_cast<unsigned long long>(total.rounds),
-              static_cast<unsigned long long>(total.faults), static_cast<double>(total.bytes_read) / (1 << 20));
-  std::printf("checked: %llu pages, %llu bytes; wrong bytes: %llu\n",
-              static_cast<unsigned long long>(total.pages_checked), static_cast<unsigned long long>(total.bytes_checked),
-              static_cast<unsigned long long>(total.wrong_bytes));
-  std::printf("errors: %llu (SIGBUS %llu, poisoned chunks %llu, connect/map failures %llu, hung clients %llu, "
-              "crashed clients %llu)\n",
-              static_cast<unsigned long long>(errors_total), static_cast<unsigned long long>(total.sigbus),
-              static_cast<unsigned long long>(total.poisoned), static_cast<unsigned long long>(total.connect_errors),
-              static_cast<unsigned long long>(hung), static_cast<unsigned long long>(crashed));
-  if (!touch_p50s.empty())
-    std::printf("random touch latency (first access of a page, includes hits): median of client p50s %.1f us, "
-                "worst client p99 %.1f us; worst fault service p99 %.1f us\n",
-                static_cast<double>(touch_p50s[touch_p50s.size() / 2]) / 1000.0,
-                static_cast<double>(max_touch_p99) / 1000.0, static_cast<double>(max_service_p99) / 1000.0);
-  std::printf("server: %s (exit status %d); log in %s\n", server_clean ? "stopped cleanly on SIGTERM" : "NOT CLEAN",
-              server_status, log_path.c_str());
-  for (size_t i = 0; i < errors.size() && i < 20; ++i) std::printf("  %s\n", errors[i].c_str());
-  const bool ok = errors_total == 0 && total.wrong_bytes == 0 && server_clean && total.pages_checked > 0;
-  std::printf("%s\n", ok ? "SOAK PASSED: 0 errors, 0 wrong bytes" : "SOAK FAILED");
-  return ok ? 0 : 1;
+  return run_clients(a, address, server, out[0], log_path);
 }
 
 }  // namespace
