@@ -516,9 +516,11 @@ void RemoteBackend::submit(std::span<const ReadRequest> reads) {
 }
 
 size_t RemoteBackend::reap(std::span<ReadCompletion> out) {
+  // Empties our epoll's ready list (the socket is edge-triggered; the
+  // timer, level-triggered, is read just below), so the runtime's epoll sees
+  // the next event as a new edge. What was ready is handled by pump().
   epoll_event events[4];
-  while (epoll_wait(epoll_.get(), events, 4, 0) > 0) {
-  }
+  epoll_wait(epoll_.get(), events, 4, 0);
   uint64_t expirations;
   while (::read(timer_.get(), &expirations, sizeof expirations) > 0) {
   }
