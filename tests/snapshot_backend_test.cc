@@ -62,7 +62,8 @@ bool wait_until(Pred pred, int ms = 20000) {
 
 // Drives a backend the way the fault loop does: submit, then reap whenever
 // the completion fd signals, until every request has completed.
-std::unordered_map<uint64_t, ReadCompletion> serve(Backend& b, const std::vector<ReadRequest>& reqs) {
+std::unordered_map<uint64_t, ReadCompletion> serve(Backend& b, const std::vector<ReadRequest>& reqs,
+                                                   std::vector<uint64_t>* order = nullptr) {
   std::unordered_map<uint64_t, ReadCompletion> done;
   b.submit(reqs);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -73,6 +74,7 @@ std::unordered_map<uint64_t, ReadCompletion> serve(Backend& b, const std::vector
       for (size_t i = 0; i < n; ++i) {
         REQUIRE(done.count(out[i].tag) == 0);  // exactly one completion each
         done[out[i].tag] = out[i];
+        if (order) order->push_back(out[i].tag);
       }
       if (n < std::size(out)) break;
     }
@@ -440,5 +442,27 @@ TEST_CASE("working-set record and replay over a snapshot: same bytes, fewer faul
     REQUIRE(run(r) == 0);
     CHECK(r.stats().faults < recorded_faults);
     CHECK(r.stats().errors == 0);
+  }
+}
+
+TEST_CASE("demand reads are decompressed ahead of prefetch reads", "[snapshot][backend]") {
+  TempDir dir;
+  const uint32_t chunk = 64 * kKiB;
+  // Compressible chunks: all sixteen frames fit in one merged read, so their
+  // jobs reach the (single) worker together and only priority orders them.
+  std::vector<std::byte> data(16 * chunk);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte(static_cast<uint8_t>('a' + i / 9 % 26 + i / chunk));
+  ZstdSnapshotBackend b(snapshot_of(dir, data, chunk));
+  std::vector<std::vector<std::byte>> bufs(16, std::vector<std::byte>(chunk));
+  std::vector<ReadRequest> reqs;
+  for (uint64_t c = 0; c < 16; ++c) reqs.push_back(ReadRequest{c * chunk, chunk, bufs[c].data(), c, c == 13});
+  std::vector<uint64_t> order;
+  auto done = serve(b, reqs, &order);
+  REQUIRE(b.counters().io_reads == 1);
+  REQUIRE(order.size() == 16);
+  CHECK(order.front() == 13);
+  for (uint64_t c = 0; c < 16; ++c) {
+    REQUIRE(done.at(c).result == chunk);
+    REQUIRE(std::memcmp(bufs[c].data(), data.data() + c * chunk, chunk) == 0);
   }
 }
