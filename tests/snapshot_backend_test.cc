@@ -466,3 +466,30 @@ TEST_CASE("demand reads are decompressed ahead of prefetch reads", "[snapshot][b
     REQUIRE(std::memcmp(bufs[c].data(), data.data() + c * chunk, chunk) == 0);
   }
 }
+
+TEST_CASE("a snapshot truncated after open gives SIGBUS for the chunks it lost", "[snapshot][backend][corrupt][fork]") {
+  TempDir dir;
+  const uint32_t chunk = 64 * kKiB;
+  auto data = image(16 * chunk, chunk, 8);
+  std::string path = snapshot_of(dir, data, chunk);
+  auto f = read_bytes(path);
+  auto five = entry_of(f, 5);
+  REQUIRE_FALSE(five.zero());
+  REQUIRE(run_in_child([&] {
+            catch_sigbus();
+            auto backend = open_zstd_snapshot(path);
+            check(truncate(path.c_str(), static_cast<off_t>(five.offset + five.length / 2)) == 0, "truncate");
+            Runtime rt;
+            RegionOptions o;
+            o.readahead = false;
+            Region r = rt.map(backend, o);
+            std::byte v{};
+            check(read_signal(r.data() + 5 * chunk + 77) == SIGBUS, "no SIGBUS in the cut chunk");
+            check(read_signal(r.data() + 15 * chunk) == SIGBUS, "no SIGBUS in a chunk past the end");
+            check(read_signal(r.data() + 4 * chunk + 9, &v) == 0 && v == data[4 * chunk + 9], "chunk before the cut");
+            check(read_signal(r.data() + 7 * chunk, &v) == 0 && v == data[7 * chunk], "zero chunk needs no read");
+            check(first_mismatch(r.data(), data.data(), 5 * chunk) == -1, "chunks before the cut");
+            check(r.stats().errors == 2, "two errors");
+            check(counters_of(backend).corrupt_chunks == 2, "two unreadable chunks counted");
+          }) == 0);
+}
