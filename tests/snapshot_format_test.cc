@@ -72,9 +72,10 @@ TEST_CASE("CRC-32C matches the standard check values, hardware and table alike",
   REQUIRE(detail::crc32c(zeros.data(), 32) == 0x8A9136AAu);  // RFC 3720 B.4
   REQUIRE(detail::crc32c(ones.data(), 32) == 0x62A8AB43u);
   REQUIRE(detail::crc32c(nullptr, 0) == 0);
-  auto data = pattern(4096 + 77, 3);
+  auto data = pattern(3 * 65536 + 77, 3);
   for (size_t start : {0, 1, 3, 7}) {
-    for (size_t len : {0, 1, 7, 8, 9, 63, 64, 1000, 4096}) {
+    // (3 KiB and more run the three-stream hardware loop)
+    for (size_t len : {0, 1, 7, 8, 9, 63, 64, 1000, 3071, 3072, 3073, 4096, 6144 + 5, 65536, 3 * 65536}) {
       const auto* p = reinterpret_cast<const unsigned char*>(data.data()) + start;
       uint32_t whole = detail::crc32c(p, len);
       REQUIRE(whole == detail::crc32c_portable(p, len));
