@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <thread>
@@ -604,6 +605,27 @@ class SnapshotReader::Impl {
   std::string path;
   UniqueFd fd;
   detail::SnapshotIndex index;
+
+  // Decompression contexts, reused across read_chunk() calls (creating one
+  // costs more than decompressing a small chunk); one per concurrent caller.
+  using DCtx = std::unique_ptr<ZSTD_DCtx, ZstdDCtxDeleter>;
+  DCtx take_dctx() const {
+    {
+      std::lock_guard lock(mu);
+      if (!spare.empty()) {
+        DCtx d = std::move(spare.back());
+        spare.pop_back();
+        return d;
+      }
+    }
+    return DCtx(ZSTD_createDCtx());
+  }
+  void give_back(DCtx d) const {
+    std::lock_guard lock(mu);
+    spare.push_back(std::move(d));
+  }
+  mutable std::mutex mu;
+  mutable std::vector<DCtx> spare;  // guarded by mu
 };
 
 SnapshotReader SnapshotReader::open(const std::string& path) {
@@ -650,14 +672,16 @@ void SnapshotReader::read_chunk(uint64_t index, std::span<std::byte> out) const 
     std::memset(out.data(), 0, length);
     return;
   }
-  std::vector<std::byte> frame(e.length);
-  if (!detail::pread_exact(impl_->fd.get(), frame.data(), frame.size(), e.offset)) {
+  auto frame = std::make_unique_for_overwrite<std::byte[]>(e.length);
+  if (!detail::pread_exact(impl_->fd.get(), frame.get(), e.length, e.offset)) {
     if (errno) throw_errno(where + "cannot read " + std::to_string(e.length) + " bytes", errno);
     throw Error(where + "truncated: the file ends before the chunk's " + std::to_string(e.length) + " bytes");
   }
-  std::unique_ptr<ZSTD_DCtx, ZstdDCtxDeleter> dctx(ZSTD_createDCtx());
+  Impl::DCtx dctx = impl_->take_dctx();
   if (!dctx) throw Error(where + "cannot create a zstd decompression context");
-  detail::ChunkCheck c = detail::decode_chunk(dctx.get(), impl_->index.dictionary.get(), frame, out.data(), length, e);
+  detail::ChunkCheck c = detail::decode_chunk(dctx.get(), impl_->index.dictionary.get(), {frame.get(), e.length},
+                                              out.data(), length, e);
+  impl_->give_back(std::move(dctx));
   if (c.status != detail::ChunkCheck::kOk) throw Error(where + detail::describe(c, length, e));
 }
 
