@@ -6,11 +6,16 @@
 #include "commands.h"
 
 namespace faultline::tools {
+
+// Add new commands here: the declaration (outside the unnamed namespace, or
+// it would not link) and an entry in kCommands.
+int snapshot_command(int argc, char** argv);  // tools/snapshot_command.cc
+
 namespace {
 
-// Add new commands here (declaration and entry).
 const Command kCommands[] = {
     {"help", "print this list", nullptr},
+    {"snapshot", "create, inspect and verify compressed snapshots", snapshot_command},
 };
 
 void print_usage(FILE* out) {
