@@ -182,7 +182,7 @@ struct Context {
   std::string vm_snap_path;         // snapshot of the VM-like image (restore workload)
   std::string vm_ws_path;           // its recorded working set
   uint64_t vm_seq_sum = 0;          // sum of every page's probe word of the image (zstd-full)
-  unsigned zstd_workers = 1;        // ZstdSnapshotOptions::workers of every zstd run
+  unsigned zstd_workers = 1;        // ZstdSnapshotOptions::workers of every zstd run (--zstd-workers)
 };
 
 // Thread placement (--pin). Runners call pin_service() right before they

@@ -78,7 +78,8 @@ options:
   --cache MODE       cold (drop the page cache before each restore; needs root),
                      warm (snapshot file in the page cache), or both
                      (default: both as root, warm otherwise)
-  --workers N        decompression threads of the lazy backends (default 1)
+  --workers N        decompression threads of the lazy restores (default: one
+                     per CPU, as many as the eager restore uses)
   --drain            lazy-ws also loads the rest of the image in the background
   --fresh            make a new image and snapshot even if one is there
   -h, --help         this text
@@ -107,7 +108,7 @@ struct Options {
   double fraction = 0.10;
   bool cold = false, warm = true;
   bool cache_set = false;
-  unsigned workers = 1;
+  unsigned workers = std::max(1u, std::thread::hardware_concurrency());
   bool drain = false;
   bool fresh = false;
 };
