@@ -47,7 +47,7 @@ struct Rng {
 
 // ---------------------------------------------------------------------------
 // Workloads.
-enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve };
+enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kBudgetZipf, kBudgetRand };
 const char* workload_name(Workload w);
 
 struct Plan {
@@ -153,6 +153,11 @@ struct RunResult {
   uint64_t svc_p50_ns = 0, svc_p99_ns = 0;
   // uffd floors
   uint64_t installed_bytes = 0;   // bytes placed by UFFDIO_COPY (floors, faultline)
+  // budget workloads (budget_runs.cc)
+  uint64_t budget_bytes = 0;      // the memory budget of the run
+  uint64_t memory_peak_kb = 0;    // memory the run used at its peak: faultline VmHWM - RSS before the
+                                  // runtime; mmap-cgroup the cgroup's peak usage (page cache included)
+  uint64_t rt_evicted_chunks = 0, rt_refaults = 0;
 };
 
 // Options of the extra configurations faultline-file-custom and
@@ -201,6 +206,12 @@ RunResult run_uffdio_copy_bulk(const Context& ctx, const Plan& plan, size_t chun
 // mmap runs (mmap_runs.cc). A fresh mapping of the dataset file per run.
 enum class MmapConfig { kNormal, kSeq, kRand, kWillneed, kPopulate };
 RunResult run_mmap(const Context& ctx, MmapConfig cfg, const Plan& plan);
+
+// ---------------------------------------------------------------------------
+// Memory-budget runs (budget_runs.cc): the dataset is 4x the budget.
+enum class BudgetConfig { kAdaptive, kFifo, kMmapCgroup };
+inline uint64_t budget_for(uint64_t dataset_size) { return dataset_size / 4; }
+RunResult run_budget(const Context& ctx, BudgetConfig cfg, const Plan& plan);
 
 // ---------------------------------------------------------------------------
 // faultline runs (faultline_runs.cc).

@@ -19,6 +19,8 @@ const char* workload_name(Workload w) {
     case Workload::kMtRand: return "mt-rand";
     case Workload::kCopy: return "copy";
     case Workload::kReserve: return "reserve";
+    case Workload::kBudgetZipf: return "budget-zipf";
+    case Workload::kBudgetRand: return "budget-rand";
   }
   return "?";
 }
@@ -91,6 +93,35 @@ Plan make_plan(Workload w, const PlanParams& p) {
       }
       break;
     }
+    case Workload::kBudgetZipf:
+    case Workload::kBudgetRand: {
+      // Over a dataset 4x the budget. zipf: twice as many accesses as pages,
+      // so the pages touched (~36% of the dataset at s = 1) outgrow the
+      // budget and the steady state (what stays resident) decides. rand:
+      // uniform with repetition, a quarter as many (nothing to learn; at
+      // most a quarter of them can hit).
+      const bool zipf = w == Workload::kBudgetZipf;
+      const size_t count = zipf ? 2 * p.npages : std::max<size_t>(1, p.npages / 2);
+      plan.pages.resize(count);
+      if (!zipf) {
+        for (auto& pg : plan.pages) pg = static_cast<uint32_t>(rng.below(p.npages));
+        break;
+      }
+      std::vector<uint32_t> perm = shuffled_prefix(p.npages, p.npages, rng);
+      std::vector<double> cdf(p.npages);
+      double acc = 0;
+      for (size_t r = 0; r < p.npages; ++r) {
+        acc += 1.0 / std::pow(static_cast<double>(r + 1), p.zipf_s);
+        cdf[r] = acc;
+      }
+      for (auto& pg : plan.pages) {
+        double u = rng.unit() * acc;
+        size_t r = std::min<size_t>(static_cast<size_t>(std::lower_bound(cdf.begin(), cdf.end(), u) - cdf.begin()),
+                                    p.npages - 1);
+        pg = perm[r];
+      }
+      break;
+    }
     case Workload::kReserve:
       throw std::logic_error("no plan for reserve");
   }
@@ -146,6 +177,8 @@ void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutp
       return;
     case Workload::kRand:
     case Workload::kZipf:
+    case Workload::kBudgetZipf:
+    case Workload::kBudgetRand:
       out.sum = touch_pages(base, size, plan.pages.data(), plan.pages.size(), lat);
       return;
     case Workload::kMtRand: {
