@@ -66,6 +66,7 @@ struct PlanParams {
   double zipf_s = 1.0;
   int threads = 4;
   uint64_t seed = 1;
+  size_t budget_npages = 0;  // budget workloads: pages of the dataset they use (0: all)
 };
 Plan make_plan(Workload w, const PlanParams& p);
 
@@ -179,6 +180,7 @@ struct Context {
   uint64_t size = 0;                // dataset size
   const std::byte* mem = nullptr;   // in-memory copy (memory configs, floors)
   std::string dir;                  // for scratch files (sparse 1 TiB file)
+  uint64_t budget_data = 0;         // budget workloads: bytes of the dataset they use (its start)
 };
 
 // Thread placement (--pin). Runners call pin_service() right before they
@@ -210,7 +212,8 @@ RunResult run_mmap(const Context& ctx, MmapConfig cfg, const Plan& plan);
 // ---------------------------------------------------------------------------
 // Memory-budget runs (budget_runs.cc): the dataset is 4x the budget.
 enum class BudgetConfig { kAdaptive, kFifo, kMmapCgroup };
-inline uint64_t budget_for(uint64_t dataset_size) { return dataset_size / 4; }
+inline uint64_t budget_for(uint64_t data_bytes) { return data_bytes / 4; }
+constexpr uint64_t kStagingBytes = 4 << 20;  // RuntimeOptions.staging_bytes of the faultline budget runs
 RunResult run_budget(const Context& ctx, BudgetConfig cfg, const Plan& plan);
 
 // ---------------------------------------------------------------------------

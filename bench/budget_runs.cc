@@ -3,8 +3,9 @@
 // faultline-file-budget(-fifo): a FileBackend with O_DIRECT (the page cache
 // would be memory outside the budget: the kernel keeps a file read through
 // it cached), 4 KiB fills (the access is scattered: a larger fill would fill
-// the budget with neighbours never read), no read-ahead, and a region budget
-// of dataset / 4.
+// the budget with neighbours never read), no read-ahead, a region budget of
+// dataset / 4, and 4 MiB of staging instead of 16 (O_DIRECT pins it, and it
+// is memory outside the budget).
 //
 // mmap-cgroup: mmap with MADV_RANDOM in a child process placed in a fresh memory cgroup
 // (a child of the bench's own) limited to the same bytes, so the kernel's
@@ -40,25 +41,29 @@ std::string errstr(int err) { return std::strerror(err); }
 
 RunResult run_faultline_budget(const Context& ctx, BudgetConfig cfg, const Plan& plan) {
   RunResult r;
-  r.budget_bytes = budget_for(ctx.size);
+  r.budget_bytes = budget_for(ctx.budget_data);
   try {
     faultline::FileBackendOptions fo;
     fo.direct = true;
     const uint64_t rss0 = read_mem_status().rss_kb;
     auto backend = std::make_shared<faultline::FileBackend>(ctx.path, fo);
     pin_service();
-    faultline::Runtime rt;
+    // 4 KiB fills one at a time need little staging; O_DIRECT pins all of it.
+    faultline::RuntimeOptions ro;
+    ro.staging_bytes = kStagingBytes;
+    faultline::Runtime rt(ro);
     pin_app();
     faultline::RegionOptions o;
     o.fill_size = 4096;
     o.readahead = false;
     o.budget.bytes = r.budget_bytes;
+    o.length = ctx.budget_data;
     o.eviction = cfg == BudgetConfig::kFifo ? faultline::EvictionPolicy::kFifo : faultline::EvictionPolicy::kAdaptive;
     WorkOutput out;
     prepare_output(plan, out);
     const uint64_t t0 = now_ns();
     faultline::Region region = rt.map(backend, o);
-    run_workload(region.data(), ctx.size, plan, out);
+    run_workload(region.data(), ctx.budget_data, plan, out);
     const uint64_t t1 = now_ns();
     capture_after(r);
     const faultline::StatsSnapshot s = region.stats();
@@ -166,7 +171,7 @@ struct ChildReport {
 
 RunResult run_mmap_cgroup(const Context& ctx, const Plan& plan) {
   RunResult r;
-  r.budget_bytes = budget_for(ctx.size);
+  r.budget_bytes = budget_for(ctx.budget_data);
   CgroupRoot root = find_cgroup();
   if (!root.error.empty()) {
     r.ok = false;

@@ -101,23 +101,25 @@ Plan make_plan(Workload w, const PlanParams& p) {
       // uniform with repetition, a quarter as many (nothing to learn; at
       // most a quarter of them can hit).
       const bool zipf = w == Workload::kBudgetZipf;
-      const size_t count = zipf ? 2 * p.npages : std::max<size_t>(1, p.npages / 2);
+      const size_t npages = p.budget_npages ? p.budget_npages : p.npages;
+      plan.npages = npages;
+      const size_t count = zipf ? 2 * npages : std::max<size_t>(1, npages / 2);
       plan.pages.resize(count);
       if (!zipf) {
-        for (auto& pg : plan.pages) pg = static_cast<uint32_t>(rng.below(p.npages));
+        for (auto& pg : plan.pages) pg = static_cast<uint32_t>(rng.below(npages));
         break;
       }
-      std::vector<uint32_t> perm = shuffled_prefix(p.npages, p.npages, rng);
-      std::vector<double> cdf(p.npages);
+      std::vector<uint32_t> perm = shuffled_prefix(npages, npages, rng);
+      std::vector<double> cdf(npages);
       double acc = 0;
-      for (size_t r = 0; r < p.npages; ++r) {
+      for (size_t r = 0; r < npages; ++r) {
         acc += 1.0 / std::pow(static_cast<double>(r + 1), p.zipf_s);
         cdf[r] = acc;
       }
       for (auto& pg : plan.pages) {
         double u = rng.unit() * acc;
         size_t r = std::min<size_t>(static_cast<size_t>(std::lower_bound(cdf.begin(), cdf.end(), u) - cdf.begin()),
-                                    p.npages - 1);
+                                    npages - 1);
         pg = perm[r];
       }
       break;
