@@ -19,9 +19,11 @@
 #include "faultline/options.h"
 #include "faultline/runtime.h"
 #include "faultline/stats.h"
+#include "dirty_log.h"
 #include "staging.h"
 #include "uffd.h"
 #include "unique_fd.h"
+#include "writeback.h"
 
 namespace faultline::detail {
 
@@ -88,6 +90,11 @@ struct RegionState {
   std::unique_ptr<uint64_t[], void (*)(void*)> touched_bits{nullptr, nullptr};
   mutable std::mutex touched_mu;
   std::vector<uint64_t> touched;  // guarded by touched_mu
+  // Dirty tracking (track_dirty or write_back): pages are installed
+  // write-protected and written pages are read from `dirty`. Write-back
+  // regions also have `writeback`. Both are null otherwise.
+  std::unique_ptr<DirtyLog> dirty;
+  std::unique_ptr<WriteBack> writeback;
 
   uintptr_t base() const { return reinterpret_cast<uintptr_t>(memory.data()); }
   bool is_present(uint64_t c) const { return (present[c >> 6] >> (c & 63)) & 1; }

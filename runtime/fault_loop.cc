@@ -431,8 +431,14 @@ void Engine::install(ReadOp* op, bool wake_now) {
   bool wake = wake_now && !op->waiters.empty();
   uintptr_t dst = r->base() + op->offset;
   const std::byte* src = op->zero ? nullptr : (op->source ? op->source : op->staging) + op->placed;
-  PlaceResult res = uffd_place(uffd(), op->zero ? Place::kZero : Place::kCopy, dst + op->placed, src,
-                               op->length - op->placed, wake);
+  Place how = op->zero ? Place::kZero : Place::kCopy;
+  if (r->dirty) {
+    // Tracked regions get every page write-protected, so the first write
+    // shows in the dirty log; ZEROPAGE cannot do that, a copy of zeros can.
+    how = Place::kCopy;
+    if (op->zero) src = r->dirty->zeros();
+  }
+  PlaceResult res = uffd_place(uffd(), how, dst + op->placed, src, op->length - op->placed, wake, r->dirty != nullptr);
   op->placed += static_cast<uint32_t>(res.done);
   if (res.error == EAGAIN || res.error == ENOMEM) {
     // Events are pending (a REMOVE or UNMAP not read yet: not a failure,
@@ -476,6 +482,7 @@ void Engine::fail(ReadOp* op, int err) {
   std::fprintf(stderr, "faultline: %s: cannot read %u bytes at offset %llu (%s); the pages get SIGBUS\n",
                r->backend->name().c_str(), op->want, static_cast<unsigned long long>(r->options.offset + op->offset),
                std::strerror(err));
+  if (r->dirty) r->dirty->mark_poisoned(op->offset + op->placed, op->length - op->placed);
   poison(r, r->base() + op->offset + op->placed, op->length - op->placed);
   r->set_present(op->chunk, true);
   finish(op);
