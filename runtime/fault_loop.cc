@@ -117,6 +117,7 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
       count(r, &Stats::readahead_hits, 1);
     if (op->kind == ReadOp::Kind::kPrefetch || op->kind == ReadOp::Kind::kDrain) count(r, &Stats::prefetch_hits, 1);
   } else {
+    if (r->policy && r->policy->was_evicted(chunk)) count(r, &Stats::refaults, 1);
     ReadOp* op = new_op(r, chunk, ReadOp::Kind::kDemand);
     op->waiters.push_back(now);
     demand_.push_back(op);
@@ -141,7 +142,11 @@ void Engine::on_remove(uintptr_t start, uintptr_t end, bool unmapped) {
     // MADV_DONTNEED drops pages: they load again on the next touch. After an
     // munmap nothing is left to serve: mark the chunks present so read-ahead
     // and prefetch skip them.
-    for (uint64_t c = first; c <= last; ++c) r->set_present(c, unmapped);
+    for (uint64_t c = first; c <= last; ++c) {
+      r->set_present(c, unmapped);
+      // The evictor's own drops are accounted when it reports them.
+      if (RegionState::bit(r->resident_bits, c) && !RegionState::bit(r->dropping_bits, c)) note_gone(r, c);
+    }
     a = stop;
   }
 }
@@ -428,6 +433,13 @@ void Engine::install(ReadOp* op, bool wake_now) {
     }
     op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
   }
+  if (op->placed == 0 && r->policy && hold_for_budget(op)) {
+    // Until the drops in flight finish: this chunk's own (placing it now
+    // would race with its zap), or the ones that make room for it.
+    keep_in_staging(op);
+    held_.push_back(op);
+    return;
+  }
   bool wake = wake_now && !op->waiters.empty();
   uintptr_t dst = r->base() + op->offset;
   const std::byte* src = op->zero ? nullptr : (op->source ? op->source : op->staging) + op->placed;
@@ -464,6 +476,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     return;
   }
   r->set_present(op->chunk, true);
+  note_resident(r, op->chunk);
   if (op->kind == ReadOp::Kind::kDrain) drain_batch_ = std::min(kDrainBatchMax, drain_batch_ * 2);
   uint64_t pages = op->length / kPageSize;
   count(r, &Stats::pages_installed, pages);
