@@ -698,6 +698,11 @@ void FileBackend::attach_staging(std::span<std::byte> staging) { impl_->attach_s
 bool FileBackend::writable() const { return impl_->options_.writable; }
 WriteResult FileBackend::write_data(std::span<const WriteRequest> writes) { return impl_->write_data(writes); }
 int FileBackend::sync_data() { return impl_->sync_data(); }
+int64_t FileBackend::read_data(uint64_t offset, std::span<std::byte> out) {
+  if (!impl_->options_.writable) return -EROFS;
+  ReadRequest r{offset, static_cast<uint32_t>(out.size()), out.data(), 0, false};
+  return pread_fully(impl_->write_file_.get(), r);
+}
 std::string FileBackend::engine() const { return impl_->uring_ ? "io_uring" : "pread"; }
 
 }  // namespace faultline

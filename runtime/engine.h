@@ -49,6 +49,7 @@ struct ReadOp {
   uint64_t deferred_since = 0;  // first EAGAIN of a placement still pending (ns)
   uint32_t drain_bytes = 0;     // counted in Engine::drain_in_flight_ until finished
   bool zero = false;     // place with ZEROPAGE
+  bool stale = false;    // read while its chunk was being written back and dropped: read again
   std::byte* staging = nullptr;
   const std::byte* source = nullptr;  // the backend's own copy of the bytes, if it lent one
   std::vector<uint64_t> waiters;  // read times (ns) of the faults waiting on it

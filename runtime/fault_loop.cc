@@ -273,6 +273,9 @@ bool Engine::start(ReadOp* op) {
     if (!op->staging) return false;
   }
   if (op->got % r->backend->alignment() != 0) op->got = 0;  // O_DIRECT: restart aligned
+  // A write-back chunk being dropped is written back first: bytes read
+  // before that finishes may be old ones (see install()).
+  op->stale = r->writeback && RegionState::bit(r->dropping_bits, op->chunk);
   ReadRequest req;
   req.offset = r->options.offset + op->offset + op->got;
   req.length = op->want - op->got;
@@ -426,6 +429,19 @@ static void keep_in_staging(ReadOp* op) {
 
 void Engine::install(ReadOp* op, bool wake_now) {
   RegionState* r = op->region;
+  if (op->stale && op->placed == 0) {
+    if (RegionState::bit(r->dropping_bits, op->chunk)) {  // wait for the drop to be reported
+      held_.push_back(op);
+      return;
+    }
+    op->stale = false;  // read again: now the backend has what was written back
+    op->got = 0;
+    op->source = nullptr;
+    op->zero = op->valid == 0;
+    demand_.push_front(op);
+    room_ = true;  // let the loop try it even if the last dispatch found no room
+    return;
+  }
   if (!op->zero && op->placed == 0) {
     if (op->valid < op->length) {  // the tail past the data is zero
       keep_in_staging(op);

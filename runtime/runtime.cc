@@ -142,7 +142,7 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
 
   if (r->options.track_dirty) {
     r->dirty = std::make_unique<detail::DirtyLog>(reinterpret_cast<uintptr_t>(p), map_len);
-    if (options.write_back) r->writeback = std::make_unique<detail::WriteBack>();
+    if (options.write_back) r->writeback = std::make_unique<detail::WriteBack>(engine_->uffd());
   }
 
   detail::uffd_register(engine_->uffd(), p, map_len, r->options.track_dirty);

@@ -29,6 +29,21 @@
 #ifndef UFFD_FEATURE_WP_ASYNC
 #define UFFD_FEATURE_WP_ASYNC (1 << 15)
 #endif
+#ifndef UFFD_FEATURE_MOVE
+#define UFFD_FEATURE_MOVE (1 << 16)
+#endif
+#ifndef _UFFDIO_MOVE
+#define _UFFDIO_MOVE (0x05)
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
+struct uffdio_move {
+  __u64 dst;
+  __u64 src;
+  __u64 len;
+  __u64 mode;
+  __s64 move;
+};
+#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#endif
 #ifndef _UFFDIO_POISON
 #define _UFFDIO_POISON (0x08)
 struct uffdio_poison {
@@ -126,12 +141,13 @@ Uffd open_uffd() {
   // PAGEMAP_SCAN reads and re-arms the written bits.
   uint64_t wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_POISON;
   constexpr uint64_t kAsyncWp = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
-  if ((offered & kAsyncWp) == kAsyncWp) wanted |= kAsyncWp;
+  if ((offered & kAsyncWp) == kAsyncWp) wanted |= kAsyncWp | UFFD_FEATURE_MOVE;  // MOVE: write-back eviction
   uint64_t enabled = api(u.fd.get(), wanted & offered);
   u.mode.via_dev_userfaultfd = method == Method::kDevice;
   u.mode.user_mode_only = method == Method::kSyscallUserOnly;
   u.mode.poison = (offered & UFFD_FEATURE_POISON) != 0;
   u.mode.wp_async = (enabled & UFFD_FEATURE_WP_ASYNC) != 0;
+  u.mode.move = (enabled & UFFD_FEATURE_MOVE) != 0;
   u.mode.features = offered;
   return u;
 }
@@ -147,6 +163,32 @@ void uffd_register(int uffd, void* addr, uint64_t len, bool track_writes) {
 void uffd_unregister(int uffd, void* addr, uint64_t len) {
   uffdio_range r{reinterpret_cast<uintptr_t>(addr), len};
   ioctl(uffd, UFFDIO_UNREGISTER, &r);
+}
+
+int uffd_move(int uffd, uintptr_t dst, uintptr_t src, uint64_t len) {
+  uint64_t done = 0;
+  int eagain_budget = 1000;
+  while (done < len) {
+    uffdio_move m{};
+    m.dst = dst + done;
+    m.src = src + done;
+    m.len = len - done;
+    m.mode = UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES;
+    int rc = ioctl(uffd, UFFDIO_MOVE, &m);
+    if (rc == 0) return 0;
+    int err = errno;
+    if (m.move > 0) {
+      done += static_cast<uint64_t>(m.move);
+      continue;
+    }
+    // EAGAIN: a page changed under the move, or events are pending.
+    if ((err == EAGAIN || err == EINTR) && --eagain_budget > 0) {
+      usleep(50);
+      continue;
+    }
+    return m.move < 0 ? static_cast<int>(-m.move) : err;
+  }
+  return 0;
 }
 
 void uffd_wake(int uffd, uintptr_t addr, uint64_t len) {

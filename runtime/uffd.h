@@ -48,6 +48,13 @@ enum class Place { kCopy, kZero, kPoison };
 PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake,
                        bool write_protect = false);
 
+// UFFDIO_MOVE of [src, src + len) to dst (both in ranges registered with
+// this uffd; holes in src are skipped): atomic per page under the page-table
+// lock, so a concurrent writer's store is either moved or faults afterwards.
+// Returns 0 or an errno (after partial progress too: the caller checks which
+// pages moved).
+int uffd_move(int uffd, uintptr_t dst, uintptr_t src, uint64_t len);
+
 // Wakes threads waiting on [addr, addr + len). Errors are ignored.
 void uffd_wake(int uffd, uintptr_t addr, uint64_t len);
 

@@ -25,7 +25,9 @@ struct RegionState;
 
 class WriteBack {
  public:
-  WriteBack() = default;
+  // `uffd` is the runtime's userfaultfd (for eviction, see drop_chunk()).
+  explicit WriteBack(int uffd) : uffd_(uffd) {}
+  ~WriteBack();
   WriteBack(const WriteBack&) = delete;
   WriteBack& operator=(const WriteBack&) = delete;
 
@@ -37,12 +39,27 @@ class WriteBack {
   // Bytes collected but not yet durable (after a failed flush).
   uint64_t pending_bytes() const;
 
+  // Eviction under a memory budget (the evictor thread): drops the chunk at
+  // [addr, addr + length) without losing a write. Its pages are taken out of
+  // the region atomically (UFFDIO_MOVE into scratch memory: a racing store
+  // either moved with its page or faults and waits), compared with the
+  // backend's bytes (read_data), and the pages that differ are written.
+  // Returns false, with every page back in place, if a move or a write
+  // failed: the chunk stays resident and its data is flushed later.
+  bool drop_chunk(RegionState& r, uintptr_t addr, uint64_t length);
+
  private:
   // Writes pending_ to the backend; returns the failure, if any.
   WriteResult write_pending(RegionState& r);
 
-  mutable std::mutex mu_;  // one pass at a time; guards the rest
+  bool move_back(uintptr_t addr, uint64_t length);
+
+  const int uffd_;
+  mutable std::mutex mu_;  // one pass (flush or drop) at a time; guards the rest
   std::vector<PageRun> pending_;
+  bool unsynced_ = false;  // drops wrote pages that no sync has covered yet
+  Mapping scratch_;        // registered with the uffd: UFFDIO_MOVE's destination
+  std::vector<std::byte> compare_;
   std::unique_ptr<std::byte[], void (*)(void*)> buffer_{nullptr, nullptr};
 };
 

@@ -323,3 +323,47 @@ TEST_CASE("write-back into a full file system reports ENOSPC and loses nothing",
   CHECK(first_mismatch(read_file(data_path).data(), expect.data(), expect.size()) == -1);
   r.close();
 }
+
+TEST_CASE("write-back under a memory budget: writes racing with evictions and flushes are all kept", "[dirty][budget]") {
+  auto original = pattern(16 * kMiB, 29);
+  TempFile file(original);
+  Runtime rt;
+  REQUIRE(rt.mode().move);
+  RegionOptions o = write_back_options();
+  o.budget.bytes = 2 * kMiB;  // an eighth of the data
+  Region r = rt.map(writable_file(file.path()), o);
+  const size_t pages = r.size() / kPage;
+  constexpr int kWriters = 3;
+  // Each writer owns the pages p % kWriters == w and remembers what it
+  // wrote last; evicted chunks come back from the file, so the file and
+  // memory must both end equal to this shadow.
+  std::vector<std::byte> shadow = original;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w)
+    writers.emplace_back([&, w] {
+      std::mt19937_64 rng(w + 200);
+      uint64_t n = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        uint64_t p = (rng() % (pages / kWriters)) * kWriters + static_cast<uint64_t>(w);
+        uint64_t v = (static_cast<uint64_t>(w) << 56) | (++n << 16);
+        stamp(r.data() + p * kPage, v);
+        stamp(shadow.data() + p * kPage, v);
+      }
+    });
+  std::thread flusher([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      r.flush();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  stop = true;
+  for (auto& t : writers) t.join();
+  flusher.join();
+  r.flush();
+  INFO(r.stats().to_json());
+  CHECK(r.stats().evicted_chunks > 10);
+  CHECK(first_mismatch(read_file(file.path()).data(), shadow.data(), shadow.size()) == -1);
+  CHECK(first_mismatch(r.data(), shadow.data(), shadow.size()) == -1);
+}

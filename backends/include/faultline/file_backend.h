@@ -48,6 +48,7 @@ class FileBackend final : public Backend {
   bool writable() const override;
   WriteResult write_data(std::span<const WriteRequest> writes) override;
   int sync_data() override;
+  int64_t read_data(uint64_t offset, std::span<std::byte> out) override;
 
   // "io_uring" or "pread".
   std::string engine() const;

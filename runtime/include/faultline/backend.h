@@ -34,7 +34,7 @@
 //
 // The write path (optional; used by write-back regions, RegionOptions::
 // write_back). A backend that can store bytes overrides writable(),
-// write_data() and sync_data() (named so as not to hide ::write and ::sync
+// write_data(), sync_data() and read_data() (named so as not to hide ::write and ::sync
 // in a backend's own code); the defaults say "read-only", so a read-only
 // backend needs nothing. Contract:
 //  - write_data() and sync_data() are called from application threads
@@ -127,6 +127,15 @@ class Backend {
     return {EROFS, writes.empty() ? 0 : writes[0].offset};
   }
   virtual int sync_data() { return EROFS; }
+  // Reads back what write_data() stored: a blocking read of out.size()
+  // bytes at offset, from any thread but the fault loop's. Returns the
+  // bytes read or -errno. Before dropping a chunk of a write-back region
+  // under a memory budget, the runtime compares it with these bytes to
+  // learn which pages still need writing.
+  virtual int64_t read_data(uint64_t offset, std::span<std::byte> out) {
+    (void)offset, (void)out;
+    return -EROFS;
+  }
 };
 
 }  // namespace faultline
