@@ -24,6 +24,9 @@ uint64_t fraction(uint64_t bytes, double f) { return static_cast<uint64_t>(stati
 
 bool Engine::can_drop(RegionState& r, uint64_t chunk) {
   (void)chunk;
+  // Write-back regions: the evictor writes the chunk's changed pages back
+  // as it drops it (WriteBack::drop_chunk), which needs UFFDIO_MOVE.
+  if (r.writeback) return uffd_.mode.move;
   // Private writable regions: a written chunk exists only here. Without
   // write tracking every chunk may have been written, so none is dropped.
   return !r.options.writable;
@@ -147,6 +150,12 @@ void Engine::on_dropped(const std::vector<Drop>& drops) {
     RegionState::set_bit(r->dropping_bits, d.chunk, false);
     r->dropping -= d.length;
     dropping_ -= d.length;
+    if (d.kept) {  // a write-back chunk that could not be written: resident again
+      if (!r->dead && RegionState::bit(r->resident_bits, d.chunk)) r->policy->placed(d.chunk, ++placement_tick_);
+      r->in_flight--;
+      if (r->dead && r->in_flight == 0 && r->ops.empty()) finish_removal(r);
+      continue;
+    }
     if (RegionState::bit(r->resident_bits, d.chunk)) {
       RegionState::set_bit(r->resident_bits, d.chunk, false);
       r->resident -= d.length;

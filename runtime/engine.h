@@ -19,11 +19,13 @@
 #include "faultline/options.h"
 #include "faultline/runtime.h"
 #include "faultline/stats.h"
+#include "dirty_log.h"
 #include "eviction.h"
 #include "evictor.h"
 #include "staging.h"
 #include "uffd.h"
 #include "unique_fd.h"
+#include "writeback.h"
 
 namespace faultline::detail {
 
@@ -47,6 +49,7 @@ struct ReadOp {
   uint64_t deferred_since = 0;  // first EAGAIN of a placement still pending (ns)
   uint32_t drain_bytes = 0;     // counted in Engine::drain_in_flight_ until finished
   bool zero = false;     // place with ZEROPAGE
+  bool stale = false;    // read while its chunk was being written back and dropped: read again
   std::byte* staging = nullptr;
   const std::byte* source = nullptr;  // the backend's own copy of the bytes, if it lent one
   std::vector<uint64_t> waiters;  // read times (ns) of the faults waiting on it
@@ -90,6 +93,11 @@ struct RegionState {
   std::unique_ptr<uint64_t[], void (*)(void*)> touched_bits{nullptr, nullptr};
   mutable std::mutex touched_mu;
   std::vector<uint64_t> touched;  // guarded by touched_mu
+  // Dirty tracking (track_dirty or write_back): pages are installed
+  // write-protected and written pages are read from `dirty`. Write-back
+  // regions also have `writeback`. Both are null otherwise.
+  std::unique_ptr<DirtyLog> dirty;
+  std::unique_ptr<WriteBack> writeback;
 
   // Memory budget (loop thread). Every region tracks what is resident; a
   // region under a budget (its own or the runtime's) has a policy and

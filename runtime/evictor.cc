@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "engine.h"
+
 namespace faultline::detail {
 
 namespace {
@@ -49,12 +51,21 @@ void Evictor::run() {
     }
     // In address order, adjacent chunks share one madvise (and one REMOVE).
     std::sort(work.begin(), work.end(), [](const Drop& a, const Drop& b) { return a.addr < b.addr; });
+    // Chunks of write-back regions are written back as they are dropped
+    // (writeback.cc); the rest are zapped below.
+    auto write_back = [](const Drop& d) { return d.region->writeback != nullptr; };
+    for (Drop& d : work)
+      if (write_back(d)) d.kept = !d.region->writeback->drop_chunk(*d.region, d.addr, d.length);
     for (size_t i = 0; i < work.size();) {
       size_t end = std::min(work.size(), i + kReportEvery);
       for (size_t j = i; j < end;) {
+        if (write_back(work[j])) {
+          ++j;
+          continue;
+        }
         uintptr_t start = work[j].addr, stop = start + work[j].length;
         size_t k = j + 1;
-        while (k < end && work[k].addr == stop) stop += work[k++].length;
+        while (k < end && work[k].addr == stop && !write_back(work[k])) stop += work[k++].length;
         if (madvise(reinterpret_cast<void*>(start), stop - start, MADV_DONTNEED) != 0 && errno != ENOMEM)
           std::fprintf(stderr, "faultline: madvise(MADV_DONTNEED) of %zu bytes at %p failed: %s\n",
                        static_cast<size_t>(stop - start), reinterpret_cast<void*>(start), std::strerror(errno));

@@ -24,6 +24,9 @@ struct Drop {
   uint64_t chunk = 0;
   uintptr_t addr = 0;
   uint64_t length = 0;
+  // Set by the evictor: a write-back chunk that could not be written (its
+  // pages are back in place; it stays resident).
+  bool kept = false;
 };
 
 class Evictor {

@@ -273,6 +273,9 @@ bool Engine::start(ReadOp* op) {
     if (!op->staging) return false;
   }
   if (op->got % r->backend->alignment() != 0) op->got = 0;  // O_DIRECT: restart aligned
+  // A write-back chunk being dropped is written back first: bytes read
+  // before that finishes may be old ones (see install()).
+  op->stale = r->writeback && RegionState::bit(r->dropping_bits, op->chunk);
   ReadRequest req;
   req.offset = r->options.offset + op->offset + op->got;
   req.length = op->want - op->got;
@@ -426,6 +429,19 @@ static void keep_in_staging(ReadOp* op) {
 
 void Engine::install(ReadOp* op, bool wake_now) {
   RegionState* r = op->region;
+  if (op->stale && op->placed == 0) {
+    if (RegionState::bit(r->dropping_bits, op->chunk)) {  // wait for the drop to be reported
+      held_.push_back(op);
+      return;
+    }
+    op->stale = false;  // read again: now the backend has what was written back
+    op->got = 0;
+    op->source = nullptr;
+    op->zero = op->valid == 0;
+    demand_.push_front(op);
+    room_ = true;  // let the loop try it even if the last dispatch found no room
+    return;
+  }
   if (!op->zero && op->placed == 0) {
     if (op->valid < op->length) {  // the tail past the data is zero
       keep_in_staging(op);
@@ -443,8 +459,14 @@ void Engine::install(ReadOp* op, bool wake_now) {
   bool wake = wake_now && !op->waiters.empty();
   uintptr_t dst = r->base() + op->offset;
   const std::byte* src = op->zero ? nullptr : (op->source ? op->source : op->staging) + op->placed;
-  PlaceResult res = uffd_place(uffd(), op->zero ? Place::kZero : Place::kCopy, dst + op->placed, src,
-                               op->length - op->placed, wake);
+  Place how = op->zero ? Place::kZero : Place::kCopy;
+  if (r->dirty) {
+    // Tracked regions get every page write-protected, so the first write
+    // shows in the dirty log; ZEROPAGE cannot do that, a copy of zeros can.
+    how = Place::kCopy;
+    if (op->zero) src = r->dirty->zeros();
+  }
+  PlaceResult res = uffd_place(uffd(), how, dst + op->placed, src, op->length - op->placed, wake, r->dirty != nullptr);
   op->placed += static_cast<uint32_t>(res.done);
   if (res.error == EAGAIN || res.error == ENOMEM) {
     // Events are pending (a REMOVE or UNMAP not read yet: not a failure,
@@ -489,6 +511,7 @@ void Engine::fail(ReadOp* op, int err) {
   std::fprintf(stderr, "faultline: %s: cannot read %u bytes at offset %llu (%s); the pages get SIGBUS\n",
                r->backend->name().c_str(), op->want, static_cast<unsigned long long>(r->options.offset + op->offset),
                std::strerror(err));
+  if (r->dirty) r->dirty->mark_poisoned(op->offset + op->placed, op->length - op->placed);
   poison(r, r->base() + op->offset + op->placed, op->length - op->placed);
   r->set_present(op->chunk, true);
   finish(op);

@@ -64,6 +64,18 @@ void validate(const Backend& backend, const RegionOptions& o, const RuntimeOptio
                 " bytes");
   if (o.length > kMaxRegionBytes)
     throw Error(field("length", o.length) + ": larger than the 64 TiB a region may reserve");
+  if ((o.track_dirty || o.write_back) && !o.writable)
+    throw Error(std::string("RegionOptions.") + (o.write_back ? "write_back" : "track_dirty") +
+                " = true needs RegionOptions.writable = true");
+  if (o.write_back) {
+    if (!backend.writable())
+      throw Error("RegionOptions.write_back = true: backend " + backend.name() +
+                  " is read-only (a FileBackend needs FileBackendOptions.writable = true)");
+    if (o.length > size - o.offset)
+      throw Error(field("length", o.length) + " with RegionOptions.write_back: the region must lie within " +
+                  backend.name() + " (" + std::to_string(size - o.offset) + " bytes from offset " +
+                  std::to_string(o.offset) + "); bytes past its end could not be written back");
+  }
 }
 
 }  // namespace
@@ -79,9 +91,13 @@ StatsSnapshot Runtime::stats() const { return engine_->stats(); }
 Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& options) {
   if (!backend) throw Error("Runtime::map: the backend is null");
   validate(*backend, options, engine_->options());
+  if ((options.track_dirty || options.write_back) && !engine_->mode().wp_async)
+    throw Error(std::string("RegionOptions.") + (options.write_back ? "write_back" : "track_dirty") +
+                ": the kernel does not offer UFFD_FEATURE_WP_ASYNC (Linux 6.7+ needed for dirty tracking)");
   auto r = std::make_shared<detail::RegionState>();
   r->options = options;
   if (options.record_touches) r->options.readahead = false;  // see RegionOptions.record_touches
+  if (options.write_back) r->options.track_dirty = true;
   // The tightest budget over this region caps read-ahead (and read-around)
   // at an eighth of it: a stream must not evict what it is about to read.
   uint64_t budget = options.budget.bytes;
@@ -124,7 +140,12 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
     if (!r->touched_bits) throw Error("out of memory for the region's touch record");
   }
 
-  detail::uffd_register(engine_->uffd(), p, map_len);
+  if (r->options.track_dirty) {
+    r->dirty = std::make_unique<detail::DirtyLog>(reinterpret_cast<uintptr_t>(p), map_len);
+    if (options.write_back) r->writeback = std::make_unique<detail::WriteBack>(engine_->uffd());
+  }
+
+  detail::uffd_register(engine_->uffd(), p, map_len, r->options.track_dirty);
   try {
     engine_->add_region(r);
   } catch (...) {

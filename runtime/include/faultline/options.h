@@ -42,9 +42,23 @@ struct RegionOptions {
   bool readahead = true;
   uint64_t readahead_max = 4 * 1024 * 1024;
   // Writable regions keep writes in memory only (private copy-on-write
-  // semantics: the backend is never written). Read-only ones get SIGSEGV on
-  // a write, as a PROT_READ mapping does.
+  // semantics: the backend is never written) unless write_back is set.
+  // Read-only ones get SIGSEGV on a write, as a PROT_READ mapping does.
   bool writable = false;
+  // Dirty tracking (faultline/dirty_log.h): Region::take_dirty() reports the
+  // pages written since its previous call. Needs writable and
+  // UffdMode::wp_async (Linux 6.7+). Costs ~1-2 us on the first write to each
+  // page after each take_dirty().
+  bool track_dirty = false;
+  // Write-back (like a MAP_SHARED file mapping with msync): the pages the
+  // application writes go back to the backend on Region::flush(), on
+  // Region::close() and before the runtime drops them to stay within a
+  // memory budget. Needs writable, a backend whose writable() is true (a
+  // FileBackend opened with FileBackendOptions::writable), a region that
+  // lies within the backend (length <= size - offset), and
+  // UffdMode::wp_async. Implies track_dirty; take_dirty() is then reserved
+  // for the runtime.
+  bool write_back = false;
   // Record which chunks the application touches, in first-touch order, for
   // Region::touched_chunks() (a working set to prefetch on the next run).
   // Read-ahead is turned off for such a region: it would load chunks
