@@ -57,7 +57,10 @@ struct Plan {
   int threads = 1;                // mt-rand: pages are split in `threads` contiguous slices
   bool time_each = false;         // per-access latency (rand, mt-rand)
   uint64_t expected_sum = 0;
-  size_t accesses() const { return workload == Workload::kSeq || workload == Workload::kCopy ? npages : pages.size(); }
+  size_t warmup = 0;              // budget workloads: the first `warmup` pages are touched untimed
+  size_t accesses() const {
+    return workload == Workload::kSeq || workload == Workload::kCopy ? npages : pages.size() - warmup;
+  }
 };
 
 struct PlanParams {

@@ -187,9 +187,11 @@ sum is checked against the generator):
   mt-rand  like rand, split over --threads threads (disjoint page sets)
   copy     uffdio-copy-bulk only: UFFDIO_COPY of the whole dataset
   reserve  map a 1 TiB region, touch nothing: map time and RSS increase
-  budget-zipf  memory budget of a quarter of the data; 2 x pages accesses,
-           zipf(s) over pages (faultline-file-budget*, mmap-cgroup; cold only)
-  budget-rand  same budget; pages / 2 accesses, uniform with repetition
+  budget-zipf  memory budget of a quarter of the data; zipf(s) over pages:
+           2 x pages accesses untimed (warm-up), then 2 x pages timed
+           (faultline-file-budget*, mmap-cgroup; cold only)
+  budget-rand  same budget; uniform with repetition, pages / 4 untimed,
+           then pages / 2 timed
 )";
 
 [[noreturn]] void usage_error(const std::string& msg) {

@@ -95,15 +95,18 @@ Plan make_plan(Workload w, const PlanParams& p) {
     }
     case Workload::kBudgetZipf:
     case Workload::kBudgetRand: {
-      // Over a dataset 4x the budget. zipf: twice as many accesses as pages,
-      // so the pages touched (~36% of the dataset at s = 1) outgrow the
-      // budget and the steady state (what stays resident) decides. rand:
-      // uniform with repetition, a quarter as many (nothing to learn; at
-      // most a quarter of them can hit).
+      // Over a dataset 4x the budget, in the steady state: an untimed
+      // warm-up first (its misses are mostly first touches, the same for
+      // every policy), then the timed accesses. zipf: 2 x pages of warm-up
+      // (the pages touched, ~36% of the dataset at s = 1, outgrow the
+      // budget), 2 x pages timed. rand: uniform with repetition, pages / 4
+      // of warm-up, pages / 2 timed (nothing to learn; at most a quarter
+      // can hit).
       const bool zipf = w == Workload::kBudgetZipf;
       const size_t npages = p.budget_npages ? p.budget_npages : p.npages;
       plan.npages = npages;
-      const size_t count = zipf ? 2 * npages : std::max<size_t>(1, npages / 2);
+      plan.warmup = zipf ? 2 * npages : std::max<size_t>(1, npages / 4);
+      const size_t count = plan.warmup + (zipf ? 2 * npages : std::max<size_t>(1, npages / 2));
       plan.pages.resize(count);
       if (!zipf) {
         for (auto& pg : plan.pages) pg = static_cast<uint32_t>(rng.below(npages));
