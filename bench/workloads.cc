@@ -19,6 +19,7 @@ const char* workload_name(Workload w) {
     case Workload::kMtRand: return "mt-rand";
     case Workload::kCopy: return "copy";
     case Workload::kReserve: return "reserve";
+    case Workload::kWriteFlush: return "write-flush";
   }
   return "?";
 }
@@ -63,6 +64,9 @@ Plan make_plan(Workload w, const PlanParams& p) {
     case Workload::kRand:
       plan.pages = shuffled_prefix(p.npages, n, rng);
       plan.time_each = true;
+      break;
+    case Workload::kWriteFlush:  // fraction of the pages, each written once, in random order
+      plan.pages = shuffled_prefix(p.npages, n, rng);
       break;
     case Workload::kMtRand:
       // n distinct pages, uniformly over the file, in random order; thread t
@@ -166,6 +170,7 @@ void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutp
       return;
     }
     case Workload::kReserve:
+    case Workload::kWriteFlush:  // writes: see writeback_runs.cc
       break;
   }
   throw std::logic_error("run_workload: unsupported workload");
