@@ -52,7 +52,7 @@ struct Rng {
 
 // ---------------------------------------------------------------------------
 // Workloads.
-enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kWriteFlush };
+enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kBudgetZipf, kBudgetRand, kWriteFlush };
 const char* workload_name(Workload w);
 
 struct Plan {
@@ -62,7 +62,10 @@ struct Plan {
   int threads = 1;                // mt-rand: pages are split in `threads` contiguous slices
   bool time_each = false;         // per-access latency (rand, mt-rand)
   uint64_t expected_sum = 0;
-  size_t accesses() const { return workload == Workload::kSeq || workload == Workload::kCopy ? npages : pages.size(); }
+  size_t warmup = 0;              // budget workloads: the first `warmup` pages are touched untimed
+  size_t accesses() const {
+    return workload == Workload::kSeq || workload == Workload::kCopy ? npages : pages.size() - warmup;
+  }
 };
 
 struct PlanParams {
@@ -71,6 +74,7 @@ struct PlanParams {
   double zipf_s = 1.0;
   int threads = 4;
   uint64_t seed = 1;
+  size_t budget_npages = 0;  // budget workloads: pages of the dataset they use (0: all)
 };
 Plan make_plan(Workload w, const PlanParams& p);
 
@@ -158,6 +162,11 @@ struct RunResult {
   uint64_t svc_p50_ns = 0, svc_p99_ns = 0;
   // uffd floors
   uint64_t installed_bytes = 0;   // bytes placed by UFFDIO_COPY (floors, faultline)
+  // budget workloads (budget_runs.cc)
+  uint64_t budget_bytes = 0;      // the memory budget of the run
+  uint64_t memory_peak_kb = 0;    // memory the run used at its peak: faultline VmHWM - RSS before the
+                                  // runtime; mmap-cgroup the cgroup's peak usage (page cache included)
+  uint64_t rt_evicted_chunks = 0, rt_refaults = 0;
 };
 
 // Options of the extra configurations faultline-file-custom and
@@ -181,6 +190,7 @@ struct Context {
   std::string dir;                  // for scratch files (sparse 1 TiB file)
   // faultline-remote*: the page server process's endpoints (remote_runs.cc)
   std::string remote_tcp, remote_unix;
+  uint64_t budget_data = 0;         // budget workloads: bytes of the dataset they use (its start)
 };
 
 // Thread placement (--pin). Runners call pin_service() right before they
@@ -208,6 +218,13 @@ RunResult run_uffdio_copy_bulk(const Context& ctx, const Plan& plan, size_t chun
 // mmap runs (mmap_runs.cc). A fresh mapping of the dataset file per run.
 enum class MmapConfig { kNormal, kSeq, kRand, kWillneed, kPopulate };
 RunResult run_mmap(const Context& ctx, MmapConfig cfg, const Plan& plan);
+
+// ---------------------------------------------------------------------------
+// Memory-budget runs (budget_runs.cc): the dataset is 4x the budget.
+enum class BudgetConfig { kAdaptive, kFifo, kMmapCgroup };
+inline uint64_t budget_for(uint64_t data_bytes) { return data_bytes / 4; }
+constexpr uint64_t kStagingBytes = 4 << 20;  // RuntimeOptions.staging_bytes of the faultline budget runs
+RunResult run_budget(const Context& ctx, BudgetConfig cfg, const Plan& plan);
 
 // ---------------------------------------------------------------------------
 // faultline runs (faultline_runs.cc).

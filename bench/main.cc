@@ -36,7 +36,7 @@ constexpr uint64_t kMiB = 1ull << 20;
 
 // ---------------------------------------------------------------------------
 // Configurations.
-enum class Kind { kMmap, kFaultline, kTextbook, kBulk };
+enum class Kind { kMmap, kFaultline, kTextbook, kBulk, kBudget };
 
 struct ConfigDef {
   const char* name;
@@ -48,6 +48,8 @@ struct ConfigDef {
   std::vector<Workload> workloads;
   const char* desc;
   bool extra = false;  // run only when named in --configs
+  BudgetConfig budget = BudgetConfig::kAdaptive;
+  bool cold_only = false;  // warm would not be a distinct case (or not a fair one)
 };
 
 const std::vector<Workload> kAccessWorkloads = {Workload::kSeq, Workload::kRand, Workload::kZipf, Workload::kMtRand};
@@ -93,6 +95,18 @@ const std::vector<ConfigDef>& all_configs() {
                  "UFFDIO_COPY of the whole dataset, 2 MiB chunks, DONTWAKE, no faults"});
     d.push_back({"uffdio-copy-bulk-64k", Kind::kBulk, {}, {}, 64 * 1024, false, {Workload::kCopy},
                  "same, 64 KiB chunks"});
+    // Memory budgets (budget_runs.cc): cold only. Warm, the mmap child would
+    // find the file cached and charged to another cgroup; faultline reads
+    // with O_DIRECT and sees no difference.
+    const std::vector<Workload> w_budget = {Workload::kBudgetZipf, Workload::kBudgetRand};
+    d.push_back({"faultline-file-budget", Kind::kBudget, {}, {}, 0, true, w_budget,
+                 "FileBackend O_DIRECT, 4 KiB fills, budget dataset/4, adaptive eviction", false,
+                 BudgetConfig::kAdaptive, true});
+    d.push_back({"faultline-file-budget-fifo", Kind::kBudget, {}, {}, 0, true, w_budget,
+                 "same, FIFO eviction (UMap's policy)", false, BudgetConfig::kFifo, true});
+    d.push_back({"mmap-cgroup", Kind::kBudget, {}, {}, 0, true, w_budget,
+                 "mmap + MADV_RANDOM in a child process in a memory cgroup limited to dataset/4", false,
+                 BudgetConfig::kMmapCgroup, true});
     return d;
   }();
   return defs;
@@ -104,9 +118,13 @@ const ConfigDef* find_config(const std::string& name) {
   return nullptr;
 }
 
-const std::vector<Workload> kAllWorkloads = {Workload::kSeq,  Workload::kRand,    Workload::kZipf,
-                                             Workload::kMtRand, Workload::kCopy, Workload::kReserve,
+const std::vector<Workload> kAllWorkloads = {Workload::kSeq,    Workload::kRand,    Workload::kZipf,
+                                             Workload::kMtRand, Workload::kCopy,    Workload::kReserve,
+                                             Workload::kBudgetZipf, Workload::kBudgetRand,
                                              Workload::kWriteFlush};
+
+// Runs through the page cache of another process: no runtime, no RSS check.
+bool is_cgroup_child(const ConfigDef& c) { return c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup; }
 
 bool supports(const ConfigDef& c, Workload w) {
   return std::find(c.workloads.begin(), c.workloads.end(), w) != c.workloads.end();
@@ -147,13 +165,16 @@ options:
   --dir DIR          where the dataset file lives (default /var/tmp/faultline-bench);
                      created if missing, reused if present with the right size.
   --repeat N         repetitions, interleaved round-robin (default 5; --quick: 3)
-  --quick            small and fast: 128M, 3 repeats (under a minute)
+  --quick            small and fast: 128M, 3 repeats (under a minute); the
+                     budget cases run in the first repeat only, over the
+                     first quarter of the dataset
   --workloads LIST   comma-separated subset of: seq,rand,zipf,mt-rand,copy,reserve,
-                     write-flush
+                     budget-zipf,budget-rand,write-flush
   --configs LIST     comma-separated subset of: mmap,mmap-seq,mmap-rand,
                      mmap-willneed,mmap-populate,mmap-msync,faultline-file,faultline-memory,
                      faultline-memory-4k,faultline-remote,faultline-remote-4k,
-                     uffd-textbook,uffdio-copy-bulk,uffdio-copy-bulk-64k;
+                     uffd-textbook,uffdio-copy-bulk,uffdio-copy-bulk-64k,
+                     faultline-file-budget,faultline-file-budget-fifo,mmap-cgroup;
                      extras, run only when named: faultline-file-custom,
                      faultline-memory-custom, faultline-remote-unix
   --caches LIST      cold,warm (default both); memory-backed configs and the
@@ -181,6 +202,11 @@ sum is checked against the generator):
   mt-rand  like rand, split over --threads threads (disjoint page sets)
   copy     uffdio-copy-bulk only: UFFDIO_COPY of the whole dataset
   reserve  map a 1 TiB region, touch nothing: map time and RSS increase
+  budget-zipf  memory budget of a quarter of the data; zipf(s) over pages:
+           2 x pages accesses untimed (warm-up), then 2 x pages timed
+           (faultline-file-budget*, mmap-cgroup; cold only)
+  budget-rand  same budget; uniform with repetition, pages / 4 untimed,
+           then pages / 2 timed
   write-flush  faultline-file (a write-back region, Region::flush) and
            mmap-msync (MAP_SHARED, msync MS_SYNC): 4 KiB written to each of
            10% of the pages of a scratch copy of the dataset, uniform, random
@@ -295,7 +321,9 @@ Options parse_args(int argc, char** argv) {
             if (std::find(o.workloads.begin(), o.workloads.end(), w) == o.workloads.end()) o.workloads.push_back(w);
             found = true;
           }
-        if (!found) usage_error("--workloads: unknown workload '" + n + "' (seq, rand, zipf, mt-rand, copy, reserve, write-flush)");
+        if (!found)
+          usage_error("--workloads: unknown workload '" + n +
+                      "' (seq, rand, zipf, mt-rand, copy, reserve, budget-zipf, budget-rand, write-flush)");
       }
       if (o.workloads.empty()) usage_error("--workloads: empty list");
     } else if (a == "--configs") {
@@ -494,6 +522,7 @@ struct Agg {
   double seconds = NAN, ns_per_page = NAN, gb_per_s = NAN, faults = NAN, p50 = NAN, p90 = NAN, p99 = NAN, peak_rss_mb = NAN;
   double rss_before_mb = NAN, rss_after_mb = NAN, rss_delta_mb = NAN, installed_mb = NAN, cached_before_pct = NAN;
   double minflt = NAN, majflt = NAN;
+  double budget_mb = NAN, memory_peak_mb = NAN, evicted = NAN, refaults = NAN;
   double svc_p50 = NAN, svc_p99 = NAN;
   double rt_faults = NAN, rt_pages = NAN, rt_read_mb = NAN, rt_ra_chunks = NAN, rt_ra_hits = NAN, rt_p50 = NAN, rt_p99 = NAN,
          rt_max = NAN;
@@ -509,7 +538,7 @@ struct Agg {
 
 void aggregate(Agg& a) {
   std::vector<double> sec, faults, p50, p90, p99, peak, before, after, delta, inst, cached, minf, majf, limit;
-  std::vector<double> rtf, rtp, rtr, rtc, rth, rt5, rt9, rtm, sv5, sv9;
+  std::vector<double> rtf, rtp, rtr, rtc, rth, rt5, rt9, rtm, sv5, sv9, bud, mpk, evi, ref;
   const RunResult* median_run = nullptr;
   for (const auto& r : a.runs) {
     if (!r.ok) {
@@ -532,10 +561,18 @@ void aggregate(Agg& a) {
     double d = (static_cast<double>(r.rss_after_kb) - static_cast<double>(r.rss_before_kb)) / 1024.0;
     delta.push_back(d);
     minf.push_back(static_cast<double>(r.minflt));
+    if (r.budget_bytes) {
+      bud.push_back(static_cast<double>(r.budget_bytes) / static_cast<double>(kMiB));
+      mpk.push_back(static_cast<double>(r.memory_peak_kb) / 1024.0);
+      if (r.has_rt) {
+        evi.push_back(static_cast<double>(r.rt_evicted_chunks));
+        ref.push_back(static_cast<double>(r.rt_refaults));
+      }
+    }
     majf.push_back(static_cast<double>(r.majflt));
     if (r.cached_before >= 0) cached.push_back(r.cached_before * 100.0);
     if (a.k.cold && !r.cache_dropped) a.all_dropped = false;
-    if (a.k.c->kind != Kind::kMmap) {
+    if (a.k.c->kind != Kind::kMmap && !is_cgroup_child(*a.k.c)) {
       double im = static_cast<double>(r.installed_bytes) / static_cast<double>(kMiB);
       inst.push_back(im);
       double lim = im * 1.02 + 32.0;
@@ -584,6 +621,10 @@ void aggregate(Agg& a) {
   a.cached_before_pct = median(cached);
   a.minflt = median(minf);
   a.majflt = median(majf);
+  a.budget_mb = median(bud);
+  a.memory_peak_mb = median(mpk);
+  a.evicted = median(evi);
+  a.refaults = median(ref);
   a.svc_p50 = median(sv5);
   a.svc_p99 = median(sv9);
   a.rt_faults = median(rtf);
@@ -640,9 +681,10 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
     case Kind::kFaultline: r = run_faultline(b.ctx, c.fl, plan); break;
     case Kind::kTextbook: r = run_uffd_textbook(b.ctx, plan); break;
     case Kind::kBulk: r = run_uffdio_copy_bulk(b.ctx, plan, c.chunk); break;
+    case Kind::kBudget: r = run_budget(b.ctx, c.budget, plan); break;
   }
   pin_reset();
-  if (c.kind != Kind::kMmap) {
+  if (c.kind != Kind::kMmap && !(c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup)) {
     const Faults f1 = read_faults();
     r.minflt = f1.minflt - f0.minflt;
     r.majflt = f1.majflt - f0.majflt;
@@ -652,6 +694,7 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
   r.cached_before = cached;
   r.accesses = plan.accesses();
   r.bytes = plan.workload == Workload::kSeq || plan.workload == Workload::kCopy ? b.ctx.size : r.accesses * kPage;
+  if (c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup) r.rss_before_kb = 0;  // another process
   return r;
 }
 
@@ -826,6 +869,47 @@ std::vector<Target> compute_targets(const Bench& b) {
   ratio("write-flush: faultline-file (write-back region, flush) >= 0.8 x mmap-msync",
         find_agg(b, Workload::kWriteFlush, "faultline-file", false), find_agg(b, Workload::kWriteFlush, "mmap-msync", false),
         0.80, true, false, true);
+  ratio("budget-zipf: faultline-file-budget throughput >= 1.0 x mmap-cgroup",
+        find_agg(b, Workload::kBudgetZipf, "faultline-file-budget", true), find_agg(b, Workload::kBudgetZipf, "mmap-cgroup", true),
+        1.0, true, false, true);
+  ratio("budget-zipf: faultline-file-budget (adaptive) throughput > 1.0 x faultline-file-budget-fifo",
+        find_agg(b, Workload::kBudgetZipf, "faultline-file-budget", true),
+        find_agg(b, Workload::kBudgetZipf, "faultline-file-budget-fifo", true), 1.0, true, false, true);
+  {
+    // The runtime's fixed overhead: its staging memory (pinned by O_DIRECT's
+    // fixed buffers); the eviction state is inside the 5%.
+    constexpr double kStagingMb = static_cast<double>(kStagingBytes) / static_cast<double>(kMiB);
+    Target tg;
+    tg.name = "memory peak <= budget + 5% + 4 MiB staging (every faultline budget run)";
+    int n = 0, bad = 0;
+    double worst = -INFINITY;
+    std::string detail;
+    for (const auto& a : b.aggs) {
+      if (a.k.c->kind != Kind::kBudget || is_cgroup_child(*a.k.c)) continue;
+      for (const auto& r : a.runs) {
+        if (!r.ok || !r.budget_bytes) continue;
+        ++n;
+        double budget = static_cast<double>(r.budget_bytes) / static_cast<double>(kMiB);
+        double peak = static_cast<double>(r.memory_peak_kb) / 1024.0;
+        double lim = budget * 1.05 + kStagingMb;
+        if (peak > lim) ++bad;
+        if (peak - lim > worst) {
+          worst = peak - lim;
+          char d[200];
+          std::snprintf(d, sizeof d, "highest: %s %.1f MiB (budget %.0f MiB, limit %.1f)", a.k.label().c_str(), peak,
+                        budget, lim);
+          detail = d;
+        }
+      }
+    }
+    tg.known = n > 0;
+    tg.met = n > 0 && bad == 0;
+    tg.value = bad;
+    tg.threshold = 0;
+    tg.higher_is_better = false;
+    tg.detail = std::to_string(n) + " runs, " + std::to_string(bad) + " over; " + detail;
+    t.push_back(tg);
+  }
   for (const auto& r : b.reserves) {
     if (r.config == std::string("mmap")) continue;
     Target tg;
@@ -878,10 +962,10 @@ std::vector<Target> compute_targets(const Bench& b) {
 // ---------------------------------------------------------------------------
 // Output.
 void print_table(const Bench& b, FILE* f) {
-  std::fprintf(f, "\n%-8s %-21s %-5s %9s %9s %8s %8s %9s %8s %8s %8s %8s %s\n", "workload", "config", "cache", "seconds",
+  std::fprintf(f, "\n%-11s %-26s %-5s %9s %9s %8s %8s %9s %8s %8s %8s %8s %s\n", "workload", "config", "cache", "seconds",
                "ns/page", "GB/s", "faults", "p50(us)", "p99(us)", "svc-p50", "peakMB", "rssΔMB", "ok");
   for (const auto& a : b.aggs) {
-    std::fprintf(f, "%-8s %-21s %-5s %9s %9s %8s %8s %9s %8s %8s %8s %8s %s\n", workload_name(a.k.w), a.k.c->name,
+    std::fprintf(f, "%-11s %-26s %-5s %9s %9s %8s %8s %9s %8s %8s %8s %8s %s\n", workload_name(a.k.w), a.k.c->name,
                  a.k.cold ? "cold" : "warm", fmt(a.seconds, "%.4f").c_str(), fmt(a.ns_per_page, "%.0f").c_str(),
                  fmt(a.gb_per_s, "%.3f").c_str(), fmt(a.faults, "%.0f").c_str(), fmt(a.p50, "%.2f").c_str(),
                  fmt(a.p99, "%.1f").c_str(), fmt(a.svc_p50, "%.2f").c_str(), fmt(a.peak_rss_mb, "%.0f").c_str(),
@@ -923,6 +1007,27 @@ void print_table(const Bench& b, FILE* f) {
   }
 }
 
+void print_budget(const Bench& b, FILE* f) {
+  bool any = false;
+  for (const auto& a : b.aggs) {
+    if (a.k.c->kind != Kind::kBudget) continue;
+    if (!any) {
+      std::fprintf(f, "\nmemory budgets (dataset 4x the budget; medians): memory = faultline VmHWM - RSS before the\n"
+                      "runtime (region + staging + eviction state), mmap-cgroup the cgroup's peak (page cache + child);\n"
+                      "misses = runtime faults (faultline), major faults (mmap)\n");
+      std::fprintf(f, "  %-11s %-26s %10s %10s %10s %9s %10s %10s %8s\n", "workload", "config", "budgetMB", "memoryMB",
+                   "accesses", "misses", "hit-rate", "evicted", "refaults");
+      any = true;
+    }
+    double misses = is_cgroup_child(*a.k.c) ? a.majflt : a.faults;
+    std::fprintf(f, "  %-11s %-26s %10s %10s %10llu %9s %10s %10s %8s\n", workload_name(a.k.w), a.k.c->name,
+                 fmt(a.budget_mb, "%.0f").c_str(), fmt(a.memory_peak_mb, "%.1f").c_str(),
+                 static_cast<unsigned long long>(a.accesses), fmt(misses, "%.0f").c_str(),
+                 fmt(1.0 - misses / static_cast<double>(a.accesses ? a.accesses : 1), "%.3f").c_str(),
+                 fmt(a.evicted, "%.0f").c_str(), fmt(a.refaults, "%.0f").c_str());
+  }
+}
+
 void print_targets(const std::vector<Target>& t, FILE* f) {
   std::fprintf(f, "\ntargets:\n");
   for (const auto& x : t)
@@ -941,7 +1046,8 @@ void write_json(const Bench& b, const std::vector<Target>& targets, const std::s
     << ", \"uffd_mode\": \"" << json_escape(b.uffd_mode) << "\", \"date\": \"" << m.date
     << "\", \"loadavg_start\": " << num(b.load_start, 3) << ", \"loadavg_end\": " << num(b.load_end, 3)
     << ", \"drop_caches\": " << (b.drop_error.empty() ? "\"ok\"" : "\"" + json_escape(b.drop_error) + "\"") << "},\n";
-  j << "  \"params\": {\"size\": " << b.ctx.size << ", \"dataset\": \"" << json_escape(b.ctx.path)
+  j << "  \"params\": {\"size\": " << b.ctx.size << ", \"budget_data\": " << b.ctx.budget_data
+    << ", \"dataset\": \"" << json_escape(b.ctx.path)
     << "\", \"repeat\": " << b.o.repeat << ", \"quick\": " << (b.o.quick ? "true" : "false") << ", \"seed\": " << b.o.seed
     << ", \"threads\": " << b.o.threads << ", \"fraction\": " << num(b.o.fraction) << ", \"zipf_s\": " << num(b.o.zipf_s)
     << ", \"custom\": \"" << json_escape(b.o.custom.spec) << "\", \"pin\": \""
@@ -967,6 +1073,8 @@ void write_json(const Bench& b, const std::vector<Target>& targets, const std::s
     else
       j << "null";
     j << ", \"minflt\": " << num(a.minflt, 12) << ", \"majflt\": " << num(a.majflt, 12);
+    j << ", \"budget_mb\": " << num(a.budget_mb) << ", \"memory_peak_mb\": " << num(a.memory_peak_mb)
+      << ", \"evicted_chunks\": " << num(a.evicted, 12) << ", \"refaults\": " << num(a.refaults, 12);
     if (a.k.c->file_cache) {
       j << ", \"cache_dropped\": " << (a.k.cold ? (a.all_dropped ? "true" : "false") : "null")
         << ", \"cached_before_pct\": " << num(a.cached_before_pct, 4);
@@ -1038,7 +1146,7 @@ int bench_main(int argc, char** argv) {
       if (!supports(*c, w)) continue;
       if (c->file_cache && w != Workload::kWriteFlush) {  // write-flush runs warm only (its own scratch file)
         if (o.cold) cases.push_back({w, c, true});
-        if (o.warm) cases.push_back({w, c, false});
+        if (o.warm && !c->cold_only) cases.push_back({w, c, false});
       } else if (o.warm) {
         cases.push_back({w, c, false});
       }
@@ -1135,6 +1243,9 @@ int bench_main(int argc, char** argv) {
   pp.fraction = o.fraction;
   pp.zipf_s = o.zipf_s;
   pp.threads = o.threads;
+  // --quick: the budget workloads use the first quarter of the dataset.
+  b.ctx.budget_data = o.quick ? o.size / 4 : o.size;
+  pp.budget_npages = b.ctx.budget_data / kPage;
   for (int r = 0; r < o.repeat; ++r) {
     const double tr = now_s();
     pp.seed = o.seed + static_cast<uint64_t>(r);
@@ -1148,6 +1259,8 @@ int bench_main(int argc, char** argv) {
     for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
     for (size_t idx : order) {
       const Case& k = cases[idx];
+      // --quick: the budget cases (seconds each, not milliseconds) run once.
+      if (o.quick && r > 0 && k.c->kind == Kind::kBudget) continue;
       const std::string label = k.label();
       g_current_run.store(k.c->name);
       wd.arm(label);
@@ -1168,6 +1281,7 @@ int bench_main(int argc, char** argv) {
 
   print_table(b, stdout);
   if (any_remote) std::printf("\npage server process: %s\n", remote_stats.c_str());
+  print_budget(b, stdout);
   std::vector<Target> targets = compute_targets(b);
   print_targets(targets, stdout);
   std::printf("\ntotal %.1f s; load average %.2f at start, %.2f at end\n", b.total_s, b.load_start, b.load_end);

@@ -59,30 +59,47 @@ bool Engine::hold_for_budget(ReadOp* op) {
   if (RegionState::bit(r->dropping_bits, op->chunk)) return true;
   if (RegionState::bit(r->resident_bits, op->chunk)) return false;
   uint64_t len = op->length;
-  bool region_full = r->budget.bytes && r->resident + len > r->budget.bytes;
-  bool runtime_full = options_.budget.bytes && resident_ + len > options_.budget.bytes;
-  if (!region_full && !runtime_full) return false;
+  bool region_full = r->budget.bytes && r->resident + r->reserved + len > r->budget.bytes;
+  bool runtime_full = options_.budget.bytes && resident_ + reserved_ + len > options_.budget.bytes;
+  // Counted from now on: a placement deferred by EAGAIN must not let
+  // others past the budget before it completes.
+  auto reserve = [&] {
+    op->reserved = static_cast<uint32_t>(len);
+    r->reserved += len;
+    reserved_ += len;
+    return false;
+  };
+  if (!region_full && !runtime_full) return reserve();
   maybe_evict(r);
   // Below the high watermark but full (fills large against the budget):
   // make room for this one chunk at least.
-  if (region_full && r->dropping == 0) evict(r, r->resident + len - fraction(r->budget.bytes, r->budget.low));
+  if (region_full && r->dropping == 0)
+    evict(r, r->resident + r->reserved + len - fraction(r->budget.bytes, r->budget.low));
   if (runtime_full && dropping_ == 0)
-    evict(nullptr, resident_ + len - fraction(options_.budget.bytes, options_.budget.low));
+    evict(nullptr, resident_ + reserved_ + len - fraction(options_.budget.bytes, options_.budget.low));
   // Wait for the drops under way; with none (nothing may be dropped), go
   // over the budget rather than stall the application for good.
-  return (region_full && r->dropping > 0) || (runtime_full && dropping_ > 0);
+  if ((region_full && r->dropping > 0) || (runtime_full && dropping_ > 0)) return true;
+  return reserve();
+}
+
+void Engine::unreserve(ReadOp* op) {
+  if (!op->reserved) return;
+  op->region->reserved -= op->reserved;
+  reserved_ -= op->reserved;
+  op->reserved = 0;
 }
 
 void Engine::maybe_evict(RegionState* r) {
   if (const MemoryBudget& b = r->budget; b.bytes) {
-    uint64_t kept = r->resident - r->dropping;
+    uint64_t kept = r->resident + r->reserved - r->dropping;
     if (kept > fraction(b.bytes, b.high) && r->resident >= r->evict_retry_at) {
       uint64_t want = kept - fraction(b.bytes, b.low);
       if (evict(r, want) < want) r->evict_retry_at = r->resident + std::max<uint64_t>(1, b.bytes / 16);
     }
   }
   if (const MemoryBudget& b = options_.budget; b.bytes) {
-    uint64_t kept = resident_ - dropping_;
+    uint64_t kept = resident_ + reserved_ - dropping_;
     if (kept > fraction(b.bytes, b.high) && resident_ >= evict_retry_at_) {
       uint64_t want = kept - fraction(b.bytes, b.low);
       if (evict(nullptr, want) < want) evict_retry_at_ = resident_ + std::max<uint64_t>(1, b.bytes / 16);
@@ -134,11 +151,13 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
   }
   if (!drops.empty()) {
     if (!evictor_)
-      evictor_ = std::make_unique<Evictor>([this](std::vector<Drop> done) {
-        Command c{Command::Type::kDropped};
-        c.drops = std::move(done);
-        send(std::move(c));
-      });
+      evictor_ = std::make_unique<Evictor>(
+          [this](std::vector<Drop> done) {
+            Command c{Command::Type::kDropped};
+            c.drops = std::move(done);
+            send(std::move(c));
+          },
+          uffd(), uffd_.mode.move && options_.evict_with_move);
     evictor_->submit(std::move(drops));
   }
   return chosen;
@@ -150,6 +169,9 @@ void Engine::on_dropped(const std::vector<Drop>& drops) {
     RegionState::set_bit(r->dropping_bits, d.chunk, false);
     r->dropping -= d.length;
     dropping_ -= d.length;
+    // Moved out, no REMOVE event: the chunk is absent from now on. (After
+    // an madvise the REMOVE said so already.)
+    r->set_present(d.chunk, false);
     if (d.kept) {  // a write-back chunk that could not be written: resident again
       if (!r->dead && RegionState::bit(r->resident_bits, d.chunk)) r->policy->placed(d.chunk, ++placement_tick_);
       r->in_flight--;

@@ -49,6 +49,7 @@ struct ReadOp {
   uint64_t deferred_since = 0;  // first EAGAIN of a placement still pending (ns)
   uint32_t drain_bytes = 0;     // counted in Engine::drain_in_flight_ until finished
   bool zero = false;     // place with ZEROPAGE
+  uint32_t reserved = 0;  // bytes counted against the budgets while its placement is under way
   bool stale = false;    // read while its chunk was being written back and dropped: read again
   std::byte* staging = nullptr;
   const std::byte* source = nullptr;  // the backend's own copy of the bytes, if it lent one
@@ -108,6 +109,7 @@ struct RegionState {
   std::unique_ptr<ChunkPolicy> policy;
   uint64_t resident = 0;       // bytes, including chunks being dropped
   uint64_t dropping = 0;       // bytes handed to the evictor and not yet dropped
+  uint64_t reserved = 0;       // bytes of placements under way (ReadOp::reserved)
   uint64_t evict_retry_at = 0;  // resident level at which a pass that found nothing to drop is tried again
 
   uintptr_t base() const { return reinterpret_cast<uintptr_t>(memory.data()); }
@@ -213,6 +215,7 @@ class Engine {
   // dropped. Today every chunk of a writable region is such a chunk.
   bool can_drop(RegionState& r, uint64_t chunk);
   bool hold_for_budget(ReadOp* op);
+  void unreserve(ReadOp* op);
   void note_resident(RegionState* r, uint64_t chunk);
   void note_gone(RegionState* r, uint64_t chunk);
   void maybe_evict(RegionState* r);
@@ -251,7 +254,7 @@ class Engine {
   uint64_t drain_batch_ = kDrainBatchMin;
   uint64_t drain_in_flight_ = 0;
   // Memory budget of the whole runtime (loop thread).
-  uint64_t resident_ = 0, dropping_ = 0;  // bytes, as RegionState::resident/dropping
+  uint64_t resident_ = 0, dropping_ = 0, reserved_ = 0;  // bytes, as RegionState::resident/dropping/reserved
   uint64_t evict_retry_at_ = 0;
   uint64_t placement_tick_ = 0;           // orders placements across regions' policies
   std::vector<ReadOp*> held_;             // placements waiting for drops in flight

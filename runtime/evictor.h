@@ -2,9 +2,9 @@
 //
 // The fault loop cannot drop them itself: MADV_DONTNEED on a registered range
 // raises a REMOVE event and the kernel waits until the loop has read it, so
-// the loop would wait for itself. The evictor calls madvise and reports each
-// finished group of drops through `done`; the loop keeps reading events in
-// the meantime. The caller keeps every range mapped until its drop is
+// the loop would wait for itself. The evictor moves the pages out with
+// UFFDIO_MOVE (no event) or calls madvise, and reports each finished group
+// of drops through `done`; the loop keeps reading events in the meantime. The caller keeps every range mapped until its drop is
 // reported (regions count drops as work in flight).
 #pragma once
 
@@ -32,7 +32,8 @@ struct Drop {
 class Evictor {
  public:
   // `done` runs on the evictor thread with drops whose pages are gone.
-  explicit Evictor(std::function<void(std::vector<Drop>)> done);
+  // `move`: the uffd has UFFDIO_MOVE (see zap_runs()).
+  Evictor(std::function<void(std::vector<Drop>)> done, int uffd, bool move);
   ~Evictor();  // drops what is queued, then stops
   Evictor(const Evictor&) = delete;
   Evictor& operator=(const Evictor&) = delete;
@@ -41,8 +42,12 @@ class Evictor {
 
  private:
   void run();
+  void zap_runs();
 
   std::function<void(std::vector<Drop>)> done_;
+  const int uffd_;
+  const bool move_;
+  std::vector<std::pair<uintptr_t, uint64_t>> runs_;  // evictor thread: address ranges to zap
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Drop> queue_;  // guarded by mu_

@@ -101,7 +101,9 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
   count(r, &Stats::faults, 1);
   uint64_t chunk = (addr - r->base()) >> r->fill_shift;
   if (r->touched_bits) note_touch(r, chunk);
-  if (r->is_present(chunk)) {
+  // A chunk being dropped may already be moved out while still marked
+  // present: its fault waits for the drop (the placement is held).
+  if (r->is_present(chunk) && !RegionState::bit(r->dropping_bits, chunk)) {
     // Placed after this fault was queued (the thread was woken with it), or
     // placed and then zapped with its REMOVE still unread. Either way a wake
     // is right: the thread retries and faults again if the page is gone.
@@ -449,7 +451,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     }
     op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
   }
-  if (op->placed == 0 && r->policy && hold_for_budget(op)) {
+  if (r->policy && !op->reserved && hold_for_budget(op)) {
     // Until the drops in flight finish: this chunk's own (placing it now
     // would race with its zap), or the ones that make room for it.
     keep_in_staging(op);
@@ -492,6 +494,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     return;
   }
   r->set_present(op->chunk, true);
+  unreserve(op);
   note_resident(r, op->chunk);
   if (op->kind == ReadOp::Kind::kDrain) drain_batch_ = std::min(kDrainBatchMax, drain_batch_ * 2);
   uint64_t pages = op->length / kPageSize;
@@ -544,6 +547,7 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
 
 void Engine::finish(ReadOp* op) {
   RegionState* r = op->region;
+  unreserve(op);
   if (op->staging) staging_.release(op->staging, op->length);
   drain_in_flight_ -= op->drain_bytes;
   r->ops.erase(op->chunk);

@@ -77,7 +77,9 @@ size_t simulate_misses(detail::ChunkPolicy& policy, const std::vector<uint64_t>&
 TEST_CASE("a scan four times the budget never holds more than the budget (mincore)", "[budget]") {
   const size_t size = 32 * kMiB, budget = 4 * kMiB;
   auto source = pattern(size, 7);
-  Runtime runtime;
+  RuntimeOptions ro;
+  ro.evict_with_move = GENERATE(true, false);  // UFFDIO_MOVE, or MADV_DONTNEED and its REMOVE events
+  Runtime runtime(ro);
   RegionOptions o;
   o.budget.bytes = budget;
   o.eviction = GENERATE(EvictionPolicy::kAdaptive, EvictionPolicy::kFifo);
@@ -264,7 +266,9 @@ TEST_CASE("a region budget inside a runtime budget: the tighter one holds", "[bu
 TEST_CASE("readers racing with eviction always see the right bytes", "[budget][threads]") {
   const size_t size = 16 * kMiB, budget = 2 * kMiB;
   auto source = pattern(size, 41);
-  Runtime runtime;
+  RuntimeOptions ro;
+  ro.evict_with_move = GENERATE(true, false);
+  Runtime runtime(ro);
   RegionOptions o;
   o.fill_size = 16 * 1024;
   o.budget.bytes = budget;
