@@ -54,8 +54,9 @@ struct Rng {
 // Workloads.
 // kRestore runs over the VM-like image of samples/vm_image.h (zstd
 // snapshot configurations only): every page of its hot working set, in the
-// guest's order. kBudget* run under a memory budget (budget_runs.cc).
-enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kRestore, kBudgetZipf, kBudgetRand };
+// guest's order.
+enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kRestore, kBudgetZipf, kBudgetRand,
+                      kWriteFlush };
 const char* workload_name(Workload w);
 
 struct Plan {
@@ -191,9 +192,9 @@ struct Context {
   uint64_t size = 0;                // dataset size
   const std::byte* mem = nullptr;   // in-memory copy (memory configs, floors)
   std::string dir;                  // for scratch files (sparse 1 TiB file)
-  uint64_t budget_data = 0;         // budget workloads: bytes of the dataset they use (its start)
   // faultline-remote*: the page server process's endpoints (remote_runs.cc)
   std::string remote_tcp, remote_unix;
+  uint64_t budget_data = 0;         // budget workloads: bytes of the dataset they use (its start)
   // zstd snapshots (zstd_runs.cc, prepare_zstd()).
   std::string snap_path;            // snapshot of the dataset file (faultline-zstd)
   std::string vm_snap_path;         // snapshot of the VM-like image (restore workload)
@@ -299,6 +300,14 @@ struct ReserveResult {
   bool zeros_ok = true;       // a page past the backend's end reads as zero
 };
 ReserveResult reserve_faultline(FlConfig cfg, uint64_t length, const std::string& sparse_path);
+
+// ---------------------------------------------------------------------------
+// write-flush runs (writeback_runs.cc): random 4 KiB writes to plan.pages of
+// a scratch copy of the dataset, then faultline's Region::flush() (a
+// write-back region) or msync(MS_SYNC) of a MAP_SHARED mapping; every page
+// written is checked with pread afterwards. `seed` varies the bytes per run.
+// faultline's region uses 4 KiB fills and no read-ahead (sparse writes).
+RunResult run_write_flush(const Context& ctx, bool faultline_config, const Plan& plan, uint64_t seed);
 ReserveResult reserve_mmap(const std::string& sparse_path, uint64_t length);
 
 }  // namespace fbench

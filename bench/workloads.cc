@@ -22,6 +22,7 @@ const char* workload_name(Workload w) {
     case Workload::kRestore: return "restore";
     case Workload::kBudgetZipf: return "budget-zipf";
     case Workload::kBudgetRand: return "budget-rand";
+    case Workload::kWriteFlush: return "write-flush";
   }
   return "?";
 }
@@ -66,6 +67,9 @@ Plan make_plan(Workload w, const PlanParams& p) {
     case Workload::kRand:
       plan.pages = shuffled_prefix(p.npages, n, rng);
       plan.time_each = true;
+      break;
+    case Workload::kWriteFlush:  // fraction of the pages, each written once, in random order
+      plan.pages = shuffled_prefix(p.npages, n, rng);
       break;
     case Workload::kMtRand:
       // n distinct pages, uniformly over the file, in random order; thread t
@@ -210,6 +214,7 @@ void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutp
       out.sum = touch_pages(base, size, plan.pages.data(), plan.pages.size(), nullptr);
       return;
     case Workload::kReserve:
+    case Workload::kWriteFlush:  // writes: see writeback_runs.cc
       break;
   }
   throw std::logic_error("run_workload: unsupported workload");
