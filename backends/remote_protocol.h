@@ -133,6 +133,7 @@ std::string decode_hello(std::span<const std::byte> payload, Hello* out);
 std::string decode_client_hello(std::span<const std::byte> payload, ClientHello* out);
 std::string decode_read(std::span<const std::byte> payload, ReadRequestWire* out);
 
+// CRC-32C (crc32c.h), continuing from crc (0 to start).
 uint32_t crc32c(uint32_t crc, const void* data, size_t n);
 
 // The handshake proofs. The client proves it knows the secret with

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -103,14 +104,27 @@ size_t mapping_count() {
   return n;
 }
 
-bool is_mapped(const void* addr, size_t len) {
+bool is_uffd_registered(const void* addr, size_t len) {
+  // /proc/self/smaps lists each mapping's VmFlags; "um" and "uw" mark ranges
+  // registered with a userfaultfd (missing / write-protect tracking). Address
+  // reuse cannot fool this, unlike asking whether anything is mapped there:
+  // malloc or a thread stack may take the range as soon as it is unmapped.
   uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
-  std::ifstream maps("/proc/self/maps");
+  std::ifstream smaps("/proc/self/smaps");
   std::string line;
-  while (std::getline(maps, line)) {
-    uintptr_t a = std::stoull(line.substr(0, line.find('-')), nullptr, 16);
-    uintptr_t b = std::stoull(line.substr(line.find('-') + 1), nullptr, 16);
-    if (a < hi && lo < b) return true;
+  bool overlaps = false;
+  while (std::getline(smaps, line)) {
+    size_t dash = line.find('-');
+    if (dash != std::string::npos && dash > 0 && line.find_first_not_of("0123456789abcdef") == dash) {
+      uintptr_t a = std::stoull(line.substr(0, dash), nullptr, 16);
+      uintptr_t b = std::stoull(line.substr(dash + 1), nullptr, 16);
+      overlaps = a < hi && lo < b;
+    } else if (overlaps && line.rfind("VmFlags:", 0) == 0) {
+      std::istringstream flags(line.substr(8));
+      std::string flag;
+      while (flags >> flag)
+        if (flag == "um" || flag == "uw") return true;
+    }
   }
   return false;
 }

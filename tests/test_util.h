@@ -45,8 +45,9 @@ size_t open_fd_count();
 size_t mapping_count();  // lines in /proc/self/maps
 size_t thread_count();
 size_t threads_named(const std::string& name);  // by /proc/self/task/*/comm
-// Whether any mapping overlaps [addr, addr + len).
-bool is_mapped(const void* addr, size_t len);
+// Whether any part of [addr, addr + len) is still registered with a
+// userfaultfd (a leaked region; a plain mapping reusing the range is not).
+bool is_uffd_registered(const void* addr, size_t len);
 
 bool is_root();
 

@@ -6,10 +6,15 @@
 #include "commands.h"
 
 namespace faultline::tools {
+
+// Command entry points, one per tools/<name>_command.cc.
+int serve_command(int argc, char** argv);
+
 namespace {
 
 // Add new commands here (declaration and entry).
 const Command kCommands[] = {
+    {"serve", "serve a file read-only to faultline clients over TCP or Unix sockets", serve_command},
     {"help", "print this list", nullptr},
 };
 

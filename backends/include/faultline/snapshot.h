@@ -1,0 +1,88 @@
+// Compressed snapshots: a byte image (a file, a region, any memory range)
+// cut into fixed-size chunks, each compressed on its own with zstd, plus an
+// index, so that any chunk can be read and decompressed alone. The on-disk
+// format is described in docs/snapshot-format.md.
+//
+// write_snapshot*() make one; SnapshotReader checks one and reads chunks;
+// open_zstd_snapshot() (faultline/zstd_snapshot_backend.h) serves one to a
+// Region, so a restore faults in only what the application touches.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace faultline {
+
+struct SnapshotWriteOptions {
+  // Uncompressed bytes per chunk: a power of two from 4 KiB to 4 MiB.
+  uint32_t chunk_size = 64 * 1024;
+  // zstd compression level (ZSTD_minCLevel()..ZSTD_maxCLevel(), 0 = zstd's default).
+  int level = 3;
+  // Compression threads; 0 = one per hardware thread.
+  unsigned threads = 0;
+  // Called now and then, and once at the end, with the uncompressed bytes
+  // written so far and the total. Always called from the thread that called
+  // write_snapshot*(), never concurrently. Optional.
+  std::function<void(uint64_t done_bytes, uint64_t total_bytes)> progress;
+};
+
+// Writes `data` as a snapshot at `path`, crash-safely: a temporary file in
+// the same directory, fsync, rename over `path`, fsync of the directory. A
+// reader never sees half a snapshot under `path`; on failure nothing is left
+// behind. Throws Error naming the file and the problem (or the bad option).
+void write_snapshot(std::span<const std::byte> data, const std::string& path,
+                    const SnapshotWriteOptions& options = {});
+
+// The same, for the contents of the file (or block device) at input_path.
+// Throws Error naming the input if it cannot be read or changes size while
+// it is being read.
+void write_snapshot_from_file(const std::string& input_path, const std::string& path,
+                              const SnapshotWriteOptions& options = {});
+
+// What a snapshot's header and index say.
+struct SnapshotInfo {
+  uint32_t version = 0;        // format version
+  uint32_t chunk_size = 0;     // uncompressed bytes per chunk (the last may be short)
+  uint32_t flags = 0;          // header flags (none are defined in version 1)
+  uint64_t size = 0;           // uncompressed bytes
+  uint64_t chunk_count = 0;
+  uint64_t zero_chunks = 0;    // chunks stored as a flag, without data
+  uint64_t compressed_bytes = 0;  // the chunks' compressed data, without header and index
+  uint64_t file_bytes = 0;     // the whole file
+};
+
+// A snapshot file opened for reading. open() checks the header and the index
+// completely (bounds, overlaps, overflows, checksums) and throws Error naming
+// the file and the field at fault; chunk data is checked when read.
+//
+// Read-only and thread-compatible: const methods may be called from many
+// threads at once. Copies share the open file.
+class SnapshotReader {
+ public:
+  static SnapshotReader open(const std::string& path);
+
+  const std::string& path() const;
+  const SnapshotInfo& info() const;
+  // Uncompressed bytes of chunk `index` (chunk_size, except a short last one).
+  // Throws Error if index >= chunk_count (so do the other chunk methods).
+  uint64_t chunk_length(uint64_t index) const;
+  bool chunk_is_zero(uint64_t index) const;
+  // Reads chunk `index`, decompresses it into out and checks its length and
+  // checksum. out.size() must be at least chunk_length(index). Throws Error
+  // naming the file, chunk index, file offset and problem (read error,
+  // corrupt zstd frame, decompressed size mismatch, checksum mismatch); out
+  // may then hold garbage.
+  void read_chunk(uint64_t index, std::span<std::byte> out) const;
+
+  class Impl;
+
+ private:
+  explicit SnapshotReader(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<const Impl> impl_;
+};
+
+}  // namespace faultline

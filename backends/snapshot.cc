@@ -1,0 +1,559 @@
+// Snapshot writer (chunked, multi-threaded zstd, crash-safe) and reader
+// (checks everything before trusting it). Format: snapshot_format.h and
+// docs/snapshot-format.md.
+#include "faultline/snapshot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "crc32c.h"
+#include "faultline/error.h"
+#include "snapshot_format.h"
+#include "unique_fd.h"
+
+namespace faultline {
+
+namespace detail {
+
+namespace {
+
+void put(unsigned char* p, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
+}
+
+uint64_t get(const unsigned char* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= uint64_t{p[i]} << (8 * i);
+  return v;
+}
+
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Reads exactly n bytes at offset; returns false on end of file (errno 0) or
+// an error (errno set).
+bool pread_exact(int fd, void* buf, size_t n, uint64_t offset) {
+  auto* p = static_cast<unsigned char*>(buf);
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      if (r == 0) errno = 0;
+      return false;
+    }
+    p += r;
+    n -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+  return true;
+}
+
+}  // namespace
+
+void encode_header(const SnapshotHeader& h, unsigned char out[kSnapshotHeaderBytes]) {
+  std::memset(out, 0, kSnapshotHeaderBytes);
+  std::memcpy(out, kSnapshotMagic, 8);
+  put(out + 8, h.version, 4);
+  put(out + 12, h.header_bytes, 4);
+  put(out + 16, h.chunk_size, 4);
+  put(out + 20, h.flags, 4);
+  put(out + 24, h.size, 8);
+  put(out + 32, h.chunk_count, 8);
+  put(out + 40, h.index_offset, 8);
+  put(out + 48, h.index_checksum, 4);
+  put(out + 60, crc32c(out, 60), 4);
+}
+
+void encode_entry(const ChunkEntry& e, unsigned char out[kSnapshotEntryBytes]) {
+  put(out, e.offset, 8);
+  put(out + 8, e.length, 4);
+  put(out + 12, e.checksum, 4);
+}
+
+ChunkEntry decode_entry(const unsigned char in[kSnapshotEntryBytes]) {
+  ChunkEntry e;
+  e.offset = get(in, 8);
+  e.length = static_cast<uint32_t>(get(in + 8, 4));
+  e.checksum = static_cast<uint32_t>(get(in + 12, 4));
+  return e;
+}
+
+SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file_bytes) {
+  const std::string what = "snapshot " + path + ": ";
+  auto bad = [&](const std::string& problem) { throw Error(what + problem); };
+  if (file_bytes < kSnapshotHeaderBytes)
+    bad("truncated: the file is " + std::to_string(file_bytes) + " bytes, shorter than the " +
+        std::to_string(kSnapshotHeaderBytes) + "-byte header");
+  unsigned char h[kSnapshotHeaderBytes];
+  if (!pread_exact(fd, h, sizeof h, 0)) throw_errno(what + "cannot read the header", errno ? errno : EIO);
+  if (std::memcmp(h, kSnapshotMagic, 8) != 0) bad("magic: not a faultline snapshot (wrong magic bytes)");
+  SnapshotHeader hd;
+  hd.version = static_cast<uint32_t>(get(h + 8, 4));
+  if (hd.version != kSnapshotVersion)
+    bad("version = " + std::to_string(hd.version) + ": this build reads version " + std::to_string(kSnapshotVersion));
+  uint32_t stored = static_cast<uint32_t>(get(h + 60, 4)), computed = crc32c(h, 60);
+  if (stored != computed)
+    bad("header_checksum = " + hex(stored) + " but the header's CRC-32C is " + hex(computed) + " (corrupt header)");
+  hd.header_bytes = static_cast<uint32_t>(get(h + 12, 4));
+  hd.chunk_size = static_cast<uint32_t>(get(h + 16, 4));
+  hd.flags = static_cast<uint32_t>(get(h + 20, 4));
+  hd.size = get(h + 24, 8);
+  hd.chunk_count = get(h + 32, 8);
+  hd.index_offset = get(h + 40, 8);
+  hd.index_checksum = static_cast<uint32_t>(get(h + 48, 4));
+  if (hd.header_bytes != kSnapshotHeaderBytes)
+    bad("header_bytes = " + std::to_string(hd.header_bytes) + ": must be " + std::to_string(kSnapshotHeaderBytes));
+  if (hd.chunk_size < kMinChunkSize || hd.chunk_size > kMaxChunkSize || !std::has_single_bit(hd.chunk_size))
+    bad("chunk_size = " + std::to_string(hd.chunk_size) + ": must be a power of two from " +
+        std::to_string(kMinChunkSize) + " to " + std::to_string(kMaxChunkSize));
+  if (hd.flags != 0) bad("flags = " + hex(hd.flags) + ": unknown flag bits for version 1");
+  for (int i = 52; i < 60; ++i)
+    if (h[i] != 0) bad("reserved header bytes 52..59 are not zero");
+  if (hd.size > kMaxSnapshotSize)
+    bad("size = " + std::to_string(hd.size) + ": larger than the limit of " + std::to_string(kMaxSnapshotSize) + " bytes");
+  uint64_t want_chunks = hd.size / hd.chunk_size + (hd.size % hd.chunk_size != 0);
+  if (hd.chunk_count != want_chunks)
+    bad("chunk_count = " + std::to_string(hd.chunk_count) + ": size " + std::to_string(hd.size) + " in chunks of " +
+        std::to_string(hd.chunk_size) + " makes " + std::to_string(want_chunks));
+  // chunk_count <= 2^36 here, so the index length cannot overflow.
+  uint64_t index_bytes = hd.chunk_count * kSnapshotEntryBytes;
+  if (hd.index_offset < kSnapshotHeaderBytes || hd.index_offset > file_bytes)
+    bad("index_offset = " + std::to_string(hd.index_offset) + ": outside the file (" + std::to_string(file_bytes) +
+        " bytes, header " + std::to_string(kSnapshotHeaderBytes) + ")");
+  if (file_bytes - hd.index_offset < index_bytes)
+    bad("truncated: the index of " + std::to_string(hd.chunk_count) + " chunks at index_offset " +
+        std::to_string(hd.index_offset) + " needs " + std::to_string(hd.index_offset + index_bytes) +
+        " bytes, the file has " + std::to_string(file_bytes));
+  if (file_bytes - hd.index_offset > index_bytes)
+    bad("index_offset = " + std::to_string(hd.index_offset) + ": the index should end the file, but " +
+        std::to_string(file_bytes - hd.index_offset - index_bytes) + " bytes follow it");
+
+  std::vector<unsigned char> raw(index_bytes);
+  if (index_bytes > 0 && !pread_exact(fd, raw.data(), raw.size(), hd.index_offset))
+    throw_errno(what + "cannot read the index", errno ? errno : EIO);
+  computed = crc32c(raw.data(), raw.size());
+  if (computed != hd.index_checksum)
+    bad("index_checksum = " + hex(hd.index_checksum) + " but the index's CRC-32C is " + hex(computed) + " (corrupt index)");
+
+  SnapshotIndex index;
+  index.info.version = hd.version;
+  index.info.chunk_size = hd.chunk_size;
+  index.info.flags = hd.flags;
+  index.info.size = hd.size;
+  index.info.chunk_count = hd.chunk_count;
+  index.info.file_bytes = file_bytes;
+  index.entries.resize(hd.chunk_count);
+  const uint64_t bound = ZSTD_compressBound(hd.chunk_size);
+  std::vector<uint64_t> stored_chunks;
+  for (uint64_t i = 0; i < hd.chunk_count; ++i) {
+    ChunkEntry e = decode_entry(raw.data() + i * kSnapshotEntryBytes);
+    std::string field = "chunks[" + std::to_string(i) + "]";
+    if (e.zero()) {
+      if (e.offset != 0 || e.checksum != 0)
+        bad(field + ": a zero chunk (length 0) must have offset 0 and checksum 0, has offset " +
+            std::to_string(e.offset) + " checksum " + hex(e.checksum));
+      index.info.zero_chunks++;
+    } else {
+      if (e.length > bound)
+        bad(field + ".length = " + std::to_string(e.length) + ": more than zstd's bound of " + std::to_string(bound) +
+            " bytes for a " + std::to_string(hd.chunk_size) + "-byte chunk");
+      // offset + length is never computed before offset is known to be small.
+      if (e.offset < kSnapshotHeaderBytes || e.offset > hd.index_offset || e.length > hd.index_offset - e.offset)
+        bad(field + ".offset = " + std::to_string(e.offset) + ", length " + std::to_string(e.length) +
+            ": outside the chunk data [" + std::to_string(kSnapshotHeaderBytes) + ", " +
+            std::to_string(hd.index_offset) + ")");
+      index.info.compressed_bytes += e.length;
+      stored_chunks.push_back(i);
+    }
+    index.entries[i] = e;
+  }
+  // The writer stores chunks in order; check overlaps whatever the order.
+  auto& entries = index.entries;
+  if (!std::is_sorted(stored_chunks.begin(), stored_chunks.end(),
+                      [&](uint64_t a, uint64_t b) { return entries[a].offset < entries[b].offset; }))
+    std::sort(stored_chunks.begin(), stored_chunks.end(),
+              [&](uint64_t a, uint64_t b) { return entries[a].offset < entries[b].offset; });
+  for (size_t k = 1; k < stored_chunks.size(); ++k) {
+    const ChunkEntry& a = entries[stored_chunks[k - 1]];
+    const ChunkEntry& b = entries[stored_chunks[k]];
+    if (a.offset + a.length > b.offset)
+      bad("chunks[" + std::to_string(stored_chunks[k - 1]) + "] (bytes " + std::to_string(a.offset) + ".." +
+          std::to_string(a.offset + a.length) + ") and chunks[" + std::to_string(stored_chunks[k]) + "] (bytes " +
+          std::to_string(b.offset) + ".." + std::to_string(b.offset + b.length) + ") overlap");
+  }
+  return index;
+}
+
+ChunkCheck decode_chunk(ZSTD_DCtx* dctx, std::span<const std::byte> frame, std::byte* dst, uint64_t length,
+                        const ChunkEntry& entry) {
+  ChunkCheck c;
+  unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (content == ZSTD_CONTENTSIZE_ERROR) {
+    c.status = ChunkCheck::kBadFrame;
+    c.zstd_error = "not a zstd frame";
+    return c;
+  }
+  if (content != ZSTD_CONTENTSIZE_UNKNOWN && content != length) {
+    c.status = ChunkCheck::kWrongSize;
+    c.produced = content;
+    return c;
+  }
+  size_t r = ZSTD_decompressDCtx(dctx, dst, length, frame.data(), frame.size());
+  if (ZSTD_isError(r)) {
+    if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall) {
+      c.status = ChunkCheck::kWrongSize;  // more than `length`: how much more is unknown
+      return c;
+    }
+    c.status = ChunkCheck::kBadFrame;
+    c.zstd_error = ZSTD_getErrorName(r);
+    return c;
+  }
+  if (r != length) {
+    c.status = ChunkCheck::kWrongSize;
+    c.produced = r;
+    return c;
+  }
+  c.checksum = crc32c(dst, length);
+  if (c.checksum != entry.checksum) c.status = ChunkCheck::kBadChecksum;
+  return c;
+}
+
+std::string describe(const ChunkCheck& c, uint64_t length, const ChunkEntry& entry) {
+  switch (c.status) {
+    case ChunkCheck::kOk:
+      return "ok";
+    case ChunkCheck::kBadFrame:
+      return std::string("corrupt zstd frame (") + (c.zstd_error ? c.zstd_error : "?") + ")";
+    case ChunkCheck::kWrongSize:
+      return "decompressed size mismatch: " +
+             (c.produced ? std::to_string(c.produced) + " bytes" : std::string("more bytes")) + ", expected " +
+             std::to_string(length);
+    case ChunkCheck::kBadChecksum:
+      return "checksum mismatch: CRC-32C of the data is " + hex(c.checksum) + ", the index says " + hex(entry.checksum);
+  }
+  return "?";
+}
+
+}  // namespace detail
+
+// ---- Writer ------------------------------------------------------------------
+
+namespace {
+
+using detail::ChunkEntry;
+using detail::UniqueFd;
+
+struct ZstdCCtxDeleter {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct ZstdDCtxDeleter {
+  void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
+};
+
+std::string dir_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+bool all_zero(const std::byte* p, size_t n) {
+  return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
+}
+
+// Where the uncompressed bytes come from: memory, or a file read with pread.
+struct Source {
+  std::span<const std::byte> memory;
+  int fd = -1;
+  std::string name;
+  uint64_t size = 0;
+};
+
+// One compressed chunk on its way from a compression thread to the file.
+struct Slot {
+  std::vector<std::byte> out;
+  ChunkEntry entry;  // length and checksum (offset is set when written)
+  bool ready = false;
+  std::string error;
+};
+
+void write_all(int fd, const void* buf, size_t n, const std::function<void(int)>& fail) {
+  auto* p = static_cast<const unsigned char*>(buf);
+  while (n > 0) {
+    ssize_t r = ::write(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) fail(r < 0 ? errno : EIO);
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+}
+
+void write_snapshot_impl(const Source& src, const std::string& path, const SnapshotWriteOptions& o) {
+  const std::string what = "snapshot " + path;
+  if (o.chunk_size < detail::kMinChunkSize || o.chunk_size > detail::kMaxChunkSize || !std::has_single_bit(o.chunk_size))
+    throw Error(what + ": chunk_size = " + std::to_string(o.chunk_size) + ": must be a power of two from 4096 to 4194304");
+  if (o.level < ZSTD_minCLevel() || o.level > ZSTD_maxCLevel())
+    throw Error(what + ": level = " + std::to_string(o.level) + ": zstd levels run from " +
+                std::to_string(ZSTD_minCLevel()) + " to " + std::to_string(ZSTD_maxCLevel()));
+  if (o.threads > 1024) throw Error(what + ": threads = " + std::to_string(o.threads) + ": at most 1024");
+  if (src.size > detail::kMaxSnapshotSize)
+    throw Error(what + ": " + src.name + " is " + std::to_string(src.size) + " bytes, more than the format's limit of " +
+                std::to_string(detail::kMaxSnapshotSize));
+
+  const uint64_t chunk_size = o.chunk_size;
+  const uint64_t chunks = src.size / chunk_size + (src.size % chunk_size != 0);
+  unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  threads = static_cast<unsigned>(std::max<uint64_t>(1, std::min<uint64_t>(threads, chunks)));
+
+  std::string tmp = path + ".tmp.XXXXXX";
+  UniqueFd fd(mkostemp(tmp.data(), O_CLOEXEC));
+  if (!fd) throw_errno("cannot create a temporary file for " + what + " in " + dir_of(path), errno);
+  // From here on every failure removes the temporary file.
+  struct Cleanup {
+    std::string name;
+    bool armed = true;
+    ~Cleanup() {
+      if (armed) ::unlink(name.c_str());
+    }
+  } cleanup{tmp};
+  auto fail = [&](const std::string& problem, int err) { throw_errno("cannot write " + what + ": " + problem, err); };
+  auto fail_write = [&](int err) { fail("write to " + tmp, err); };
+
+  unsigned char header[detail::kSnapshotHeaderBytes] = {};
+  write_all(fd.get(), header, sizeof header, fail_write);  // the real one goes in last
+
+  const size_t bound = ZSTD_compressBound(chunk_size);
+  const size_t window = size_t{threads} * 4;  // chunks compressed ahead of the writer
+  std::vector<Slot> slots(window);
+  std::mutex mu;
+  std::condition_variable ready_cv, room_cv;
+  uint64_t next = 0, written = 0;  // guarded by mu
+  bool stop = false;               // guarded by mu
+
+  auto compress_loop = [&] {
+    std::unique_ptr<ZSTD_CCtx, ZstdCCtxDeleter> cctx(ZSTD_createCCtx());
+    std::vector<std::byte> in(src.fd >= 0 ? chunk_size : 0);
+    std::string setup_error;
+    if (!cctx) setup_error = "cannot create a zstd compression context";
+    else if (ZSTD_isError(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, o.level)))
+      setup_error = "zstd rejects level " + std::to_string(o.level);
+    for (;;) {
+      uint64_t i;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        room_cv.wait(lock, [&] { return stop || next >= chunks || next < written + window; });
+        if (stop || next >= chunks) return;
+        i = next++;
+      }
+      Slot& slot = slots[i % window];  // ours alone until marked ready
+      slot.error = setup_error;
+      uint64_t off = i * chunk_size;
+      size_t n = static_cast<size_t>(std::min(chunk_size, src.size - off));
+      const std::byte* data = nullptr;
+      if (slot.error.empty()) {
+        if (src.fd >= 0) {
+          if (detail::pread_exact(src.fd, in.data(), n, off))
+            data = in.data();
+          else
+            slot.error = errno ? "cannot read " + src.name + " at offset " + std::to_string(off) + ": " + std::strerror(errno)
+                               : src.name + " shrank while being read (end of file at offset " + std::to_string(off) +
+                                     ", expected " + std::to_string(src.size) + " bytes)";
+        } else {
+          data = src.memory.data() + off;
+        }
+      }
+      if (data) {
+        slot.entry = ChunkEntry{};
+        if (!all_zero(data, n)) {
+          slot.out.resize(bound);
+          size_t r = ZSTD_compress2(cctx.get(), slot.out.data(), bound, data, n);
+          if (ZSTD_isError(r)) {
+            slot.error = std::string("zstd compression failed: ") + ZSTD_getErrorName(r);
+          } else {
+            slot.entry.length = static_cast<uint32_t>(r);
+            slot.entry.checksum = detail::crc32c(data, n);
+          }
+        }
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      slot.ready = true;
+      ready_cv.notify_all();
+    }
+  };
+
+  std::vector<std::thread> workers;
+  auto stop_workers = [&] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+    }
+    room_cv.notify_all();
+    for (auto& t : workers) t.join();
+    workers.clear();
+  };
+  std::vector<ChunkEntry> index(chunks);
+  uint64_t pos = detail::kSnapshotHeaderBytes;
+  try {
+    for (unsigned t = 0; t < threads && chunks > 0; ++t) workers.emplace_back(compress_loop);
+    for (uint64_t i = 0; i < chunks; ++i) {
+      Slot& slot = slots[i % window];
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        ready_cv.wait(lock, [&] { return slot.ready; });
+      }
+      if (!slot.error.empty()) throw Error("cannot write " + what + ": " + slot.error);
+      ChunkEntry e = slot.entry;
+      if (!e.zero()) {
+        write_all(fd.get(), slot.out.data(), e.length, fail_write);
+        e.offset = pos;
+        pos += e.length;
+      }
+      index[i] = e;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        slot.ready = false;
+        written = i + 1;
+      }
+      room_cv.notify_all();
+      if (o.progress && (i % 64 == 63 || i + 1 == chunks))
+        o.progress(std::min(src.size, (i + 1) * chunk_size), src.size);
+    }
+  } catch (...) {
+    stop_workers();
+    throw;
+  }
+  stop_workers();
+  if (chunks == 0 && o.progress) o.progress(0, 0);
+
+  std::vector<unsigned char> raw(chunks * detail::kSnapshotEntryBytes);
+  for (uint64_t i = 0; i < chunks; ++i) detail::encode_entry(index[i], raw.data() + i * detail::kSnapshotEntryBytes);
+  write_all(fd.get(), raw.data(), raw.size(), fail_write);
+  detail::SnapshotHeader h;
+  h.chunk_size = o.chunk_size;
+  h.size = src.size;
+  h.chunk_count = chunks;
+  h.index_offset = pos;
+  h.index_checksum = detail::crc32c(raw.data(), raw.size());
+  detail::encode_header(h, header);
+  for (size_t done = 0; done < sizeof header;) {
+    ssize_t r = ::pwrite(fd.get(), header + done, sizeof header - done, static_cast<off_t>(done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) fail("write the header to " + tmp, r < 0 ? errno : EIO);
+    done += static_cast<size_t>(r);
+  }
+  if (::fchmod(fd.get(), 0644) != 0) fail("chmod " + tmp, errno);
+  if (::fsync(fd.get()) != 0) fail("fsync " + tmp, errno);
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename " + tmp + " to " + path, errno);
+  cleanup.armed = false;
+  // The rename is durable once the directory is synced.
+  UniqueFd dir(::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir || ::fsync(dir.get()) != 0)
+    throw_errno("snapshot " + path + " was written, but syncing its directory " + dir_of(path) + " failed", errno);
+}
+
+}  // namespace
+
+void write_snapshot(std::span<const std::byte> data, const std::string& path, const SnapshotWriteOptions& options) {
+  Source src;
+  src.memory = data;
+  src.name = "the input memory";
+  src.size = data.size();
+  write_snapshot_impl(src, path, options);
+}
+
+void write_snapshot_from_file(const std::string& input_path, const std::string& path,
+                              const SnapshotWriteOptions& options) {
+  UniqueFd fd(::open(input_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_errno("cannot open snapshot input " + input_path, errno);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat snapshot input " + input_path, errno);
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+    throw Error("snapshot input " + input_path + " is not a regular file or block device");
+  off_t end = ::lseek(fd.get(), 0, SEEK_END);
+  if (end < 0) throw_errno("cannot find the size of snapshot input " + input_path, errno);
+  Source src;
+  src.fd = fd.get();
+  src.name = "input " + input_path;
+  src.size = static_cast<uint64_t>(end);
+  write_snapshot_impl(src, path, options);
+}
+
+// ---- Reader ------------------------------------------------------------------
+
+class SnapshotReader::Impl {
+ public:
+  std::string path;
+  UniqueFd fd;
+  detail::SnapshotIndex index;
+};
+
+SnapshotReader SnapshotReader::open(const std::string& path) {
+  auto impl = std::make_shared<Impl>();
+  impl->path = path;
+  impl->fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!impl->fd) throw_errno("cannot open snapshot " + path, errno);
+  struct stat st;
+  if (::fstat(impl->fd.get(), &st) != 0) throw_errno("cannot stat snapshot " + path, errno);
+  if (!S_ISREG(st.st_mode)) throw Error("snapshot " + path + " is not a regular file");
+  impl->index = detail::read_snapshot_index(impl->fd.get(), path, static_cast<uint64_t>(st.st_size));
+  return SnapshotReader(std::move(impl));
+}
+
+const std::string& SnapshotReader::path() const { return impl_->path; }
+const SnapshotInfo& SnapshotReader::info() const { return impl_->index.info; }
+
+static void check_index(const SnapshotReader::Impl& impl, uint64_t index) {
+  if (index >= impl.index.info.chunk_count)
+    throw Error("snapshot " + impl.path + ": chunk " + std::to_string(index) + " does not exist (" +
+                std::to_string(impl.index.info.chunk_count) + " chunks)");
+}
+
+uint64_t SnapshotReader::chunk_length(uint64_t index) const {
+  check_index(*impl_, index);
+  return impl_->index.chunk_length(index);
+}
+
+bool SnapshotReader::chunk_is_zero(uint64_t index) const {
+  check_index(*impl_, index);
+  return impl_->index.entries[index].zero();
+}
+
+void SnapshotReader::read_chunk(uint64_t index, std::span<std::byte> out) const {
+  check_index(*impl_, index);
+  const detail::ChunkEntry& e = impl_->index.entries[index];
+  uint64_t length = impl_->index.chunk_length(index);
+  std::string where = "snapshot " + impl_->path + ": chunk " + std::to_string(index) + " at offset " +
+                      std::to_string(e.offset) + ": ";
+  if (out.size() < length)
+    throw Error(where + "output buffer of " + std::to_string(out.size()) + " bytes is too small for " +
+                std::to_string(length));
+  if (e.zero()) {
+    std::memset(out.data(), 0, length);
+    return;
+  }
+  std::vector<std::byte> frame(e.length);
+  if (!detail::pread_exact(impl_->fd.get(), frame.data(), frame.size(), e.offset)) {
+    if (errno) throw_errno(where + "cannot read " + std::to_string(e.length) + " bytes", errno);
+    throw Error(where + "truncated: the file ends before the chunk's " + std::to_string(e.length) + " bytes");
+  }
+  std::unique_ptr<ZSTD_DCtx, ZstdDCtxDeleter> dctx(ZSTD_createDCtx());
+  if (!dctx) throw Error(where + "cannot create a zstd decompression context");
+  detail::ChunkCheck c = detail::decode_chunk(dctx.get(), frame, out.data(), length, e);
+  if (c.status != detail::ChunkCheck::kOk) throw Error(where + detail::describe(c, length, e));
+}
+
+}  // namespace faultline
