@@ -130,6 +130,7 @@ class RemoteBackend final : public Backend {
   uint64_t in_flight_bytes_ = 0;  // sent, not answered (the server's budget)
   uint32_t urgent_sent_ = 0;      // demand requests sent, not answered
   std::deque<ReadCompletion> done_;
+  SpinPolicy spin_;
 
   friend std::shared_ptr<Backend> faultline::connect_remote(const RemoteOptions&);
 };
@@ -540,13 +541,15 @@ size_t RemoteBackend::reap(std::span<ReadCompletion> out) {
   }
   armed_for_ = Clock::time_point::max();  // (a fired timer is disarmed)
   pump();
-  if (done_.empty() && state_ == State::kReady && urgent_sent_ > 0 && options_.busy_poll.count() > 0) {
-    // A demand read is out: the answer is likely microseconds away.
+  if (done_.empty() && state_ == State::kReady && urgent_sent_ > 0 && options_.busy_poll.count() > 0 &&
+      spin_.should_spin()) {
+    // A demand read is out: the answer may be microseconds away.
     Clock::time_point until = Clock::now() + options_.busy_poll;
     while (done_.empty() && state_ == State::kReady && urgent_sent_ > 0 && Clock::now() < until) {
       if (!read_socket()) break;
       flush_tx();
     }
+    done_.empty() ? spin_.miss() : spin_.hit();
   }
   expire(Clock::now());
   arm_timer();
