@@ -489,9 +489,9 @@ void PageServer::Impl::handle_read(const std::shared_ptr<Conn>& c, const ParseRe
   job->read_offset = r.offset & ~uint64_t(alignment_ - 1);
   uint64_t end = (r.offset + job->length + alignment_ - 1) & ~uint64_t(alignment_ - 1);
   job->read_length = static_cast<uint32_t>(end - job->read_offset);
+  c->in_flight_bytes += r.length;  // (released when the answer, even an error, is written)
   job->buf.reset(static_cast<std::byte*>(std::aligned_alloc(alignment_, job->read_length)));
   if (!job->buf) return fail_job(std::move(job), ENOMEM);
-  c->in_flight_bytes += r.length;
   (job->urgent ? urgent_jobs_ : normal_jobs_).push_back(std::move(job));
 }
 
@@ -542,7 +542,7 @@ void PageServer::Impl::kick_writer(const std::shared_ptr<Conn>& c) {
   c->write_active = true;
   asio::async_write(c->socket, buffers, [this, c](boost::system::error_code ec, size_t) {
     c->write_active = false;
-    if (c->state == Conn::State::kClosed) return;
+    if (c->state == Conn::State::kClosed) return c->writing.clear();
     if (ec) return close(c, "write failed: " + ec.message());
     c->last_activity = Clock::now();
     for (auto& o : c->writing) {
@@ -684,6 +684,7 @@ void PageServer::Impl::finish_job(std::unique_ptr<Job> job, bool zero) {
     out->payload = std::span<const std::byte>(job->buf.get() + (job->offset - job->read_offset), job->length);
     encode_header(out->header, FrameType::kData, 0, 0, job->id, out->payload);
   }
+  job->conn.reset();  // (the connection holds the frame: no cycle)
   out->job = std::move(job);
   queue(c, std::move(out), urgent);
 }
