@@ -149,7 +149,10 @@ ParseResult parse_frame(std::span<const std::byte> bytes, Receiver receiver, uin
   if (fixed == 0 && h.length > limit)
     return failure(ErrorCode::kTooLarge, std::string(type_name(h.type)) + " frame length " +
                                              std::to_string(h.length) + " over the limit " + std::to_string(limit));
-  if (bytes.size() - kHeaderSize < h.length) return r;  // wait for the payload
+  if (bytes.size() - kHeaderSize < h.length) {  // wait for the payload
+    r.header_checked = true;
+    return r;
+  }
   r.payload = bytes.subspan(kHeaderSize, h.length);
   uint32_t crc = crc32c(crc32c(0, p, 16), r.payload.data(), r.payload.size());
   if (crc != h.crc)

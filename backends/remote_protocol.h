@@ -77,6 +77,9 @@ struct ParseResult {
   FrameHeader header;
   std::span<const std::byte> payload;
   size_t consumed = 0;  // bytes of the frame, when kFrame
+  // kNeedMore with the header complete and valid (header is filled in): the
+  // receiver may take the payload elsewhere, checking `crc` itself.
+  bool header_checked = false;
   ErrorCode code = ErrorCode::kNone;
   std::string message;  // when kError: what was wrong, with the field and value
 };
