@@ -122,7 +122,10 @@ class RemoteBackend final : public Backend {
   size_t address_index_ = 0;
   std::array<uint8_t, kNonceSize> server_nonce_{}, client_nonce_{};
   std::string last_error_;
-  bool fatal_ = false;  // during connect_remote(): give up at once
+  // The server refused us in a way retrying will not fix (secret, version):
+  // connect_remote() gives up at once. Later, reads keep retrying until
+  // their deadlines, in case the server is fixed and restarted.
+  bool fatal_ = false;
   Clock::time_point next_attempt_{};
   Clock::duration backoff_ = kFirstBackoff;
   Clock::time_point armed_for_ = Clock::time_point::max();
@@ -244,7 +247,7 @@ void RemoteBackend::connection_lost(const std::string& why) {
 
 void RemoteBackend::pump() {
   if (state_ == State::kDisconnected) {
-    if (fatal_ || wires_.empty()) return;
+    if (wires_.empty()) return;
     if (Clock::now() < next_attempt_) return;
     start_connect();
     if (state_ == State::kDisconnected) return;
@@ -596,7 +599,7 @@ void RemoteBackend::arm_timer() {
   Clock::time_point when = Clock::time_point::max();
   for (const auto& [id, w] : wires_)
     if (!w.abandoned) when = std::min(when, w.deadline);
-  if (state_ == State::kDisconnected && !wires_.empty() && !fatal_) when = std::min(when, next_attempt_);
+  if (state_ == State::kDisconnected && !wires_.empty()) when = std::min(when, next_attempt_);
   if (when == armed_for_) return;
   armed_for_ = when;
   itimerspec spec{};
