@@ -600,7 +600,10 @@ void RemoteBackend::arm_timer() {
   for (const auto& [id, w] : wires_)
     if (!w.abandoned) when = std::min(when, w.deadline);
   if (state_ == State::kDisconnected && !wires_.empty()) when = std::min(when, next_attempt_);
-  if (when == armed_for_) return;
+  // Only ever moved earlier: a timer left armed for reads that completed
+  // meanwhile fires once for nothing, which costs less than a syscall to
+  // re-arm it on every read.
+  if (when >= armed_for_) return;
   armed_for_ = when;
   itimerspec spec{};
   if (when != Clock::time_point::max()) {
@@ -655,11 +658,13 @@ size_t RemoteBackend::reap(std::span<ReadCompletion> out) {
   // timer, level-triggered, is read just below), so the runtime's epoll sees
   // the next event as a new edge. What was ready is handled by pump().
   epoll_event events[4];
-  epoll_wait(epoll_.get(), events, 4, 0);
-  uint64_t expirations;
-  while (::read(timer_.get(), &expirations, sizeof expirations) > 0) {
+  int n_events = epoll_wait(epoll_.get(), events, 4, 0);
+  for (int i = 0; i < n_events; ++i) {
+    if (events[i].data.fd != timer_.get()) continue;
+    uint64_t expirations;
+    (void)!::read(timer_.get(), &expirations, sizeof expirations);
+    armed_for_ = Clock::time_point::max();  // (a fired timer is disarmed)
   }
-  armed_for_ = Clock::time_point::max();  // (a fired timer is disarmed)
   pump();
   if (done_.empty() && state_ == State::kReady && urgent_sent_ > 0 && options_.busy_poll.count() > 0 &&
       spin_.should_spin()) {
