@@ -657,7 +657,9 @@ class FakeServer {
           ready = true;
         } else if (f.header.type == FrameType::kRead) {
           ReadRequestWire r;
-          REQUIRE(decode_read(f.payload, &r).empty());
+          // (No Catch2 assertions on this thread: Catch2 is not thread-safe.
+          // A READ the client should never send shows up as a timeout.)
+          if (!decode_read(f.payload, &r).empty() || r.offset >= size_) return;
           answer(out, f.header.id, r);
         }
         in.erase(in.begin(), in.begin() + static_cast<long>(f.consumed));
