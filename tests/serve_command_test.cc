@@ -1,7 +1,8 @@
 // `faultline serve` end to end: the real binary, started on port 0 (and a
 // Unix socket), mapped from this process over a RemoteBackend with every
-// byte checked, then stopped with SIGTERM and expected to exit 0. Also its
-// errors: bad arguments, a missing file, an address in use, a secret file.
+// byte checked, then stopped with SIGTERM and expected to exit 0. Also
+// --snapshot, a secret file, and the errors: bad arguments, a missing file,
+// a file that is not a snapshot, an address in use.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 
 #include "faultline/faultline.h"
 #include "faultline/remote_backend.h"
+#include "faultline/snapshot.h"
 #include "test_util.h"
 
 extern char** environ;
@@ -172,6 +174,26 @@ TEST_CASE("faultline serve: port 0 and a Unix socket, every byte, clean exit on 
   CHECK_THROWS_AS(connect_remote(ro), Error);
 }
 
+TEST_CASE("faultline serve --snapshot: the snapshot's uncompressed bytes", "[serve][fork]") {
+  // Zero runs (stored as flags) between patterned stretches, a short last chunk.
+  auto data = pattern(2 * 1024 * 1024 + 4096 * 3 + 100, 64);
+  std::fill(data.begin() + 65536, data.begin() + 5 * 65536, std::byte{0});
+  const std::string snap = "/tmp/faultline-serve-test-" + std::to_string(getpid()) + ".snap";
+  SnapshotWriteOptions so;
+  so.chunk_size = 64 * 1024;
+  so.threads = 1;
+  write_snapshot(data, snap, so);
+  CliProcess server({"serve", "--snapshot", snap, "--workers", "2", "--listen", "127.0.0.1:0"});
+  const std::string tcp = server.read_line();
+  INFO("stderr: " << server.stderr_text());
+  REQUIRE(tcp.rfind("127.0.0.1:", 0) == 0);
+  check_served(tcp, data);
+  server.signal(SIGTERM);
+  CHECK(server.wait() == 0);
+  CHECK(server.stderr_text().find(snap) != std::string::npos);
+  ::unlink(snap.c_str());
+}
+
 TEST_CASE("faultline serve: a shared secret from a file", "[serve][fork]") {
   const auto data = pattern(256 * 1024, 62);
   TempFile file(data);
@@ -220,6 +242,8 @@ TEST_CASE("faultline serve: errors name the problem", "[serve][fork]") {
       {{"serve", file.path(), "--listen", "127.0.0.1:0", "--secret-file", empty_secret}, 1, "empty"},
       {{"serve", file.path(), "--listen", "999.1.2.3:80"}, 1, "999.1.2.3:80"},
       {{"serve", file.path(), "--listen", "unix:/nonexistent-dir/x.sock"}, 1, "/nonexistent-dir/x.sock"},
+      {{"serve", "--snapshot", file.path(), "--listen", "127.0.0.1:0"}, 1, file.path()},  // not a snapshot
+      {{"serve", file.path(), "--snapshot", file.path()}, 2, "serve one"},
   };
   for (const Case& c : cases) {
     CliProcess p(c.args);

@@ -1,5 +1,6 @@
-// `faultline serve`: serves a file read-only to faultline clients
-// (connect_remote(), faultline/remote_backend.h) with a PageServer.
+// `faultline serve`: serves a file, or the uncompressed contents of a zstd
+// snapshot, read-only to faultline clients (connect_remote(),
+// faultline/remote_backend.h) with a PageServer.
 //
 // The endpoints are printed on stdout, one per line, as soon as they are
 // bound, so a script can listen on port 0 and read the port back.
@@ -26,6 +27,7 @@
 #include "faultline/error.h"
 #include "faultline/file_backend.h"
 #include "faultline/page_server.h"
+#include "faultline/zstd_snapshot_backend.h"
 
 namespace faultline::tools {
 namespace {
@@ -33,9 +35,12 @@ namespace {
 constexpr const char* kDefaultListen = "127.0.0.1:7117";
 
 const char* kServeUsage = R"(usage: faultline serve [options] FILE
+       faultline serve [options] --snapshot SNAPSHOT
 
-Serves FILE read-only to faultline clients (connect_remote() in
-faultline/remote_backend.h) over TCP or Unix sockets. Prints each bound
+Serves FILE, or the uncompressed contents of a compressed snapshot
+(faultline/snapshot.h; decompressed chunk by chunk as clients ask), read-only
+to faultline clients (connect_remote() in faultline/remote_backend.h) over
+TCP or Unix sockets. Prints each bound
 endpoint on stdout, one per line, then logs connections and errors on stderr
 until SIGINT or SIGTERM, which stop it cleanly (exit status 0).
 
@@ -54,15 +59,19 @@ options:
   --max-in-flight SIZE   per connection: bytes asked for, not yet sent (default 64M)
   --idle-timeout SEC     close a connection silent this long (default 60)
   --direct               read FILE with O_DIRECT (bypass the page cache)
+  --snapshot SNAPSHOT    serve a snapshot instead of a FILE
+  --workers N            decompression threads for --snapshot (default 1)
   -h, --help             this text
 
 SIZE takes K, M or G suffixes (powers of 1024).
-Exit status: 0 stopped by a signal, 1 the file or an address cannot be used,
+Exit status: 0 stopped by a signal, 1 the file, snapshot or an address cannot be used,
 2 bad arguments.
 )";
 
 struct ServeArgs {
   std::string file;
+  std::string snapshot;
+  unsigned workers = 1;
   std::vector<std::string> listen;
   std::string secret_file;
   PageServerOptions server;
@@ -141,6 +150,12 @@ ServeArgs parse_serve_args(int argc, char** argv, bool& help) {
       a.server.max_in_flight_bytes = parse_option_number(arg, take(), 4096, 1ull << 40);
     } else if (arg == "--idle-timeout") {
       a.server.idle_timeout = std::chrono::seconds(parse_option_number(arg, take(), 1, 7 * 86400));
+    } else if (arg == "--snapshot") {
+      if (!a.snapshot.empty()) throw UsageError{"--snapshot given twice"};
+      a.snapshot = take();
+      if (a.snapshot.empty()) throw UsageError{"--snapshot: empty file name"};
+    } else if (arg == "--workers") {
+      a.workers = static_cast<unsigned>(parse_option_number(arg, take(), 1, 256));
     } else if (arg == "--direct") {
       no_value();
       a.direct = true;
@@ -151,7 +166,10 @@ ServeArgs parse_serve_args(int argc, char** argv, bool& help) {
       a.file = arg;
     }
   }
-  if (a.file.empty()) throw UsageError{"missing FILE to serve"};
+  if (a.file.empty() && a.snapshot.empty()) throw UsageError{"missing FILE (or --snapshot SNAPSHOT) to serve"};
+  if (!a.file.empty() && !a.snapshot.empty())
+    throw UsageError{"both FILE '" + a.file + "' and --snapshot '" + a.snapshot + "': serve one"};
+  if (!a.snapshot.empty() && a.direct) throw UsageError{"--direct applies to FILE, not to --snapshot"};
   if (a.server.max_in_flight_bytes < a.server.max_request_bytes)
     throw UsageError{"--max-in-flight (" + std::to_string(a.server.max_in_flight_bytes) +
                      ") must be at least --max-request (" + std::to_string(a.server.max_request_bytes) + ")"};
@@ -258,9 +276,16 @@ int serve(const ServeArgs& args) {
   if (!args.secret_file.empty()) options.secret = read_secret(args.secret_file);
   options.log = log_line;
 
-  FileBackendOptions file_options;
-  file_options.direct = args.direct;
-  auto source = std::make_shared<FileBackend>(args.file, file_options);
+  std::shared_ptr<Backend> source;
+  if (!args.snapshot.empty()) {
+    ZstdSnapshotOptions snapshot_options;
+    snapshot_options.workers = args.workers;
+    source = open_zstd_snapshot(args.snapshot, snapshot_options);
+  } else {
+    FileBackendOptions file_options;
+    file_options.direct = args.direct;
+    source = std::make_shared<FileBackend>(args.file, file_options);
+  }
   const uint64_t size = source->size();
   const std::string name = source->name();
   PageServer server(source, options);
