@@ -28,6 +28,7 @@
 #include "faultline/file_backend.h"
 #include "faultline/page_server.h"
 #include "faultline/zstd_snapshot_backend.h"
+#include "unique_fd.h"
 
 namespace faultline::tools {
 namespace {
@@ -179,28 +180,20 @@ ServeArgs parse_serve_args(int argc, char** argv, bool& help) {
 
 // Reads the shared secret. Throws Error naming the file.
 std::string read_secret(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_errno("--secret-file " + path, errno);
+  detail::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_errno("--secret-file " + path, errno);
   std::string secret;
   char buf[4096];
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      throw_errno("--secret-file " + path + ": read", e);
-    }
+    if (n < 0) throw_errno("--secret-file " + path + ": read", errno);
     if (n == 0) break;
     secret.append(buf, static_cast<size_t>(n));
-    if (secret.size() > (1u << 20)) {
-      ::close(fd);
-      throw Error("--secret-file " + path + ": larger than 1 MiB; is it the right file?");
-    }
+    if (secret.size() > (1u << 20)) throw Error("--secret-file " + path + ": larger than 1 MiB; is it the right file?");
   }
   struct stat st {};
-  const bool others_can_read = ::fstat(fd, &st) == 0 && (st.st_mode & 0044) != 0;
-  ::close(fd);
+  const bool others_can_read = ::fstat(fd.get(), &st) == 0 && (st.st_mode & 0044) != 0;
   if (!secret.empty() && secret.back() == '\n') secret.pop_back();
   if (!secret.empty() && secret.back() == '\r') secret.pop_back();
   if (secret.empty()) throw Error("--secret-file " + path + ": empty (no secret in it)");
@@ -229,11 +222,8 @@ class StopSignals {
     // Blocked in this thread before the server thread exists, so every thread
     // has them blocked and only the signalfd sees them.
     if (int e = pthread_sigmask(SIG_BLOCK, &set_, nullptr); e != 0) throw_errno("pthread_sigmask", e);
-    fd_ = signalfd(-1, &set_, SFD_CLOEXEC);
-    if (fd_ < 0) throw_errno("signalfd", errno);
-  }
-  ~StopSignals() {
-    if (fd_ >= 0) ::close(fd_);
+    fd_ = detail::UniqueFd(signalfd(-1, &set_, SFD_CLOEXEC));
+    if (!fd_) throw_errno("signalfd", errno);
   }
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
@@ -242,7 +232,7 @@ class StopSignals {
   int wait() {
     for (;;) {
       signalfd_siginfo info{};
-      ssize_t n = ::read(fd_, &info, sizeof info);
+      ssize_t n = ::read(fd_.get(), &info, sizeof info);
       if (n == static_cast<ssize_t>(sizeof info)) return static_cast<int>(info.ssi_signo);
       if (n < 0 && errno != EINTR) throw_errno("read(signalfd)", errno);
     }
@@ -250,7 +240,7 @@ class StopSignals {
 
  private:
   sigset_t set_{};
-  int fd_ = -1;
+  detail::UniqueFd fd_;
 };
 
 std::string stats_line(const PageServerStats& s) {
