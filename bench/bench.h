@@ -52,7 +52,10 @@ struct Rng {
 
 // ---------------------------------------------------------------------------
 // Workloads.
-enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve };
+// kRestore runs over the VM-like image of samples/vm_image.h (zstd
+// snapshot configurations only): every page of its hot working set, in the
+// guest's order. kBudget* run under a memory budget (budget_runs.cc).
+enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kRestore, kBudgetZipf, kBudgetRand };
 const char* workload_name(Workload w);
 
 struct Plan {
@@ -62,7 +65,10 @@ struct Plan {
   int threads = 1;                // mt-rand: pages are split in `threads` contiguous slices
   bool time_each = false;         // per-access latency (rand, mt-rand)
   uint64_t expected_sum = 0;
-  size_t accesses() const { return workload == Workload::kSeq || workload == Workload::kCopy ? npages : pages.size(); }
+  size_t warmup = 0;              // budget workloads: the first `warmup` pages are touched untimed
+  size_t accesses() const {
+    return workload == Workload::kSeq || workload == Workload::kCopy ? npages : pages.size() - warmup;
+  }
 };
 
 struct PlanParams {
@@ -71,6 +77,7 @@ struct PlanParams {
   double zipf_s = 1.0;
   int threads = 4;
   uint64_t seed = 1;
+  size_t budget_npages = 0;  // budget workloads: pages of the dataset they use (0: all)
 };
 Plan make_plan(Workload w, const PlanParams& p);
 
@@ -158,6 +165,11 @@ struct RunResult {
   uint64_t svc_p50_ns = 0, svc_p99_ns = 0;
   // uffd floors
   uint64_t installed_bytes = 0;   // bytes placed by UFFDIO_COPY (floors, faultline)
+  // budget workloads (budget_runs.cc)
+  uint64_t budget_bytes = 0;      // the memory budget of the run
+  uint64_t memory_peak_kb = 0;    // memory the run used at its peak: faultline VmHWM - RSS before the
+                                  // runtime; mmap-cgroup the cgroup's peak usage (page cache included)
+  uint64_t rt_evicted_chunks = 0, rt_refaults = 0;
 };
 
 // Options of the extra configurations faultline-file-custom and
@@ -179,8 +191,15 @@ struct Context {
   uint64_t size = 0;                // dataset size
   const std::byte* mem = nullptr;   // in-memory copy (memory configs, floors)
   std::string dir;                  // for scratch files (sparse 1 TiB file)
+  uint64_t budget_data = 0;         // budget workloads: bytes of the dataset they use (its start)
   // faultline-remote*: the page server process's endpoints (remote_runs.cc)
   std::string remote_tcp, remote_unix;
+  // zstd snapshots (zstd_runs.cc, prepare_zstd()).
+  std::string snap_path;            // snapshot of the dataset file (faultline-zstd)
+  std::string vm_snap_path;         // snapshot of the VM-like image (restore workload)
+  std::string vm_ws_path;           // its recorded working set
+  uint64_t vm_seq_sum = 0;          // sum of every page's probe word of the image (zstd-full)
+  unsigned zstd_workers = 1;        // ZstdSnapshotOptions::workers of every zstd run (--zstd-workers)
 };
 
 // Thread placement (--pin). Runners call pin_service() right before they
@@ -210,6 +229,13 @@ enum class MmapConfig { kNormal, kSeq, kRand, kWillneed, kPopulate };
 RunResult run_mmap(const Context& ctx, MmapConfig cfg, const Plan& plan);
 
 // ---------------------------------------------------------------------------
+// Memory-budget runs (budget_runs.cc): the dataset is 4x the budget.
+enum class BudgetConfig { kAdaptive, kFifo, kMmapCgroup };
+inline uint64_t budget_for(uint64_t data_bytes) { return data_bytes / 4; }
+constexpr uint64_t kStagingBytes = 4 << 20;  // RuntimeOptions.staging_bytes of the faultline budget runs
+RunResult run_budget(const Context& ctx, BudgetConfig cfg, const Plan& plan);
+
+// ---------------------------------------------------------------------------
 // faultline runs (faultline_runs.cc).
 enum class FlConfig { kFile, kMemory, kMemory4k, kFileCustom, kMemoryCustom, kRemote, kRemote4k, kRemoteUnix };
 // Describes the runtime's uffd mode, or throws faultline::Error.
@@ -233,6 +259,34 @@ std::string stop_remote_server(RemoteServerProcess& server);
 bool is_remote(FlConfig cfg);
 // A RemoteBackend connected to the server process (ctx.remote_tcp or ctx.remote_unix).
 std::shared_ptr<faultline::Backend> make_remote_backend(const Context& ctx, FlConfig cfg);
+// zstd snapshot runs (zstd_runs.cc).
+//   kFaultline: the dataset's snapshot served to a Region (the access workloads);
+//   restore workload over the VM-like image's snapshot:
+//   kEager: decompress every chunk into memory (a thread per CPU), then run;
+//   kLazy: map and run, demand faults only;
+//   kLazyWs: map, prefetch_chunks(the recorded working set), run;
+//   kFull: map, prefetch everything, read every page (sequential restore).
+enum class ZstdConfig { kFaultline, kEager, kLazy, kLazyWs, kFull };
+
+struct ZstdSetup {
+  std::string message;               // what was made or reused, for the header lines
+  bool have_vm = false;
+  uint64_t vm_snapshot_bytes = 0;    // file size of the VM image's snapshot
+  uint64_t vm_zstd3_bytes = 0;       // `zstd -3` of the whole image (0: not measured)
+  std::string zstd3_error;           // why not
+  uint64_t ws_chunks = 0;            // chunks in the recorded working set
+};
+// Makes (or reuses, in ctx.dir) what the selected zstd runs need: the
+// dataset's snapshot, the VM image's snapshot, its working set (recorded by
+// one untimed lazy run of the restore plan) and the `zstd -3` size of the
+// image. Throws on failure.
+ZstdSetup prepare_zstd(Context& ctx, bool dataset_snapshot, bool vm_image, const Plan* restore_plan);
+// The plan of the restore workload: every page of the hot working set
+// (fraction of the image, vm_image::hot_extents) in the guest's order. The
+// same for every repeat: a working set is only worth recording if the next
+// restore touches the same memory.
+Plan make_restore_plan(size_t npages, double fraction);
+RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan);
 
 struct ReserveResult {
   bool ok = true;

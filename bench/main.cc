@@ -36,7 +36,7 @@ constexpr uint64_t kMiB = 1ull << 20;
 
 // ---------------------------------------------------------------------------
 // Configurations.
-enum class Kind { kMmap, kFaultline, kTextbook, kBulk };
+enum class Kind { kMmap, kFaultline, kTextbook, kBulk, kZstd, kBudget };
 
 struct ConfigDef {
   const char* name;
@@ -48,6 +48,9 @@ struct ConfigDef {
   std::vector<Workload> workloads;
   const char* desc;
   bool extra = false;  // run only when named in --configs
+  ZstdConfig zc = ZstdConfig::kFaultline;  // Kind::kZstd
+  BudgetConfig budget = BudgetConfig::kAdaptive;
+  bool cold_only = false;  // warm would not be a distinct case (or not a fair one)
 };
 
 const std::vector<Workload> kAccessWorkloads = {Workload::kSeq, Workload::kRand, Workload::kZipf, Workload::kMtRand};
@@ -89,6 +92,32 @@ const std::vector<ConfigDef>& all_configs() {
                  "UFFDIO_COPY of the whole dataset, 2 MiB chunks, DONTWAKE, no faults"});
     d.push_back({"uffdio-copy-bulk-64k", Kind::kBulk, {}, {}, 64 * 1024, false, {Workload::kCopy},
                  "same, 64 KiB chunks"});
+    // zstd snapshots (zstd_runs.cc).
+    d.push_back({"faultline-zstd", Kind::kZstd, {}, {}, 0, true, kAccessWorkloads,
+                 "ZstdSnapshotBackend over a snapshot of the dataset, default RegionOptions", false,
+                 ZstdConfig::kFaultline});
+    d.push_back({"zstd-eager", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: decompress the whole snapshot into memory (a thread per CPU), then run", false,
+                 ZstdConfig::kEager});
+    d.push_back({"zstd-lazy", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: map the snapshot and run; demand faults only", false, ZstdConfig::kLazy});
+    d.push_back({"zstd-lazy-ws", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: map, prefetch_chunks(recorded working set), run", false, ZstdConfig::kLazyWs});
+    d.push_back({"zstd-full", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: map, prefetch everything, read every page (full sequential restore)", false,
+                 ZstdConfig::kFull});
+    // Memory budgets (budget_runs.cc): cold only. Warm, the mmap child would
+    // find the file cached and charged to another cgroup; faultline reads
+    // with O_DIRECT and sees no difference.
+    const std::vector<Workload> w_budget = {Workload::kBudgetZipf, Workload::kBudgetRand};
+    d.push_back({"faultline-file-budget", Kind::kBudget, {}, {}, 0, true, w_budget,
+                 "FileBackend O_DIRECT, 4 KiB fills, budget dataset/4, adaptive eviction", false, ZstdConfig::kFaultline,
+                 BudgetConfig::kAdaptive, true});
+    d.push_back({"faultline-file-budget-fifo", Kind::kBudget, {}, {}, 0, true, w_budget,
+                 "same, FIFO eviction (UMap's policy)", false, ZstdConfig::kFaultline, BudgetConfig::kFifo, true});
+    d.push_back({"mmap-cgroup", Kind::kBudget, {}, {}, 0, true, w_budget,
+                 "mmap + MADV_RANDOM in a child process in a memory cgroup limited to dataset/4", false, ZstdConfig::kFaultline,
+                 BudgetConfig::kMmapCgroup, true});
     return d;
   }();
   return defs;
@@ -100,8 +129,17 @@ const ConfigDef* find_config(const std::string& name) {
   return nullptr;
 }
 
-const std::vector<Workload> kAllWorkloads = {Workload::kSeq,    Workload::kRand, Workload::kZipf,
-                                             Workload::kMtRand, Workload::kCopy, Workload::kReserve};
+const std::vector<Workload> kAllWorkloads = {Workload::kSeq,       Workload::kRand,       Workload::kZipf,
+                                             Workload::kMtRand,    Workload::kCopy,       Workload::kReserve,
+                                             Workload::kRestore,   Workload::kBudgetZipf, Workload::kBudgetRand};
+
+// faultline itself serves these runs (the RSS check and the runtime's
+// statistics apply); zstd-eager is counted in: its "installed" bytes are the
+// memory it decompresses into.
+bool faultline_kind(Kind k) { return k == Kind::kFaultline || k == Kind::kZstd; }
+
+// Runs through the page cache of another process: no runtime, no RSS check.
+bool is_cgroup_child(const ConfigDef& c) { return c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup; }
 
 bool supports(const ConfigDef& c, Workload w) {
   return std::find(c.workloads.begin(), c.workloads.end(), w) != c.workloads.end();
@@ -122,6 +160,7 @@ struct Options {
   std::string json;
   uint64_t seed = 1;
   int threads = 4;
+  unsigned zstd_workers = 0;  // 0: one per CPU
   double zipf_s = 1.0;
   double fraction = 0.10;
   int timeout = 300;
@@ -142,12 +181,18 @@ options:
   --dir DIR          where the dataset file lives (default /var/tmp/faultline-bench);
                      created if missing, reused if present with the right size.
   --repeat N         repetitions, interleaved round-robin (default 5; --quick: 3)
-  --quick            small and fast: 128M, 3 repeats (under a minute)
-  --workloads LIST   comma-separated subset of: seq,rand,zipf,mt-rand,copy,reserve
+  --quick            small and fast: 128M, 3 repeats (under a minute);
+                     faultline-zstd runs seq and rand only; the budget cases
+                     run in the first repeat only, over the first quarter of
+                     the dataset
+  --workloads LIST   comma-separated subset of: seq,rand,zipf,mt-rand,copy,reserve,
+                     restore,budget-zipf,budget-rand
   --configs LIST     comma-separated subset of: mmap,mmap-seq,mmap-rand,
                      mmap-willneed,mmap-populate,faultline-file,faultline-memory,
                      faultline-memory-4k,faultline-remote,faultline-remote-4k,
-                     uffd-textbook,uffdio-copy-bulk,uffdio-copy-bulk-64k;
+                     uffd-textbook,uffdio-copy-bulk,uffdio-copy-bulk-64k,
+                     faultline-zstd,zstd-eager,zstd-lazy,zstd-lazy-ws,zstd-full,
+                     faultline-file-budget,faultline-file-budget-fifo,mmap-cgroup;
                      extras, run only when named: faultline-file-custom,
                      faultline-memory-custom, faultline-remote-unix
   --caches LIST      cold,warm (default both); memory-backed configs and the
@@ -160,6 +205,8 @@ options:
                      split (application on CPU 0, service thread on CPU 1)
   --json FILE        also write the results as JSON
   --threads N        threads of mt-rand (default 4)
+  --zstd-workers N   decompression threads of the zstd snapshot backend
+                     (default 0: one per CPU, like zstd-eager's threads)
   --zipf-s S         zipf exponent (default 1.0)
   --seed N           seed of the page choices (default 1; repeat r uses seed+r)
   --timeout SEC      abort if one run takes longer (default 300)
@@ -175,6 +222,17 @@ sum is checked against the generator):
   mt-rand  like rand, split over --threads threads (disjoint page sets)
   copy     uffdio-copy-bulk only: UFFDIO_COPY of the whole dataset
   reserve  map a 1 TiB region, touch nothing: map time and RSS increase
+  restore  zstd-* only: restore a VM-like image (samples/vm_image.h: zero runs,
+           compressible and incompressible data) of --size bytes from its
+           zstd snapshot and read one word of every page of its hot working
+           set (10%, clusters of 64 KiB extents, a fixed order); zstd-full
+           reads every page instead. The snapshot (64 KiB chunks, level 3) and
+           the working set (recorded by one untimed lazy run) live in --dir.
+  budget-zipf  memory budget of a quarter of the data; zipf(s) over pages:
+           2 x pages accesses untimed (warm-up), then 2 x pages timed
+           (faultline-file-budget*, mmap-cgroup; cold only)
+  budget-rand  same budget; uniform with repetition, pages / 4 untimed,
+           then pages / 2 timed
 )";
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -285,7 +343,9 @@ Options parse_args(int argc, char** argv) {
             if (std::find(o.workloads.begin(), o.workloads.end(), w) == o.workloads.end()) o.workloads.push_back(w);
             found = true;
           }
-        if (!found) usage_error("--workloads: unknown workload '" + n + "' (seq, rand, zipf, mt-rand, copy, reserve)");
+        if (!found)
+          usage_error("--workloads: unknown workload '" + n +
+                      "' (seq, rand, zipf, mt-rand, copy, reserve, restore, budget-zipf, budget-rand)");
       }
       if (o.workloads.empty()) usage_error("--workloads: empty list");
     } else if (a == "--configs") {
@@ -343,6 +403,11 @@ Options parse_args(int argc, char** argv) {
       std::string v = value(a);
       if (!parse_u64(v, n) || n < 1 || n > 256) usage_error("--threads: expected 1..256, got '" + v + "'");
       o.threads = static_cast<int>(n);
+    } else if (a == "--zstd-workers") {
+      uint64_t n;
+      std::string v = value(a);
+      if (!parse_u64(v, n) || n > 256) usage_error("--zstd-workers: expected 0..256, got '" + v + "'");
+      o.zstd_workers = static_cast<unsigned>(n);
     } else if (a == "--zipf-s") {
       std::string v = value(a);
       char* end = nullptr;
@@ -484,6 +549,7 @@ struct Agg {
   double seconds = NAN, ns_per_page = NAN, gb_per_s = NAN, faults = NAN, p50 = NAN, p90 = NAN, p99 = NAN, peak_rss_mb = NAN;
   double rss_before_mb = NAN, rss_after_mb = NAN, rss_delta_mb = NAN, installed_mb = NAN, cached_before_pct = NAN;
   double minflt = NAN, majflt = NAN;
+  double budget_mb = NAN, memory_peak_mb = NAN, evicted = NAN, refaults = NAN;
   double svc_p50 = NAN, svc_p99 = NAN;
   double rt_faults = NAN, rt_pages = NAN, rt_read_mb = NAN, rt_ra_chunks = NAN, rt_ra_hits = NAN, rt_p50 = NAN, rt_p99 = NAN,
          rt_max = NAN;
@@ -499,7 +565,7 @@ struct Agg {
 
 void aggregate(Agg& a) {
   std::vector<double> sec, faults, p50, p90, p99, peak, before, after, delta, inst, cached, minf, majf, limit;
-  std::vector<double> rtf, rtp, rtr, rtc, rth, rt5, rt9, rtm, sv5, sv9;
+  std::vector<double> rtf, rtp, rtr, rtc, rth, rt5, rt9, rtm, sv5, sv9, bud, mpk, evi, ref;
   const RunResult* median_run = nullptr;
   for (const auto& r : a.runs) {
     if (!r.ok) {
@@ -522,10 +588,18 @@ void aggregate(Agg& a) {
     double d = (static_cast<double>(r.rss_after_kb) - static_cast<double>(r.rss_before_kb)) / 1024.0;
     delta.push_back(d);
     minf.push_back(static_cast<double>(r.minflt));
+    if (r.budget_bytes) {
+      bud.push_back(static_cast<double>(r.budget_bytes) / static_cast<double>(kMiB));
+      mpk.push_back(static_cast<double>(r.memory_peak_kb) / 1024.0);
+      if (r.has_rt) {
+        evi.push_back(static_cast<double>(r.rt_evicted_chunks));
+        ref.push_back(static_cast<double>(r.rt_refaults));
+      }
+    }
     majf.push_back(static_cast<double>(r.majflt));
     if (r.cached_before >= 0) cached.push_back(r.cached_before * 100.0);
     if (a.k.cold && !r.cache_dropped) a.all_dropped = false;
-    if (a.k.c->kind != Kind::kMmap) {
+    if (a.k.c->kind != Kind::kMmap && !is_cgroup_child(*a.k.c)) {
       double im = static_cast<double>(r.installed_bytes) / static_cast<double>(kMiB);
       inst.push_back(im);
       double lim = im * 1.02 + 32.0;
@@ -574,6 +648,10 @@ void aggregate(Agg& a) {
   a.cached_before_pct = median(cached);
   a.minflt = median(minf);
   a.majflt = median(majf);
+  a.budget_mb = median(bud);
+  a.memory_peak_mb = median(mpk);
+  a.evicted = median(evi);
+  a.refaults = median(ref);
   a.svc_p50 = median(sv5);
   a.svc_p99 = median(sv9);
   a.rt_faults = median(rtf);
@@ -605,19 +683,24 @@ struct Bench {
   std::vector<Reserve> reserves;
   double total_s = 0;
   double load_start = -1, load_end = -1;
+  ZstdSetup zstd;  // what prepare_zstd() made (zstd configurations)
 };
 
 RunResult execute(Bench& b, const Case& k, const Plan& plan) {
   const ConfigDef& c = *k.c;
   bool dropped = false;
+  // The file whose page cache matters: the dataset, or the snapshot read.
+  const std::string& cache_file = c.kind != Kind::kZstd              ? b.ctx.path
+                                  : c.zc == ZstdConfig::kFaultline ? b.ctx.snap_path
+                                                                     : b.ctx.vm_snap_path;
   if (c.file_cache) {
     if (k.cold) {
       dropped = drop_caches().empty();
     } else {
-      warm_file(b.ctx.path);
+      warm_file(cache_file);
     }
   }
-  double cached = c.file_cache ? cached_fraction(b.ctx.path) : -1;
+  double cached = c.file_cache ? cached_fraction(cache_file) : -1;
   reset_hwm();
   const uint64_t rss0 = read_mem_status().rss_kb;
   const Faults f0 = read_faults();
@@ -627,9 +710,11 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
     case Kind::kFaultline: r = run_faultline(b.ctx, c.fl, plan); break;
     case Kind::kTextbook: r = run_uffd_textbook(b.ctx, plan); break;
     case Kind::kBulk: r = run_uffdio_copy_bulk(b.ctx, plan, c.chunk); break;
+    case Kind::kZstd: r = run_zstd(b.ctx, c.zc, plan); break;
+    case Kind::kBudget: r = run_budget(b.ctx, c.budget, plan); break;
   }
   pin_reset();
-  if (c.kind != Kind::kMmap) {
+  if (c.kind != Kind::kMmap && !(c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup)) {
     const Faults f1 = read_faults();
     r.minflt = f1.minflt - f0.minflt;
     r.majflt = f1.majflt - f0.majflt;
@@ -639,6 +724,11 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
   r.cached_before = cached;
   r.accesses = plan.accesses();
   r.bytes = plan.workload == Workload::kSeq || plan.workload == Workload::kCopy ? b.ctx.size : r.accesses * kPage;
+  if (c.kind == Kind::kZstd && c.zc == ZstdConfig::kFull) {  // reads every page of the image
+    r.accesses = plan.npages;
+    r.bytes = b.ctx.size;
+  }
+  if (c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup) r.rss_before_kb = 0;  // another process
   return r;
 }
 
@@ -810,6 +900,87 @@ std::vector<Target> compute_targets(const Bench& b) {
   ratio("faultline-file cold mt-rand throughput >= 1.5 x mmap cold mt-rand",
         find_agg(b, Workload::kMtRand, "faultline-file", true), find_agg(b, Workload::kMtRand, "mmap", true), 1.50, true,
         false, true);
+  // zstd snapshot restore (issue #3), cold and warm.
+  for (bool cold : {true, false}) {
+    const char* cache = cold ? "cold" : "warm";
+    const Agg* ws = find_agg(b, Workload::kRestore, "zstd-lazy-ws", cold);
+    ratio(std::string("zstd-lazy-ws restore >= 3.7x faster than zstd-lazy (") + cache + ")", ws,
+          find_agg(b, Workload::kRestore, "zstd-lazy", cold), 3.7, true, false, true);
+    ratio(std::string("zstd-lazy-ws restore >= 5x faster than zstd-eager (") + cache + ")", ws,
+          find_agg(b, Workload::kRestore, "zstd-eager", cold), 5.0, true, false, true);
+    Target tg;
+    tg.name = std::string("zstd-full sequential restore >= 1 GB/s of uncompressed data (") + cache + ")";
+    tg.threshold = 1.0;
+    const Agg* full = find_agg(b, Workload::kRestore, "zstd-full", cold);
+    if (full && full->all_ok && std::isfinite(full->gb_per_s)) {
+      tg.known = true;
+      tg.value = full->gb_per_s;
+      tg.met = tg.value >= tg.threshold;
+      tg.detail = fmt(full->gb_per_s, "%.3f") + " GB/s (" + fmt(full->seconds, "%.3f") + " s for " +
+                  fmt(static_cast<double>(full->bytes) / static_cast<double>(kMiB), "%.0f") + " MiB)";
+    } else {
+      tg.detail = "not measured (configuration filtered out or failed)";
+    }
+    t.push_back(tg);
+  }
+  {
+    Target tg;
+    tg.name = "zstd snapshot of the VM-like image <= 1.02 x `zstd -3` of the whole image";
+    tg.threshold = 1.02;
+    tg.higher_is_better = false;
+    if (b.zstd.have_vm && b.zstd.vm_zstd3_bytes > 0) {
+      tg.known = true;
+      tg.value = static_cast<double>(b.zstd.vm_snapshot_bytes) / static_cast<double>(b.zstd.vm_zstd3_bytes);
+      tg.met = tg.value <= tg.threshold;
+      tg.detail = "snapshot " + std::to_string(b.zstd.vm_snapshot_bytes) +
+                  " bytes, zstd -3 " + std::to_string(b.zstd.vm_zstd3_bytes) + " bytes";
+    } else {
+      tg.detail = b.zstd.have_vm ? "zstd -3 not measured: " + b.zstd.zstd3_error
+                                 : "not measured (no restore workload selected)";
+    }
+    t.push_back(tg);
+  }
+  ratio("budget-zipf: faultline-file-budget throughput >= 1.0 x mmap-cgroup",
+        find_agg(b, Workload::kBudgetZipf, "faultline-file-budget", true), find_agg(b, Workload::kBudgetZipf, "mmap-cgroup", true),
+        1.0, true, false, true);
+  ratio("budget-zipf: faultline-file-budget (adaptive) throughput > 1.0 x faultline-file-budget-fifo",
+        find_agg(b, Workload::kBudgetZipf, "faultline-file-budget", true),
+        find_agg(b, Workload::kBudgetZipf, "faultline-file-budget-fifo", true), 1.0, true, false, true);
+  {
+    // The runtime's fixed overhead: its staging memory (pinned by O_DIRECT's
+    // fixed buffers); the eviction state is inside the 5%.
+    constexpr double kStagingMb = static_cast<double>(kStagingBytes) / static_cast<double>(kMiB);
+    Target tg;
+    tg.name = "memory peak <= budget + 5% + 4 MiB staging (every faultline budget run)";
+    int n = 0, bad = 0;
+    double worst = -INFINITY;
+    std::string detail;
+    for (const auto& a : b.aggs) {
+      if (a.k.c->kind != Kind::kBudget || is_cgroup_child(*a.k.c)) continue;
+      for (const auto& r : a.runs) {
+        if (!r.ok || !r.budget_bytes) continue;
+        ++n;
+        double budget = static_cast<double>(r.budget_bytes) / static_cast<double>(kMiB);
+        double peak = static_cast<double>(r.memory_peak_kb) / 1024.0;
+        double lim = budget * 1.05 + kStagingMb;
+        if (peak > lim) ++bad;
+        if (peak - lim > worst) {
+          worst = peak - lim;
+          char d[200];
+          std::snprintf(d, sizeof d, "highest: %s %.1f MiB (budget %.0f MiB, limit %.1f)", a.k.label().c_str(), peak,
+                        budget, lim);
+          detail = d;
+        }
+      }
+    }
+    tg.known = n > 0;
+    tg.met = n > 0 && bad == 0;
+    tg.value = bad;
+    tg.threshold = 0;
+    tg.higher_is_better = false;
+    tg.detail = std::to_string(n) + " runs, " + std::to_string(bad) + " over; " + detail;
+    t.push_back(tg);
+  }
   for (const auto& r : b.reserves) {
     if (r.config == std::string("mmap")) continue;
     Target tg;
@@ -832,7 +1003,7 @@ std::vector<Target> compute_targets(const Bench& b) {
     std::string worst;
     double worst_margin = -INFINITY;
     for (const auto& a : b.aggs) {
-      if (a.k.c->kind != Kind::kFaultline || !a.rss_check_applies) continue;
+      if (!faultline_kind(a.k.c->kind) || !a.rss_check_applies) continue;
       for (const auto& r : a.runs) {
         if (!r.ok) continue;
         ++n;
@@ -862,10 +1033,10 @@ std::vector<Target> compute_targets(const Bench& b) {
 // ---------------------------------------------------------------------------
 // Output.
 void print_table(const Bench& b, FILE* f) {
-  std::fprintf(f, "\n%-8s %-21s %-5s %9s %9s %8s %8s %9s %8s %8s %8s %8s %s\n", "workload", "config", "cache", "seconds",
+  std::fprintf(f, "\n%-11s %-26s %-5s %9s %9s %8s %8s %9s %8s %8s %8s %8s %s\n", "workload", "config", "cache", "seconds",
                "ns/page", "GB/s", "faults", "p50(us)", "p99(us)", "svc-p50", "peakMB", "rssΔMB", "ok");
   for (const auto& a : b.aggs) {
-    std::fprintf(f, "%-8s %-21s %-5s %9s %9s %8s %8s %9s %8s %8s %8s %8s %s\n", workload_name(a.k.w), a.k.c->name,
+    std::fprintf(f, "%-11s %-26s %-5s %9s %9s %8s %8s %9s %8s %8s %8s %8s %s\n", workload_name(a.k.w), a.k.c->name,
                  a.k.cold ? "cold" : "warm", fmt(a.seconds, "%.4f").c_str(), fmt(a.ns_per_page, "%.0f").c_str(),
                  fmt(a.gb_per_s, "%.3f").c_str(), fmt(a.faults, "%.0f").c_str(), fmt(a.p50, "%.2f").c_str(),
                  fmt(a.p99, "%.1f").c_str(), fmt(a.svc_p50, "%.2f").c_str(), fmt(a.peak_rss_mb, "%.0f").c_str(),
@@ -894,7 +1065,7 @@ void print_table(const Bench& b, FILE* f) {
   }
   bool any = false;
   for (const auto& a : b.aggs) {
-    if (!a.rss_check_applies || a.k.c->kind != Kind::kFaultline) continue;
+    if (!a.rss_check_applies || !faultline_kind(a.k.c->kind)) continue;
     if (!any) {
       std::fprintf(f, "\nresident memory vs installed pages after the workload (faultline; medians):\n");
       std::fprintf(f, "  %-8s %-21s %-5s %12s %12s %12s %s\n", "workload", "config", "cache", "RSS Δ MiB", "installed",
@@ -904,6 +1075,27 @@ void print_table(const Bench& b, FILE* f) {
     std::fprintf(f, "  %-8s %-21s %-5s %12s %12s %12s %s\n", workload_name(a.k.w), a.k.c->name, a.k.cold ? "cold" : "warm",
                  fmt(a.rss_delta_mb, "%.1f").c_str(), fmt(a.installed_mb, "%.1f").c_str(),
                  fmt(a.rss_limit_mb, "%.1f").c_str(), a.rss_ok ? "ok" : "OVER");
+  }
+}
+
+void print_budget(const Bench& b, FILE* f) {
+  bool any = false;
+  for (const auto& a : b.aggs) {
+    if (a.k.c->kind != Kind::kBudget) continue;
+    if (!any) {
+      std::fprintf(f, "\nmemory budgets (dataset 4x the budget; medians): memory = faultline VmHWM - RSS before the\n"
+                      "runtime (region + staging + eviction state), mmap-cgroup the cgroup's peak (page cache + child);\n"
+                      "misses = runtime faults (faultline), major faults (mmap)\n");
+      std::fprintf(f, "  %-11s %-26s %10s %10s %10s %9s %10s %10s %8s\n", "workload", "config", "budgetMB", "memoryMB",
+                   "accesses", "misses", "hit-rate", "evicted", "refaults");
+      any = true;
+    }
+    double misses = is_cgroup_child(*a.k.c) ? a.majflt : a.faults;
+    std::fprintf(f, "  %-11s %-26s %10s %10s %10llu %9s %10s %10s %8s\n", workload_name(a.k.w), a.k.c->name,
+                 fmt(a.budget_mb, "%.0f").c_str(), fmt(a.memory_peak_mb, "%.1f").c_str(),
+                 static_cast<unsigned long long>(a.accesses), fmt(misses, "%.0f").c_str(),
+                 fmt(1.0 - misses / static_cast<double>(a.accesses ? a.accesses : 1), "%.3f").c_str(),
+                 fmt(a.evicted, "%.0f").c_str(), fmt(a.refaults, "%.0f").c_str());
   }
 }
 
@@ -925,12 +1117,14 @@ void write_json(const Bench& b, const std::vector<Target>& targets, const std::s
     << ", \"uffd_mode\": \"" << json_escape(b.uffd_mode) << "\", \"date\": \"" << m.date
     << "\", \"loadavg_start\": " << num(b.load_start, 3) << ", \"loadavg_end\": " << num(b.load_end, 3)
     << ", \"drop_caches\": " << (b.drop_error.empty() ? "\"ok\"" : "\"" + json_escape(b.drop_error) + "\"") << "},\n";
-  j << "  \"params\": {\"size\": " << b.ctx.size << ", \"dataset\": \"" << json_escape(b.ctx.path)
+  j << "  \"params\": {\"size\": " << b.ctx.size << ", \"budget_data\": " << b.ctx.budget_data
+    << ", \"dataset\": \"" << json_escape(b.ctx.path)
     << "\", \"repeat\": " << b.o.repeat << ", \"quick\": " << (b.o.quick ? "true" : "false") << ", \"seed\": " << b.o.seed
     << ", \"threads\": " << b.o.threads << ", \"fraction\": " << num(b.o.fraction) << ", \"zipf_s\": " << num(b.o.zipf_s)
     << ", \"custom\": \"" << json_escape(b.o.custom.spec) << "\", \"pin\": \""
     << (b.o.pin == Pin::kNone ? "none" : b.o.pin == Pin::kSame ? "same" : "split")
-    << "\", \"mt_rand_pages\": \"disjoint\", \"total_seconds\": " << num(b.total_s, 4) << "},\n";
+    << "\", \"mt_rand_pages\": \"disjoint\", \"zstd_workers\": " << b.ctx.zstd_workers
+    << ", \"total_seconds\": " << num(b.total_s, 4) << "},\n";
   j << "  \"results\": [";
   bool first = true;
   for (const auto& a : b.aggs) {
@@ -951,6 +1145,8 @@ void write_json(const Bench& b, const std::vector<Target>& targets, const std::s
     else
       j << "null";
     j << ", \"minflt\": " << num(a.minflt, 12) << ", \"majflt\": " << num(a.majflt, 12);
+    j << ", \"budget_mb\": " << num(a.budget_mb) << ", \"memory_peak_mb\": " << num(a.memory_peak_mb)
+      << ", \"evicted_chunks\": " << num(a.evicted, 12) << ", \"refaults\": " << num(a.refaults, 12);
     if (a.k.c->file_cache) {
       j << ", \"cache_dropped\": " << (a.k.cold ? (a.all_dropped ? "true" : "false") : "null")
         << ", \"cached_before_pct\": " << num(a.cached_before_pct, 4);
@@ -965,7 +1161,7 @@ void write_json(const Bench& b, const std::vector<Target>& targets, const std::s
     j << "], \"ok\": " << (a.all_ok ? "true" : "false") << ", \"errors\": [";
     for (size_t i = 0; i < a.errors.size(); ++i) j << (i ? ", " : "") << "\"" << json_escape(a.errors[i]) << "\"";
     j << "], \"runtime\": ";
-    if (a.k.c->kind == Kind::kFaultline && std::isfinite(a.rt_faults)) {
+    if (faultline_kind(a.k.c->kind) && std::isfinite(a.rt_faults)) {
       j << "{\"faults\": " << num(a.rt_faults, 12) << ", \"pages_installed\": " << num(a.rt_pages, 12)
         << ", \"bytes_read_mb\": " << num(a.rt_read_mb) << ", \"readahead_chunks\": " << num(a.rt_ra_chunks, 12)
         << ", \"readahead_hits\": " << num(a.rt_ra_hits, 12) << ", \"latency_p50_us\": " << num(a.rt_p50)
@@ -1020,9 +1216,14 @@ int bench_main(int argc, char** argv) {
     if (w == Workload::kReserve) continue;
     for (const ConfigDef* c : o.configs) {
       if (!supports(*c, w)) continue;
+      // --quick keeps its time budget: faultline-zstd runs seq and rand only
+      // (zipf and mt-rand add little over faultline-file's).
+      if (o.quick && c->kind == Kind::kZstd && c->zc == ZstdConfig::kFaultline && w != Workload::kSeq &&
+          w != Workload::kRand)
+        continue;
       if (c->file_cache) {
         if (o.cold) cases.push_back({w, c, true});
-        if (o.warm) cases.push_back({w, c, false});
+        if (o.warm && !c->cold_only) cases.push_back({w, c, false});
       } else if (o.warm) {
         cases.push_back({w, c, false});
       }
@@ -1076,6 +1277,23 @@ int bench_main(int argc, char** argv) {
       remote_error = "page server process reported " + std::to_string(remote_server.endpoints.size()) + " endpoints";
     }
   }
+  b.ctx.zstd_workers = o.zstd_workers ? o.zstd_workers : std::max(1u, std::thread::hardware_concurrency());
+  {
+    bool zstd_dataset = false, zstd_vm = false;
+    for (const auto& k : cases) {
+      if (k.c->kind != Kind::kZstd) continue;
+      (k.c->zc == ZstdConfig::kFaultline ? zstd_dataset : zstd_vm) = true;
+    }
+    if (zstd_dataset || zstd_vm) {
+      try {
+        const Plan restore_plan = make_restore_plan(o.size / kPage, o.fraction);
+        b.zstd = prepare_zstd(b.ctx, zstd_dataset, zstd_vm, &restore_plan);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "faultline-bench: zstd snapshots: %s\n", e.what());
+        return 1;
+      }
+    }
+  }
   bool need_mem = false;
   for (const auto& k : cases)
     need_mem = need_mem || (k.c->kind != Kind::kMmap && !k.c->file_cache);
@@ -1097,6 +1315,7 @@ int bench_main(int argc, char** argv) {
   std::printf("%s (%.0f MiB, %zu pages); %d repeats, %zu cases per repeat%s\n", b.dataset_msg.c_str(),
               static_cast<double>(o.size) / static_cast<double>(kMiB), static_cast<size_t>(o.size / kPage), o.repeat,
               cases.size(), o.quick ? " (quick)" : "");
+  if (!b.zstd.message.empty()) std::printf("%s", b.zstd.message.c_str());
   b.load_start = loadavg1();
   if (b.load_start > 0.5)
     std::printf("note: load average %.2f at start: other work on this machine makes the numbers noisy.\n",
@@ -1119,6 +1338,9 @@ int bench_main(int argc, char** argv) {
   pp.fraction = o.fraction;
   pp.zipf_s = o.zipf_s;
   pp.threads = o.threads;
+  // --quick: the budget workloads use the first quarter of the dataset.
+  b.ctx.budget_data = o.quick ? o.size / 4 : o.size;
+  pp.budget_npages = b.ctx.budget_data / kPage;
   for (int r = 0; r < o.repeat; ++r) {
     const double tr = now_s();
     pp.seed = o.seed + static_cast<uint64_t>(r);
@@ -1132,6 +1354,8 @@ int bench_main(int argc, char** argv) {
     for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
     for (size_t idx : order) {
       const Case& k = cases[idx];
+      // --quick: the budget cases (seconds each, not milliseconds) run once.
+      if (o.quick && r > 0 && k.c->kind == Kind::kBudget) continue;
       const std::string label = k.label();
       g_current_run.store(k.c->name);
       wd.arm(label);
@@ -1151,6 +1375,7 @@ int bench_main(int argc, char** argv) {
   b.load_end = loadavg1();
 
   print_table(b, stdout);
+  print_budget(b, stdout);
   if (any_remote) std::printf("\npage server process: %s\n", remote_stats.c_str());
   std::vector<Target> targets = compute_targets(b);
   print_targets(targets, stdout);
