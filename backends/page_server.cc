@@ -249,16 +249,17 @@ PageServer::Impl::Impl(std::shared_ptr<Backend> source, PageServerOptions option
 
 void PageServer::Impl::run() {
   pthread_setname_np(pthread_self(), "faultline-srv");
-  auto last = Clock::now();
+  SpinPolicy spin;
   while (!io_.stopped()) {
-    if (io_.poll() > 0) {
-      last = Clock::now();
-      continue;
-    }
+    if (io_.poll() > 0) continue;  // (runs every handler that is ready)
     if (io_.stopped()) break;
-    if (Clock::now() - last < options_.busy_poll) continue;
-    io_.run_one();
-    last = Clock::now();
+    bool caught = false;
+    if (options_.busy_poll.count() > 0 && spin.should_spin()) {
+      auto until = Clock::now() + options_.busy_poll;
+      while (!caught && !io_.stopped() && Clock::now() < until) caught = io_.poll() > 0;
+      caught ? spin.hit() : spin.miss();
+    }
+    if (!caught) io_.run_one();
   }
 }
 
@@ -269,7 +270,16 @@ void PageServer::Impl::stop() {
     for (auto& a : acceptors_) a->close();
     for (const std::string& p : unix_paths_) ::unlink(p.c_str());
     auto conns = conns_;
-    for (const auto& c : conns) close(c, "server stopping");
+    std::vector<std::byte> bye;
+    std::string text = "server stopping";
+    append_frame(bye, FrameType::kError, 0, uint16_t(ErrorCode::kShuttingDown), 0,
+                 std::as_bytes(std::span(text.data(), text.size())));
+    for (const auto& c : conns) {
+      // Best effort, never waiting: unless a response is half written, the
+      // peer learns why the connection ends.
+      if (!c->write_active) (void)!::send(c->socket.native_handle(), bye.data(), bye.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      close(c, "server stopping");
+    }
     urgent_jobs_.clear();
     normal_jobs_.clear();
     maybe_finish_stop();

@@ -98,6 +98,7 @@ class RemoteBackend final : public Backend {
   void send_requests();
   bool flush_tx();
   void expire(Clock::time_point now);
+  void expire_wires(Clock::time_point now);
   void arm_timer();
   void complete_parts(Wire& w, int64_t result_for_all, std::span<const std::byte> data, bool zero);
 
@@ -129,6 +130,7 @@ class RemoteBackend final : public Backend {
   uint64_t in_flight_bytes_ = 0;  // sent, not answered (the server's budget)
   uint32_t urgent_sent_ = 0;      // demand requests sent, not answered
   std::deque<ReadCompletion> done_;
+  SpinPolicy spin_;
 
   friend std::shared_ptr<Backend> faultline::connect_remote(const RemoteOptions&);
 };
@@ -211,12 +213,15 @@ void RemoteBackend::connection_lost(const std::string& why) {
   tx_.clear();
   tx_sent_ = 0;
   next_attempt_ = Clock::now() + backoff_;
-  backoff_ = std::min<Clock::duration>(backoff_ * 2, kMaxBackoff);
+  // Never wait longer than a quarter of the deadline between attempts, or
+  // a server back in time would not be found in time.
+  backoff_ = std::min<Clock::duration>({backoff_ * 2, kMaxBackoff, options_.deadline / 4});
 }
 
 void RemoteBackend::pump() {
   if (state_ == State::kDisconnected) {
-    if (fatal_ || wires_.empty() || Clock::now() < next_attempt_) return;
+    if (fatal_ || wires_.empty()) return;
+    if (Clock::now() < next_attempt_) return;
     start_connect();
     if (state_ == State::kDisconnected) return;
   }
@@ -445,6 +450,16 @@ void RemoteBackend::send_requests() {
 }
 
 void RemoteBackend::expire(Clock::time_point now) {
+  expire_wires(now);
+  // Every read has failed and none waits: the next one to come (perhaps
+  // much later) tries at once rather than after the grown backoff.
+  if (state_ == State::kDisconnected && wires_.empty()) {
+    backoff_ = kFirstBackoff;
+    next_attempt_ = now;
+  }
+}
+
+void RemoteBackend::expire_wires(Clock::time_point now) {
   for (auto it = wires_.begin(); it != wires_.end();) {
     Wire& w = it->second;
     if (w.abandoned || w.deadline > now) {
@@ -526,13 +541,15 @@ size_t RemoteBackend::reap(std::span<ReadCompletion> out) {
   }
   armed_for_ = Clock::time_point::max();  // (a fired timer is disarmed)
   pump();
-  if (done_.empty() && state_ == State::kReady && urgent_sent_ > 0 && options_.busy_poll.count() > 0) {
-    // A demand read is out: the answer is likely microseconds away.
+  if (done_.empty() && state_ == State::kReady && urgent_sent_ > 0 && options_.busy_poll.count() > 0 &&
+      spin_.should_spin()) {
+    // A demand read is out: the answer may be microseconds away.
     Clock::time_point until = Clock::now() + options_.busy_poll;
     while (done_.empty() && state_ == State::kReady && urgent_sent_ > 0 && Clock::now() < until) {
       if (!read_socket()) break;
       flush_tx();
     }
+    done_.empty() ? spin_.miss() : spin_.hit();
   }
   expire(Clock::now());
   arm_timer();
