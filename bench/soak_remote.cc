@@ -144,6 +144,20 @@ void work_round(ClientState& c, const std::byte* base, uint64_t npages, double r
   }
 }
 
+// work_round() with SIGBUS caught: returns false if one ended the round.
+// sigsetjmp lives here, in a frame whose variables never change after it.
+bool guarded_round(ClientState& c, const std::byte* base, uint64_t npages, double round_end, bool drop) {
+  sigjmp_buf jump;
+  if (sigsetjmp(jump, 1) != 0) {
+    g_round_jump = nullptr;
+    return false;
+  }
+  g_round_jump = &jump;
+  work_round(c, base, npages, round_end, drop);
+  g_round_jump = nullptr;
+  return true;
+}
+
 ClientResult run_client(const std::string& address, uint64_t size, int index, double deadline, bool drop,
                         Progress& progress) {
   const auto state = std::make_unique<ClientState>(index);
@@ -152,8 +166,6 @@ ClientResult run_client(const std::string& address, uint64_t size, int index, do
   const uint64_t npages = size / kPage;
   faultline::Runtime runtime;
 
-  sigjmp_buf jump;
-  g_round_jump = &jump;
   struct sigaction sa {};
   sa.sa_handler = on_sigbus;
   sa.sa_flags = SA_NODEFER;
@@ -187,9 +199,7 @@ ClientResult run_client(const std::string& address, uint64_t size, int index, do
       continue;
     }
     progress.phase = 2;
-    if (sigsetjmp(jump, 1) == 0) {
-      work_round(c, region.data(), npages, std::min(deadline, now_s() + 2.0), drop);
-    } else {
+    if (!guarded_round(c, region.data(), npages, std::min(deadline, now_s() + 2.0), drop)) {
       ++c.r.sigbus;
       c.note("SIGBUS in round " + std::to_string(c.r.rounds) + " (fill " + std::to_string(cfg.fill) + ")");
     }
@@ -202,7 +212,6 @@ ClientResult run_client(const std::string& address, uint64_t size, int index, do
     if (st.errors) c.note(std::to_string(st.errors) + " chunks poisoned in round " + std::to_string(c.r.rounds));
     region.reset();
   }
-  g_round_jump = nullptr;
   std::sort(c.touch_ns.begin(), c.touch_ns.end());
   if (!c.touch_ns.empty()) {
     c.r.touch_p50_ns = c.touch_ns[(c.touch_ns.size() - 1) / 2];
