@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "faultline/faultline.h"
+#include "faultline/page_server.h"
 #include "faultline/remote_backend.h"
 #include "faultline/snapshot.h"
 #include "test_util.h"
@@ -326,3 +327,23 @@ TEST_CASE("faultline serve: errors name the problem", "[serve][fork]") {
 }
 
 #endif  // FAULTLINE_CLI_PATH
+
+// Not the command: the library API the README shows for serving a region of
+// a running process. Here the region is itself lazy (a faultline Region), so
+// the server's reads fault it in: a chain of two lazy peers.
+TEST_CASE("a PageServer over a faultline region's own memory serves it to a remote peer", "[serve]") {
+  const auto data = pattern(4 * 1024 * 1024 + 4096, 66);
+  Runtime near;
+  Region source = near.map(std::make_shared<MemoryBackend>(data));
+  PageServer server(MemoryBackend::borrow(source.span()), {});
+  RemoteOptions ro;
+  ro.address = server.endpoints().at(0);
+  Runtime far;
+  Region copy = far.map(connect_remote(ro));
+  REQUIRE(copy.size() == data.size());
+  for (size_t i = 0; i < data.size(); ++i)
+    if (copy.data()[i] != data[i]) FAIL("byte " << i << " differs");
+  CHECK(source.stats().faults > 0);  // the server's reads are what loaded the source
+  CHECK(copy.stats().errors == 0);
+  CHECK(server.stats().bytes_sent >= data.size());
+}
