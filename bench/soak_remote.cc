@@ -49,6 +49,7 @@ struct SoakArgs {
   int clients = 16;
   int seconds = 60;
   bool local = false;  // clients read the file with FileBackend: no server, no network
+  bool drop = true;    // clients drop random ranges with MADV_DONTNEED
 };
 
 // What one client reports (one line on its pipe).
@@ -121,7 +122,7 @@ void count_wrong(ClientState& c, uint64_t page, uint64_t wrong) {
 
 // About two seconds of random work on one mapping. Nothing here has a
 // destructor that a siglongjmp out of a page access would skip.
-void work_round(ClientState& c, const std::byte* base, uint64_t npages, double round_end) {
+void work_round(ClientState& c, const std::byte* base, uint64_t npages, double round_end, bool drop) {
   for (uint64_t steps = 0; (steps & 63) != 0 || now_s() < round_end; ++steps) {
     const uint64_t what = c.rng.below(100);
     if (what < 90) {  // one random page: first access timed, then all 4096 bytes checked
@@ -135,7 +136,7 @@ void work_round(ClientState& c, const std::byte* base, uint64_t npages, double r
       const uint64_t len = std::min(npages, 1 + c.rng.below(1024));
       const uint64_t first = c.rng.below(npages - len + 1);
       for (uint64_t p = first; p < first + len; ++p) count_wrong(c, p, check_page(base, p));
-    } else {  // drop up to 1 MiB so it faults again
+    } else if (drop) {  // drop up to 1 MiB so it faults again
       const uint64_t len = std::min(npages, 1 + c.rng.below(256));
       const uint64_t first = c.rng.below(npages - len + 1);
       madvise(const_cast<std::byte*>(base) + first * kPage, len * kPage, MADV_DONTNEED);
@@ -143,15 +144,28 @@ void work_round(ClientState& c, const std::byte* base, uint64_t npages, double r
   }
 }
 
-ClientResult run_client(const std::string& address, uint64_t size, int index, double deadline, Progress& progress) {
+// work_round() with SIGBUS caught: returns false if one ended the round.
+// sigsetjmp lives here, in a frame whose variables never change after it.
+bool guarded_round(ClientState& c, const std::byte* base, uint64_t npages, double round_end, bool drop) {
+  sigjmp_buf jump;
+  if (sigsetjmp(jump, 1) != 0) {
+    g_round_jump = nullptr;
+    return false;
+  }
+  g_round_jump = &jump;
+  work_round(c, base, npages, round_end, drop);
+  g_round_jump = nullptr;
+  return true;
+}
+
+ClientResult run_client(const std::string& address, uint64_t size, int index, double deadline, bool drop,
+                        Progress& progress) {
   const auto state = std::make_unique<ClientState>(index);
   ClientState& c = *state;
   c.touch_ns.reserve(4 << 20);
   const uint64_t npages = size / kPage;
   faultline::Runtime runtime;
 
-  sigjmp_buf jump;
-  g_round_jump = &jump;
   struct sigaction sa {};
   sa.sa_handler = on_sigbus;
   sa.sa_flags = SA_NODEFER;
@@ -185,9 +199,7 @@ ClientResult run_client(const std::string& address, uint64_t size, int index, do
       continue;
     }
     progress.phase = 2;
-    if (sigsetjmp(jump, 1) == 0) {
-      work_round(c, region.data(), npages, std::min(deadline, now_s() + 2.0));
-    } else {
+    if (!guarded_round(c, region.data(), npages, std::min(deadline, now_s() + 2.0), drop)) {
       ++c.r.sigbus;
       c.note("SIGBUS in round " + std::to_string(c.r.rounds) + " (fill " + std::to_string(cfg.fill) + ")");
     }
@@ -200,7 +212,6 @@ ClientResult run_client(const std::string& address, uint64_t size, int index, do
     if (st.errors) c.note(std::to_string(st.errors) + " chunks poisoned in round " + std::to_string(c.r.rounds));
     region.reset();
   }
-  g_round_jump = nullptr;
   std::sort(c.touch_ns.begin(), c.touch_ns.end());
   if (!c.touch_ns.empty()) {
     c.r.touch_p50_ns = c.touch_ns[(c.touch_ns.size() - 1) / 2];
@@ -240,10 +251,14 @@ bool decode(const std::string& s, ClientResult& r) {
   if (!msg.empty()) std::fprintf(stderr, "faultline-soak-remote: %s\n", msg.c_str());
   std::fprintf(msg.empty() ? stdout : stderr,
                "usage: faultline-soak-remote --serve-binary PATH [--clients N] [--seconds S] [--size SIZE] [--dir DIR]\n"
+               "                             [--no-drop] [--local]\n"
                "Starts `PATH serve DATASET --listen 127.0.0.1:0`, then N client processes (default 16) that\n"
                "fault at random over loopback for S seconds (default 60), checking every byte they read.\n"
                "SIZE in MiB with an M suffix or GiB with G (default 256M). DIR holds the dataset and the\n"
-               "server's log (default /var/tmp/faultline-bench).\n");
+               "server's log (default /var/tmp/faultline-bench).\n"
+               "  --no-drop   clients never MADV_DONTNEED (pages fault again only in the next round)\n"
+               "  --local     no server: clients map the dataset with FileBackend (a control run that\n"
+               "              separates runtime problems from page-server ones)\n");
   std::exit(msg.empty() ? 0 : 2);
 }
 
@@ -272,7 +287,7 @@ int run_clients(const SoakArgs& a, const std::string& address, pid_t server, int
       ::close(p[0]);
       ClientResult r;
       try {
-        r = run_client(address, a.size, i, deadline, progress[i]);
+        r = run_client(address, a.size, i, deadline, a.drop, progress[i]);
       } catch (const std::exception& e) {
         r.first_error = std::string("client failed: ") + e.what();
         r.connect_errors = 1;
@@ -416,6 +431,7 @@ int soak_main(int argc, char** argv) {
     else if (o == "--seconds") a.seconds = static_cast<int>(number(1, 3600));
     else if (o == "--dir") a.dir = value();
     else if (o == "--local") a.local = true;
+    else if (o == "--no-drop") a.drop = false;
     else if (o == "--size") {
       std::string v = value();
       char* end = nullptr;

@@ -11,6 +11,8 @@
 // and requests, from both ends) and the time.
 //
 //   remote_pages                        # server child on 127.0.0.1:0, 256 MiB table
+//   remote_pages --snapshot FILE        # the child writes the table as a zstd
+//                                       # snapshot and serves that instead
 //   remote_pages --write FILE           # write the same table to FILE, then:
 //   faultline serve FILE --listen 127.0.0.1:0 &
 //   remote_pages --connect 127.0.0.1:PORT
@@ -21,6 +23,8 @@
 #include <faultline/memory_backend.h>
 #include <faultline/page_server.h>
 #include <faultline/remote_backend.h>
+#include <faultline/snapshot.h>
+#include <faultline/zstd_snapshot_backend.h>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -92,6 +96,7 @@ struct Args {
   std::string connect;      // client only: an existing server
   std::string write_file;   // only write the table to this file
   std::string secret_file;
+  std::string snapshot;     // the server child serves the table from this snapshot
 };
 
 const char* kUsage = R"(usage: remote_pages [options]
@@ -111,6 +116,9 @@ options:
   --connect ADDR       no server child: query a running server (e.g.
                        `faultline serve FILE` of a file written with --write)
   --secret-file FILE   shared secret for the server child or --connect
+  --snapshot FILE      the server child writes the table as a compressed
+                       snapshot to FILE and serves it from there (decompressing
+                       the chunks clients ask for) instead of from memory
   --write FILE         only write the table (--size bytes) to FILE and exit
   -h, --help           this text
 )";
@@ -161,6 +169,8 @@ Args parse_args(int argc, char** argv) {
       a.connect = value();
     } else if (o == "--secret-file") {
       a.secret_file = value();
+    } else if (o == "--snapshot") {
+      a.snapshot = value();
     } else if (o == "--write") {
       a.write_file = value();
     } else {
@@ -252,7 +262,15 @@ bool read_line(int fd, std::string& line) {
     void* mem = mmap(nullptr, a.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) throw faultline::Error(std::string("mmap of the table: ") + std::strerror(errno), errno);
     fill_table(static_cast<Record*>(mem), count);
-    auto source = faultline::MemoryBackend::borrow(std::span<const std::byte>(static_cast<std::byte*>(mem), a.size));
+    const std::span<const std::byte> table(static_cast<std::byte*>(mem), a.size);
+    std::shared_ptr<faultline::Backend> source;
+    if (a.snapshot.empty()) {
+      source = faultline::MemoryBackend::borrow(table);
+    } else {
+      faultline::write_snapshot(table, a.snapshot);
+      munmap(mem, a.size);
+      source = faultline::open_zstd_snapshot(a.snapshot);
+    }
 
     faultline::PageServerOptions options;
     options.listen = {a.listen};
@@ -394,8 +412,12 @@ int run(const Args& a) {
   ServerChild child;
   std::string address = a.connect;
   if (address.empty()) {
-    std::printf("server child: generating %llu MiB of records in its memory and serving them...\n",
-                static_cast<unsigned long long>(a.size >> 20));
+    if (a.snapshot.empty())
+      std::printf("server child: generating %llu MiB of records in its memory and serving them...\n",
+                  static_cast<unsigned long long>(a.size >> 20));
+    else
+      std::printf("server child: writing %llu MiB of records as the snapshot %s and serving it...\n",
+                  static_cast<unsigned long long>(a.size >> 20), a.snapshot.c_str());
     address = start_server_child(a, secret, child);  // before any thread of ours
     std::printf("server child: pid %d, listening on %s\n", static_cast<int>(child.pid), address.c_str());
   }

@@ -1,5 +1,6 @@
-// `faultline serve`: serves a file read-only to faultline clients
-// (connect_remote(), faultline/remote_backend.h) with a PageServer.
+// `faultline serve`: serves a file, or the uncompressed contents of a zstd
+// snapshot, read-only to faultline clients (connect_remote(),
+// faultline/remote_backend.h) with a PageServer.
 //
 // The endpoints are printed on stdout, one per line, as soon as they are
 // bound, so a script can listen on port 0 and read the port back.
@@ -26,6 +27,8 @@
 #include "faultline/error.h"
 #include "faultline/file_backend.h"
 #include "faultline/page_server.h"
+#include "faultline/zstd_snapshot_backend.h"
+#include "unique_fd.h"
 
 namespace faultline::tools {
 namespace {
@@ -33,9 +36,12 @@ namespace {
 constexpr const char* kDefaultListen = "127.0.0.1:7117";
 
 const char* kServeUsage = R"(usage: faultline serve [options] FILE
+       faultline serve [options] --snapshot SNAPSHOT
 
-Serves FILE read-only to faultline clients (connect_remote() in
-faultline/remote_backend.h) over TCP or Unix sockets. Prints each bound
+Serves FILE, or the uncompressed contents of a compressed snapshot
+(faultline/snapshot.h; decompressed chunk by chunk as clients ask), read-only
+to faultline clients (connect_remote() in faultline/remote_backend.h) over
+TCP or Unix sockets. Prints each bound
 endpoint on stdout, one per line, then logs connections and errors on stderr
 until SIGINT or SIGTERM, which stop it cleanly (exit status 0).
 
@@ -54,15 +60,19 @@ options:
   --max-in-flight SIZE   per connection: bytes asked for, not yet sent (default 64M)
   --idle-timeout SEC     close a connection silent this long (default 60)
   --direct               read FILE with O_DIRECT (bypass the page cache)
+  --snapshot SNAPSHOT    serve a snapshot instead of a FILE
+  --workers N            decompression threads for --snapshot (default 1)
   -h, --help             this text
 
 SIZE takes K, M or G suffixes (powers of 1024).
-Exit status: 0 stopped by a signal, 1 the file or an address cannot be used,
+Exit status: 0 stopped by a signal, 1 the file, snapshot or an address cannot be used,
 2 bad arguments.
 )";
 
 struct ServeArgs {
   std::string file;
+  std::string snapshot;
+  unsigned workers = 1;
   std::vector<std::string> listen;
   std::string secret_file;
   PageServerOptions server;
@@ -141,6 +151,12 @@ ServeArgs parse_serve_args(int argc, char** argv, bool& help) {
       a.server.max_in_flight_bytes = parse_option_number(arg, take(), 4096, 1ull << 40);
     } else if (arg == "--idle-timeout") {
       a.server.idle_timeout = std::chrono::seconds(parse_option_number(arg, take(), 1, 7 * 86400));
+    } else if (arg == "--snapshot") {
+      if (!a.snapshot.empty()) throw UsageError{"--snapshot given twice"};
+      a.snapshot = take();
+      if (a.snapshot.empty()) throw UsageError{"--snapshot: empty file name"};
+    } else if (arg == "--workers") {
+      a.workers = static_cast<unsigned>(parse_option_number(arg, take(), 1, 256));
     } else if (arg == "--direct") {
       no_value();
       a.direct = true;
@@ -151,7 +167,10 @@ ServeArgs parse_serve_args(int argc, char** argv, bool& help) {
       a.file = arg;
     }
   }
-  if (a.file.empty()) throw UsageError{"missing FILE to serve"};
+  if (a.file.empty() && a.snapshot.empty()) throw UsageError{"missing FILE (or --snapshot SNAPSHOT) to serve"};
+  if (!a.file.empty() && !a.snapshot.empty())
+    throw UsageError{"both FILE '" + a.file + "' and --snapshot '" + a.snapshot + "': serve one"};
+  if (!a.snapshot.empty() && a.direct) throw UsageError{"--direct applies to FILE, not to --snapshot"};
   if (a.server.max_in_flight_bytes < a.server.max_request_bytes)
     throw UsageError{"--max-in-flight (" + std::to_string(a.server.max_in_flight_bytes) +
                      ") must be at least --max-request (" + std::to_string(a.server.max_request_bytes) + ")"};
@@ -161,28 +180,20 @@ ServeArgs parse_serve_args(int argc, char** argv, bool& help) {
 
 // Reads the shared secret. Throws Error naming the file.
 std::string read_secret(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_errno("--secret-file " + path, errno);
+  detail::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_errno("--secret-file " + path, errno);
   std::string secret;
   char buf[4096];
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      throw_errno("--secret-file " + path + ": read", e);
-    }
+    if (n < 0) throw_errno("--secret-file " + path + ": read", errno);
     if (n == 0) break;
     secret.append(buf, static_cast<size_t>(n));
-    if (secret.size() > (1u << 20)) {
-      ::close(fd);
-      throw Error("--secret-file " + path + ": larger than 1 MiB; is it the right file?");
-    }
+    if (secret.size() > (1u << 20)) throw Error("--secret-file " + path + ": larger than 1 MiB; is it the right file?");
   }
   struct stat st {};
-  const bool others_can_read = ::fstat(fd, &st) == 0 && (st.st_mode & 0044) != 0;
-  ::close(fd);
+  const bool others_can_read = ::fstat(fd.get(), &st) == 0 && (st.st_mode & 0044) != 0;
   if (!secret.empty() && secret.back() == '\n') secret.pop_back();
   if (!secret.empty() && secret.back() == '\r') secret.pop_back();
   if (secret.empty()) throw Error("--secret-file " + path + ": empty (no secret in it)");
@@ -211,11 +222,8 @@ class StopSignals {
     // Blocked in this thread before the server thread exists, so every thread
     // has them blocked and only the signalfd sees them.
     if (int e = pthread_sigmask(SIG_BLOCK, &set_, nullptr); e != 0) throw_errno("pthread_sigmask", e);
-    fd_ = signalfd(-1, &set_, SFD_CLOEXEC);
-    if (fd_ < 0) throw_errno("signalfd", errno);
-  }
-  ~StopSignals() {
-    if (fd_ >= 0) ::close(fd_);
+    fd_ = detail::UniqueFd(signalfd(-1, &set_, SFD_CLOEXEC));
+    if (!fd_) throw_errno("signalfd", errno);
   }
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
@@ -224,7 +232,7 @@ class StopSignals {
   int wait() {
     for (;;) {
       signalfd_siginfo info{};
-      ssize_t n = ::read(fd_, &info, sizeof info);
+      ssize_t n = ::read(fd_.get(), &info, sizeof info);
       if (n == static_cast<ssize_t>(sizeof info)) return static_cast<int>(info.ssi_signo);
       if (n < 0 && errno != EINTR) throw_errno("read(signalfd)", errno);
     }
@@ -232,7 +240,7 @@ class StopSignals {
 
  private:
   sigset_t set_{};
-  int fd_ = -1;
+  detail::UniqueFd fd_;
 };
 
 std::string stats_line(const PageServerStats& s) {
@@ -258,9 +266,16 @@ int serve(const ServeArgs& args) {
   if (!args.secret_file.empty()) options.secret = read_secret(args.secret_file);
   options.log = log_line;
 
-  FileBackendOptions file_options;
-  file_options.direct = args.direct;
-  auto source = std::make_shared<FileBackend>(args.file, file_options);
+  std::shared_ptr<Backend> source;
+  if (!args.snapshot.empty()) {
+    ZstdSnapshotOptions snapshot_options;
+    snapshot_options.workers = args.workers;
+    source = open_zstd_snapshot(args.snapshot, snapshot_options);
+  } else {
+    FileBackendOptions file_options;
+    file_options.direct = args.direct;
+    source = std::make_shared<FileBackend>(args.file, file_options);
+  }
   const uint64_t size = source->size();
   const std::string name = source->name();
   PageServer server(source, options);
