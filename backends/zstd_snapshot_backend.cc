@@ -64,6 +64,8 @@ constexpr uint32_t kMaxMergedRead = 1 << 20;
 // cache copy would run on the fault thread (see file_backend.cc).
 constexpr uint32_t kAsyncReadBytes = 64 << 10;
 constexpr auto kDrainTimeout = std::chrono::seconds(1);
+// io_uring_submit attempts on EAGAIN/EBUSY before the rest of a batch fails.
+constexpr int kSubmitAttempts = 16;
 
 void signal_eventfd(int efd) {
   uint64_t one = 1;
@@ -207,7 +209,9 @@ class ZstdSnapshotBackend::Impl {
   std::vector<std::unique_ptr<Request>> all_requests_;
   std::vector<std::unique_ptr<ChunkJob>> all_jobs_;
   std::vector<std::unique_ptr<ReadBuf>> all_bufs_;
-  std::vector<ChunkJob*> finished_local_;
+  std::vector<ChunkJob*> finished_local_;  // finished jobs being settled, or failed before the workers
+  std::vector<ChunkJob*> settling_;
+  std::vector<ReadBuf*> batch_;
 
   ChunkCache cache_;
 
@@ -370,7 +374,8 @@ void ZstdSnapshotBackend::Impl::submit(std::span<const ReadRequest> reads) {
     }
   }
   start_reads();
-  if (completed_now) signal_eventfd(efd_.get());  // for an edge-triggered poller; the runtime reaps anyway
+  // For an edge-triggered poller (the runtime reaps right after submit() anyway).
+  if (completed_now || !finished_local_.empty()) signal_eventfd(efd_.get());
 }
 
 void ZstdSnapshotBackend::Impl::add_piece(Request* req, uint64_t chunk, uint32_t from, uint32_t len,
@@ -435,8 +440,9 @@ void ZstdSnapshotBackend::Impl::start_reads() {
 }
 
 void ZstdSnapshotBackend::Impl::submit_ring() {
-  unsigned queued = 0;
-  while (!unsubmitted_.empty() && in_flight_ + queued < ring_capacity_) {
+  std::vector<ReadBuf*>& batch = batch_;
+  batch.clear();
+  while (!unsubmitted_.empty() && in_flight_ + batch.size() < ring_capacity_) {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (!sqe) break;
     ReadBuf* buf = unsubmitted_.front();
@@ -444,22 +450,38 @@ void ZstdSnapshotBackend::Impl::submit_ring() {
     io_uring_prep_read(sqe, file_.get(), buf->bytes.get(), buf->length, buf->offset);
     if (buf->length >= kAsyncReadBytes) sqe->flags |= IOSQE_ASYNC;
     io_uring_sqe_set_data(sqe, buf);
-    queued++;
+    batch.push_back(buf);
   }
-  while (queued > 0) {
+  size_t consumed = 0;
+  int attempts = 0;
+  while (consumed < batch.size()) {
     int r = io_uring_submit(&ring_);
     if (r > 0) {
       in_flight_ += static_cast<unsigned>(r);
-      queued -= std::min<unsigned>(queued, static_cast<unsigned>(r));
+      consumed += static_cast<size_t>(r);
       continue;
     }
-    if (r == -EINTR || r == -EAGAIN || r == -EBUSY) {
+    if ((r == -EINTR || r == -EAGAIN || r == -EBUSY || r == 0) && ++attempts < kSubmitAttempts) {
       harvest_cqes();  // make room, then try again
       continue;
     }
-    // The ring is broken (should not happen): fail what was queued. The
-    // SQEs stay in the ring, so they are submitted with the next batch.
-    std::fprintf(stderr, "faultline: snapshot %s: io_uring_submit failed: %s\n", path_.c_str(), std::strerror(-r));
+    // Give up on the rest: take their SQEs back out of the ring (the kernel
+    // reads the SQ tail only inside io_uring_enter) and fail their jobs, so
+    // every request still gets its one completion.
+    int err = r < 0 ? -r : EAGAIN;
+    io_uring_sq& sq = ring_.sq;
+    unsigned head = io_uring_smp_load_acquire(sq.khead);
+    sq.sqe_head = head;
+    sq.sqe_tail = head;
+    io_uring_smp_store_release(sq.ktail, head);
+    for (size_t i = consumed; i < batch.size(); ++i) {
+      for (ChunkJob* job : batch[i]->jobs) {
+        reading_.erase(job->chunk);
+        job->error = err;
+        finished_local_.push_back(job);
+      }
+    }
+    std::fprintf(stderr, "faultline: snapshot %s: io_uring_submit failed: %s\n", path_.c_str(), std::strerror(err));
     break;
   }
 }
@@ -551,15 +573,19 @@ void ZstdSnapshotBackend::Impl::finish_job(ChunkJob* job) {
 size_t ZstdSnapshotBackend::Impl::reap(std::span<ReadCompletion> out) {
   harvest_cqes();
   submit_ring();  // reads that waited for room
-  std::vector<ChunkJob*>& done = finished_local_;
   {
     std::lock_guard lock(mu_);
-    done.insert(done.end(), finished_.begin(), finished_.end());
+    finished_local_.insert(finished_local_.end(), finished_.begin(), finished_.end());
     finished_.clear();
   }
-  for (ChunkJob* job : done) finish_job(job);
-  done.clear();
-  start_reads();  // followers that found no cached copy
+  // Settling a job can start reads (followers that found no cached copy),
+  // and a read that cannot be submitted fails its jobs at once: repeat.
+  while (!finished_local_.empty()) {
+    settling_.swap(finished_local_);
+    for (ChunkJob* job : settling_) finish_job(job);
+    settling_.clear();
+    start_reads();
+  }
   size_t n = 0;
   while (n < out.size() && !ready_.empty()) {
     out[n++] = ready_.front();

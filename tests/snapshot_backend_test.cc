@@ -62,7 +62,8 @@ bool wait_until(Pred pred, int ms = 20000) {
 
 // Drives a backend the way the fault loop does: submit, then reap whenever
 // the completion fd signals, until every request has completed.
-std::unordered_map<uint64_t, ReadCompletion> serve(Backend& b, const std::vector<ReadRequest>& reqs) {
+std::unordered_map<uint64_t, ReadCompletion> serve(Backend& b, const std::vector<ReadRequest>& reqs,
+                                                   std::vector<uint64_t>* order = nullptr) {
   std::unordered_map<uint64_t, ReadCompletion> done;
   b.submit(reqs);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -73,6 +74,7 @@ std::unordered_map<uint64_t, ReadCompletion> serve(Backend& b, const std::vector
       for (size_t i = 0; i < n; ++i) {
         REQUIRE(done.count(out[i].tag) == 0);  // exactly one completion each
         done[out[i].tag] = out[i];
+        if (order) order->push_back(out[i].tag);
       }
       if (n < std::size(out)) break;
     }
@@ -441,4 +443,53 @@ TEST_CASE("working-set record and replay over a snapshot: same bytes, fewer faul
     CHECK(r.stats().faults < recorded_faults);
     CHECK(r.stats().errors == 0);
   }
+}
+
+TEST_CASE("demand reads are decompressed ahead of prefetch reads", "[snapshot][backend]") {
+  TempDir dir;
+  const uint32_t chunk = 64 * kKiB;
+  // Compressible chunks: all sixteen frames fit in one merged read, so their
+  // jobs reach the (single) worker together and only priority orders them.
+  std::vector<std::byte> data(16 * chunk);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte(static_cast<uint8_t>('a' + i / 9 % 26 + i / chunk));
+  ZstdSnapshotBackend b(snapshot_of(dir, data, chunk));
+  std::vector<std::vector<std::byte>> bufs(16, std::vector<std::byte>(chunk));
+  std::vector<ReadRequest> reqs;
+  for (uint64_t c = 0; c < 16; ++c) reqs.push_back(ReadRequest{c * chunk, chunk, bufs[c].data(), c, c == 13});
+  std::vector<uint64_t> order;
+  auto done = serve(b, reqs, &order);
+  REQUIRE(b.counters().io_reads == 1);
+  REQUIRE(order.size() == 16);
+  CHECK(order.front() == 13);
+  for (uint64_t c = 0; c < 16; ++c) {
+    REQUIRE(done.at(c).result == chunk);
+    REQUIRE(std::memcmp(bufs[c].data(), data.data() + c * chunk, chunk) == 0);
+  }
+}
+
+TEST_CASE("a snapshot truncated after open gives SIGBUS for the chunks it lost", "[snapshot][backend][corrupt][fork]") {
+  TempDir dir;
+  const uint32_t chunk = 64 * kKiB;
+  auto data = image(16 * chunk, chunk, 8);
+  std::string path = snapshot_of(dir, data, chunk);
+  auto f = read_bytes(path);
+  auto five = entry_of(f, 5);
+  REQUIRE_FALSE(five.zero());
+  REQUIRE(run_in_child([&] {
+            catch_sigbus();
+            auto backend = open_zstd_snapshot(path);
+            check(truncate(path.c_str(), static_cast<off_t>(five.offset + five.length / 2)) == 0, "truncate");
+            Runtime rt;
+            RegionOptions o;
+            o.readahead = false;
+            Region r = rt.map(backend, o);
+            std::byte v{};
+            check(read_signal(r.data() + 5 * chunk + 77) == SIGBUS, "no SIGBUS in the cut chunk");
+            check(read_signal(r.data() + 15 * chunk) == SIGBUS, "no SIGBUS in a chunk past the end");
+            check(read_signal(r.data() + 4 * chunk + 9, &v) == 0 && v == data[4 * chunk + 9], "chunk before the cut");
+            check(read_signal(r.data() + 7 * chunk, &v) == 0 && v == data[7 * chunk], "zero chunk needs no read");
+            check(first_mismatch(r.data(), data.data(), 5 * chunk) == -1, "chunks before the cut");
+            check(r.stats().errors == 2, "two errors");
+            check(counters_of(backend).corrupt_chunks == 2, "two unreadable chunks counted");
+          }) == 0);
 }
