@@ -8,9 +8,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace faultline {
+class Backend;
+}
 
 namespace fbench {
 
@@ -183,6 +188,8 @@ struct Context {
   std::string vm_ws_path;           // its recorded working set
   uint64_t vm_seq_sum = 0;          // sum of every page's probe word of the image (zstd-full)
   unsigned zstd_workers = 1;        // ZstdSnapshotOptions::workers of every zstd run (--zstd-workers)
+  // faultline-remote*: the page server process's endpoints (remote_runs.cc)
+  std::string remote_tcp, remote_unix;
 };
 
 // Thread placement (--pin). Runners call pin_service() right before they
@@ -213,7 +220,7 @@ RunResult run_mmap(const Context& ctx, MmapConfig cfg, const Plan& plan);
 
 // ---------------------------------------------------------------------------
 // faultline runs (faultline_runs.cc).
-enum class FlConfig { kFile, kMemory, kMemory4k, kFileCustom, kMemoryCustom };
+enum class FlConfig { kFile, kMemory, kMemory4k, kFileCustom, kMemoryCustom, kRemote, kRemote4k, kRemoteUnix };
 // Describes the runtime's uffd mode, or throws faultline::Error.
 std::string faultline_mode();
 RunResult run_faultline(const Context& ctx, FlConfig cfg, const Plan& plan);
@@ -247,6 +254,23 @@ ZstdSetup prepare_zstd(Context& ctx, bool dataset_snapshot, bool vm_image, const
 // restore touches the same memory.
 Plan make_restore_plan(size_t npages, double fraction);
 RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan);
+
+// faultline-remote runs (remote_runs.cc): a PageServer in a child process
+// serving an in-memory copy of the dataset over loopback TCP and a Unix socket.
+struct RemoteServerProcess {
+  int pid = -1;
+  int control_fd = -1;  // closing it tells the child to stop
+  int report_fd = -1;   // the child's endpoints, then its statistics
+  std::vector<std::string> endpoints;
+};
+// Forks the server process. Must be called while this process has one thread
+// (before the runtime or the watchdog starts one). Returns "" or an error.
+std::string start_remote_server(const Context& ctx, RemoteServerProcess& server);
+// Stops it and returns its statistics line (or what went wrong).
+std::string stop_remote_server(RemoteServerProcess& server);
+bool is_remote(FlConfig cfg);
+// A RemoteBackend connected to the server process (ctx.remote_tcp or ctx.remote_unix).
+std::shared_ptr<faultline::Backend> make_remote_backend(const Context& ctx, FlConfig cfg);
 
 struct ReserveResult {
   bool ok = true;

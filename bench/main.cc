@@ -75,6 +75,15 @@ const std::vector<ConfigDef>& all_configs() {
                  "FileBackend with the --custom options (extra)", true});
     d.push_back({"faultline-memory-custom", Kind::kFaultline, {}, FlConfig::kMemoryCustom, 0, false, kAccessWorkloads,
                  "MemoryBackend with the --custom options (extra)", true});
+    d.push_back({"faultline-remote", Kind::kFaultline, {}, FlConfig::kRemote, 0, false, kAccessWorkloads,
+                 "RemoteBackend over loopback TCP to a page server process (memory-served), default RegionOptions"});
+    // Random workloads only: a sequential scan in 4 KiB round trips takes
+    // seconds and says nothing the rand latency does not.
+    d.push_back({"faultline-remote-4k", Kind::kFaultline, {}, FlConfig::kRemote4k, 0, false,
+                 {Workload::kRand, Workload::kMtRand},
+                 "same, fill_size 4096, readahead off (one 4 KiB request per fault; rand, mt-rand only)"});
+    d.push_back({"faultline-remote-unix", Kind::kFaultline, {}, FlConfig::kRemoteUnix, 0, false, kAccessWorkloads,
+                 "RemoteBackend over a Unix socket to the same server process (extra)", true});
     d.push_back({"uffd-textbook", Kind::kTextbook, {}, {}, 0, false, kAccessWorkloads,
                  "bench's own 1-thread poll/read/COPY 4 KiB handler"});
     d.push_back({"uffdio-copy-bulk", Kind::kBulk, {}, {}, 2 * kMiB, false, {Workload::kCopy},
@@ -160,10 +169,11 @@ options:
                      restore
   --configs LIST     comma-separated subset of: mmap,mmap-seq,mmap-rand,
                      mmap-willneed,mmap-populate,faultline-file,faultline-memory,
-                     faultline-memory-4k,uffd-textbook,uffdio-copy-bulk,
-                     uffdio-copy-bulk-64k,faultline-zstd,zstd-eager,zstd-lazy,
-                     zstd-lazy-ws,zstd-full; extras, run only when named:
-                     faultline-file-custom, faultline-memory-custom
+                     faultline-memory-4k,faultline-remote,faultline-remote-4k,
+                     uffd-textbook,uffdio-copy-bulk,uffdio-copy-bulk-64k,
+                     faultline-zstd,zstd-eager,zstd-lazy,zstd-lazy-ws,zstd-full;
+                     extras, run only when named: faultline-file-custom,
+                     faultline-memory-custom, faultline-remote-unix
   --caches LIST      cold,warm (default both); memory-backed configs and the
                      floors run under warm only
   --custom SPEC       options of the *-custom configs, comma-separated key=value:
@@ -822,6 +832,29 @@ std::vector<Target> compute_targets(const Bench& b) {
   }
   ratio("faultline-file cold seq GB/s >= 0.8 x mmap-seq cold seq GB/s", find_agg(b, Workload::kSeq, "faultline-file", true),
         find_agg(b, Workload::kSeq, "mmap-seq", true), 0.80, true, false, false);
+  // Remote (issue #4): a page server process over loopback, against the same
+  // runtime fed from memory in-process.
+  ratio("faultline-remote rand fault p50 <= 2.0 x faultline-memory rand fault p50",
+        find_agg(b, Workload::kRand, "faultline-remote", false), find_agg(b, Workload::kRand, "faultline-memory", false),
+        2.0, false, true, false);
+  ratio("faultline-remote-4k rand fault p50 <= 2.0 x faultline-memory-4k rand fault p50",
+        find_agg(b, Workload::kRand, "faultline-remote-4k", false),
+        find_agg(b, Workload::kRand, "faultline-memory-4k", false), 2.0, false, true, false);
+  {
+    Target tg;
+    tg.name = "faultline-remote seq >= 1.0 GB/s (loopback TCP, read-ahead on)";
+    tg.threshold = 1.0;
+    const Agg* x = find_agg(b, Workload::kSeq, "faultline-remote", false);
+    if (x && x->all_ok) {
+      tg.value = x->gb_per_s;
+      tg.known = std::isfinite(tg.value);
+      tg.met = tg.known && tg.value >= tg.threshold;
+      tg.detail = fmt(x->gb_per_s, "%.3f") + " GB/s";
+    } else {
+      tg.detail = "not measured (configuration filtered out or failed)";
+    }
+    t.push_back(tg);
+  }
   ratio("faultline-file cold mt-rand throughput >= 1.5 x mmap cold mt-rand",
         find_agg(b, Workload::kMtRand, "faultline-file", true), find_agg(b, Workload::kMtRand, "mmap", true), 1.50, true,
         false, true);
@@ -1122,6 +1155,22 @@ int bench_main(int argc, char** argv) {
     return 1;
   }
   b.mi = machine_info(o.dir);
+  // faultline-remote*: the page server process, forked while this process
+  // still has one thread (remote_runs.cc).
+  RemoteServerProcess remote_server;
+  std::string remote_error;
+  bool any_remote = false;
+  for (const auto& k : cases) any_remote = any_remote || (k.c->kind == Kind::kFaultline && is_remote(k.c->fl));
+  if (any_remote) {
+    remote_error = start_remote_server(b.ctx, remote_server);
+    if (remote_error.empty() && remote_server.endpoints.size() == 2) {
+      b.ctx.remote_tcp = remote_server.endpoints[0];
+      b.ctx.remote_unix = remote_server.endpoints[1];
+    } else if (remote_error.empty()) {
+      remote_error = "page server process reported " + std::to_string(remote_server.endpoints.size()) + " endpoints";
+    }
+  }
+  // zstd snapshots: after the page server's fork (prepare_zstd starts threads).
   b.ctx.zstd_workers = o.zstd_workers ? o.zstd_workers : std::max(1u, std::thread::hardware_concurrency());
   {
     bool zstd_dataset = false, zstd_vm = false;
@@ -1135,6 +1184,7 @@ int bench_main(int argc, char** argv) {
         b.zstd = prepare_zstd(b.ctx, zstd_dataset, zstd_vm, &restore_plan);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "faultline-bench: zstd snapshots: %s\n", e.what());
+        if (any_remote) stop_remote_server(remote_server);
         return 1;
       }
     }
@@ -1168,6 +1218,10 @@ int bench_main(int argc, char** argv) {
   if (any_cold && !b.drop_error.empty())
     std::printf("WARNING: cannot drop the page cache (%s): the runs labelled 'cold' are NOT cold.\n",
                 b.drop_error.c_str());
+  if (any_remote)
+    std::printf("page server process: %s\n",
+                remote_error.empty() ? (b.ctx.remote_tcp + " and " + b.ctx.remote_unix).c_str()
+                                     : ("FAILED: " + remote_error + " (the faultline-remote runs fail)").c_str());
   std::fflush(stdout);
 
   Watchdog wd(o.timeout);
@@ -1205,11 +1259,13 @@ int bench_main(int argc, char** argv) {
     std::fprintf(stderr, "repeat %d/%d: %zu runs in %.1f s\n", r + 1, o.repeat, cases.size(), now_s() - tr);
   }
   run_reserve(b, wd);
+  const std::string remote_stats = any_remote ? stop_remote_server(remote_server) : "";
   for (auto& a : b.aggs) aggregate(a);
   b.total_s = now_s() - t_start;
   b.load_end = loadavg1();
 
   print_table(b, stdout);
+  if (any_remote) std::printf("\npage server process: %s\n", remote_stats.c_str());
   std::vector<Target> targets = compute_targets(b);
   print_targets(targets, stdout);
   std::printf("\ntotal %.1f s; load average %.2f at start, %.2f at end\n", b.total_s, b.load_start, b.load_end);

@@ -7,13 +7,14 @@
 
 namespace faultline::tools {
 
-// Add new commands here: the declaration (outside the unnamed namespace, or
-// it would not link) and an entry in kCommands.
-int snapshot_command(int argc, char** argv);  // tools/snapshot_command.cc
+// Command entry points, one per tools/<name>_command.cc.
+int serve_command(int argc, char** argv);
+int snapshot_command(int argc, char** argv);
 
 namespace {
 
 const Command kCommands[] = {
+    {"serve", "serve a file read-only to faultline clients over TCP or Unix sockets", serve_command},
     {"help", "print this list", nullptr},
     {"snapshot", "create, inspect and verify compressed snapshots", snapshot_command},
 };

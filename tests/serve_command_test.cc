@@ -1,0 +1,251 @@
+// `faultline serve` end to end: the real binary, started on port 0 (and a
+// Unix socket), mapped from this process over a RemoteBackend with every
+// byte checked, then stopped with SIGTERM and expected to exit 0. Also its
+// errors: bad arguments, a missing file, an address in use, a secret file.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "faultline/faultline.h"
+#include "faultline/remote_backend.h"
+#include "test_util.h"
+
+extern char** environ;
+
+using namespace faultline;
+using namespace faultline::test;
+
+#ifdef FAULTLINE_CLI_PATH
+
+namespace {
+
+// A `faultline` process with its stdout on a pipe and its stderr in a file.
+class CliProcess {
+ public:
+  explicit CliProcess(std::vector<std::string> args) : err_path_(make_err_path()) {
+    int out[2];
+    REQUIRE(pipe2(out, O_CLOEXEC) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addopen(&fa, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    args.insert(args.begin(), FAULTLINE_CLI_PATH);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int rc = posix_spawn(&pid_, FAULTLINE_CLI_PATH, &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(out[1]);
+    out_ = out[0];
+    REQUIRE(rc == 0);
+  }
+  ~CliProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (out_ >= 0) ::close(out_);
+    ::unlink(err_path_.c_str());
+  }
+
+  // The next line on stdout, or "" after timeout_ms or at EOF.
+  std::string read_line(int timeout_ms = 10000) {
+    std::string line;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return "";
+      pollfd p{out_, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      char c;
+      const ssize_t n = ::read(out_, &c, 1);
+      if (n <= 0) return "";
+      if (c == '\n') return line;
+      line.push_back(c);
+    }
+  }
+
+  // Waits for the exit; returns the exit status, 128+signal, or -1 after timeout_ms.
+  int wait(int timeout_ms = 10000) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    int status = 0;
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  void signal(int sig) { REQUIRE(kill(pid_, sig) == 0); }
+
+  std::string stderr_text() const {
+    std::ifstream in(err_path_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+ private:
+  static std::string make_err_path() {
+    static int n = 0;
+    return "/tmp/faultline-serve-test-" + std::to_string(getpid()) + "-" + std::to_string(n++) + ".err";
+  }
+  std::string err_path_;
+  pid_t pid_ = -1;
+  int out_ = -1;
+};
+
+long first_mismatch(const std::byte* got, const std::byte* want, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (got[i] != want[i]) return static_cast<long>(i);
+  return -1;
+}
+
+// Maps the object served at `address` and compares it with `want`, byte for byte.
+void check_served(const std::string& address, const std::vector<std::byte>& want, const std::string& secret = "") {
+  RemoteOptions ro;
+  ro.address = address;
+  ro.secret = secret;
+  auto remote = connect_remote(ro);
+  REQUIRE(remote->size() == want.size());
+  Runtime rt;
+  for (uint32_t fill : {4096u, 65536u}) {
+    RegionOptions o;
+    o.fill_size = fill;
+    Region r = rt.map(remote, o);
+    INFO(address << " fill " << fill);
+    REQUIRE(first_mismatch(r.data(), want.data(), want.size()) == -1);
+    CHECK(r.stats().errors == 0);
+  }
+}
+
+std::string unix_path(const char* tag) {
+  return "/tmp/faultline-serve-test-" + std::to_string(getpid()) + "-" + tag + ".sock";
+}
+
+}  // namespace
+
+TEST_CASE("faultline serve: port 0 and a Unix socket, every byte, clean exit on SIGTERM", "[serve][fork]") {
+  const auto data = pattern(3 * 1024 * 1024 + 777, 61);
+  TempFile file(data);
+  const std::string sock = unix_path("a");
+  const int sig = GENERATE(SIGTERM, SIGINT);
+  CliProcess server({"serve", file.path(), "--listen", "127.0.0.1:0", "--listen", "unix:" + sock});
+  const std::string tcp = server.read_line();
+  const std::string local = server.read_line();
+  INFO("stderr: " << server.stderr_text());
+  REQUIRE(tcp.rfind("127.0.0.1:", 0) == 0);
+  REQUIRE(tcp != "127.0.0.1:0");  // the bound port, not the requested one
+  REQUIRE(local == "unix:" + sock);
+
+  check_served(tcp, data);
+  check_served(local, data);
+  // Two clients at once.
+  std::thread other([&] { check_served(tcp, data); });
+  check_served(local, data);
+  other.join();
+
+  server.signal(sig);
+  REQUIRE(server.wait() == 0);
+  const std::string log = server.stderr_text();
+  CHECK(log.find(file.path()) != std::string::npos);  // "serving FILE ..."
+  CHECK(log.find(sig == SIGTERM ? "received SIGTERM" : "received SIGINT") != std::string::npos);
+  CHECK(log.find("stopped:") != std::string::npos);
+  // Stopped means gone: nobody accepts there any more.
+  RemoteOptions ro;
+  ro.address = tcp;
+  ro.deadline = std::chrono::milliseconds(500);
+  CHECK_THROWS_AS(connect_remote(ro), Error);
+}
+
+TEST_CASE("faultline serve: a shared secret from a file", "[serve][fork]") {
+  const auto data = pattern(256 * 1024, 62);
+  TempFile file(data);
+  const std::string secret_path = "/tmp/faultline-serve-test-" + std::to_string(getpid()) + ".secret";
+  {
+    std::ofstream s(secret_path);
+    s << "correct horse battery staple\n";  // the trailing newline is not part of the secret
+  }
+  chmod(secret_path.c_str(), 0600);
+  CliProcess server({"serve", file.path(), "--listen", "127.0.0.1:0", "--secret-file", secret_path});
+  const std::string tcp = server.read_line();
+  INFO("stderr: " << server.stderr_text());
+  REQUIRE(tcp.rfind("127.0.0.1:", 0) == 0);
+  check_served(tcp, data, "correct horse battery staple");
+  RemoteOptions ro;
+  ro.address = tcp;
+  ro.deadline = std::chrono::milliseconds(3000);
+  ro.secret = "wrong";
+  CHECK_THROWS_AS(connect_remote(ro), Error);
+  ro.secret = "";
+  CHECK_THROWS_AS(connect_remote(ro), Error);
+  server.signal(SIGTERM);
+  CHECK(server.wait() == 0);
+  ::unlink(secret_path.c_str());
+}
+
+TEST_CASE("faultline serve: errors name the problem", "[serve][fork]") {
+  TempFile file(pattern(8192, 63));
+  struct Case {
+    std::vector<std::string> args;
+    int status;
+    std::string message;
+  };
+  const std::string missing = "/nonexistent/faultline-serve-test.dat";
+  const std::string empty_secret = "/tmp/faultline-serve-test-" + std::to_string(getpid()) + ".empty";
+  { std::ofstream(empty_secret) << "\n"; }
+  const std::vector<Case> cases = {
+      {{"serve"}, 2, "missing FILE"},
+      {{"serve", file.path(), "--bogus"}, 2, "unknown option '--bogus'"},
+      {{"serve", file.path(), "--secret", "x"}, 2, "--secret-file"},
+      {{"serve", file.path(), "--max-connections", "0"}, 2, "--max-connections"},
+      {{"serve", file.path(), "--max-request", "12Q"}, 2, "--max-request"},
+      {{"serve", file.path(), "--listen"}, 2, "--listen: missing value"},
+      {{"serve", missing, "--listen", "127.0.0.1:0"}, 1, missing},
+      {{"serve", file.path(), "--listen", "127.0.0.1:0", "--secret-file", missing}, 1, missing},
+      {{"serve", file.path(), "--listen", "127.0.0.1:0", "--secret-file", empty_secret}, 1, "empty"},
+      {{"serve", file.path(), "--listen", "999.1.2.3:80"}, 1, "999.1.2.3:80"},
+      {{"serve", file.path(), "--listen", "unix:/nonexistent-dir/x.sock"}, 1, "/nonexistent-dir/x.sock"},
+  };
+  for (const Case& c : cases) {
+    CliProcess p(c.args);
+    const int status = p.wait();
+    const std::string err = p.stderr_text();
+    INFO("args: " << c.args.back() << "\nstderr: " << err);
+    CHECK(status == c.status);
+    CHECK(err.find(c.message) != std::string::npos);
+    CHECK(p.read_line(100).empty());  // no endpoint printed
+  }
+  ::unlink(empty_secret.c_str());
+
+  // An address already in use is named, and the first server is unharmed.
+  CliProcess first({"serve", file.path(), "--listen", "127.0.0.1:0"});
+  const std::string tcp = first.read_line();
+  REQUIRE(!tcp.empty());
+  CliProcess second({"serve", file.path(), "--listen", tcp});
+  CHECK(second.wait() == 1);
+  CHECK(second.stderr_text().find(tcp) != std::string::npos);
+  check_served(tcp, pattern(8192, 63));
+  first.signal(SIGTERM);
+  CHECK(first.wait() == 0);
+
+  CliProcess help({"serve", "--help"});
+  CHECK(help.read_line().rfind("usage: faultline serve", 0) == 0);
+  CHECK(help.wait() == 0);
+}
+
+#endif  // FAULTLINE_CLI_PATH
