@@ -286,16 +286,18 @@ RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan) {
     }
     WorkOutput out;
     prepare_output(*run_plan, out);
-    pin_service();
-    faultline::Runtime rt;
-    pin_app();
+    // The decompression workers serve faults like the runtime's thread:
+    // they start while the service placement (--pin) is in force.
     // Restores time the opening of the snapshot (reading and checking the
     // index, starting the workers): part of any restore. faultline-zstd
-    // does not, like faultline-file does not time opening its file.
+    // does not, as faultline-file does not time opening its file.
     std::shared_ptr<faultline::ZstdSnapshotBackend> backend;
+    pin_service();
+    faultline::Runtime rt;
     if (!restore) backend = open_backend(ctx, path);
     const uint64_t t0 = now_ns();
     if (restore) backend = open_backend(ctx, path);
+    pin_app();
     faultline::Region region = rt.map(backend, ro);
     if (cfg == ZstdConfig::kLazyWs) {
       const faultline::WorkingSet ws = faultline::load_working_set(ctx.vm_ws_path);
