@@ -142,8 +142,13 @@ void eager_restore(const Context& ctx, const Plan& plan, RunResult& r) {
       if (!failed.exchange(true)) error = e.what();
     }
   };
+  // With --pin, the helper threads start under the service placement and
+  // this thread works under the application's: split uses both CPUs, as
+  // unpinned does; same keeps everything on CPU 0, as for the lazy configs.
   std::vector<std::thread> pool;
+  pin_service();
   for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
+  pin_app();
   work();
   for (auto& th : pool) th.join();
   if (failed) throw faultline::Error(error);
@@ -268,7 +273,6 @@ RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan) {
   RunResult r;
   try {
     if (cfg == ZstdConfig::kEager) {
-      pin_app();
       eager_restore(ctx, plan, r);
       return r;
     }
