@@ -182,14 +182,14 @@ struct Context {
   uint64_t size = 0;                // dataset size
   const std::byte* mem = nullptr;   // in-memory copy (memory configs, floors)
   std::string dir;                  // for scratch files (sparse 1 TiB file)
+  // faultline-remote*: the page server process's endpoints (remote_runs.cc)
+  std::string remote_tcp, remote_unix;
   // zstd snapshots (zstd_runs.cc, prepare_zstd()).
   std::string snap_path;            // snapshot of the dataset file (faultline-zstd)
   std::string vm_snap_path;         // snapshot of the VM-like image (restore workload)
   std::string vm_ws_path;           // its recorded working set
   uint64_t vm_seq_sum = 0;          // sum of every page's probe word of the image (zstd-full)
   unsigned zstd_workers = 1;        // ZstdSnapshotOptions::workers of every zstd run (--zstd-workers)
-  // faultline-remote*: the page server process's endpoints (remote_runs.cc)
-  std::string remote_tcp, remote_unix;
 };
 
 // Thread placement (--pin). Runners call pin_service() right before they
@@ -226,6 +226,22 @@ std::string faultline_mode();
 RunResult run_faultline(const Context& ctx, FlConfig cfg, const Plan& plan);
 
 // ---------------------------------------------------------------------------
+// faultline-remote runs (remote_runs.cc): a PageServer in a child process
+// serving an in-memory copy of the dataset over loopback TCP and a Unix socket.
+struct RemoteServerProcess {
+  int pid = -1;
+  int control_fd = -1;  // closing it tells the child to stop
+  int report_fd = -1;   // the child's endpoints, then its statistics
+  std::vector<std::string> endpoints;
+};
+// Forks the server process. Must be called while this process has one thread
+// (before the runtime or the watchdog starts one). Returns "" or an error.
+std::string start_remote_server(const Context& ctx, RemoteServerProcess& server);
+// Stops it and returns its statistics line (or what went wrong).
+std::string stop_remote_server(RemoteServerProcess& server);
+bool is_remote(FlConfig cfg);
+// A RemoteBackend connected to the server process (ctx.remote_tcp or ctx.remote_unix).
+std::shared_ptr<faultline::Backend> make_remote_backend(const Context& ctx, FlConfig cfg);
 // zstd snapshot runs (zstd_runs.cc).
 //   kFaultline: the dataset's snapshot served to a Region (the access workloads);
 //   restore workload over the VM-like image's snapshot:
@@ -254,23 +270,6 @@ ZstdSetup prepare_zstd(Context& ctx, bool dataset_snapshot, bool vm_image, const
 // restore touches the same memory.
 Plan make_restore_plan(size_t npages, double fraction);
 RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan);
-
-// faultline-remote runs (remote_runs.cc): a PageServer in a child process
-// serving an in-memory copy of the dataset over loopback TCP and a Unix socket.
-struct RemoteServerProcess {
-  int pid = -1;
-  int control_fd = -1;  // closing it tells the child to stop
-  int report_fd = -1;   // the child's endpoints, then its statistics
-  std::vector<std::string> endpoints;
-};
-// Forks the server process. Must be called while this process has one thread
-// (before the runtime or the watchdog starts one). Returns "" or an error.
-std::string start_remote_server(const Context& ctx, RemoteServerProcess& server);
-// Stops it and returns its statistics line (or what went wrong).
-std::string stop_remote_server(RemoteServerProcess& server);
-bool is_remote(FlConfig cfg);
-// A RemoteBackend connected to the server process (ctx.remote_tcp or ctx.remote_unix).
-std::shared_ptr<faultline::Backend> make_remote_backend(const Context& ctx, FlConfig cfg);
 
 struct ReserveResult {
   bool ok = true;
