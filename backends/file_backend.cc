@@ -254,12 +254,21 @@ class FileBackend::Impl {
   // pread engine.
   std::unique_ptr<PreadPool> pool_;
 
+  // Write path (options_.writable): its own ring, used by one caller at a
+  // time under write_mu_, never by the fault loop.
+  WriteResult write_data(std::span<const WriteRequest> writes);
+  int sync_data();
+  std::mutex write_mu_;
+  UniqueFd write_file_;  // file_ itself, or a buffered descriptor when direct
+  Ring write_ring_;
+  bool write_ring_tried_ = false;
+
  private:
   int setup_uring();  // 0 or an errno
   void prepare(io_uring_sqe* sqe, const ReadRequest& r);
   void flush();
   void fail(uint64_t tag, int err) { deferred_.push_back(ReadCompletion{tag, -int64_t{err}, false}); }
-  void rewind_sq();
+  static void rewind_sq(io_uring* ring);
   void defer_ready_cqes();
   void drain_in_flight();
 };
@@ -281,7 +290,7 @@ FileBackend::Impl::Impl(const std::string& path, const FileBackendOptions& optio
   // O_NONBLOCK so that opening a FIFO by mistake does not block; it is
   // cleared again below (on a regular file it would make io_uring reads of
   // uncached data fail with EAGAIN instead of waiting).
-  int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (options.direct ? O_DIRECT : 0);
+  int flags = (options.writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | (options.direct ? O_DIRECT : 0);
   file_ = UniqueFd(::open(path.c_str(), flags));
   if (!file_) {
     int err = errno;
@@ -310,6 +319,17 @@ FileBackend::Impl::Impl(const std::string& path, const FileBackendOptions& optio
     struct statx sx {};
     if (::statx(file_.get(), "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN)) {
       alignment_ = std::max({alignment_, uint32_t{sx.stx_dio_offset_align}, uint32_t{sx.stx_dio_mem_align}});
+    }
+  }
+
+  if (options.writable) {
+    // Write-back goes through the page cache (pages are written one or a
+    // few at a time, and the last one may be partial): with O_DIRECT reads,
+    // a second, buffered descriptor. Direct reads flush the cache first.
+    write_file_ = UniqueFd(options.direct ? ::open(path.c_str(), O_RDWR | O_CLOEXEC) : ::dup(file_.get()));
+    if (!write_file_) {
+      int err = errno;
+      throw Error("cannot open " + path + " for writing: " + errno_text(err), err);
     }
   }
 
@@ -342,7 +362,8 @@ FileBackend::Impl::Impl(const std::string& path, const FileBackendOptions& optio
                   err);
     }
   }
-  name_ = "file " + path + " (" + (uring_ ? "io_uring" : "pread") + (options.direct ? ", O_DIRECT" : "") + ")";
+  name_ = "file " + path + " (" + (uring_ ? "io_uring" : "pread") + (options.direct ? ", O_DIRECT" : "") +
+          (options.writable ? ", read-write" : "") + ")";
 }
 
 FileBackend::Impl::~Impl() {
@@ -447,7 +468,7 @@ void FileBackend::Impl::flush() {
     // Give up on the rest: take the SQEs back out of the ring so a later
     // submit cannot start them too, and complete them with the error.
     int err = r < 0 ? -r : EAGAIN;
-    rewind_sq();
+    rewind_sq(&ring_.ring);
     for (size_t i = consumed; i < pending_tags_.size(); ++i) fail(pending_tags_[i], err);
     break;
   }
@@ -458,8 +479,8 @@ void FileBackend::Impl::flush() {
 // SQPOLL the kernel reads the SQ tail only inside io_uring_enter, so moving
 // it back to the kernel's head is safe. (liburing 2.x keeps the SQ array as
 // an identity map and tracks sqe_head/sqe_tail in struct io_uring_sq.)
-void FileBackend::Impl::rewind_sq() {
-  io_uring_sq& sq = ring_.ring.sq;
+void FileBackend::Impl::rewind_sq(io_uring* ring) {
+  io_uring_sq& sq = ring->sq;
   unsigned head = io_uring_smp_load_acquire(sq.khead);
   sq.sqe_head = head;
   sq.sqe_tail = head;
@@ -541,6 +562,128 @@ void FileBackend::Impl::drain_in_flight() {
   }
 }
 
+// Writes every request with up to queue_depth in flight on the write ring;
+// short writes continue where they stopped, EINTR/EAGAIN are retried.
+WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) {
+  if (!options_.writable) return {EROFS, writes.empty() ? 0 : writes[0].offset};
+  std::lock_guard lock(write_mu_);
+  if (!write_ring_tried_ && options_.engine != FileBackendOptions::Engine::kPread) {
+    write_ring_tried_ = true;
+    if (io_uring_queue_init(std::min<uint32_t>(options_.queue_depth, 256), &write_ring_.ring, 0) == 0)
+      write_ring_.live = true;
+  }
+  const int fd = write_file_.get();
+  struct Piece {
+    uint64_t offset;
+    uint32_t length;
+    const std::byte* src;
+  };
+  std::deque<Piece> todo;
+  for (const WriteRequest& w : writes)
+    if (w.length > 0) todo.push_back({w.offset, w.length, w.src});
+  if (!write_ring_.live) {  // pwrite(2)
+    for (const Piece& p : todo) {
+      uint64_t done = 0;
+      while (done < p.length) {
+        ssize_t n = ::pwrite(fd, p.src + done, p.length - done, static_cast<off_t>(p.offset + done));
+        if (n > 0) done += static_cast<uint64_t>(n);
+        else if (n < 0 && errno == EINTR) continue;
+        else return {n == 0 ? EIO : errno, p.offset + done};
+      }
+    }
+    return {};
+  }
+  io_uring* ring = &write_ring_.ring;
+  std::vector<Piece> slots;  // in flight, by index in user data
+  std::vector<uint32_t> free_slots;
+  WriteResult first_error{};
+  uint32_t in_flight = 0;
+  const uint32_t depth = std::min<uint32_t>(options_.queue_depth, 256);
+  while (!todo.empty() || in_flight > 0) {
+    while (!todo.empty() && in_flight < depth && first_error.error == 0) {
+      io_uring_sqe* sqe = io_uring_get_sqe(ring);
+      if (sqe == nullptr) break;
+      Piece p = todo.front();
+      todo.pop_front();
+      uint32_t slot;
+      if (free_slots.empty()) {
+        slot = static_cast<uint32_t>(slots.size());
+        slots.push_back(p);
+      } else {
+        slot = free_slots.back();
+        free_slots.pop_back();
+        slots[slot] = p;
+      }
+      io_uring_prep_write(sqe, fd, p.src, p.length, p.offset);
+      io_uring_sqe_set_data64(sqe, slot);
+      ++in_flight;
+    }
+    if (in_flight == 0) break;  // an error stopped new submissions and all are back
+    int r = io_uring_submit_and_wait(ring, 1);
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+      // The ring refuses work (never seen in practice). Report it, but wait
+      // for every write it took: they read src, which the caller reuses.
+      if (first_error.error == 0) first_error = {-r, slots.empty() ? 0 : slots[0].offset};
+      std::fprintf(stderr, "faultline: io_uring write submission for %s failed: %s\n", path_.c_str(),
+                   errno_text(-r).c_str());
+      uint32_t never_taken = io_uring_sq_ready(ring);
+      rewind_sq(ring);
+      io_uring_cqe* c = nullptr;
+      for (uint32_t n = in_flight - never_taken; n > 0; --n) {
+        if (io_uring_wait_cqe(ring, &c) != 0) {
+          std::fprintf(stderr, "faultline: cannot wait for io_uring writes to %s; aborting\n", path_.c_str());
+          std::abort();  // returning would let the kernel read freed memory
+        }
+        io_uring_cqe_seen(ring, c);
+      }
+      return first_error;
+    }
+    io_uring_cqe* cqe;
+    while (io_uring_peek_cqe(ring, &cqe) == 0) {
+      uint32_t slot = static_cast<uint32_t>(io_uring_cqe_get_data64(cqe));
+      int res = cqe->res;
+      io_uring_cqe_seen(ring, cqe);
+      --in_flight;
+      Piece p = slots[slot];
+      free_slots.push_back(slot);
+      if (res == -EINTR || res == -EAGAIN) {
+        todo.push_front(p);
+      } else if (res <= 0) {
+        if (first_error.error == 0) first_error = {res == 0 ? EIO : -res, p.offset};
+      } else if (static_cast<uint32_t>(res) < p.length) {
+        // Short (a full disk fills up mid-write): continue; the next
+        // attempt reports the reason.
+        todo.push_front({p.offset + static_cast<uint32_t>(res), p.length - static_cast<uint32_t>(res),
+                         p.src + res});
+      }
+    }
+  }
+  return first_error;
+}
+
+int FileBackend::Impl::sync_data() {
+  if (!options_.writable) return EROFS;
+  std::lock_guard lock(write_mu_);
+  if (write_ring_.live) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&write_ring_.ring);
+    if (sqe != nullptr) {
+      // Data and what is needed to read it back (fdatasync), as msync
+      // MS_SYNC does: the file's size never changes, only its timestamps.
+      io_uring_prep_fsync(sqe, write_file_.get(), IORING_FSYNC_DATASYNC);
+      int r;
+      do r = io_uring_submit_and_wait(&write_ring_.ring, 1);
+      while (r == -EINTR);
+      io_uring_cqe* cqe;
+      if (r >= 0 && io_uring_wait_cqe(&write_ring_.ring, &cqe) == 0) {
+        int res = cqe->res;
+        io_uring_cqe_seen(&write_ring_.ring, cqe);
+        return res < 0 ? -res : 0;
+      }
+    }
+  }
+  return ::fdatasync(write_file_.get()) == 0 ? 0 : errno;
+}
+
 FileBackend::FileBackend(const std::string& path, const FileBackendOptions& options)
     : impl_(std::make_unique<Impl>(path, options)) {}
 
@@ -554,6 +697,14 @@ int FileBackend::completion_fd() const { return impl_->efd_.get(); }
 void FileBackend::submit(std::span<const ReadRequest> reads) { impl_->submit(reads); }
 size_t FileBackend::reap(std::span<ReadCompletion> out) { return impl_->reap(out); }
 void FileBackend::attach_staging(std::span<std::byte> staging) { impl_->attach_staging(staging); }
+bool FileBackend::writable() const { return impl_->options_.writable; }
+WriteResult FileBackend::write_data(std::span<const WriteRequest> writes) { return impl_->write_data(writes); }
+int FileBackend::sync_data() { return impl_->sync_data(); }
+int64_t FileBackend::read_data(uint64_t offset, std::span<std::byte> out) {
+  if (!impl_->options_.writable) return -EROFS;
+  ReadRequest r{offset, static_cast<uint32_t>(out.size()), out.data(), 0, false};
+  return pread_fully(impl_->write_file_.get(), r);
+}
 std::string FileBackend::engine() const { return impl_->uring_ ? "io_uring" : "pread"; }
 
 }  // namespace faultline

@@ -55,7 +55,8 @@ struct Rng {
 // kRestore runs over the VM-like image of samples/vm_image.h (zstd
 // snapshot configurations only): every page of its hot working set, in the
 // guest's order.
-enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kRestore };
+enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kRestore, kBudgetZipf, kBudgetRand,
+                      kWriteFlush };
 const char* workload_name(Workload w);
 
 struct Plan {
@@ -65,7 +66,10 @@ struct Plan {
   int threads = 1;                // mt-rand: pages are split in `threads` contiguous slices
   bool time_each = false;         // per-access latency (rand, mt-rand)
   uint64_t expected_sum = 0;
-  size_t accesses() const { return workload == Workload::kSeq || workload == Workload::kCopy ? npages : pages.size(); }
+  size_t warmup = 0;              // budget workloads: the first `warmup` pages are touched untimed
+  size_t accesses() const {
+    return workload == Workload::kSeq || workload == Workload::kCopy ? npages : pages.size() - warmup;
+  }
 };
 
 struct PlanParams {
@@ -74,6 +78,7 @@ struct PlanParams {
   double zipf_s = 1.0;
   int threads = 4;
   uint64_t seed = 1;
+  size_t budget_npages = 0;  // budget workloads: pages of the dataset they use (0: all)
 };
 Plan make_plan(Workload w, const PlanParams& p);
 
@@ -161,6 +166,11 @@ struct RunResult {
   uint64_t svc_p50_ns = 0, svc_p99_ns = 0;
   // uffd floors
   uint64_t installed_bytes = 0;   // bytes placed by UFFDIO_COPY (floors, faultline)
+  // budget workloads (budget_runs.cc)
+  uint64_t budget_bytes = 0;      // the memory budget of the run
+  uint64_t memory_peak_kb = 0;    // memory the run used at its peak: faultline VmHWM - RSS before the
+                                  // runtime; mmap-cgroup the cgroup's peak usage (page cache included)
+  uint64_t rt_evicted_chunks = 0, rt_refaults = 0;
 };
 
 // Options of the extra configurations faultline-file-custom and
@@ -184,6 +194,7 @@ struct Context {
   std::string dir;                  // for scratch files (sparse 1 TiB file)
   // faultline-remote*: the page server process's endpoints (remote_runs.cc)
   std::string remote_tcp, remote_unix;
+  uint64_t budget_data = 0;         // budget workloads: bytes of the dataset they use (its start)
   // zstd snapshots (zstd_runs.cc, prepare_zstd()).
   std::string snap_path;            // snapshot of the dataset file (faultline-zstd)
   std::string vm_snap_path;         // snapshot of the VM-like image (restore workload)
@@ -217,6 +228,13 @@ RunResult run_uffdio_copy_bulk(const Context& ctx, const Plan& plan, size_t chun
 // mmap runs (mmap_runs.cc). A fresh mapping of the dataset file per run.
 enum class MmapConfig { kNormal, kSeq, kRand, kWillneed, kPopulate };
 RunResult run_mmap(const Context& ctx, MmapConfig cfg, const Plan& plan);
+
+// ---------------------------------------------------------------------------
+// Memory-budget runs (budget_runs.cc): the dataset is 4x the budget.
+enum class BudgetConfig { kAdaptive, kFifo, kMmapCgroup };
+inline uint64_t budget_for(uint64_t data_bytes) { return data_bytes / 4; }
+constexpr uint64_t kStagingBytes = 4 << 20;  // RuntimeOptions.staging_bytes of the faultline budget runs
+RunResult run_budget(const Context& ctx, BudgetConfig cfg, const Plan& plan);
 
 // ---------------------------------------------------------------------------
 // faultline runs (faultline_runs.cc).
@@ -282,6 +300,14 @@ struct ReserveResult {
   bool zeros_ok = true;       // a page past the backend's end reads as zero
 };
 ReserveResult reserve_faultline(FlConfig cfg, uint64_t length, const std::string& sparse_path);
+
+// ---------------------------------------------------------------------------
+// write-flush runs (writeback_runs.cc): random 4 KiB writes to plan.pages of
+// a scratch copy of the dataset, then faultline's Region::flush() (a
+// write-back region) or msync(MS_SYNC) of a MAP_SHARED mapping; every page
+// written is checked with pread afterwards. `seed` varies the bytes per run.
+// faultline's region uses 4 KiB fills and no read-ahead (sparse writes).
+RunResult run_write_flush(const Context& ctx, bool faultline_config, const Plan& plan, uint64_t seed);
 ReserveResult reserve_mmap(const std::string& sparse_path, uint64_t length);
 
 }  // namespace fbench

@@ -20,6 +20,9 @@ const char* workload_name(Workload w) {
     case Workload::kCopy: return "copy";
     case Workload::kReserve: return "reserve";
     case Workload::kRestore: return "restore";
+    case Workload::kBudgetZipf: return "budget-zipf";
+    case Workload::kBudgetRand: return "budget-rand";
+    case Workload::kWriteFlush: return "write-flush";
   }
   return "?";
 }
@@ -65,6 +68,9 @@ Plan make_plan(Workload w, const PlanParams& p) {
       plan.pages = shuffled_prefix(p.npages, n, rng);
       plan.time_each = true;
       break;
+    case Workload::kWriteFlush:  // fraction of the pages, each written once, in random order
+      plan.pages = shuffled_prefix(p.npages, n, rng);
+      break;
     case Workload::kMtRand:
       // n distinct pages, uniformly over the file, in random order; thread t
       // gets the t-th contiguous slice of that list: the threads' page sets
@@ -89,6 +95,40 @@ Plan make_plan(Workload w, const PlanParams& p) {
         size_t r = static_cast<size_t>(std::lower_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
         if (r >= p.npages) r = p.npages - 1;
         plan.pages[i] = perm[r];
+      }
+      break;
+    }
+    case Workload::kBudgetZipf:
+    case Workload::kBudgetRand: {
+      // Over a dataset 4x the budget, in the steady state: an untimed
+      // warm-up first (its misses are mostly first touches, the same for
+      // every policy), then the timed accesses. zipf: 2 x pages of warm-up
+      // (the pages touched, ~36% of the dataset at s = 1, outgrow the
+      // budget), 2 x pages timed. rand: uniform with repetition, pages / 4
+      // of warm-up, pages / 2 timed (nothing to learn; at most a quarter
+      // can hit).
+      const bool zipf = w == Workload::kBudgetZipf;
+      const size_t npages = p.budget_npages ? p.budget_npages : p.npages;
+      plan.npages = npages;
+      plan.warmup = zipf ? 2 * npages : std::max<size_t>(1, npages / 4);
+      const size_t count = plan.warmup + (zipf ? 2 * npages : std::max<size_t>(1, npages / 2));
+      plan.pages.resize(count);
+      if (!zipf) {
+        for (auto& pg : plan.pages) pg = static_cast<uint32_t>(rng.below(npages));
+        break;
+      }
+      std::vector<uint32_t> perm = shuffled_prefix(npages, npages, rng);
+      std::vector<double> cdf(npages);
+      double acc = 0;
+      for (size_t r = 0; r < npages; ++r) {
+        acc += 1.0 / std::pow(static_cast<double>(r + 1), p.zipf_s);
+        cdf[r] = acc;
+      }
+      for (auto& pg : plan.pages) {
+        double u = rng.unit() * acc;
+        size_t r = std::min<size_t>(static_cast<size_t>(std::lower_bound(cdf.begin(), cdf.end(), u) - cdf.begin()),
+                                    npages - 1);
+        pg = perm[r];
       }
       break;
     }
@@ -149,6 +189,8 @@ void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutp
       return;
     case Workload::kRand:
     case Workload::kZipf:
+    case Workload::kBudgetZipf:
+    case Workload::kBudgetRand:
       out.sum = touch_pages(base, size, plan.pages.data(), plan.pages.size(), lat);
       return;
     case Workload::kMtRand: {
@@ -172,6 +214,7 @@ void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutp
       out.sum = touch_pages(base, size, plan.pages.data(), plan.pages.size(), nullptr);
       return;
     case Workload::kReserve:
+    case Workload::kWriteFlush:  // writes: see writeback_runs.cc
       break;
   }
   throw std::logic_error("run_workload: unsupported workload");

@@ -32,6 +32,12 @@ Engine::Engine(const RuntimeOptions& options)
     : options_(options), uffd_(open_uffd()), staging_(options.staging_bytes) {
   if (options.read_retries < 0)
     throw Error("RuntimeOptions.read_retries = " + std::to_string(options.read_retries) + ": must be >= 0");
+  if (options.budget.bytes) {
+    validate_budget("RuntimeOptions.budget", options.budget);
+    if (options.budget.bytes < 64 * 1024)
+      throw Error("RuntimeOptions.budget.bytes = " + std::to_string(options.budget.bytes) +
+                  ": must be 0 (no budget) or at least 65536");
+  }
   epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_) throw_errno("epoll_create1", errno);
   control_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
@@ -49,6 +55,7 @@ Engine::~Engine() {
   // Regions hold the engine alive, so none is left: no fault can be pending.
   send({Command::Type::kStop});
   thread_.join();
+  evictor_.reset();  // idle: every region waited for its drops
   for (ReadOp* op : spare_ops_) delete op;
 }
 
@@ -169,6 +176,9 @@ void Engine::run_commands() {
         if (c.region->dead && c.region->in_flight == 0 && c.region->ops.empty()) finish_removal(c.region);
         break;
       }
+      case Command::Type::kDropped:
+        on_dropped(c.drops);
+        break;
       case Command::Type::kStop:
         stopping_ = true;
         break;
@@ -215,6 +225,7 @@ void Engine::detach(RegionState* r) {
   };
   drop_queued(demand_);
   drop_queued(deferred_);
+  drop_queued(held_);
   background_.erase(std::remove(background_.begin(), background_.end(), r), background_.end());
   r->in_background = false;
   r->spans.clear();

@@ -19,9 +19,13 @@
 #include "faultline/options.h"
 #include "faultline/runtime.h"
 #include "faultline/stats.h"
+#include "dirty_log.h"
+#include "eviction.h"
+#include "evictor.h"
 #include "staging.h"
 #include "uffd.h"
 #include "unique_fd.h"
+#include "writeback.h"
 
 namespace faultline::detail {
 
@@ -45,6 +49,8 @@ struct ReadOp {
   uint64_t deferred_since = 0;  // first EAGAIN of a placement still pending (ns)
   uint32_t drain_bytes = 0;     // counted in Engine::drain_in_flight_ until finished
   bool zero = false;     // place with ZEROPAGE
+  uint32_t reserved = 0;  // bytes counted against the budgets while its placement is under way
+  bool stale = false;    // read while its chunk was being written back and dropped: read again
   std::byte* staging = nullptr;
   const std::byte* source = nullptr;  // the backend's own copy of the bytes, if it lent one
   std::vector<uint64_t> waiters;  // read times (ns) of the faults waiting on it
@@ -88,8 +94,38 @@ struct RegionState {
   std::unique_ptr<uint64_t[], void (*)(void*)> touched_bits{nullptr, nullptr};
   mutable std::mutex touched_mu;
   std::vector<uint64_t> touched;  // guarded by touched_mu
+  // Dirty tracking (track_dirty or write_back): pages are installed
+  // write-protected and written pages are read from `dirty`. Write-back
+  // regions also have `writeback`. Both are null otherwise.
+  std::unique_ptr<DirtyLog> dirty;
+  std::unique_ptr<WriteBack> writeback;
+
+  // Memory budget (loop thread). Every region tracks what is resident; a
+  // region under a budget (its own or the runtime's) has a policy and
+  // drops chunks through the evictor.
+  MemoryBudget budget;  // the region's own; bytes 0: none
+  std::unique_ptr<uint64_t[], void (*)(void*)> resident_bits{nullptr, nullptr};  // placed, not yet dropped
+  std::unique_ptr<uint64_t[], void (*)(void*)> dropping_bits{nullptr, nullptr};  // handed to the evictor
+  std::unique_ptr<ChunkPolicy> policy;
+  uint64_t resident = 0;       // bytes, including chunks being dropped
+  uint64_t dropping = 0;       // bytes handed to the evictor and not yet dropped
+  uint64_t reserved = 0;       // bytes of placements under way (ReadOp::reserved)
+  uint64_t evict_retry_at = 0;  // resident level at which a pass that found nothing to drop is tried again
 
   uintptr_t base() const { return reinterpret_cast<uintptr_t>(memory.data()); }
+  uint64_t chunk_length(uint64_t c) const {
+    uint64_t offset = c << fill_shift;
+    return std::min<uint64_t>(uint64_t{1} << fill_shift, memory.size() - offset);
+  }
+  static bool bit(const std::unique_ptr<uint64_t[], void (*)(void*)>& bits, uint64_t c) {
+    return bits && ((bits[c >> 6] >> (c & 63)) & 1);
+  }
+  static void set_bit(std::unique_ptr<uint64_t[], void (*)(void*)>& bits, uint64_t c, bool on) {
+    if (on)
+      bits[c >> 6] |= uint64_t{1} << (c & 63);
+    else
+      bits[c >> 6] &= ~(uint64_t{1} << (c & 63));
+  }
   bool is_present(uint64_t c) const { return (present[c >> 6] >> (c & 63)) & 1; }
   void set_present(uint64_t c, bool on) {
     if (on)
@@ -116,6 +152,7 @@ class Engine {
   const UffdMode& mode() const { return uffd_.mode; }
   StatsSnapshot stats() const { return totals_.snapshot(); }
   int uffd() const { return uffd_.fd.get(); }
+  const RuntimeOptions& options() const { return options_; }
 
   // Called from application threads.
   void add_region(const std::shared_ptr<RegionState>& region);
@@ -126,7 +163,7 @@ class Engine {
 
  private:
   struct Command {
-    enum class Type { kAdd, kRemove, kPrefetch, kPoisoned, kStop };
+    enum class Type { kAdd, kRemove, kPrefetch, kPoisoned, kDropped, kStop };
     Command(Type t, RegionState* r = nullptr, uint64_t f = 0, uint64_t l = 0, std::promise<void>* d = nullptr)
         : type(t), region(r), first(f), last(l), done(d) {}
     Type type;
@@ -134,6 +171,7 @@ class Engine {
     uint64_t first = 0, last = 0;  // poisoner id for kPoisoned
     std::promise<void>* done = nullptr;
     std::vector<RegionState::Span> spans;  // for kPrefetch: queued in order
+    std::vector<Drop> drops;               // for kDropped
   };
 
   void send(Command command);
@@ -171,6 +209,19 @@ class Engine {
   void flush_wakes();
   void count(RegionState* r, std::atomic<uint64_t> Stats::*field, uint64_t n);
 
+  // Memory budgets (eviction.cc has the policies, evictor.cc the drops).
+  // Whether the evictor may drop this resident chunk now. The seam for
+  // write-back: a chunk whose data exists only in memory must not be
+  // dropped. Today every chunk of a writable region is such a chunk.
+  bool can_drop(RegionState& r, uint64_t chunk);
+  bool hold_for_budget(ReadOp* op);
+  void unreserve(ReadOp* op);
+  void note_resident(RegionState* r, uint64_t chunk);
+  void note_gone(RegionState* r, uint64_t chunk);
+  void maybe_evict(RegionState* r);
+  uint64_t evict(RegionState* only, uint64_t bytes);
+  void on_dropped(const std::vector<Drop>& drops);
+
   RuntimeOptions options_;
   Uffd uffd_;
   UniqueFd epoll_;
@@ -202,10 +253,18 @@ class Engine {
   static constexpr uint64_t kDrainBatchMin = 64 * 1024, kDrainBatchMax = 4 * 1024 * 1024;
   uint64_t drain_batch_ = kDrainBatchMin;
   uint64_t drain_in_flight_ = 0;
+  // Memory budget of the whole runtime (loop thread).
+  uint64_t resident_ = 0, dropping_ = 0, reserved_ = 0;  // bytes, as RegionState::resident/dropping/reserved
+  uint64_t evict_retry_at_ = 0;
+  uint64_t placement_tick_ = 0;           // orders placements across regions' policies
+  std::vector<ReadOp*> held_;             // placements waiting for drops in flight
+  std::unique_ptr<Evictor> evictor_;      // started with the first drop
 
   std::thread thread_;
 };
 
 uint64_t now_ns();
+// Throws Error naming `name` if the watermarks are out of range (runtime.cc).
+void validate_budget(const std::string& name, const MemoryBudget& b);
 
 }  // namespace faultline::detail

@@ -101,7 +101,9 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
   count(r, &Stats::faults, 1);
   uint64_t chunk = (addr - r->base()) >> r->fill_shift;
   if (r->touched_bits) note_touch(r, chunk);
-  if (r->is_present(chunk)) {
+  // A chunk being dropped may already be moved out while still marked
+  // present: its fault waits for the drop (the placement is held).
+  if (r->is_present(chunk) && !RegionState::bit(r->dropping_bits, chunk)) {
     // Placed after this fault was queued (the thread was woken with it), or
     // placed and then zapped with its REMOVE still unread. Either way a wake
     // is right: the thread retries and faults again if the page is gone.
@@ -117,6 +119,7 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
       count(r, &Stats::readahead_hits, 1);
     if (op->kind == ReadOp::Kind::kPrefetch || op->kind == ReadOp::Kind::kDrain) count(r, &Stats::prefetch_hits, 1);
   } else {
+    if (r->policy && r->policy->was_evicted(chunk)) count(r, &Stats::refaults, 1);
     ReadOp* op = new_op(r, chunk, ReadOp::Kind::kDemand);
     op->waiters.push_back(now);
     demand_.push_back(op);
@@ -141,7 +144,11 @@ void Engine::on_remove(uintptr_t start, uintptr_t end, bool unmapped) {
     // MADV_DONTNEED drops pages: they load again on the next touch. After an
     // munmap nothing is left to serve: mark the chunks present so read-ahead
     // and prefetch skip them.
-    for (uint64_t c = first; c <= last; ++c) r->set_present(c, unmapped);
+    for (uint64_t c = first; c <= last; ++c) {
+      r->set_present(c, unmapped);
+      // The evictor's own drops are accounted when it reports them.
+      if (RegionState::bit(r->resident_bits, c) && !RegionState::bit(r->dropping_bits, c)) note_gone(r, c);
+    }
     a = stop;
   }
 }
@@ -268,6 +275,9 @@ bool Engine::start(ReadOp* op) {
     if (!op->staging) return false;
   }
   if (op->got % r->backend->alignment() != 0) op->got = 0;  // O_DIRECT: restart aligned
+  // A write-back chunk being dropped is written back first: bytes read
+  // before that finishes may be old ones (see install()).
+  op->stale = r->writeback && RegionState::bit(r->dropping_bits, op->chunk);
   ReadRequest req;
   req.offset = r->options.offset + op->offset + op->got;
   req.length = op->want - op->got;
@@ -421,6 +431,19 @@ static void keep_in_staging(ReadOp* op) {
 
 void Engine::install(ReadOp* op, bool wake_now) {
   RegionState* r = op->region;
+  if (op->stale && op->placed == 0) {
+    if (RegionState::bit(r->dropping_bits, op->chunk)) {  // wait for the drop to be reported
+      held_.push_back(op);
+      return;
+    }
+    op->stale = false;  // read again: now the backend has what was written back
+    op->got = 0;
+    op->source = nullptr;
+    op->zero = op->valid == 0;
+    demand_.push_front(op);
+    room_ = true;  // let the loop try it even if the last dispatch found no room
+    return;
+  }
   if (!op->zero && op->placed == 0) {
     if (op->valid < op->length) {  // the tail past the data is zero
       keep_in_staging(op);
@@ -428,11 +451,24 @@ void Engine::install(ReadOp* op, bool wake_now) {
     }
     op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
   }
+  if (r->policy && !op->reserved && hold_for_budget(op)) {
+    // Until the drops in flight finish: this chunk's own (placing it now
+    // would race with its zap), or the ones that make room for it.
+    keep_in_staging(op);
+    held_.push_back(op);
+    return;
+  }
   bool wake = wake_now && !op->waiters.empty();
   uintptr_t dst = r->base() + op->offset;
   const std::byte* src = op->zero ? nullptr : (op->source ? op->source : op->staging) + op->placed;
-  PlaceResult res = uffd_place(uffd(), op->zero ? Place::kZero : Place::kCopy, dst + op->placed, src,
-                               op->length - op->placed, wake);
+  Place how = op->zero ? Place::kZero : Place::kCopy;
+  if (r->dirty) {
+    // Tracked regions get every page write-protected, so the first write
+    // shows in the dirty log; ZEROPAGE cannot do that, a copy of zeros can.
+    how = Place::kCopy;
+    if (op->zero) src = r->dirty->zeros();
+  }
+  PlaceResult res = uffd_place(uffd(), how, dst + op->placed, src, op->length - op->placed, wake, r->dirty != nullptr);
   op->placed += static_cast<uint32_t>(res.done);
   if (res.error == EAGAIN || res.error == ENOMEM) {
     // Events are pending (a REMOVE or UNMAP not read yet: not a failure,
@@ -458,6 +494,8 @@ void Engine::install(ReadOp* op, bool wake_now) {
     return;
   }
   r->set_present(op->chunk, true);
+  unreserve(op);
+  note_resident(r, op->chunk);
   if (op->kind == ReadOp::Kind::kDrain) drain_batch_ = std::min(kDrainBatchMax, drain_batch_ * 2);
   uint64_t pages = op->length / kPageSize;
   count(r, &Stats::pages_installed, pages);
@@ -476,6 +514,7 @@ void Engine::fail(ReadOp* op, int err) {
   std::fprintf(stderr, "faultline: %s: cannot read %u bytes at offset %llu (%s); the pages get SIGBUS\n",
                r->backend->name().c_str(), op->want, static_cast<unsigned long long>(r->options.offset + op->offset),
                std::strerror(err));
+  if (r->dirty) r->dirty->mark_poisoned(op->offset + op->placed, op->length - op->placed);
   poison(r, r->base() + op->offset + op->placed, op->length - op->placed);
   r->set_present(op->chunk, true);
   finish(op);
@@ -508,6 +547,7 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
 
 void Engine::finish(ReadOp* op) {
   RegionState* r = op->region;
+  unreserve(op);
   if (op->staging) staging_.release(op->staging, op->length);
   drain_in_flight_ -= op->drain_bytes;
   r->ops.erase(op->chunk);

@@ -1,5 +1,8 @@
 #include "faultline/region.h"
 
+#include <algorithm>
+#include <cstdio>
+
 #include "engine.h"
 #include "faultline/error.h"
 
@@ -23,6 +26,16 @@ Region::~Region() { reset(); }
 
 void Region::reset() {
   if (!state_) return;
+  if (state_->writeback) {
+    try {
+      state_->writeback->flush(*state_);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "faultline: closing a write-back region over %s: %s; %llu bytes written since the last "
+                   "successful flush are LOST (use Region::close() to handle this)\n",
+                   state_->backend->name().c_str(), e.what(),
+                   static_cast<unsigned long long>(state_->writeback->pending_bytes()));
+    }
+  }
   // First the loop forgets the region and its reads finish; then the
   // unregister wakes any thread still waiting on it; then the unmap.
   engine_->remove_region(state_.get());
@@ -81,6 +94,31 @@ void Region::prefetch_chunks(std::span<const uint64_t> offsets) {
 void Region::drain() {
   if (!state_) throw Error("Region::drain on an empty region");
   engine_->drain(state_.get());
+}
+
+std::vector<DirtyRange> Region::take_dirty() {
+  if (!state_) throw Error("Region::take_dirty on an empty region");
+  if (!state_->dirty)
+    throw Error("Region::take_dirty: the region was mapped without RegionOptions.track_dirty");
+  if (state_->writeback)
+    throw Error("Region::take_dirty: the region is a write-back region; its dirty log belongs to flush()");
+  std::vector<DirtyRange> out;
+  for (const detail::PageRun& run : state_->dirty->take()) {
+    uint64_t offset = run.first * detail::kPageSize;
+    out.push_back({offset, std::min(run.count * detail::kPageSize, state_->length - offset)});
+  }
+  return out;
+}
+
+void Region::flush() {
+  if (!state_) throw Error("Region::flush on an empty region");
+  if (!state_->writeback) throw Error("Region::flush: the region was mapped without RegionOptions.write_back");
+  state_->writeback->flush(*state_);
+}
+
+void Region::close() {
+  if (state_ && state_->writeback) state_->writeback->flush(*state_);
+  reset();
 }
 
 StatsSnapshot Region::stats() const { return state_ ? state_->stats.snapshot() : StatsSnapshot{}; }

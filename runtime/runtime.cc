@@ -4,7 +4,9 @@
 #include <sys/mman.h>
 
 #include <bit>
+#include <cmath>
 #include <cstdlib>
+#include <string>
 
 #include "engine.h"
 #include "faultline/error.h"
@@ -19,12 +21,39 @@ std::string field(const char* name, uint64_t value) {
   return std::string("RegionOptions.") + name + " = " + std::to_string(value);
 }
 
-void validate(const Backend& backend, const RegionOptions& o) {
+}  // namespace
+
+namespace detail {
+// Shared with the Engine (RuntimeOptions.budget).
+void validate_budget(const std::string& name, const MemoryBudget& b) {
+  auto bad = [&](const char* field, double v, const char* rule) {
+    throw Error(name + "." + field + " = " + std::to_string(v) + ": " + rule);
+  };
+  if (!std::isfinite(b.high) || b.high <= 0 || b.high > 1) bad("high", b.high, "must be in (0, 1]");
+  if (!std::isfinite(b.low) || b.low <= 0 || b.low > b.high)
+    bad("low", b.low, ("must be in (0, high] (high = " + std::to_string(b.high) + ")").c_str());
+}
+}  // namespace detail
+
+namespace {
+
+void validate(const Backend& backend, const RegionOptions& o, const RuntimeOptions& ro) {
   if (o.fill_size < 4096 || o.fill_size > 2 * 1024 * 1024 || !std::has_single_bit(o.fill_size))
     throw Error(field("fill_size", o.fill_size) + ": must be a power of two from 4096 to 2097152");
   if (o.readahead && (o.readahead_max < o.fill_size || o.readahead_max > (uint64_t{1} << 30)))
     throw Error(field("readahead_max", o.readahead_max) + ": must be at least fill_size (" +
                 std::to_string(o.fill_size) + ") and at most 1 GiB");
+  if (o.eviction != EvictionPolicy::kAdaptive && o.eviction != EvictionPolicy::kFifo)
+    throw Error(field("eviction", static_cast<uint64_t>(o.eviction)) + ": not an EvictionPolicy");
+  if (o.budget.bytes) {
+    detail::validate_budget("RegionOptions.budget", o.budget);
+    if (o.budget.bytes < 4 * uint64_t{o.fill_size})
+      throw Error(field("budget.bytes", o.budget.bytes) + ": must be 0 (no budget) or at least 4 fills (4 x fill_size " +
+                  std::to_string(o.fill_size) + " = " + std::to_string(4 * uint64_t{o.fill_size}) + ")");
+  }
+  if (ro.budget.bytes && ro.budget.bytes < 4 * uint64_t{o.fill_size})
+    throw Error("RuntimeOptions.budget.bytes = " + std::to_string(ro.budget.bytes) +
+                " holds fewer than 4 fills of this region (" + field("fill_size", o.fill_size) + ")");
   uint64_t size = backend.size();
   if (size == 0) throw Error("backend " + backend.name() + " is empty: nothing to map");
   if (o.offset >= size)
@@ -35,6 +64,18 @@ void validate(const Backend& backend, const RegionOptions& o) {
                 " bytes");
   if (o.length > kMaxRegionBytes)
     throw Error(field("length", o.length) + ": larger than the 64 TiB a region may reserve");
+  if ((o.track_dirty || o.write_back) && !o.writable)
+    throw Error(std::string("RegionOptions.") + (o.write_back ? "write_back" : "track_dirty") +
+                " = true needs RegionOptions.writable = true");
+  if (o.write_back) {
+    if (!backend.writable())
+      throw Error("RegionOptions.write_back = true: backend " + backend.name() +
+                  " is read-only (a FileBackend needs FileBackendOptions.writable = true)");
+    if (o.length > size - o.offset)
+      throw Error(field("length", o.length) + " with RegionOptions.write_back: the region must lie within " +
+                  backend.name() + " (" + std::to_string(size - o.offset) + " bytes from offset " +
+                  std::to_string(o.offset) + "); bytes past its end could not be written back");
+  }
 }
 
 }  // namespace
@@ -49,10 +90,21 @@ StatsSnapshot Runtime::stats() const { return engine_->stats(); }
 
 Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& options) {
   if (!backend) throw Error("Runtime::map: the backend is null");
-  validate(*backend, options);
+  validate(*backend, options, engine_->options());
+  if ((options.track_dirty || options.write_back) && !engine_->mode().wp_async)
+    throw Error(std::string("RegionOptions.") + (options.write_back ? "write_back" : "track_dirty") +
+                ": the kernel does not offer UFFD_FEATURE_WP_ASYNC (Linux 6.7+ needed for dirty tracking)");
   auto r = std::make_shared<detail::RegionState>();
   r->options = options;
   if (options.record_touches) r->options.readahead = false;  // see RegionOptions.record_touches
+  if (options.write_back) r->options.track_dirty = true;
+  // The tightest budget over this region caps read-ahead (and read-around)
+  // at an eighth of it: a stream must not evict what it is about to read.
+  uint64_t budget = options.budget.bytes;
+  if (uint64_t rb = engine_->options().budget.bytes; rb && (!budget || rb < budget)) budget = rb;
+  if (budget)
+    r->options.readahead_max =
+        std::max<uint64_t>(options.fill_size, std::min(options.readahead_max, budget / 8) / options.fill_size * options.fill_size);
   r->length = options.length ? options.length : backend->size() - options.offset;
   r->data_end = std::min(r->length, backend->size() - options.offset);
   r->fill_shift = static_cast<uint32_t>(std::countr_zero(options.fill_size));
@@ -72,15 +124,28 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   size_t words = (r->chunks + 63) / 64;
   r->present = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
   if (!r->present) throw Error("out of memory for the region's page map");
-  r->window_chunks = std::max<uint64_t>(1, options.readahead_max >> r->fill_shift);
+  r->window_chunks = std::max<uint64_t>(1, r->options.readahead_max >> r->fill_shift);
   r->window_faults = {static_cast<uint8_t*>(std::calloc(r->chunks / r->window_chunks + 1, 1)), std::free};
   if (!r->window_faults) throw Error("out of memory for the region's read-around counters");
+  r->resident_bits = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
+  if (!r->resident_bits) throw Error("out of memory for the region's resident map");
+  if (budget) {
+    r->budget = options.budget;
+    r->dropping_bits = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
+    if (!r->dropping_bits) throw Error("out of memory for the region's eviction map");
+    r->policy = detail::make_policy(options.eviction, r->chunks, std::max<uint64_t>(4, budget >> r->fill_shift));
+  }
   if (options.record_touches) {
     r->touched_bits = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
     if (!r->touched_bits) throw Error("out of memory for the region's touch record");
   }
 
-  detail::uffd_register(engine_->uffd(), p, map_len);
+  if (r->options.track_dirty) {
+    r->dirty = std::make_unique<detail::DirtyLog>(reinterpret_cast<uintptr_t>(p), map_len);
+    if (options.write_back) r->writeback = std::make_unique<detail::WriteBack>(engine_->uffd());
+  }
+
+  detail::uffd_register(engine_->uffd(), p, map_len, r->options.track_dirty);
   try {
     engine_->add_region(r);
   } catch (...) {

@@ -66,6 +66,10 @@ StatsSnapshot Stats::snapshot() const {
   s.prefetch_hits = get(prefetch_hits);
   s.retries = get(retries);
   s.errors = get(errors);
+  s.resident_bytes = get(resident_bytes);
+  s.evicted_chunks = get(evicted_chunks);
+  s.evicted_bytes = get(evicted_bytes);
+  s.refaults = get(refaults);
   s.latency_count = latency.count();
   s.latency_p50_ns = latency.quantile_ns(0.50);
   s.latency_p90_ns = latency.quantile_ns(0.90);
@@ -81,6 +85,8 @@ std::string StatsSnapshot::to_json() const {
     << ",\"zero_pages\":" << zero_pages << ",\"readahead_chunks\":" << readahead_chunks
     << ",\"readahead_hits\":" << readahead_hits << ",\"prefetch_chunks\":" << prefetch_chunks
     << ",\"prefetch_hits\":" << prefetch_hits << ",\"retries\":" << retries << ",\"errors\":" << errors
+    << ",\"resident_bytes\":" << resident_bytes << ",\"evicted_chunks\":" << evicted_chunks
+    << ",\"evicted_bytes\":" << evicted_bytes << ",\"refaults\":" << refaults
     << ",\"latency_ns\":{\"count\":" << latency_count << ",\"p50\":" << latency_p50_ns
     << ",\"p90\":" << latency_p90_ns << ",\"p99\":" << latency_p99_ns << ",\"max\":" << latency_max_ns
     << "}}";

@@ -23,6 +23,27 @@
 #ifndef UFFD_FEATURE_POISON
 #define UFFD_FEATURE_POISON (1 << 14)
 #endif
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_FEATURE_MOVE
+#define UFFD_FEATURE_MOVE (1 << 16)
+#endif
+#ifndef _UFFDIO_MOVE
+#define _UFFDIO_MOVE (0x05)
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
+struct uffdio_move {
+  __u64 dst;
+  __u64 src;
+  __u64 len;
+  __u64 mode;
+  __s64 move;
+};
+#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#endif
 #ifndef _UFFDIO_POISON
 #define _UFFDIO_POISON (0x08)
 struct uffdio_poison {
@@ -50,7 +71,8 @@ std::string UffdMode::describe() const {
   s << (via_dev_userfaultfd ? "/dev/userfaultfd" : "userfaultfd(2)")
     << (user_mode_only ? ", user-mode faults only (kernel accesses to unfilled pages fail with EFAULT)"
                        : ", kernel and user faults")
-    << (poison ? ", UFFDIO_POISON" : ", no UFFDIO_POISON (SIGBUS by a zero-length file mapping)");
+    << (poison ? ", UFFDIO_POISON" : ", no UFFDIO_POISON (SIGBUS by a zero-length file mapping)")
+    << (wp_async ? ", WP_ASYNC (dirty tracking)" : ", no WP_ASYNC (no dirty tracking or write-back)");
   s << ", features 0x" << std::hex << features;
   return s.str();
 }
@@ -114,26 +136,59 @@ Uffd open_uffd() {
   Uffd u;
   u.fd = UniqueFd(open_with(method));
   if (!u.fd) throw_errno("cannot reopen the userfaultfd", errno);
+  // WP_ASYNC (6.7+) only changes ranges registered in WP mode (dirty
+  // tracking): there the kernel resolves write-protect faults itself and
+  // PAGEMAP_SCAN reads and re-arms the written bits.
   uint64_t wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_POISON;
-  api(u.fd.get(), wanted & offered);
+  constexpr uint64_t kAsyncWp = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
+  if ((offered & kAsyncWp) == kAsyncWp) wanted |= kAsyncWp | UFFD_FEATURE_MOVE;  // MOVE: write-back eviction
+  uint64_t enabled = api(u.fd.get(), wanted & offered);
   u.mode.via_dev_userfaultfd = method == Method::kDevice;
   u.mode.user_mode_only = method == Method::kSyscallUserOnly;
   u.mode.poison = (offered & UFFD_FEATURE_POISON) != 0;
+  u.mode.wp_async = (enabled & UFFD_FEATURE_WP_ASYNC) != 0;
+  u.mode.move = (enabled & UFFD_FEATURE_MOVE) != 0;
   u.mode.features = offered;
   return u;
 }
 
-void uffd_register(int uffd, void* addr, uint64_t len) {
+void uffd_register(int uffd, void* addr, uint64_t len, bool track_writes) {
   uffdio_register r{};
   r.range.start = reinterpret_cast<uintptr_t>(addr);
   r.range.len = len;
-  r.mode = UFFDIO_REGISTER_MODE_MISSING;
+  r.mode = UFFDIO_REGISTER_MODE_MISSING | (track_writes ? UFFDIO_REGISTER_MODE_WP : 0);
   if (ioctl(uffd, UFFDIO_REGISTER, &r) != 0) throw_errno("UFFDIO_REGISTER", errno);
 }
 
 void uffd_unregister(int uffd, void* addr, uint64_t len) {
   uffdio_range r{reinterpret_cast<uintptr_t>(addr), len};
   ioctl(uffd, UFFDIO_UNREGISTER, &r);
+}
+
+int uffd_move(int uffd, uintptr_t dst, uintptr_t src, uint64_t len) {
+  uint64_t done = 0;
+  int eagain_budget = 1000;
+  while (done < len) {
+    uffdio_move m{};
+    m.dst = dst + done;
+    m.src = src + done;
+    m.len = len - done;
+    m.mode = UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES;
+    int rc = ioctl(uffd, UFFDIO_MOVE, &m);
+    if (rc == 0) return 0;
+    int err = errno;
+    if (m.move > 0) {
+      done += static_cast<uint64_t>(m.move);
+      continue;
+    }
+    // EAGAIN: a page changed under the move, or events are pending.
+    if ((err == EAGAIN || err == EINTR) && --eagain_budget > 0) {
+      usleep(50);
+      continue;
+    }
+    return m.move < 0 ? static_cast<int>(-m.move) : err;
+  }
+  return 0;
 }
 
 void uffd_wake(int uffd, uintptr_t addr, uint64_t len) {
@@ -145,7 +200,7 @@ namespace {
 
 // One ioctl; returns bytes done (>= 0) or -errno, following the kernel's
 // convention: the result field holds progress or a negative errno.
-int64_t place_once(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake) {
+int64_t place_once(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake, bool wp) {
   int rc;
   int64_t progress;
   switch (how) {
@@ -154,7 +209,7 @@ int64_t place_once(int uffd, Place how, uintptr_t dst, const void* src, uint64_t
       c.dst = dst;
       c.src = reinterpret_cast<uintptr_t>(src);
       c.len = len;
-      c.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE;
+      c.mode = (wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE) | (wp ? UFFDIO_COPY_MODE_WP : 0);
       rc = ioctl(uffd, UFFDIO_COPY, &c);
       progress = c.copy;
       break;
@@ -184,12 +239,13 @@ int64_t place_once(int uffd, Place how, uintptr_t dst, const void* src, uint64_t
 
 }  // namespace
 
-PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake) {
+PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake,
+                       bool write_protect) {
   PlaceResult r;
   int eintr_budget = 16;
   while (r.done < len) {
     const char* s = how == Place::kCopy ? static_cast<const char*>(src) + r.done : nullptr;
-    int64_t got = place_once(uffd, how, dst + r.done, s, len - r.done, wake);
+    int64_t got = place_once(uffd, how, dst + r.done, s, len - r.done, wake, write_protect);
     if (got > 0) {
       r.done += static_cast<uint64_t>(got);
       continue;

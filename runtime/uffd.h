@@ -22,8 +22,9 @@ struct Uffd {
 // Throws Error explaining why userfaultfd is unavailable.
 Uffd open_uffd();
 
-// Registers [addr, addr + len) in MISSING mode. Throws Error.
-void uffd_register(int uffd, void* addr, uint64_t len);
+// Registers [addr, addr + len) in MISSING mode, and in WP mode too when
+// `track_writes` (dirty tracking: needs UffdMode::wp_async). Throws Error.
+void uffd_register(int uffd, void* addr, uint64_t len, bool track_writes = false);
 // Unregisters; wakes every thread waiting on the range. Errors are ignored:
 // the range may already be partly unmapped by the application.
 void uffd_unregister(int uffd, void* addr, uint64_t len);
@@ -41,7 +42,18 @@ enum class Place { kCopy, kZero, kPoison };
 
 // Places pages over [dst, dst + len), skipping pages that already exist and
 // continuing after partial progress. `src` is used for kCopy only.
-PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake);
+// `write_protect` (kCopy only) installs the pages write-protected
+// (UFFDIO_COPY_MODE_WP), so that the application's first write to them is
+// seen by dirty tracking.
+PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake,
+                       bool write_protect = false);
+
+// UFFDIO_MOVE of [src, src + len) to dst (both in ranges registered with
+// this uffd; holes in src are skipped): atomic per page under the page-table
+// lock, so a concurrent writer's store is either moved or faults afterwards.
+// Returns 0 or an errno (after partial progress too: the caller checks which
+// pages moved).
+int uffd_move(int uffd, uintptr_t dst, uintptr_t src, uint64_t len);
 
 // Wakes threads waiting on [addr, addr + len). Errors are ignored.
 void uffd_wake(int uffd, uintptr_t addr, uint64_t len);

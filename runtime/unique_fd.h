@@ -48,7 +48,13 @@ class Mapping {
   ~Mapping() { reset(); }
   std::byte* data() const { return static_cast<std::byte*>(addr_); }
   size_t size() const { return len_; }
+  explicit operator bool() const { return addr_ != nullptr; }
   void reset();
+  // Gives the range up without unmapping it (it stays mapped for good).
+  void* release() {
+    len_ = 0;
+    return std::exchange(addr_, nullptr);
+  }
 
  private:
   void* addr_ = nullptr;

@@ -23,11 +23,16 @@ struct FileBackendOptions {
   bool direct = false;            // O_DIRECT: bypass the page cache
   uint32_t queue_depth = 64;      // reads in flight, 1..4096
   uint32_t pread_threads = 4;     // workers for the pread engine
+  // Open read-write, for write-back regions (RegionOptions::write_back):
+  // write_data() writes through an io_uring of its own (queue_depth writes
+  // in flight; pwrite(2) where io_uring is unavailable) and sync_data() is
+  // fsync. Writes go through the page cache even with `direct`.
+  bool writable = false;
 };
 
 class FileBackend final : public Backend {
  public:
-  // Opens `path` read-only. Throws Error naming the path if it is missing,
+  // Opens `path` (read-only unless options.writable). Throws Error naming the path if it is missing,
   // unreadable, not a regular file or empty, or if an option is invalid.
   explicit FileBackend(const std::string& path, const FileBackendOptions& options = {});
   ~FileBackend() override;
@@ -40,6 +45,10 @@ class FileBackend final : public Backend {
   void submit(std::span<const ReadRequest> reads) override;
   size_t reap(std::span<ReadCompletion> out) override;
   void attach_staging(std::span<std::byte> staging) override;
+  bool writable() const override;
+  WriteResult write_data(std::span<const WriteRequest> writes) override;
+  int sync_data() override;
+  int64_t read_data(uint64_t offset, std::span<std::byte> out) override;
 
   // "io_uring" or "pread".
   std::string engine() const;

@@ -31,8 +31,31 @@
 //  - A read error or a short read is reported as is; the runtime retries
 //    short and EAGAIN/EINTR reads a few times, then poisons the pages so the
 //    faulting access gets SIGBUS.
+//
+// The write path (optional; used by write-back regions, RegionOptions::
+// write_back). A backend that can store bytes overrides writable(),
+// write_data(), sync_data() and read_data() (named so as not to hide ::write and ::sync
+// in a backend's own code); the defaults say "read-only", so a read-only
+// backend needs nothing. Contract:
+//  - write_data() and sync_data() are called from application threads
+//    (Region::flush, Region::close) and from the runtime's eviction, never
+//    from the fault loop. Two regions over one backend may call them at the
+//    same time: a backend serializes them itself if it must. They may block
+//    (they are the slow part of a flush) and run while the fault loop calls
+//    submit() and reap(), so a backend keeps its writes apart from its reads.
+//  - write_data() stores every byte of every request before it returns, or
+//    reports the first failure; requests may be carried out in any order
+//    and concurrently. A request never crosses size() (write-back regions
+//    lie within the backend). src stays valid until write_data() returns.
+//  - sync_data() returns once everything written before it is durable.
+//  - Failures are values, not exceptions: an errno (ENOSPC, EIO...), 0 for
+//    success. The runtime keeps the pages dirty and resident and writes
+//    them all again on the next flush, so a later successful write_data()
+//    plus sync_data() of the same bytes must make them durable (after an
+//    fsync error, re-writing is what makes this true on Linux).
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -64,6 +87,18 @@ struct ReadCompletion {
   const std::byte* data = nullptr;
 };
 
+// One piece of a write-back: `length` bytes from `src` to `offset`.
+struct WriteRequest {
+  uint64_t offset = 0;
+  uint32_t length = 0;
+  const std::byte* src = nullptr;
+};
+
+struct WriteResult {
+  int error = 0;        // 0, or the errno of the first failure
+  uint64_t offset = 0;  // backend offset of the request that failed
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -85,6 +120,22 @@ class Backend {
   // register it (io_uring fixed buffers); it must not write it outside reads.
   // Failure to register is not an error: plain reads work.
   virtual void attach_staging(std::span<std::byte> staging) { (void)staging; }
+
+  // The write path: see the contract above. Defaults: read-only.
+  virtual bool writable() const { return false; }
+  virtual WriteResult write_data(std::span<const WriteRequest> writes) {
+    return {EROFS, writes.empty() ? 0 : writes[0].offset};
+  }
+  virtual int sync_data() { return EROFS; }
+  // Reads back what write_data() stored: a blocking read of out.size()
+  // bytes at offset, from any thread but the fault loop's. Returns the
+  // bytes read or -errno. Before dropping a chunk of a write-back region
+  // under a memory budget, the runtime compares it with these bytes to
+  // learn which pages still need writing.
+  virtual int64_t read_data(uint64_t offset, std::span<std::byte> out) {
+    (void)offset, (void)out;
+    return -EROFS;
+  }
 };
 
 }  // namespace faultline

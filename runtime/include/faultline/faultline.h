@@ -2,6 +2,7 @@
 #pragma once
 
 #include "faultline/backend.h"
+#include "faultline/dirty_log.h"
 #include "faultline/error.h"
 #include "faultline/file_backend.h"
 #include "faultline/memory_backend.h"

@@ -7,6 +7,26 @@
 
 namespace faultline {
 
+// A cap on resident memory, for one region or for all regions of a runtime.
+// Above high * bytes the runtime evicts whole fill chunks, off the fault
+// path, until low * bytes remain; a placement that would exceed `bytes`
+// waits for those drops (see docs/memory-budget.md).
+struct MemoryBudget {
+  uint64_t bytes = 0;  // 0: no budget
+  double high = 0.95;  // fraction of bytes that starts eviction; (0, 1]
+  double low = 0.85;   // fraction of bytes eviction brings it back to; (0, high]
+};
+
+// Which resident chunk a budget evicts first.
+enum class EvictionPolicy {
+  // ARC-like: chunks placed once are kept apart from chunks that faulted
+  // again after an eviction (remembered in ghost lists), and the split
+  // between the two adapts to which ghosts fault back. Resists scans.
+  kAdaptive,
+  // First in, first out (UMap's policy): for comparison.
+  kFifo,
+};
+
 struct RegionOptions {
   // Byte offset in the backend where the region starts. Must be below the
   // backend's size and a multiple of the backend's alignment().
@@ -22,14 +42,35 @@ struct RegionOptions {
   bool readahead = true;
   uint64_t readahead_max = 4 * 1024 * 1024;
   // Writable regions keep writes in memory only (private copy-on-write
-  // semantics: the backend is never written). Read-only ones get SIGSEGV on
-  // a write, as a PROT_READ mapping does.
+  // semantics: the backend is never written) unless write_back is set.
+  // Read-only ones get SIGSEGV on a write, as a PROT_READ mapping does.
   bool writable = false;
+  // Dirty tracking (faultline/dirty_log.h): Region::take_dirty() reports the
+  // pages written since its previous call. Needs writable and
+  // UffdMode::wp_async (Linux 6.7+). Costs ~1-2 us on the first write to each
+  // page after each take_dirty().
+  bool track_dirty = false;
+  // Write-back (like a MAP_SHARED file mapping with msync): the pages the
+  // application writes go back to the backend on Region::flush(), on
+  // Region::close() and before the runtime drops them to stay within a
+  // memory budget. Needs writable, a backend whose writable() is true (a
+  // FileBackend opened with FileBackendOptions::writable), a region that
+  // lies within the backend (length <= size - offset), and
+  // UffdMode::wp_async. Implies track_dirty; take_dirty() is then reserved
+  // for the runtime.
+  bool write_back = false;
   // Record which chunks the application touches, in first-touch order, for
   // Region::touched_chunks() (a working set to prefetch on the next run).
   // Read-ahead is turned off for such a region: it would load chunks
   // without a fault and hide them from the record.
   bool record_touches = false;
+  // Resident memory of this region. bytes must be 0 or at least 4 fills.
+  // Writable (private) regions never drop a chunk: what was written exists
+  // nowhere else, so their budget is a target they may exceed.
+  // Read-ahead is capped at a budget's bytes / 8 (this one's or the runtime's,
+  // the smaller), so a stream cannot evict the chunks it is about to read.
+  MemoryBudget budget;
+  EvictionPolicy eviction = EvictionPolicy::kAdaptive;
 };
 
 struct RuntimeOptions {
@@ -43,6 +84,15 @@ struct RuntimeOptions {
   // (6.6+). Otherwise, or when this is false, the runtime maps an empty file
   // over them, which gives the same SIGBUS. false exists to test that path.
   bool use_uffdio_poison = true;
+  // Evicted chunks leave with UFFDIO_MOVE where the kernel has it (6.8+),
+  // which raises no event; otherwise, or when this is false, with
+  // MADV_DONTNEED, whose REMOVE event costs a round trip with the fault
+  // thread per chunk. false exists to test that path.
+  bool evict_with_move = true;
+  // Resident memory of all regions together (staging not included).
+  // bytes must be 0 or at least 64 KiB, and at least 4 fills of every
+  // region mapped. Each region evicts with its own RegionOptions::eviction.
+  MemoryBudget budget;
 };
 
 }  // namespace faultline

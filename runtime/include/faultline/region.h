@@ -12,6 +12,7 @@
 #include <span>
 #include <vector>
 
+#include "faultline/dirty_log.h"
 #include "faultline/options.h"
 #include "faultline/stats.h"
 
@@ -57,7 +58,33 @@ class Region {
 
   StatsSnapshot stats() const;
 
+  // Dirty tracking (RegionOptions::track_dirty; faultline/dirty_log.h).
+  // The pages written since the previous call, or since map(), in order;
+  // the next call reports only what is written after this one started.
+  // Throws Error if the region does not track writes, or is a write-back
+  // region (whose log the runtime consumes itself).
+  std::vector<DirtyRange> take_dirty();
+
+  // Write-back regions (RegionOptions::write_back), like msync(MS_SYNC):
+  // returns once every page written before the call is in the backend and
+  // the backend is synced. Writes racing with it are kept: a page written
+  // during its own write-back is written again by the next flush. Throws
+  // Error (with the errno, e.g. ENOSPC or EIO) if a write or the sync
+  // fails; then nothing is lost: the data stays in memory, resident, and
+  // the next flush() or close() writes it again. Safe to call from several
+  // threads. Throws Error on a region without write_back.
+  void flush();
+
+  // Closes the region: for a write-back region, flush() first. If that
+  // throws, the region stays open and intact (free space, then close again).
+  // Other regions: same as reset().
+  void close();
+
   // Unmaps now (what the destructor does). The region is empty afterwards.
+  // A write-back region is flushed first; if that fails, the error is
+  // printed to stderr with the number of bytes lost, and the region is
+  // unmapped anyway (a destructor cannot report it otherwise): call close()
+  // to handle write-back errors.
   void reset();
 
  private:

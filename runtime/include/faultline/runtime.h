@@ -32,6 +32,12 @@ struct UffdMode {
   // EFAULT instead of waiting for the page. Happens without privilege.
   bool user_mode_only = false;
   bool poison = false;  // UFFDIO_POISON available (SIGBUS for unservable pages)
+  // UFFD_FEATURE_WP_ASYNC enabled (6.7+): dirty tracking and write-back
+  // regions (RegionOptions::track_dirty, write_back) are possible.
+  bool wp_async = false;
+  // UFFD_FEATURE_MOVE enabled (6.8+): write-back regions can be evicted
+  // under a memory budget (pages are taken out atomically, then written).
+  bool move = false;
   uint64_t features = 0;  // UFFDIO_API features the kernel offers
 
   std::string describe() const;

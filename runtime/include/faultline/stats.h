@@ -50,6 +50,10 @@ struct StatsSnapshot {
   uint64_t prefetch_hits = 0;     // faults that found their chunk already on its way by prefetch
   uint64_t retries = 0;           // backend reads retried (short, EAGAIN, EINTR)
   uint64_t errors = 0;            // chunks poisoned because the backend could not serve them
+  uint64_t resident_bytes = 0;    // placed and not yet dropped (a gauge, not a counter)
+  uint64_t evicted_chunks = 0;    // chunks dropped to keep a memory budget
+  uint64_t evicted_bytes = 0;
+  uint64_t refaults = 0;          // demand faults on chunks evicted earlier
   uint64_t latency_count = 0;     // fault service times recorded (message read to wake)
   uint64_t latency_p50_ns = 0;
   uint64_t latency_p90_ns = 0;
@@ -72,6 +76,10 @@ class Stats {
   std::atomic<uint64_t> prefetch_hits{0};
   std::atomic<uint64_t> retries{0};
   std::atomic<uint64_t> errors{0};
+  std::atomic<uint64_t> resident_bytes{0};
+  std::atomic<uint64_t> evicted_chunks{0};
+  std::atomic<uint64_t> evicted_bytes{0};
+  std::atomic<uint64_t> refaults{0};
   LatencyHistogram latency;
 
   StatsSnapshot snapshot() const;

@@ -1,0 +1,66 @@
+// WriteBack: the write-back state of one write-back region
+// (RegionOptions::write_back): the pages collected from the dirty log but
+// not yet durable, and the procedure that makes them durable.
+//
+// Every pass first takes the dirty log (get-and-clear, dirty_log.h) and
+// only then copies pages out of the region: a page written while its copy
+// is being written back lifts the fresh write-protection and is caught by
+// the next pass. Pages stay in `pending_` until the backend has written them
+// and sync() has succeeded; after any failure they are written again next
+// time, and the region keeps them resident meanwhile.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "dirty_log.h"
+#include "faultline/backend.h"
+
+namespace faultline::detail {
+
+struct RegionState;
+
+class WriteBack {
+ public:
+  // `uffd` is the runtime's userfaultfd (for eviction, see drop_chunk()).
+  explicit WriteBack(int uffd) : uffd_(uffd) {}
+  ~WriteBack();
+  WriteBack(const WriteBack&) = delete;
+  WriteBack& operator=(const WriteBack&) = delete;
+
+  // Writes back every page written before the call and syncs the backend
+  // (msync MS_SYNC). Throws Error naming the backend, the offset and the
+  // errno if a write or the sync fails; nothing is forgotten then.
+  void flush(RegionState& r);
+
+  // Bytes collected but not yet durable (after a failed flush).
+  uint64_t pending_bytes() const;
+
+  // Eviction under a memory budget (the evictor thread): drops the chunk at
+  // [addr, addr + length) without losing a write. Its pages are taken out of
+  // the region atomically (UFFDIO_MOVE into scratch memory: a racing store
+  // either moved with its page or faults and waits), compared with the
+  // backend's bytes (read_data), and the pages that differ are written.
+  // Returns false, with every page back in place, if a move or a write
+  // failed: the chunk stays resident and its data is flushed later.
+  bool drop_chunk(RegionState& r, uintptr_t addr, uint64_t length);
+
+ private:
+  // Writes pending_ to the backend; returns the failure, if any.
+  WriteResult write_pending(RegionState& r);
+
+  bool move_back(uintptr_t addr, uint64_t length);
+
+  const int uffd_;
+  mutable std::mutex mu_;  // one pass (flush or drop) at a time; guards the rest
+  std::vector<PageRun> pending_;
+  bool unsynced_ = false;  // drops wrote pages that no sync has covered yet
+  Mapping scratch_;        // registered with the uffd: UFFDIO_MOVE's destination
+  std::vector<std::byte> compare_;
+  std::unique_ptr<std::byte[], void (*)(void*)> buffer_{nullptr, nullptr};
+};
+
+}  // namespace faultline::detail
