@@ -203,7 +203,10 @@ ZstdSetup prepare_zstd(Context& ctx, bool dataset_snapshot, bool vm, const Plan*
   }
   if (vm) {
     setup.have_vm = true;
-    const std::string stem = ctx.dir + "/vm-image-v1-" + std::to_string(ctx.size);
+    // "dict": made by a writer that may store a dictionary (flags bit 0);
+    // snapshots from before that are not reused, the size target needs a
+    // current one.
+    const std::string stem = ctx.dir + "/vm-image-v1-" + std::to_string(ctx.size) + "-dict";
     ctx.vm_snap_path = stem + ".flsnap";
     ctx.vm_ws_path = ctx.vm_snap_path + ".ws";
     const std::string zstd3_path = stem + ".zstd3-size";
