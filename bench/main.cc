@@ -1289,6 +1289,7 @@ int bench_main(int argc, char** argv) {
       remote_error = "page server process reported " + std::to_string(remote_server.endpoints.size()) + " endpoints";
     }
   }
+  // zstd snapshots: after the page server's fork (prepare_zstd starts threads).
   b.ctx.zstd_workers = o.zstd_workers ? o.zstd_workers : std::max(1u, std::thread::hardware_concurrency());
   {
     bool zstd_dataset = false, zstd_vm = false;
@@ -1302,6 +1303,7 @@ int bench_main(int argc, char** argv) {
         b.zstd = prepare_zstd(b.ctx, zstd_dataset, zstd_vm, &restore_plan);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "faultline-bench: zstd snapshots: %s\n", e.what());
+        if (any_remote) stop_remote_server(remote_server);
         return 1;
       }
     }

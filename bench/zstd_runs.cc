@@ -142,8 +142,13 @@ void eager_restore(const Context& ctx, const Plan& plan, RunResult& r) {
       if (!failed.exchange(true)) error = e.what();
     }
   };
+  // With --pin, the helper threads start under the service placement and
+  // this thread works under the application's: split uses both CPUs, as
+  // unpinned does; same keeps everything on CPU 0, as for the lazy configs.
   std::vector<std::thread> pool;
+  pin_service();
   for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
+  pin_app();
   work();
   for (auto& th : pool) th.join();
   if (failed) throw faultline::Error(error);
@@ -198,7 +203,10 @@ ZstdSetup prepare_zstd(Context& ctx, bool dataset_snapshot, bool vm, const Plan*
   }
   if (vm) {
     setup.have_vm = true;
-    const std::string stem = ctx.dir + "/vm-image-v1-" + std::to_string(ctx.size);
+    // "dict": made by a writer that may store a dictionary (flags bit 0);
+    // snapshots from before that are not reused, the size target needs a
+    // current one.
+    const std::string stem = ctx.dir + "/vm-image-v1-" + std::to_string(ctx.size) + "-dict";
     ctx.vm_snap_path = stem + ".flsnap";
     ctx.vm_ws_path = ctx.vm_snap_path + ".ws";
     const std::string zstd3_path = stem + ".zstd3-size";
@@ -268,7 +276,6 @@ RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan) {
   RunResult r;
   try {
     if (cfg == ZstdConfig::kEager) {
-      pin_app();
       eager_restore(ctx, plan, r);
       return r;
     }
@@ -286,16 +293,18 @@ RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan) {
     }
     WorkOutput out;
     prepare_output(*run_plan, out);
-    pin_service();
-    faultline::Runtime rt;
-    pin_app();
+    // The decompression workers serve faults like the runtime's thread:
+    // they start while the service placement (--pin) is in force.
     // Restores time the opening of the snapshot (reading and checking the
     // index, starting the workers): part of any restore. faultline-zstd
-    // does not, like faultline-file does not time opening its file.
+    // does not, as faultline-file does not time opening its file.
     std::shared_ptr<faultline::ZstdSnapshotBackend> backend;
+    pin_service();
+    faultline::Runtime rt;
     if (!restore) backend = open_backend(ctx, path);
     const uint64_t t0 = now_ns();
     if (restore) backend = open_backend(ctx, path);
+    pin_app();
     faultline::Region region = rt.map(backend, ro);
     if (cfg == ZstdConfig::kLazyWs) {
       const faultline::WorkingSet ws = faultline::load_working_set(ctx.vm_ws_path);

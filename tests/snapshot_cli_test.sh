@@ -80,6 +80,19 @@ if run 0 "$fl" snapshot verify "$snap" --threads 2; then
   expect_in "verify stdout" "$out" "ok: 77 chunks"
 fi
 
+# Without a dictionary: no flag, no dictionary bytes, still verifies.
+if run 0 "$fl" snapshot create "$input" "$tmp/nodict.flsnap" --dictionary 0; then
+  if run 0 "$fl" snapshot inspect "$tmp/nodict.flsnap"; then
+    expect_in "inspect (--dictionary 0)" "$out" "dictionary bytes:  0"
+    expect_in "inspect (--dictionary 0)" "$out" "flags:             0x0"
+  fi
+  run 0 "$fl" snapshot verify "$tmp/nodict.flsnap" || true
+fi
+rm -f "$tmp/nodict.flsnap"
+if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" --dictionary 2M; then
+  expect_in "create stderr (bad dictionary)" "$err" "--dictionary"
+fi
+
 # Other chunk sizes and levels round-trip through verify too.
 for cs in 4K 1M 4M; do
   if run 0 "$fl" snapshot create "$input" "$tmp/cs.flsnap" --chunk-size=$cs --level=1; then

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -46,6 +47,7 @@ constexpr const char* kSnapshotUsage =
 
 constexpr const char* kCreateUsage =
     "usage: faultline snapshot create INPUT OUTPUT [--chunk-size SIZE] [--level N] [--threads N]\n"
+    "                                 [--dictionary SIZE]\n"
     "\n"
     "Writes a snapshot of the file INPUT to OUTPUT. OUTPUT appears only when it\n"
     "is complete (it is written to a temporary file, synced, then renamed), so\n"
@@ -58,6 +60,10 @@ constexpr const char* kCreateUsage =
     "  --level N          zstd compression level, 1 to 22 (default 3; above 19\n"
     "                     is slow and needs much memory)\n"
     "  --threads N        compression threads (default 0: one per CPU)\n"
+    "  --dictionary SIZE  largest zstd dictionary to train on a sample of the\n"
+    "                     chunks and store in the snapshot, up to 1M (default\n"
+    "                     64K; 0: none). Kept only where a held-out sample says\n"
+    "                     it saves more than it costs.\n"
     "  -h, --help         this text\n"
     "\n"
     "exit status: 0 written, 1 failed (the message names the file), 2 bad arguments\n";
@@ -223,6 +229,11 @@ int create(int argc, char** argv) {
       if (!parse_uint(value, n) || n > 1024)
         return usage_error("create", "--threads: '" + value + "' is not a number from 0 to 1024", "create");
       options.threads = static_cast<unsigned>(n);
+    } else if (option_value(argc, argv, i, "--dictionary", value, missing)) {
+      if (missing) return usage_error("create", "--dictionary needs a value", "create");
+      if (!parse_uint(value, n) || n > (1u << 20))
+        return usage_error("create", "--dictionary: '" + value + "' is not a size from 0 to 1M", "create");
+      options.dictionary_bytes = static_cast<uint32_t>(n);
     } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
       return usage_error("create", std::string("unknown option '") + argv[i] + "'", "create");
     } else {
@@ -290,7 +301,8 @@ int inspect(int argc, char** argv) {
     std::printf("file:              %s\n", path.c_str());
     std::printf("format version:    %" PRIu32 "\n", i.version);
     std::printf("chunk size:        %" PRIu32 " (%s)\n", i.chunk_size, human_bytes(i.chunk_size).c_str());
-    std::printf("flags:             0x%" PRIx32 "\n", i.flags);
+    std::printf("flags:             0x%" PRIx32 "%s\n", i.flags, (i.flags & 1) ? " (dictionary)" : "");
+    std::printf("dictionary bytes:  %" PRIu32 "\n", i.dictionary_bytes);
     std::printf("uncompressed size: %" PRIu64 " (%s)\n", i.size, human_bytes(i.size).c_str());
     std::printf("chunks:            %" PRIu64 "\n", i.chunk_count);
     std::printf("zero chunks:       %" PRIu64 " (%.1f%%)\n", i.zero_chunks,
