@@ -667,7 +667,9 @@ int FileBackend::Impl::sync_data() {
   if (write_ring_.live) {
     io_uring_sqe* sqe = io_uring_get_sqe(&write_ring_.ring);
     if (sqe != nullptr) {
-      io_uring_prep_fsync(sqe, write_file_.get(), 0);
+      // Data and what is needed to read it back (fdatasync), as msync
+      // MS_SYNC does: the file's size never changes, only its timestamps.
+      io_uring_prep_fsync(sqe, write_file_.get(), IORING_FSYNC_DATASYNC);
       int r;
       do r = io_uring_submit_and_wait(&write_ring_.ring, 1);
       while (r == -EINTR);
@@ -679,7 +681,7 @@ int FileBackend::Impl::sync_data() {
       }
     }
   }
-  return ::fsync(write_file_.get()) == 0 ? 0 : errno;
+  return ::fdatasync(write_file_.get()) == 0 ? 0 : errno;
 }
 
 FileBackend::FileBackend(const std::string& path, const FileBackendOptions& options)

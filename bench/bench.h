@@ -52,7 +52,7 @@ struct Rng {
 
 // ---------------------------------------------------------------------------
 // Workloads.
-enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kBudgetZipf, kBudgetRand };
+enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kBudgetZipf, kBudgetRand, kWriteFlush };
 const char* workload_name(Workload w);
 
 struct Plan {
@@ -262,6 +262,14 @@ struct ReserveResult {
   bool zeros_ok = true;       // a page past the backend's end reads as zero
 };
 ReserveResult reserve_faultline(FlConfig cfg, uint64_t length, const std::string& sparse_path);
+
+// ---------------------------------------------------------------------------
+// write-flush runs (writeback_runs.cc): random 4 KiB writes to plan.pages of
+// a scratch copy of the dataset, then faultline's Region::flush() (a
+// write-back region) or msync(MS_SYNC) of a MAP_SHARED mapping; every page
+// written is checked with pread afterwards. `seed` varies the bytes per run.
+// faultline's region uses 4 KiB fills and no read-ahead (sparse writes).
+RunResult run_write_flush(const Context& ctx, bool faultline_config, const Plan& plan, uint64_t seed);
 ReserveResult reserve_mmap(const std::string& sparse_path, uint64_t length);
 
 }  // namespace fbench

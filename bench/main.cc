@@ -66,7 +66,9 @@ const std::vector<ConfigDef>& all_configs() {
                  "mmap + MADV_WILLNEED on the whole file (timed)"});
     d.push_back({"mmap-populate", Kind::kMmap, MmapConfig::kPopulate, {}, 0, true, kAccessWorkloads,
                  "mmap with MAP_POPULATE (timed)"});
-    d.push_back({"faultline-file", Kind::kFaultline, {}, FlConfig::kFile, 0, true, w_res,
+    auto w_file = w_res;
+    w_file.push_back(Workload::kWriteFlush);  // as a write-back region (writeback_runs.cc)
+    d.push_back({"faultline-file", Kind::kFaultline, {}, FlConfig::kFile, 0, true, w_file,
                  "FileBackend (io_uring, buffered), default RegionOptions"});
     d.push_back({"faultline-memory", Kind::kFaultline, {}, FlConfig::kMemory, 0, false, w_res,
                  "MemoryBackend over an in-memory copy, default RegionOptions"});
@@ -85,6 +87,8 @@ const std::vector<ConfigDef>& all_configs() {
                  "same, fill_size 4096, readahead off (one 4 KiB request per fault; rand, mt-rand only)"});
     d.push_back({"faultline-remote-unix", Kind::kFaultline, {}, FlConfig::kRemoteUnix, 0, false, kAccessWorkloads,
                  "RemoteBackend over a Unix socket to the same server process (extra)", true});
+    d.push_back({"mmap-msync", Kind::kMmap, MmapConfig::kNormal, {}, 0, false, {Workload::kWriteFlush},
+                 "mmap(PROT_READ|PROT_WRITE, MAP_SHARED) + msync(MS_SYNC) (write-flush only)"});
     d.push_back({"uffd-textbook", Kind::kTextbook, {}, {}, 0, false, kAccessWorkloads,
                  "bench's own 1-thread poll/read/COPY 4 KiB handler"});
     d.push_back({"uffdio-copy-bulk", Kind::kBulk, {}, {}, 2 * kMiB, false, {Workload::kCopy},
@@ -114,9 +118,9 @@ const ConfigDef* find_config(const std::string& name) {
   return nullptr;
 }
 
-const std::vector<Workload> kAllWorkloads = {Workload::kSeq,    Workload::kRand,    Workload::kZipf,
-                                             Workload::kMtRand, Workload::kCopy,    Workload::kReserve,
-                                             Workload::kBudgetZipf, Workload::kBudgetRand};
+const std::vector<Workload> kAllWorkloads = {Workload::kSeq,        Workload::kRand,        Workload::kZipf,
+                                             Workload::kMtRand,     Workload::kCopy,        Workload::kReserve,
+                                             Workload::kBudgetZipf, Workload::kBudgetRand,  Workload::kWriteFlush};
 
 // Runs through the page cache of another process: no runtime, no RSS check.
 bool is_cgroup_child(const ConfigDef& c) { return c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup; }
@@ -164,9 +168,9 @@ options:
                      budget cases run in the first repeat only, over the
                      first quarter of the dataset
   --workloads LIST   comma-separated subset of: seq,rand,zipf,mt-rand,copy,reserve,
-                     budget-zipf,budget-rand
+                     budget-zipf,budget-rand,write-flush
   --configs LIST     comma-separated subset of: mmap,mmap-seq,mmap-rand,
-                     mmap-willneed,mmap-populate,faultline-file,faultline-memory,
+                     mmap-willneed,mmap-populate,mmap-msync,faultline-file,faultline-memory,
                      faultline-memory-4k,faultline-remote,faultline-remote-4k,
                      uffd-textbook,uffdio-copy-bulk,uffdio-copy-bulk-64k,
                      faultline-file-budget,faultline-file-budget-fifo,mmap-cgroup;
@@ -202,6 +206,10 @@ sum is checked against the generator):
            (faultline-file-budget*, mmap-cgroup; cold only)
   budget-rand  same budget; uniform with repetition, pages / 4 untimed,
            then pages / 2 timed
+  write-flush  faultline-file (a write-back region, Region::flush) and
+           mmap-msync (MAP_SHARED, msync MS_SYNC): 4 KiB written to each of
+           10% of the pages of a scratch copy of the dataset, uniform, random
+           order, then made durable; warm page cache; every page checked
 )";
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -314,7 +322,7 @@ Options parse_args(int argc, char** argv) {
           }
         if (!found)
           usage_error("--workloads: unknown workload '" + n +
-                      "' (seq, rand, zipf, mt-rand, copy, reserve, budget-zipf, budget-rand)");
+                      "' (seq, rand, zipf, mt-rand, copy, reserve, budget-zipf, budget-rand, write-flush)");
       }
       if (o.workloads.empty()) usage_error("--workloads: empty list");
     } else if (a == "--configs") {
@@ -647,6 +655,7 @@ struct Bench {
   std::vector<Reserve> reserves;
   double total_s = 0;
   double load_start = -1, load_end = -1;
+  uint64_t write_runs = 0;  // write-flush: every run writes different bytes
 };
 
 RunResult execute(Bench& b, const Case& k, const Plan& plan) {
@@ -664,7 +673,9 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
   const uint64_t rss0 = read_mem_status().rss_kb;
   const Faults f0 = read_faults();
   RunResult r;
-  switch (c.kind) {
+  if (plan.workload == Workload::kWriteFlush) {
+    r = run_write_flush(b.ctx, c.kind == Kind::kFaultline, plan, b.o.seed * 131 + b.aggs.size() + ++b.write_runs);
+  } else switch (c.kind) {
     case Kind::kMmap: r = run_mmap(b.ctx, c.mm, plan); break;
     case Kind::kFaultline: r = run_faultline(b.ctx, c.fl, plan); break;
     case Kind::kTextbook: r = run_uffd_textbook(b.ctx, plan); break;
@@ -895,6 +906,9 @@ std::vector<Target> compute_targets(const Bench& b) {
     tg.detail = std::to_string(n) + " runs, " + std::to_string(bad) + " over; " + detail;
     t.push_back(tg);
   }
+  ratio("write-flush: faultline-file (write-back region, flush) >= 0.8 x mmap-msync",
+        find_agg(b, Workload::kWriteFlush, "faultline-file", false), find_agg(b, Workload::kWriteFlush, "mmap-msync", false),
+        0.80, true, false, true);
   for (const auto& r : b.reserves) {
     if (r.config == std::string("mmap")) continue;
     Target tg;
@@ -1129,7 +1143,7 @@ int bench_main(int argc, char** argv) {
     if (w == Workload::kReserve) continue;
     for (const ConfigDef* c : o.configs) {
       if (!supports(*c, w)) continue;
-      if (c->file_cache) {
+      if (c->file_cache && w != Workload::kWriteFlush) {  // write-flush runs warm only (its own scratch file)
         if (o.cold) cases.push_back({w, c, true});
         if (o.warm && !c->cold_only) cases.push_back({w, c, false});
       } else if (o.warm) {

@@ -21,6 +21,7 @@ const char* workload_name(Workload w) {
     case Workload::kReserve: return "reserve";
     case Workload::kBudgetZipf: return "budget-zipf";
     case Workload::kBudgetRand: return "budget-rand";
+    case Workload::kWriteFlush: return "write-flush";
   }
   return "?";
 }
@@ -65,6 +66,9 @@ Plan make_plan(Workload w, const PlanParams& p) {
     case Workload::kRand:
       plan.pages = shuffled_prefix(p.npages, n, rng);
       plan.time_each = true;
+      break;
+    case Workload::kWriteFlush:  // fraction of the pages, each written once, in random order
+      plan.pages = shuffled_prefix(p.npages, n, rng);
       break;
     case Workload::kMtRand:
       // n distinct pages, uniformly over the file, in random order; thread t
@@ -204,6 +208,7 @@ void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutp
       return;
     }
     case Workload::kReserve:
+    case Workload::kWriteFlush:  // writes: see writeback_runs.cc
       break;
   }
   throw std::logic_error("run_workload: unsupported workload");
