@@ -52,7 +52,11 @@ struct Rng {
 
 // ---------------------------------------------------------------------------
 // Workloads.
-enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kBudgetZipf, kBudgetRand, kWriteFlush };
+// kRestore runs over the VM-like image of samples/vm_image.h (zstd
+// snapshot configurations only): every page of its hot working set, in the
+// guest's order.
+enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kRestore, kBudgetZipf, kBudgetRand,
+                      kWriteFlush };
 const char* workload_name(Workload w);
 
 struct Plan {
@@ -188,9 +192,15 @@ struct Context {
   uint64_t size = 0;                // dataset size
   const std::byte* mem = nullptr;   // in-memory copy (memory configs, floors)
   std::string dir;                  // for scratch files (sparse 1 TiB file)
-  uint64_t budget_data = 0;         // budget workloads: bytes of the dataset they use (its start)
   // faultline-remote*: the page server process's endpoints (remote_runs.cc)
   std::string remote_tcp, remote_unix;
+  uint64_t budget_data = 0;         // budget workloads: bytes of the dataset they use (its start)
+  // zstd snapshots (zstd_runs.cc, prepare_zstd()).
+  std::string snap_path;            // snapshot of the dataset file (faultline-zstd)
+  std::string vm_snap_path;         // snapshot of the VM-like image (restore workload)
+  std::string vm_ws_path;           // its recorded working set
+  uint64_t vm_seq_sum = 0;          // sum of every page's probe word of the image (zstd-full)
+  unsigned zstd_workers = 1;        // ZstdSnapshotOptions::workers of every zstd run (--zstd-workers)
 };
 
 // Thread placement (--pin). Runners call pin_service() right before they
@@ -250,6 +260,34 @@ std::string stop_remote_server(RemoteServerProcess& server);
 bool is_remote(FlConfig cfg);
 // A RemoteBackend connected to the server process (ctx.remote_tcp or ctx.remote_unix).
 std::shared_ptr<faultline::Backend> make_remote_backend(const Context& ctx, FlConfig cfg);
+// zstd snapshot runs (zstd_runs.cc).
+//   kFaultline: the dataset's snapshot served to a Region (the access workloads);
+//   restore workload over the VM-like image's snapshot:
+//   kEager: decompress every chunk into memory (a thread per CPU), then run;
+//   kLazy: map and run, demand faults only;
+//   kLazyWs: map, prefetch_chunks(the recorded working set), run;
+//   kFull: map, prefetch everything, read every page (sequential restore).
+enum class ZstdConfig { kFaultline, kEager, kLazy, kLazyWs, kFull };
+
+struct ZstdSetup {
+  std::string message;               // what was made or reused, for the header lines
+  bool have_vm = false;
+  uint64_t vm_snapshot_bytes = 0;    // file size of the VM image's snapshot
+  uint64_t vm_zstd3_bytes = 0;       // `zstd -3` of the whole image (0: not measured)
+  std::string zstd3_error;           // why not
+  uint64_t ws_chunks = 0;            // chunks in the recorded working set
+};
+// Makes (or reuses, in ctx.dir) what the selected zstd runs need: the
+// dataset's snapshot, the VM image's snapshot, its working set (recorded by
+// one untimed lazy run of the restore plan) and the `zstd -3` size of the
+// image. Throws on failure.
+ZstdSetup prepare_zstd(Context& ctx, bool dataset_snapshot, bool vm_image, const Plan* restore_plan);
+// The plan of the restore workload: every page of the hot working set
+// (fraction of the image, vm_image::hot_extents) in the guest's order. The
+// same for every repeat: a working set is only worth recording if the next
+// restore touches the same memory.
+Plan make_restore_plan(size_t npages, double fraction);
+RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan);
 
 struct ReserveResult {
   bool ok = true;

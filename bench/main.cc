@@ -36,7 +36,7 @@ constexpr uint64_t kMiB = 1ull << 20;
 
 // ---------------------------------------------------------------------------
 // Configurations.
-enum class Kind { kMmap, kFaultline, kTextbook, kBulk, kBudget };
+enum class Kind { kMmap, kFaultline, kTextbook, kBulk, kBudget, kZstd };
 
 struct ConfigDef {
   const char* name;
@@ -50,6 +50,7 @@ struct ConfigDef {
   bool extra = false;  // run only when named in --configs
   BudgetConfig budget = BudgetConfig::kAdaptive;
   bool cold_only = false;  // warm would not be a distinct case (or not a fair one)
+  ZstdConfig zc = ZstdConfig::kFaultline;  // Kind::kZstd
 };
 
 const std::vector<Workload> kAccessWorkloads = {Workload::kSeq, Workload::kRand, Workload::kZipf, Workload::kMtRand};
@@ -107,6 +108,17 @@ const std::vector<ConfigDef>& all_configs() {
     d.push_back({"mmap-cgroup", Kind::kBudget, {}, {}, 0, true, w_budget,
                  "mmap + MADV_RANDOM in a child process in a memory cgroup limited to dataset/4", false,
                  BudgetConfig::kMmapCgroup, true});
+    // zstd snapshots (zstd_runs.cc).
+    d.push_back({"faultline-zstd", Kind::kZstd, {}, {}, 0, true, kAccessWorkloads,
+                 "ZstdSnapshotBackend over a snapshot of the dataset, default RegionOptions", false, BudgetConfig::kAdaptive, false, ZstdConfig::kFaultline});
+    d.push_back({"zstd-eager", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: decompress the whole snapshot into memory (a thread per CPU), then run", false, BudgetConfig::kAdaptive, false, ZstdConfig::kEager});
+    d.push_back({"zstd-lazy", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: map the snapshot and run; demand faults only", false, BudgetConfig::kAdaptive, false, ZstdConfig::kLazy});
+    d.push_back({"zstd-lazy-ws", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: map, prefetch_chunks(recorded working set), run", false, BudgetConfig::kAdaptive, false, ZstdConfig::kLazyWs});
+    d.push_back({"zstd-full", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: map, prefetch everything, read every page (full sequential restore)", false, BudgetConfig::kAdaptive, false, ZstdConfig::kFull});
     return d;
   }();
   return defs;
@@ -118,12 +130,18 @@ const ConfigDef* find_config(const std::string& name) {
   return nullptr;
 }
 
-const std::vector<Workload> kAllWorkloads = {Workload::kSeq,        Workload::kRand,        Workload::kZipf,
-                                             Workload::kMtRand,     Workload::kCopy,        Workload::kReserve,
-                                             Workload::kBudgetZipf, Workload::kBudgetRand,  Workload::kWriteFlush};
+const std::vector<Workload> kAllWorkloads = {Workload::kSeq,        Workload::kRand,       Workload::kZipf,
+                                             Workload::kMtRand,     Workload::kCopy,       Workload::kReserve,
+                                             Workload::kRestore,    Workload::kBudgetZipf, Workload::kBudgetRand,
+                                             Workload::kWriteFlush};
 
 // Runs through the page cache of another process: no runtime, no RSS check.
 bool is_cgroup_child(const ConfigDef& c) { return c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup; }
+
+// faultline itself serves these runs (the RSS check and the runtime's
+// statistics apply); zstd-eager is counted in: its "installed" bytes are the
+// memory it decompresses into.
+bool faultline_kind(Kind k) { return k == Kind::kFaultline || k == Kind::kZstd; }
 
 bool supports(const ConfigDef& c, Workload w) {
   return std::find(c.workloads.begin(), c.workloads.end(), w) != c.workloads.end();
@@ -144,6 +162,7 @@ struct Options {
   std::string json;
   uint64_t seed = 1;
   int threads = 4;
+  unsigned zstd_workers = 0;  // 0: one per CPU
   double zipf_s = 1.0;
   double fraction = 0.10;
   int timeout = 300;
@@ -166,13 +185,15 @@ options:
   --repeat N         repetitions, interleaved round-robin (default 5; --quick: 3)
   --quick            small and fast: 128M, 3 repeats (under a minute); the
                      budget cases run in the first repeat only, over the
-                     first quarter of the dataset
+                     first quarter of the dataset; faultline-zstd runs seq
+                     and rand only
   --workloads LIST   comma-separated subset of: seq,rand,zipf,mt-rand,copy,reserve,
-                     budget-zipf,budget-rand,write-flush
+                     restore,budget-zipf,budget-rand,write-flush
   --configs LIST     comma-separated subset of: mmap,mmap-seq,mmap-rand,
                      mmap-willneed,mmap-populate,mmap-msync,faultline-file,faultline-memory,
                      faultline-memory-4k,faultline-remote,faultline-remote-4k,
                      uffd-textbook,uffdio-copy-bulk,uffdio-copy-bulk-64k,
+                     faultline-zstd,zstd-eager,zstd-lazy,zstd-lazy-ws,zstd-full,
                      faultline-file-budget,faultline-file-budget-fifo,mmap-cgroup;
                      extras, run only when named: faultline-file-custom,
                      faultline-memory-custom, faultline-remote-unix
@@ -186,6 +207,8 @@ options:
                      split (application on CPU 0, service thread on CPU 1)
   --json FILE        also write the results as JSON
   --threads N        threads of mt-rand (default 4)
+  --zstd-workers N   decompression threads of the zstd snapshot backend
+                     (default 0: one per CPU, like zstd-eager's threads)
   --zipf-s S         zipf exponent (default 1.0)
   --seed N           seed of the page choices (default 1; repeat r uses seed+r)
   --timeout SEC      abort if one run takes longer (default 300)
@@ -201,6 +224,12 @@ sum is checked against the generator):
   mt-rand  like rand, split over --threads threads (disjoint page sets)
   copy     uffdio-copy-bulk only: UFFDIO_COPY of the whole dataset
   reserve  map a 1 TiB region, touch nothing: map time and RSS increase
+  restore  zstd-* only: restore a VM-like image (samples/vm_image.h: zero runs,
+           compressible and incompressible data) of --size bytes from its
+           zstd snapshot and read one word of every page of its hot working
+           set (10%, clusters of 64 KiB extents, a fixed order); zstd-full
+           reads every page instead. The snapshot (64 KiB chunks, level 3) and
+           the working set (recorded by one untimed lazy run) live in --dir.
   budget-zipf  memory budget of a quarter of the data; zipf(s) over pages:
            2 x pages accesses untimed (warm-up), then 2 x pages timed
            (faultline-file-budget*, mmap-cgroup; cold only)
@@ -322,7 +351,7 @@ Options parse_args(int argc, char** argv) {
           }
         if (!found)
           usage_error("--workloads: unknown workload '" + n +
-                      "' (seq, rand, zipf, mt-rand, copy, reserve, budget-zipf, budget-rand, write-flush)");
+                      "' (seq, rand, zipf, mt-rand, copy, reserve, restore, budget-zipf, budget-rand, write-flush)");
       }
       if (o.workloads.empty()) usage_error("--workloads: empty list");
     } else if (a == "--configs") {
@@ -380,6 +409,11 @@ Options parse_args(int argc, char** argv) {
       std::string v = value(a);
       if (!parse_u64(v, n) || n < 1 || n > 256) usage_error("--threads: expected 1..256, got '" + v + "'");
       o.threads = static_cast<int>(n);
+    } else if (a == "--zstd-workers") {
+      uint64_t n;
+      std::string v = value(a);
+      if (!parse_u64(v, n) || n > 256) usage_error("--zstd-workers: expected 0..256, got '" + v + "'");
+      o.zstd_workers = static_cast<unsigned>(n);
     } else if (a == "--zipf-s") {
       std::string v = value(a);
       char* end = nullptr;
@@ -656,19 +690,24 @@ struct Bench {
   double total_s = 0;
   double load_start = -1, load_end = -1;
   uint64_t write_runs = 0;  // write-flush: every run writes different bytes
+  ZstdSetup zstd;  // what prepare_zstd() made (zstd configurations)
 };
 
 RunResult execute(Bench& b, const Case& k, const Plan& plan) {
   const ConfigDef& c = *k.c;
   bool dropped = false;
+  // The file whose page cache matters: the dataset, or the snapshot read.
+  const std::string& cache_file = c.kind != Kind::kZstd              ? b.ctx.path
+                                  : c.zc == ZstdConfig::kFaultline ? b.ctx.snap_path
+                                                                     : b.ctx.vm_snap_path;
   if (c.file_cache) {
     if (k.cold) {
       dropped = drop_caches().empty();
     } else {
-      warm_file(b.ctx.path);
+      warm_file(cache_file);
     }
   }
-  double cached = c.file_cache ? cached_fraction(b.ctx.path) : -1;
+  double cached = c.file_cache ? cached_fraction(cache_file) : -1;
   reset_hwm();
   const uint64_t rss0 = read_mem_status().rss_kb;
   const Faults f0 = read_faults();
@@ -681,6 +720,7 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
     case Kind::kTextbook: r = run_uffd_textbook(b.ctx, plan); break;
     case Kind::kBulk: r = run_uffdio_copy_bulk(b.ctx, plan, c.chunk); break;
     case Kind::kBudget: r = run_budget(b.ctx, c.budget, plan); break;
+    case Kind::kZstd: r = run_zstd(b.ctx, c.zc, plan); break;
   }
   pin_reset();
   if (c.kind != Kind::kMmap && !(c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup)) {
@@ -694,6 +734,10 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
   r.accesses = plan.accesses();
   r.bytes = plan.workload == Workload::kSeq || plan.workload == Workload::kCopy ? b.ctx.size : r.accesses * kPage;
   if (c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup) r.rss_before_kb = 0;  // another process
+  if (c.kind == Kind::kZstd && c.zc == ZstdConfig::kFull) {  // reads every page of the image
+    r.accesses = plan.npages;
+    r.bytes = b.ctx.size;
+  }
   return r;
 }
 
@@ -865,6 +909,9 @@ std::vector<Target> compute_targets(const Bench& b) {
   ratio("faultline-file cold mt-rand throughput >= 1.5 x mmap cold mt-rand",
         find_agg(b, Workload::kMtRand, "faultline-file", true), find_agg(b, Workload::kMtRand, "mmap", true), 1.50, true,
         false, true);
+  ratio("write-flush: faultline-file (write-back region, flush) >= 0.8 x mmap-msync",
+        find_agg(b, Workload::kWriteFlush, "faultline-file", false), find_agg(b, Workload::kWriteFlush, "mmap-msync", false),
+        0.80, true, false, true);
   ratio("budget-zipf: faultline-file-budget throughput >= 1.0 x mmap-cgroup",
         find_agg(b, Workload::kBudgetZipf, "faultline-file-budget", true), find_agg(b, Workload::kBudgetZipf, "mmap-cgroup", true),
         1.0, true, false, true);
@@ -906,9 +953,46 @@ std::vector<Target> compute_targets(const Bench& b) {
     tg.detail = std::to_string(n) + " runs, " + std::to_string(bad) + " over; " + detail;
     t.push_back(tg);
   }
-  ratio("write-flush: faultline-file (write-back region, flush) >= 0.8 x mmap-msync",
-        find_agg(b, Workload::kWriteFlush, "faultline-file", false), find_agg(b, Workload::kWriteFlush, "mmap-msync", false),
-        0.80, true, false, true);
+  // zstd snapshot restore (issue #3), cold and warm.
+  for (bool cold : {true, false}) {
+    const char* cache = cold ? "cold" : "warm";
+    const Agg* ws = find_agg(b, Workload::kRestore, "zstd-lazy-ws", cold);
+    ratio(std::string("zstd-lazy-ws restore >= 3.7x faster than zstd-lazy (") + cache + ")", ws,
+          find_agg(b, Workload::kRestore, "zstd-lazy", cold), 3.7, true, false, true);
+    ratio(std::string("zstd-lazy-ws restore >= 5x faster than zstd-eager (") + cache + ")", ws,
+          find_agg(b, Workload::kRestore, "zstd-eager", cold), 5.0, true, false, true);
+    Target tg;
+    tg.name = std::string("zstd-full sequential restore >= 1 GB/s of uncompressed data (") + cache + ")";
+    tg.threshold = 1.0;
+    const Agg* full = find_agg(b, Workload::kRestore, "zstd-full", cold);
+    if (full && full->all_ok && std::isfinite(full->gb_per_s)) {
+      tg.known = true;
+      tg.value = full->gb_per_s;
+      tg.met = tg.value >= tg.threshold;
+      tg.detail = fmt(full->gb_per_s, "%.3f") + " GB/s (" + fmt(full->seconds, "%.3f") + " s for " +
+                  fmt(static_cast<double>(full->bytes) / static_cast<double>(kMiB), "%.0f") + " MiB)";
+    } else {
+      tg.detail = "not measured (configuration filtered out or failed)";
+    }
+    t.push_back(tg);
+  }
+  {
+    Target tg;
+    tg.name = "zstd snapshot of the VM-like image <= 1.02 x `zstd -3` of the whole image";
+    tg.threshold = 1.02;
+    tg.higher_is_better = false;
+    if (b.zstd.have_vm && b.zstd.vm_zstd3_bytes > 0) {
+      tg.known = true;
+      tg.value = static_cast<double>(b.zstd.vm_snapshot_bytes) / static_cast<double>(b.zstd.vm_zstd3_bytes);
+      tg.met = tg.value <= tg.threshold;
+      tg.detail = "snapshot " + std::to_string(b.zstd.vm_snapshot_bytes) +
+                  " bytes, zstd -3 " + std::to_string(b.zstd.vm_zstd3_bytes) + " bytes";
+    } else {
+      tg.detail = b.zstd.have_vm ? "zstd -3 not measured: " + b.zstd.zstd3_error
+                                 : "not measured (no restore workload selected)";
+    }
+    t.push_back(tg);
+  }
   for (const auto& r : b.reserves) {
     if (r.config == std::string("mmap")) continue;
     Target tg;
@@ -931,7 +1015,7 @@ std::vector<Target> compute_targets(const Bench& b) {
     std::string worst;
     double worst_margin = -INFINITY;
     for (const auto& a : b.aggs) {
-      if (a.k.c->kind != Kind::kFaultline || !a.rss_check_applies) continue;
+      if (!faultline_kind(a.k.c->kind) || !a.rss_check_applies) continue;
       for (const auto& r : a.runs) {
         if (!r.ok) continue;
         ++n;
@@ -993,7 +1077,7 @@ void print_table(const Bench& b, FILE* f) {
   }
   bool any = false;
   for (const auto& a : b.aggs) {
-    if (!a.rss_check_applies || a.k.c->kind != Kind::kFaultline) continue;
+    if (!a.rss_check_applies || !faultline_kind(a.k.c->kind)) continue;
     if (!any) {
       std::fprintf(f, "\nresident memory vs installed pages after the workload (faultline; medians):\n");
       std::fprintf(f, "  %-8s %-21s %-5s %12s %12s %12s %s\n", "workload", "config", "cache", "RSS Δ MiB", "installed",
@@ -1051,7 +1135,8 @@ void write_json(const Bench& b, const std::vector<Target>& targets, const std::s
     << ", \"threads\": " << b.o.threads << ", \"fraction\": " << num(b.o.fraction) << ", \"zipf_s\": " << num(b.o.zipf_s)
     << ", \"custom\": \"" << json_escape(b.o.custom.spec) << "\", \"pin\": \""
     << (b.o.pin == Pin::kNone ? "none" : b.o.pin == Pin::kSame ? "same" : "split")
-    << "\", \"mt_rand_pages\": \"disjoint\", \"total_seconds\": " << num(b.total_s, 4) << "},\n";
+    << "\", \"mt_rand_pages\": \"disjoint\", \"zstd_workers\": " << b.ctx.zstd_workers
+    << ", \"total_seconds\": " << num(b.total_s, 4) << "},\n";
   j << "  \"results\": [";
   bool first = true;
   for (const auto& a : b.aggs) {
@@ -1088,7 +1173,7 @@ void write_json(const Bench& b, const std::vector<Target>& targets, const std::s
     j << "], \"ok\": " << (a.all_ok ? "true" : "false") << ", \"errors\": [";
     for (size_t i = 0; i < a.errors.size(); ++i) j << (i ? ", " : "") << "\"" << json_escape(a.errors[i]) << "\"";
     j << "], \"runtime\": ";
-    if (a.k.c->kind == Kind::kFaultline && std::isfinite(a.rt_faults)) {
+    if (faultline_kind(a.k.c->kind) && std::isfinite(a.rt_faults)) {
       j << "{\"faults\": " << num(a.rt_faults, 12) << ", \"pages_installed\": " << num(a.rt_pages, 12)
         << ", \"bytes_read_mb\": " << num(a.rt_read_mb) << ", \"readahead_chunks\": " << num(a.rt_ra_chunks, 12)
         << ", \"readahead_hits\": " << num(a.rt_ra_hits, 12) << ", \"latency_p50_us\": " << num(a.rt_p50)
@@ -1143,6 +1228,11 @@ int bench_main(int argc, char** argv) {
     if (w == Workload::kReserve) continue;
     for (const ConfigDef* c : o.configs) {
       if (!supports(*c, w)) continue;
+      // --quick keeps its time budget: faultline-zstd runs seq and rand only
+      // (zipf and mt-rand add little over faultline-file's).
+      if (o.quick && c->kind == Kind::kZstd && c->zc == ZstdConfig::kFaultline && w != Workload::kSeq &&
+          w != Workload::kRand)
+        continue;
       if (c->file_cache && w != Workload::kWriteFlush) {  // write-flush runs warm only (its own scratch file)
         if (o.cold) cases.push_back({w, c, true});
         if (o.warm && !c->cold_only) cases.push_back({w, c, false});
@@ -1199,6 +1289,23 @@ int bench_main(int argc, char** argv) {
       remote_error = "page server process reported " + std::to_string(remote_server.endpoints.size()) + " endpoints";
     }
   }
+  b.ctx.zstd_workers = o.zstd_workers ? o.zstd_workers : std::max(1u, std::thread::hardware_concurrency());
+  {
+    bool zstd_dataset = false, zstd_vm = false;
+    for (const auto& k : cases) {
+      if (k.c->kind != Kind::kZstd) continue;
+      (k.c->zc == ZstdConfig::kFaultline ? zstd_dataset : zstd_vm) = true;
+    }
+    if (zstd_dataset || zstd_vm) {
+      try {
+        const Plan restore_plan = make_restore_plan(o.size / kPage, o.fraction);
+        b.zstd = prepare_zstd(b.ctx, zstd_dataset, zstd_vm, &restore_plan);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "faultline-bench: zstd snapshots: %s\n", e.what());
+        return 1;
+      }
+    }
+  }
   bool need_mem = false;
   for (const auto& k : cases)
     need_mem = need_mem || (k.c->kind != Kind::kMmap && !k.c->file_cache);
@@ -1220,6 +1327,7 @@ int bench_main(int argc, char** argv) {
   std::printf("%s (%.0f MiB, %zu pages); %d repeats, %zu cases per repeat%s\n", b.dataset_msg.c_str(),
               static_cast<double>(o.size) / static_cast<double>(kMiB), static_cast<size_t>(o.size / kPage), o.repeat,
               cases.size(), o.quick ? " (quick)" : "");
+  if (!b.zstd.message.empty()) std::printf("%s", b.zstd.message.c_str());
   b.load_start = loadavg1();
   if (b.load_start > 0.5)
     std::printf("note: load average %.2f at start: other work on this machine makes the numbers noisy.\n",
@@ -1279,8 +1387,8 @@ int bench_main(int argc, char** argv) {
   b.load_end = loadavg1();
 
   print_table(b, stdout);
-  print_budget(b, stdout);
   if (any_remote) std::printf("\npage server process: %s\n", remote_stats.c_str());
+  print_budget(b, stdout);
   std::vector<Target> targets = compute_targets(b);
   print_targets(targets, stdout);
   std::printf("\ntotal %.1f s; load average %.2f at start, %.2f at end\n", b.total_s, b.load_start, b.load_end);

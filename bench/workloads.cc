@@ -19,6 +19,7 @@ const char* workload_name(Workload w) {
     case Workload::kMtRand: return "mt-rand";
     case Workload::kCopy: return "copy";
     case Workload::kReserve: return "reserve";
+    case Workload::kRestore: return "restore";
     case Workload::kBudgetZipf: return "budget-zipf";
     case Workload::kBudgetRand: return "budget-rand";
     case Workload::kWriteFlush: return "write-flush";
@@ -133,6 +134,8 @@ Plan make_plan(Workload w, const PlanParams& p) {
     }
     case Workload::kReserve:
       throw std::logic_error("no plan for reserve");
+    case Workload::kRestore:
+      return make_restore_plan(p.npages, p.fraction);
   }
   uint64_t sum = 0;
   if (w == Workload::kSeq || w == Workload::kCopy) {
@@ -207,6 +210,9 @@ void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutp
       out.sum = std::accumulate(sums.begin(), sums.end(), uint64_t{0});
       return;
     }
+    case Workload::kRestore:
+      out.sum = touch_pages(base, size, plan.pages.data(), plan.pages.size(), nullptr);
+      return;
     case Workload::kReserve:
     case Workload::kWriteFlush:  // writes: see writeback_runs.cc
       break;

@@ -15,6 +15,19 @@ namespace {
 // Pages are copied out of the region into this much memory at a time and
 // handed to the backend as one batch (its writes may run concurrently).
 constexpr uint64_t kBufferBytes = 4 * 1024 * 1024;
+// Copies region memory that application threads may be writing right now
+// (that race is the point: a page stored to during its copy is caught by
+// the next pass). Word-sized relaxed atomic loads make the race a defined
+// one for applications that store atomically, and visible as such to TSan.
+void copy_racy(std::byte* dst, const std::byte* src, uint64_t n) {
+  uint64_t words = n / 8;
+  const auto* s = reinterpret_cast<const uint64_t*>(src);
+  auto* d = reinterpret_cast<uint64_t*>(dst);
+  for (uint64_t i = 0; i < words; ++i) d[i] = __atomic_load_n(&s[i], __ATOMIC_RELAXED);
+  for (uint64_t i = words * 8; i < n; ++i)
+    dst[i] = std::byte(__atomic_load_n(reinterpret_cast<const uint8_t*>(src + i), __ATOMIC_RELAXED));
+}
+
 }  // namespace
 
 uint64_t WriteBack::pending_bytes() const {
@@ -145,7 +158,7 @@ WriteResult WriteBack::write_pending(RegionState& r) {
       if (used == kBufferBytes)
         if (WriteResult w = send(); w.error != 0) return w;
       uint64_t n = std::min(end - at, kBufferBytes - used);
-      std::memcpy(buffer_.get() + used, base + at, n);
+      copy_racy(buffer_.get() + used, base + at, n);
       batch.push_back({r.options.offset + at, static_cast<uint32_t>(n), buffer_.get() + used});
       used += (n + kPageSize - 1) & ~(kPageSize - 1);
       at += n;

@@ -2,6 +2,8 @@
 // write-back errors), over real files. Concurrency tests run in process so
 // TSan sees them.
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -54,6 +56,9 @@ std::set<uint64_t> pages_of(const std::vector<DirtyRange>& ranges) {
   }
   return pages;
 }
+
+sigjmp_buf g_jump;
+void on_sigbus(int) { siglongjmp(g_jump, 1); }
 
 std::shared_ptr<FileBackend> writable_file(const std::string& path) {
   FileBackendOptions fo;
@@ -366,4 +371,31 @@ TEST_CASE("write-back under a memory budget: writes racing with evictions and fl
   CHECK(r.stats().evicted_chunks > 10);
   CHECK(first_mismatch(read_file(file.path()).data(), shadow.data(), shadow.size()) == -1);
   CHECK(first_mismatch(r.data(), shadow.data(), shadow.size()) == -1);
+}
+
+TEST_CASE("flush skips chunks poisoned after an I/O error and writes the rest", "[dirty][fork]") {
+  auto data = pattern(4 * kMiB, 31);
+  TempFile file(data);
+  int status = run_in_child([&] {
+    Runtime rt;
+    RegionOptions o = write_back_options();
+    o.readahead = false;
+    Region r = rt.map(writable_file(file.path()), o);
+    r.data()[100] = std::byte{0x11};
+    if (truncate(file.path().c_str(), kMiB) != 0) _exit(10);
+    signal(SIGBUS, on_sigbus);
+    if (sigsetjmp(g_jump, 1) == 0) {
+      (void)*static_cast<volatile std::byte*>(r.data() + 2 * kMiB);  // short read: poisoned
+      _exit(11);
+    }
+    signal(SIGBUS, SIG_DFL);  // a flush that reads the poisoned chunk dies here
+    r.data()[200] = std::byte{0x22};
+    r.flush();
+    auto on_disk = read_file(file.path());
+    if (on_disk.size() != kMiB) _exit(12);
+    if (on_disk[100] != std::byte{0x11} || on_disk[200] != std::byte{0x22}) _exit(13);
+    if (first_mismatch(on_disk.data() + 4096, data.data() + 4096, kMiB - 4096) != -1) _exit(14);
+    _exit(0);
+  });
+  CHECK(status == 0);
 }

@@ -7,14 +7,16 @@
 
 namespace faultline::tools {
 
-// Command entry points, one per tools/<name>_command.cc.
-int serve_command(int argc, char** argv);
+// Command entry points, one per tools/<name>_command.cc (declared outside the
+// unnamed namespace, or they would not link), each with an entry in kCommands.
+int serve_command(int argc, char** argv);     // tools/serve_command.cc
+int snapshot_command(int argc, char** argv);  // tools/snapshot_command.cc
 
 namespace {
 
-// Add new commands here (declaration and entry).
 const Command kCommands[] = {
     {"serve", "serve a file read-only to faultline clients over TCP or Unix sockets", serve_command},
+    {"snapshot", "create, inspect and verify compressed snapshots", snapshot_command},
     {"help", "print this list", nullptr},
 };
 

@@ -1,0 +1,505 @@
+// snapshot_restore: restore a VM-like memory image from a compressed
+// snapshot three ways and run the same guest workload over each.
+//
+//   eager    decompress the whole snapshot into memory, then run;
+//   lazy     map the snapshot with faultline and run at once: every chunk the
+//            workload needs is read and decompressed on its first fault
+//            (demand faults only, no read-ahead). This run records the
+//            chunks it touched, in order, and saves them next to the
+//            snapshot as IMAGE.ws;
+//   lazy-ws  map, hand the recorded working set to prefetch_chunks() and run
+//            at once: the runtime loads the working set in recorded order
+//            while the workload runs, so it hardly faults (REAP, ASPLOS'21).
+//            --drain also loads the rest of the image in the background.
+//
+// The image (samples/vm_image.h) has zero runs, compressible and
+// incompressible data and a hot working set of about 10%; the workload reads
+// every byte of the hot set in a fixed order. For each restore the sample
+// prints the time to the first access, the time to finish the workload,
+// faults, and bytes read; it checks every page the workload read against the
+// generator. Run with --help for the options.
+//
+// Exit status: 0 success, 1 wrong contents or a failed restore, 2 bad
+// arguments.
+#include <faultline/faultline.h>
+#include <faultline/snapshot.h>
+#include <faultline/zstd_snapshot_backend.h>
+
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "vm_image.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+[[noreturn]] void usage_error(const std::string& message) {
+  std::fprintf(stderr, "snapshot_restore: %s\nTry 'snapshot_restore --help'.\n", message.c_str());
+  std::exit(2);
+}
+
+const char* kUsage = R"(usage: snapshot_restore [options]
+
+Makes a VM-like memory image, snapshots it with faultline's zstd snapshot
+writer (reused on later runs), then restores it three ways and runs the same
+workload over each: eager (decompress everything, then run), lazy (demand
+faults only; records the working set to IMAGE.ws) and lazy-ws (prefetch the
+recorded working set while the workload runs).
+
+options:
+  --size SIZE        image size (default 2G; suffixes K M G; a multiple of 1M)
+  --dir DIR          where the snapshot and working set live
+                     (default /var/tmp/faultline-snapshot-restore)
+  --chunk-size SIZE  snapshot chunk size, a power of two from 4K to 4M (default 64K)
+  --level N          zstd level (default 3)
+  --fraction F       hot working set, fraction of the image (default 0.10)
+  --cache MODE       cold (drop the page cache before each restore; needs root),
+                     warm (snapshot file in the page cache), or both
+                     (default: both as root, warm otherwise)
+  --workers N        decompression threads of the lazy restores (default: one
+                     per CPU, as many as the eager restore uses)
+  --drain            lazy-ws also loads the rest of the image in the background
+  --fresh            make a new image and snapshot even if one is there
+  -h, --help         this text
+)";
+
+uint64_t parse_size(const std::string& s, const char* what) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (s.empty() || s[0] == '-' || errno || end == s.c_str()) usage_error(std::string(what) + ": not a size: '" + s + "'");
+  std::string suf(end);
+  uint64_t mult = 1;
+  if (suf == "K" || suf == "k") mult = 1ull << 10;
+  else if (suf == "M" || suf == "m") mult = 1ull << 20;
+  else if (suf == "G" || suf == "g") mult = 1ull << 30;
+  else if (!suf.empty()) usage_error(std::string(what) + ": unknown suffix in '" + s + "' (K, M or G)");
+  if (v > (~0ull) / mult) usage_error(std::string(what) + ": too large: '" + s + "'");
+  return v * mult;
+}
+
+struct Options {
+  uint64_t size = 2ull << 30;
+  std::string dir = "/var/tmp/faultline-snapshot-restore";
+  uint32_t chunk_size = 64 * 1024;
+  int level = 3;
+  double fraction = 0.10;
+  bool cold = false, warm = true;
+  bool cache_set = false;
+  unsigned workers = std::max(1u, std::thread::hardware_concurrency());
+  bool drain = false;
+  bool fresh = false;
+};
+
+Options parse_args(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i], val;
+    bool has_val = false;
+    if (a.rfind("--", 0) == 0 && a.find('=') != std::string::npos) {
+      val = a.substr(a.find('=') + 1);
+      a = a.substr(0, a.find('='));
+      has_val = true;
+    }
+    auto value = [&]() -> std::string {
+      if (has_val) return val;
+      if (i + 1 >= argc) usage_error(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else if (a == "--size") {
+      o.size = parse_size(value(), "--size");
+      if (o.size == 0 || o.size % (1 << 20) != 0) usage_error("--size: must be a positive multiple of 1M");
+    } else if (a == "--dir") {
+      o.dir = value();
+      if (o.dir.empty()) usage_error("--dir: empty path");
+    } else if (a == "--chunk-size") {
+      const uint64_t c = parse_size(value(), "--chunk-size");
+      if (c < 4096 || c > (4u << 20) || (c & (c - 1))) usage_error("--chunk-size: must be a power of two from 4K to 4M");
+      o.chunk_size = static_cast<uint32_t>(c);
+    } else if (a == "--level") {
+      const std::string v = value();
+      char* end = nullptr;
+      const long l = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || l < 1 || l > 19) usage_error("--level: expected 1..19, got '" + v + "'");
+      o.level = static_cast<int>(l);
+    } else if (a == "--fraction") {
+      const std::string v = value();
+      char* end = nullptr;
+      const double f = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end || !(f > 0 && f <= 1)) usage_error("--fraction: expected a number in (0, 1], got '" + v + "'");
+      o.fraction = f;
+    } else if (a == "--cache") {
+      const std::string v = value();
+      o.cache_set = true;
+      if (v == "cold") o.cold = true, o.warm = false;
+      else if (v == "warm") o.cold = false, o.warm = true;
+      else if (v == "both") o.cold = o.warm = true;
+      else usage_error("--cache: expected cold, warm or both, got '" + v + "'");
+    } else if (a == "--workers") {
+      const std::string v = value();
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || n < 1 || n > 64) usage_error("--workers: expected 1..64, got '" + v + "'");
+      o.workers = static_cast<unsigned>(n);
+    } else if (a == "--drain") {
+      o.drain = true;
+    } else if (a == "--fresh") {
+      o.fresh = true;
+    } else {
+      usage_error("unknown argument '" + a + "'");
+    }
+  }
+  if (!o.cache_set && geteuid() == 0) o.cold = true;
+  return o;
+}
+
+// sync; echo 3 > /proc/sys/vm/drop_caches. Returns "" or why it failed.
+std::string drop_caches() {
+  sync();
+  std::ofstream f("/proc/sys/vm/drop_caches");
+  if (!f) return std::string("cannot open /proc/sys/vm/drop_caches: ") + std::strerror(errno);
+  f << "3\n";
+  f.flush();
+  if (!f) return "cannot write /proc/sys/vm/drop_caches";
+  return "";
+}
+
+uint64_t process_faults() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<uint64_t>(ru.ru_minflt + ru.ru_majflt);
+}
+
+// CPU time of the whole process (every thread: the application, the fault
+// thread, the decompression workers), in milliseconds. On a shared machine
+// it says what a restore costs better than the wall clock does.
+double process_cpu_ms() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  auto ms = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) * 1e3 + static_cast<double>(tv.tv_usec) / 1e3; };
+  return ms(ru.ru_utime) + ms(ru.ru_stime);
+}
+
+// The guest workload: reads every word of the hot extents, in the working
+// set's order, into a position-sensitive checksum. `first` is set when the
+// first word has been read (the time to first access).
+uint64_t run_workload(const std::byte* base, uint64_t size, const std::vector<uint64_t>& hot, Clock::time_point* first) {
+  uint64_t acc = 0;
+  bool first_done = false;
+  for (uint64_t extent : hot) {
+    const uint64_t end = std::min(size, extent + vm_image::kExtent);
+    for (uint64_t off = extent; off < end; off += 8) {
+      const uint64_t w = *reinterpret_cast<const volatile uint64_t*>(base + off);
+      acc += w ^ (off * 0x9E3779B97F4A7C15ull);
+      if (!first_done) {
+        *first = Clock::now();
+        first_done = true;
+      }
+    }
+  }
+  return acc;
+}
+
+uint64_t expected_checksum(uint64_t size, const std::vector<uint64_t>& hot) {
+  uint64_t acc = 0;
+  for (uint64_t extent : hot) {
+    const uint64_t end = std::min(size, extent + vm_image::kExtent);
+    for (uint64_t off = extent; off < end; off += 8) acc += vm_image::word_at(off / 8) ^ (off * 0x9E3779B97F4A7C15ull);
+  }
+  return acc;
+}
+
+// Compares every page the workload read with the generator; returns the
+// number of wrong pages (and prints the first few).
+uint64_t check_pages(const std::byte* base, uint64_t size, const std::vector<uint64_t>& hot, const char* mode) {
+  uint64_t wrong = 0;
+  for (uint64_t extent : hot)
+    for (uint64_t off = extent; off < std::min(size, extent + vm_image::kExtent); off += vm_image::kPage)
+      if (!vm_image::page_matches(off, base + off) && ++wrong <= 5)
+        std::fprintf(stderr, "snapshot_restore: %s: WRONG CONTENT in the page at offset %llu\n", mode,
+                     static_cast<unsigned long long>(off));
+  return wrong;
+}
+
+struct Result {
+  const char* mode = "";
+  bool cold = false;
+  double first_ms = 0, finish_ms = 0;
+  double cpu_ms = 0;              // process CPU time over the restore and workload
+  uint64_t runtime_faults = 0, process_faults = 0;
+  uint64_t bytes_installed = 0;   // uncompressed bytes placed in memory
+  uint64_t compressed_read = 0;   // bytes read from the snapshot file
+  uint64_t prefetch_hits = 0;
+  uint64_t wrong_pages = 0;
+  bool sum_ok = true;
+};
+
+Result restore_eager(const std::string& snap, uint64_t size, const std::vector<uint64_t>& hot, uint64_t want) {
+  Result r;
+  r.mode = "eager";
+  const uint64_t f0 = process_faults();
+  const double c0 = process_cpu_ms();
+  const auto t0 = Clock::now();
+  faultline::SnapshotReader first_reader = faultline::SnapshotReader::open(snap);
+  const faultline::SnapshotInfo info = first_reader.info();
+  void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (mem == MAP_FAILED) throw faultline::Error("eager: cannot allocate " + std::to_string(size) + " bytes", errno);
+  auto* base = static_cast<std::byte*>(mem);
+  // Every chunk, decompressed by one thread per CPU, each with its own
+  // reader. Zero chunks are skipped: fresh anonymous memory is zero.
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::atomic<uint64_t> next{0};
+  std::atomic<bool> failed{false};
+  std::string error;
+  auto work = [&](const faultline::SnapshotReader& reader) {
+    try {
+      for (uint64_t c; (c = next.fetch_add(1)) < info.chunk_count && !failed.load();) {
+        if (reader.chunk_is_zero(c)) continue;
+        const uint64_t off = c * info.chunk_size;
+        reader.read_chunk(c, std::span<std::byte>(base + off, std::min<uint64_t>(info.chunk_size, size - off)));
+      }
+    } catch (const std::exception& e) {
+      if (!failed.exchange(true)) error = e.what();
+    }
+  };
+  std::vector<faultline::SnapshotReader> readers;
+  for (unsigned t = 1; t < threads; ++t) readers.push_back(faultline::SnapshotReader::open(snap));
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work, std::cref(readers[t - 1]));
+  work(first_reader);
+  for (auto& t : pool) t.join();
+  if (failed) {
+    munmap(mem, size);
+    throw faultline::Error("eager restore of " + snap + ": " + error);
+  }
+  Clock::time_point first;
+  const uint64_t sum = run_workload(base, size, hot, &first);
+  const auto t1 = Clock::now();
+  r.first_ms = ms_between(t0, first);
+  r.finish_ms = ms_between(t0, t1);
+  r.cpu_ms = process_cpu_ms() - c0;
+  r.process_faults = process_faults() - f0;
+  r.bytes_installed = size;
+  r.compressed_read = info.compressed_bytes;
+  r.sum_ok = sum == want;
+  r.wrong_pages = check_pages(base, size, hot, "eager");
+  munmap(mem, size);
+  return r;
+}
+
+// lazy (ws == nullptr: demand faults only, records the working set to
+// ws_path) or lazy-ws (prefetches *ws first).
+Result restore_lazy(const std::string& snap, uint64_t size, const std::vector<uint64_t>& hot, uint64_t want,
+                    const Options& o, const faultline::WorkingSet* ws, const std::string& ws_path) {
+  Result r;
+  r.mode = ws ? "lazy-ws" : "lazy";
+  const uint64_t f0 = process_faults();
+  const double c0 = process_cpu_ms();
+  const auto t0 = Clock::now();
+  faultline::ZstdSnapshotOptions zo;
+  zo.workers = o.workers;
+  auto backend = std::make_shared<faultline::ZstdSnapshotBackend>(snap, zo);
+  faultline::Runtime runtime;
+  faultline::RegionOptions ro;
+  ro.fill_size = std::min<uint32_t>(o.chunk_size, 2u << 20);
+  ro.readahead = false;        // lazy: demand faults only
+  ro.record_touches = true;    // lazy: the working set to save; lazy-ws: what it still faulted on
+  faultline::Region region = runtime.map(backend, ro);
+  if (ws) {
+    region.prefetch_chunks(ws->offsets);
+    if (o.drain) region.drain();
+  }
+  Clock::time_point first;
+  const uint64_t sum = run_workload(region.data(), size, hot, &first);
+  const auto t1 = Clock::now();
+  r.first_ms = ms_between(t0, first);
+  r.finish_ms = ms_between(t0, t1);
+  r.cpu_ms = process_cpu_ms() - c0;
+  const faultline::StatsSnapshot s = region.stats();
+  r.runtime_faults = s.faults;
+  r.process_faults = process_faults() - f0;
+  r.bytes_installed = s.bytes_installed;
+  r.prefetch_hits = s.prefetch_hits;
+  r.sum_ok = sum == want;
+  r.wrong_pages = check_pages(region.data(), size, hot, r.mode);
+
+  r.compressed_read = backend->counters().compressed_bytes_read;
+  if (!ws) {
+    // What this run touched, in first-touch order: the next restore's working set.
+    faultline::WorkingSet record;
+    record.fill_size = ro.fill_size;
+    record.region_length = region.size();
+    record.offsets = region.touched_chunks();
+    faultline::save_working_set(ws_path, record);
+  }
+  return r;
+}
+
+void print_row(const Result& r) {
+  std::printf("%-8s %-5s %10.2f %10.2f %9.1f %10llu %10llu %12.1f %12.1f %8llu  %s\n", r.mode, r.cold ? "cold" : "warm",
+              r.first_ms, r.finish_ms, r.cpu_ms, static_cast<unsigned long long>(r.runtime_faults),
+              static_cast<unsigned long long>(r.process_faults), static_cast<double>(r.bytes_installed) / (1 << 20),
+              static_cast<double>(r.compressed_read) / (1 << 20), static_cast<unsigned long long>(r.prefetch_hits),
+              r.sum_ok && r.wrong_pages == 0 ? "ok" : "WRONG CONTENT");
+  std::fflush(stdout);
+}
+
+void on_sigbus(int) {
+  const char msg[] = "snapshot_restore: SIGBUS: the runtime could not serve a page (corrupt or unreadable snapshot?)\n";
+  ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+  (void)n;
+  _exit(1);
+}
+
+// Makes the image in memory (never on disk) and snapshots it.
+void make_snapshot(const Options& o, const std::string& snap) {
+  std::printf("making a %.2f GiB VM-like image and snapshotting it to %s ...\n",
+              static_cast<double>(o.size) / (1ull << 30), snap.c_str());
+  std::fflush(stdout);
+  void* mem = mmap(nullptr, o.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (mem == MAP_FAILED) throw faultline::Error("cannot allocate the image (" + std::to_string(o.size) + " bytes)", errno);
+  auto* base = static_cast<std::byte*>(mem);
+  const auto t0 = Clock::now();
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  const uint64_t pages = o.size / vm_image::kPage;
+  for (unsigned t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      const uint64_t lo = pages * t / threads, hi = pages * (t + 1) / threads;
+      for (uint64_t p = lo; p < hi; ++p)
+        if (vm_image::kind_at(p * vm_image::kPage) != vm_image::Kind::kZero)  // fresh memory is zero already
+          vm_image::fill_page(p * vm_image::kPage, base + p * vm_image::kPage);
+    });
+  for (auto& t : pool) t.join();
+  const auto t1 = Clock::now();
+  faultline::SnapshotWriteOptions wo;
+  wo.chunk_size = o.chunk_size;
+  wo.level = o.level;
+  try {
+    faultline::write_snapshot(std::span<const std::byte>(base, o.size), snap, wo);
+  } catch (...) {
+    munmap(mem, o.size);
+    throw;
+  }
+  const auto t2 = Clock::now();
+  munmap(mem, o.size);
+  std::printf("  image generated in %.2f s, snapshot written in %.2f s\n", ms_between(t0, t1) / 1e3,
+              ms_between(t1, t2) / 1e3);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse_args(argc, argv);
+  struct sigaction sa {};
+  sa.sa_handler = on_sigbus;
+  sigaction(SIGBUS, &sa, nullptr);
+
+  if (mkdir(o.dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    std::fprintf(stderr, "snapshot_restore: cannot create --dir %s: %s\n", o.dir.c_str(), std::strerror(errno));
+    return 2;
+  }
+  const std::string snap = o.dir + "/vm-image-v1-" + std::to_string(o.size) + "-" + std::to_string(o.chunk_size) +
+                           "-l" + std::to_string(o.level) + ".flsnap";
+  const std::string ws_path = snap + ".ws";
+  try {
+    bool reuse = false;
+    if (!o.fresh && access(snap.c_str(), F_OK) == 0) {
+      try {
+        const faultline::SnapshotInfo info = faultline::SnapshotReader::open(snap).info();
+        reuse = info.size == o.size && info.chunk_size == o.chunk_size;
+      } catch (const std::exception& e) {
+        std::printf("existing %s is unusable (%s): making it again\n", snap.c_str(), e.what());
+      }
+    }
+    if (!reuse) make_snapshot(o, snap);
+    else std::printf("reusing %s (--fresh makes it again)\n", snap.c_str());
+    const faultline::SnapshotInfo info = faultline::SnapshotReader::open(snap).info();
+    std::printf("snapshot: %.2f GiB image, %llu chunks of %u KiB (%llu zero), %.1f MiB on disk (ratio %.2f)\n",
+                static_cast<double>(info.size) / (1ull << 30), static_cast<unsigned long long>(info.chunk_count),
+                info.chunk_size / 1024, static_cast<unsigned long long>(info.zero_chunks),
+                static_cast<double>(info.file_bytes) / (1 << 20),
+                static_cast<double>(info.size) / static_cast<double>(info.file_bytes));
+
+    const std::vector<uint64_t> hot = vm_image::hot_extents(o.size, o.fraction);
+    const uint64_t want = expected_checksum(o.size, hot);
+    std::printf("workload: reads every byte of %zu hot 64 KiB extents (%.1f MiB, %.1f%% of the image)\n", hot.size(),
+                static_cast<double>(hot.size() * vm_image::kExtent) / (1 << 20),
+                100.0 * static_cast<double>(hot.size() * vm_image::kExtent) / static_cast<double>(o.size));
+    if (!o.cache_set && !o.cold) std::printf("note: not root, so only warm runs (page cache not dropped)\n");
+    std::printf("\n%-8s %-5s %10s %10s %9s %10s %10s %12s %12s %8s  %s\n", "restore", "cache", "first ms", "finish ms",
+                "cpu ms", "rt faults", "pg faults", "installedMiB", "snap readMiB", "pf hits", "check");
+    bool all_ok = true;
+    for (bool cold : {true, false}) {
+      if ((cold && !o.cold) || (!cold && !o.warm)) continue;
+      auto prepare = [&] {
+        if (cold) {
+          const std::string err = drop_caches();
+          if (!err.empty()) throw faultline::Error("--cache cold: " + err);
+        } else {
+          std::ifstream f(snap, std::ios::binary);  // pull the snapshot into the page cache
+          std::vector<char> buf(1 << 20);
+          while (f.read(buf.data(), static_cast<std::streamsize>(buf.size())) || f.gcount() > 0) {
+          }
+        }
+      };
+      std::vector<Result> rows;
+      prepare();
+      rows.push_back(restore_eager(snap, o.size, hot, want));
+      prepare();
+      rows.push_back(restore_lazy(snap, o.size, hot, want, o, nullptr, ws_path));
+      const faultline::WorkingSet ws = faultline::load_working_set(ws_path);
+      prepare();
+      rows.push_back(restore_lazy(snap, o.size, hot, want, o, &ws, ws_path));
+      for (Result& r : rows) {
+        r.cold = cold;
+        print_row(r);
+        all_ok = all_ok && r.sum_ok && r.wrong_pages == 0;
+      }
+      const double lazy = rows[1].finish_ms, ws_ms = rows[2].finish_ms, eager = rows[0].finish_ms;
+      std::printf("  %s: lazy-ws finishes %.2fx faster than lazy, %.2fx faster than eager\n", cold ? "cold" : "warm",
+                  lazy / ws_ms, eager / ws_ms);
+    }
+    std::printf(
+        "\nfirst ms: restore start to the first word read; finish ms: to the end of the workload;\n"
+        "cpu ms: CPU time of the process (all its threads) over the same span.\n"
+        "rt faults: faults the runtime served; pg faults: the process's page faults (eager: first touches of\n"
+        "the memory it decompresses into). installedMiB: uncompressed bytes placed; snap readMiB: snapshot\n"
+        "file bytes read (the backend's count; with --drain it includes the drain's reads so far).\n"
+        "working set: %s\n",
+        ws_path.c_str());
+    if (!all_ok) {
+      std::fprintf(stderr, "snapshot_restore: some restores returned wrong contents\n");
+      return 1;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "snapshot_restore: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

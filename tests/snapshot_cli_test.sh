@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# End-to-end test of `faultline snapshot create|inspect|verify`, run by ctest
+# (test name snapshot_cli). Usage: snapshot_cli_test.sh PATH_TO_FAULTLINE
+#
+# Creates a snapshot of a generated file (text, a zero run, random bytes, an
+# odd total size), inspects and verifies it, then checks the failures: a
+# corrupted copy fails verify with exit status 1 naming the file and chunk, a
+# truncated copy and a missing file fail inspect naming the file, bad options
+# exit 2 naming the option, and every subcommand has --help. The progress bar
+# must appear on a terminal (faked with script(1)) and nowhere else.
+set -uo pipefail
+
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 PATH_TO_FAULTLINE" >&2
+  exit 2
+fi
+fl=$(readlink -f "$1")
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/faultline-snapshot-cli.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+
+# run EXPECTED_STATUS CMD...: runs CMD, keeps stdout/stderr in $out/$err.
+run() {
+  local want=$1
+  shift
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local got=$?
+  out=$(cat "$tmp/out")
+  err=$(cat "$tmp/err")
+  if [[ $got -ne $want ]]; then
+    fail "'$*' exited $got, expected $want; stdout: $out; stderr: $err"
+    return 1
+  fi
+  return 0
+}
+expect_in() {  # expect_in WHAT TEXT NEEDLE
+  if [[ $2 != *"$3"* ]]; then
+    fail "$1 does not contain '$3': $2"
+  fi
+}
+
+# Input: 1,000,000 bytes of text, 2,000,000 zero bytes (at least 29 whole
+# 64 KiB chunks), 2,000,123 random bytes: 5,000,123 bytes, 77 chunks of 64 KiB.
+input=$tmp/input.bin
+{
+  yes "faultline snapshot command-line test: compressible line" | head -c 1000000
+  head -c 2000000 /dev/zero
+  head -c 2000123 /dev/urandom
+} >"$input"
+size=$(stat -c %s "$input")
+[[ $size -eq 5000123 ]] || fail "generated input has $size bytes"
+
+snap=$tmp/input.flsnap
+if run 0 "$fl" snapshot create "$input" "$snap" --chunk-size 64K --level 3 --threads 2; then
+  expect_in "create stdout" "$out" "$snap"
+  expect_in "create stdout" "$out" "77 chunks"
+  [[ -z $err ]] || fail "create wrote to stderr without a terminal (progress bar?): $err"
+fi
+[[ -f $snap ]] || fail "create did not write $snap"
+leftovers=$(ls "$tmp" | grep -v -e '^input.bin$' -e '^input.flsnap$' -e '^out$' -e '^err$')
+[[ -z $leftovers ]] || fail "create left files behind: $leftovers"
+
+if run 0 "$fl" snapshot inspect "$snap"; then
+  expect_in "inspect" "$out" "chunk size:        65536"
+  expect_in "inspect" "$out" "uncompressed size: 5000123"
+  expect_in "inspect" "$out" "chunks:            77"
+  zero=$(sed -n 's/^zero chunks: *\([0-9]*\).*/\1/p' <<<"$out")
+  [[ -n $zero && $zero -ge 29 && $zero -le 31 ]] || fail "inspect: expected 29..31 zero chunks, got '$zero': $out"
+  expect_in "inspect" "$out" "compression ratio:"
+  fbytes=$(sed -n 's/^file bytes: *\([0-9]*\).*/\1/p' <<<"$out")
+  [[ $fbytes -eq $(stat -c %s "$snap") ]] || fail "inspect: file bytes '$fbytes' is not the file's size"
+fi
+
+if run 0 "$fl" snapshot verify "$snap" --threads 2; then
+  expect_in "verify stdout" "$out" "ok: 77 chunks"
+fi
+
+# Other chunk sizes and levels round-trip through verify too.
+for cs in 4K 1M 4M; do
+  if run 0 "$fl" snapshot create "$input" "$tmp/cs.flsnap" --chunk-size=$cs --level=1; then
+    run 0 "$fl" snapshot verify "$tmp/cs.flsnap" || true
+  fi
+done
+rm -f "$tmp/cs.flsnap"
+
+# A corrupted copy: one byte flipped in the middle of the file, which lies in
+# the random part's compressed chunks.
+bad=$tmp/corrupt.flsnap
+cp "$snap" "$bad"
+fsize=$(stat -c %s "$bad")
+pos=$((fsize / 2))
+orig=$(od -An -tu1 -j "$pos" -N1 "$bad" | tr -d ' ')
+printf "$(printf '\\%03o' $(((orig + 1) % 256)))" | dd of="$bad" bs=1 seek="$pos" conv=notrunc status=none
+cmp -s "$snap" "$bad" && fail "corruption did not change the file"
+if run 1 "$fl" snapshot verify "$bad"; then
+  expect_in "verify stderr (corrupt)" "$err" "$bad"
+  expect_in "verify stderr (corrupt)" "$err" "chunk "
+  expect_in "verify stderr (corrupt)" "$err" "FAILED: 1 of 77 chunks bad"
+fi
+
+# Truncated copies fail at open, naming the file.
+for keep in 0 10 100 $((fsize - 1)); do
+  head -c "$keep" "$snap" >"$tmp/trunc.flsnap"
+  if run 1 "$fl" snapshot inspect "$tmp/trunc.flsnap"; then
+    expect_in "inspect stderr (truncated to $keep)" "$err" "$tmp/trunc.flsnap"
+  fi
+  run 1 "$fl" snapshot verify "$tmp/trunc.flsnap" || true
+done
+# Not a snapshot at all.
+if run 1 "$fl" snapshot inspect "$input"; then
+  expect_in "inspect stderr (not a snapshot)" "$err" "$input"
+fi
+
+# Missing files.
+if run 1 "$fl" snapshot inspect "$tmp/no-such.flsnap"; then
+  expect_in "inspect stderr (missing)" "$err" "$tmp/no-such.flsnap"
+fi
+if run 1 "$fl" snapshot create "$tmp/no-such-input" "$tmp/x.flsnap"; then
+  expect_in "create stderr (missing input)" "$err" "$tmp/no-such-input"
+fi
+[[ ! -e $tmp/x.flsnap ]] || fail "create of a missing input left $tmp/x.flsnap"
+if run 1 "$fl" snapshot create "$input" "$tmp/no-such-dir/x.flsnap"; then
+  expect_in "create stderr (missing output dir)" "$err" "$tmp/no-such-dir"
+fi
+
+# Usage errors: exit 2, naming the option.
+if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" --chunk-size 3000; then
+  expect_in "create stderr (bad chunk size)" "$err" "--chunk-size"
+fi
+if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" --level 0; then
+  expect_in "create stderr (bad level)" "$err" "--level"
+fi
+if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" --threads; then
+  expect_in "create stderr (missing value)" "$err" "--threads"
+fi
+run 2 "$fl" snapshot create "$input" || true
+run 2 "$fl" snapshot create "$input" "$input" || true
+run 2 "$fl" snapshot inspect || true
+run 2 "$fl" snapshot verify "$snap" --bogus || true
+run 2 "$fl" snapshot frobnicate || true
+run 2 "$fl" snapshot || true
+[[ ! -e $tmp/y.flsnap ]] || fail "a usage error wrote $tmp/y.flsnap"
+
+# --help everywhere, on stdout, exit 0.
+for sub in "" create inspect verify; do
+  if run 0 "$fl" snapshot $sub --help; then
+    expect_in "snapshot $sub --help" "$out" "usage: faultline snapshot"
+  fi
+done
+if run 0 "$fl" --help; then
+  expect_in "faultline --help" "$out" "snapshot"
+fi
+
+# Progress bar: drawn on a terminal, not into a pipe (checked above).
+if command -v script >/dev/null; then
+  script -qec "'$fl' snapshot verify '$snap' --threads 1" /dev/null >"$tmp/tty" 2>&1
+  grep -q 'verify \[' "$tmp/tty" || fail "no progress bar on a terminal: $(cat "$tmp/tty")"
+else
+  echo "note: script(1) not found; progress-bar-on-a-terminal check skipped"
+fi
+
+if [[ $failures -ne 0 ]]; then
+  echo "snapshot_cli: $failures check(s) failed" >&2
+  exit 1
+fi
+echo "snapshot_cli: all checks passed"
