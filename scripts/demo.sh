@@ -12,7 +12,7 @@ set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
-packages=(build-essential cmake pkg-config liburing-dev libzstd-dev libboost-dev catch2 zstd)
+packages=(build-essential cmake pkg-config liburing-dev libzstd-dev libboost-dev libssl-dev catch2 zstd)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg -s "$p" 2>/dev/null || true)
