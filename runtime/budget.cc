@@ -73,10 +73,16 @@ bool Engine::hold_for_budget(ReadOp* op) {
   maybe_evict(r);
   // Below the high watermark but full (fills large against the budget):
   // make room for this one chunk at least.
-  if (region_full && r->dropping == 0)
-    evict(r, r->resident + r->reserved + len - fraction(r->budget.bytes, r->budget.low));
-  if (runtime_full && dropping_ == 0)
-    evict(nullptr, resident_ + reserved_ + len - fraction(options_.budget.bytes, options_.budget.low));
+  // (A pass that found nothing droppable is not repeated for every
+  // placement: see evict_retry_at.)
+  if (region_full && r->dropping == 0 && r->resident >= r->evict_retry_at) {
+    uint64_t want = r->resident + r->reserved + len - fraction(r->budget.bytes, r->budget.low);
+    if (evict(r, want) == 0) r->evict_retry_at = r->resident + std::max<uint64_t>(1, r->budget.bytes / 16);
+  }
+  if (runtime_full && dropping_ == 0 && resident_ >= evict_retry_at_) {
+    uint64_t want = resident_ + reserved_ + len - fraction(options_.budget.bytes, options_.budget.low);
+    if (evict(nullptr, want) == 0) evict_retry_at_ = resident_ + std::max<uint64_t>(1, options_.budget.bytes / 16);
+  }
   // Wait for the drops under way; with none (nothing may be dropped), go
   // over the budget rather than stall the application for good.
   if ((region_full && r->dropping > 0) || (runtime_full && dropping_ > 0)) return true;

@@ -153,7 +153,8 @@ TEST_CASE("take_dirty misses no write of a concurrent writer", "[dirty]") {
   };
   size_t rounds = 0, reported = 0;
   auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(700);
-  while (std::chrono::steady_clock::now() < until) {
+  // At least 20 takes while the writer runs, however slow the machine (TSan).
+  while (std::chrono::steady_clock::now() < until || rounds < 20) {
     reported += copy_reported();
     ++rounds;
   }
