@@ -249,16 +249,17 @@ PageServer::Impl::Impl(std::shared_ptr<Backend> source, PageServerOptions option
 
 void PageServer::Impl::run() {
   pthread_setname_np(pthread_self(), "faultline-srv");
-  auto last = Clock::now();
+  SpinPolicy spin;
   while (!io_.stopped()) {
-    if (io_.poll() > 0) {
-      last = Clock::now();
-      continue;
-    }
+    if (io_.poll() > 0) continue;  // (runs every handler that is ready)
     if (io_.stopped()) break;
-    if (Clock::now() - last < options_.busy_poll) continue;
-    io_.run_one();
-    last = Clock::now();
+    bool caught = false;
+    if (options_.busy_poll.count() > 0 && spin.should_spin()) {
+      auto until = Clock::now() + options_.busy_poll;
+      while (!caught && !io_.stopped() && Clock::now() < until) caught = io_.poll() > 0;
+      caught ? spin.hit() : spin.miss();
+    }
+    if (!caught) io_.run_one();
   }
 }
 
@@ -269,7 +270,16 @@ void PageServer::Impl::stop() {
     for (auto& a : acceptors_) a->close();
     for (const std::string& p : unix_paths_) ::unlink(p.c_str());
     auto conns = conns_;
-    for (const auto& c : conns) close(c, "server stopping");
+    std::vector<std::byte> bye;
+    std::string text = "server stopping";
+    append_frame(bye, FrameType::kError, 0, uint16_t(ErrorCode::kShuttingDown), 0,
+                 std::as_bytes(std::span(text.data(), text.size())));
+    for (const auto& c : conns) {
+      // Best effort, never waiting: unless a response is half written, the
+      // peer learns why the connection ends.
+      if (!c->write_active) (void)!::send(c->socket.native_handle(), bye.data(), bye.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      close(c, "server stopping");
+    }
     urgent_jobs_.clear();
     normal_jobs_.clear();
     maybe_finish_stop();
@@ -479,9 +489,9 @@ void PageServer::Impl::handle_read(const std::shared_ptr<Conn>& c, const ParseRe
   job->read_offset = r.offset & ~uint64_t(alignment_ - 1);
   uint64_t end = (r.offset + job->length + alignment_ - 1) & ~uint64_t(alignment_ - 1);
   job->read_length = static_cast<uint32_t>(end - job->read_offset);
+  c->in_flight_bytes += r.length;  // (released when the answer, even an error, is written)
   job->buf.reset(static_cast<std::byte*>(std::aligned_alloc(alignment_, job->read_length)));
   if (!job->buf) return fail_job(std::move(job), ENOMEM);
-  c->in_flight_bytes += r.length;
   (job->urgent ? urgent_jobs_ : normal_jobs_).push_back(std::move(job));
 }
 
@@ -532,7 +542,7 @@ void PageServer::Impl::kick_writer(const std::shared_ptr<Conn>& c) {
   c->write_active = true;
   asio::async_write(c->socket, buffers, [this, c](boost::system::error_code ec, size_t) {
     c->write_active = false;
-    if (c->state == Conn::State::kClosed) return;
+    if (c->state == Conn::State::kClosed) return c->writing.clear();
     if (ec) return close(c, "write failed: " + ec.message());
     c->last_activity = Clock::now();
     for (auto& o : c->writing) {
@@ -674,6 +684,7 @@ void PageServer::Impl::finish_job(std::unique_ptr<Job> job, bool zero) {
     out->payload = std::span<const std::byte>(job->buf.get() + (job->offset - job->read_offset), job->length);
     encode_header(out->header, FrameType::kData, 0, 0, job->id, out->payload);
   }
+  job->conn.reset();  // (the connection holds the frame: no cycle)
   out->job = std::move(job);
   queue(c, std::move(out), urgent);
 }

@@ -12,6 +12,7 @@
 
 #include <cstring>
 
+#include "crc32c.h"
 #include "faultline/error.h"
 
 namespace faultline::remote {
@@ -39,45 +40,6 @@ uint64_t get64(const std::byte* p) {
   return v;
 }
 
-// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven, and
-// with the SSE4.2 crc32 instruction where the CPU has it.
-struct CrcTable {
-  uint32_t t[256];
-  constexpr CrcTable() : t() {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-  }
-};
-constexpr CrcTable kCrcTable;
-
-uint32_t crc32c_table(uint32_t crc, const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) crc = kCrcTable.t[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-  return crc;
-}
-
-#if defined(__x86_64__)
-__attribute__((target("sse4.2"))) uint32_t crc32c_sse42(uint32_t crc, const uint8_t* p, size_t n) {
-  uint64_t c = crc;
-  while (n >= 8) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    c = __builtin_ia32_crc32di(c, v);
-    p += 8;
-    n -= 8;
-  }
-  uint32_t c32 = static_cast<uint32_t>(c);
-  while (n > 0) {
-    c32 = __builtin_ia32_crc32qi(c32, *p++);
-    --n;
-  }
-  return c32;
-}
-const bool kHaveSse42 = __builtin_cpu_supports("sse4.2");
-#endif
-
 ParseResult failure(ErrorCode code, std::string message) {
   ParseResult r;
   r.status = ParseResult::kError;
@@ -101,14 +63,7 @@ const char* type_name(FrameType t) {
 
 }  // namespace
 
-uint32_t crc32c(uint32_t crc, const void* data, size_t n) {
-  crc = ~crc;
-  auto p = static_cast<const uint8_t*>(data);
-#if defined(__x86_64__)
-  if (kHaveSse42) return ~crc32c_sse42(crc, p, n);
-#endif
-  return ~crc32c_table(crc, p, n);
-}
+uint32_t crc32c(uint32_t crc, const void* data, size_t n) { return detail::crc32c(data, n, crc); }
 
 const char* error_code_name(ErrorCode code) {
   switch (code) {
@@ -194,7 +149,10 @@ ParseResult parse_frame(std::span<const std::byte> bytes, Receiver receiver, uin
   if (fixed == 0 && h.length > limit)
     return failure(ErrorCode::kTooLarge, std::string(type_name(h.type)) + " frame length " +
                                              std::to_string(h.length) + " over the limit " + std::to_string(limit));
-  if (bytes.size() - kHeaderSize < h.length) return r;  // wait for the payload
+  if (bytes.size() - kHeaderSize < h.length) {  // wait for the payload
+    r.header_checked = true;
+    return r;
+  }
   r.payload = bytes.subspan(kHeaderSize, h.length);
   uint32_t crc = crc32c(crc32c(0, p, 16), r.payload.data(), r.payload.size());
   if (crc != h.crc)
@@ -363,7 +321,11 @@ std::string format_address(const SocketAddress& a) {
     case AF_INET6: {
       auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a.storage);
       inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
-      return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
+      std::string s = "[";  // (built up in steps: GCC 12 warns falsely on "[" + std::string)
+      s += buf;
+      s += "]:";
+      s += std::to_string(ntohs(in6->sin6_port));
+      return s;
     }
   }
   return "family " + std::to_string(a.family());

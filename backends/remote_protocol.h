@@ -77,6 +77,9 @@ struct ParseResult {
   FrameHeader header;
   std::span<const std::byte> payload;
   size_t consumed = 0;  // bytes of the frame, when kFrame
+  // kNeedMore with the header complete and valid (header is filled in): the
+  // receiver may take the payload elsewhere, checking `crc` itself.
+  bool header_checked = false;
   ErrorCode code = ErrorCode::kNone;
   std::string message;  // when kError: what was wrong, with the field and value
 };
@@ -133,6 +136,7 @@ std::string decode_hello(std::span<const std::byte> payload, Hello* out);
 std::string decode_client_hello(std::span<const std::byte> payload, ClientHello* out);
 std::string decode_read(std::span<const std::byte> payload, ReadRequestWire* out);
 
+// CRC-32C (crc32c.h), continuing from crc (0 to start).
 uint32_t crc32c(uint32_t crc, const void* data, size_t n);
 
 // The handshake proofs. The client proves it knows the secret with
@@ -143,6 +147,28 @@ std::array<uint8_t, kMacSize> handshake_mac(const std::string& secret, const cha
                                             std::span<const uint8_t, kNonceSize> second);
 bool mac_equal(std::span<const uint8_t, kMacSize> a, std::span<const uint8_t, kMacSize> b);
 std::array<uint8_t, kNonceSize> random_nonce();
+
+// Whether busy-polling pays off, for both peers. Polling for an answer (or
+// the next request) saves a wake-up when it comes within the window; on a
+// loaded machine it only burns CPU the peer needs. Each poll that catches
+// something earns credit, each that times out halves it; with no credit
+// the caller sleeps, and polls again every 64th time to see whether things
+// changed.
+class SpinPolicy {
+ public:
+  bool should_spin() {
+    if (credit_ > 0) return true;
+    if (++skipped_ < 64) return false;
+    skipped_ = 0;
+    return true;
+  }
+  void hit() { credit_ = credit_ < 16 ? credit_ + 1 : 16; }
+  void miss() { credit_ /= 2; }
+
+ private:
+  int credit_ = 4;
+  int skipped_ = 0;
+};
 
 // "HOST:PORT", "[IPV6]:PORT" or "unix:/path", resolved to socket addresses
 // (a host name may give several). Throws Error naming the address.

@@ -4,6 +4,7 @@
 #include "faultline/snapshot.h"
 
 #include <errno.h>
+#include <zdict.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <thread>
@@ -76,6 +78,8 @@ void encode_header(const SnapshotHeader& h, unsigned char out[kSnapshotHeaderByt
   put(out + 32, h.chunk_count, 8);
   put(out + 40, h.index_offset, 8);
   put(out + 48, h.index_checksum, 4);
+  put(out + 52, h.dict_length, 4);
+  put(out + 56, h.dict_checksum, 4);
   put(out + 60, crc32c(out, 60), 4);
 }
 
@@ -121,9 +125,15 @@ SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file
   if (hd.chunk_size < kMinChunkSize || hd.chunk_size > kMaxChunkSize || !std::has_single_bit(hd.chunk_size))
     bad("chunk_size = " + std::to_string(hd.chunk_size) + ": must be a power of two from " +
         std::to_string(kMinChunkSize) + " to " + std::to_string(kMaxChunkSize));
-  if (hd.flags != 0) bad("flags = " + hex(hd.flags) + ": unknown flag bits for version 1");
-  for (int i = 52; i < 60; ++i)
-    if (h[i] != 0) bad("reserved header bytes 52..59 are not zero");
+  hd.dict_length = static_cast<uint32_t>(get(h + 52, 4));
+  hd.dict_checksum = static_cast<uint32_t>(get(h + 56, 4));
+  if (hd.flags & ~kKnownFlags) bad("flags = " + hex(hd.flags) + ": unknown flag bits for version 1");
+  const bool has_dict = hd.flags & kFlagDictionary;
+  if (!has_dict && (hd.dict_length != 0 || hd.dict_checksum != 0))
+    bad("dict_length = " + std::to_string(hd.dict_length) + ", dict_checksum = " + hex(hd.dict_checksum) +
+        ": must be 0 without the dictionary flag");
+  if (has_dict && (hd.dict_length < 8 || hd.dict_length > kMaxDictionaryBytes))
+    bad("dict_length = " + std::to_string(hd.dict_length) + ": must be 8.." + std::to_string(kMaxDictionaryBytes));
   if (hd.size > kMaxSnapshotSize)
     bad("size = " + std::to_string(hd.size) + ": larger than the limit of " + std::to_string(kMaxSnapshotSize) + " bytes");
   uint64_t want_chunks = hd.size / hd.chunk_size + (hd.size % hd.chunk_size != 0);
@@ -132,9 +142,11 @@ SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file
         std::to_string(hd.chunk_size) + " makes " + std::to_string(want_chunks));
   // chunk_count <= 2^36 here, so the index length cannot overflow.
   uint64_t index_bytes = hd.chunk_count * kSnapshotEntryBytes;
-  if (hd.index_offset < kSnapshotHeaderBytes || hd.index_offset > file_bytes)
+  // Chunk data lies between the dictionary and the index.
+  const uint64_t data_start = uint64_t{kSnapshotHeaderBytes} + hd.dict_length;
+  if (hd.index_offset < data_start || hd.index_offset > file_bytes)
     bad("index_offset = " + std::to_string(hd.index_offset) + ": outside the file (" + std::to_string(file_bytes) +
-        " bytes, header " + std::to_string(kSnapshotHeaderBytes) + ")");
+        " bytes, chunk data from " + std::to_string(data_start) + ")");
   if (file_bytes - hd.index_offset < index_bytes)
     bad("truncated: the index of " + std::to_string(hd.chunk_count) + " chunks at index_offset " +
         std::to_string(hd.index_offset) + " needs " + std::to_string(hd.index_offset + index_bytes) +
@@ -151,6 +163,19 @@ SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file
     bad("index_checksum = " + hex(hd.index_checksum) + " but the index's CRC-32C is " + hex(computed) + " (corrupt index)");
 
   SnapshotIndex index;
+  if (has_dict) {
+    std::vector<unsigned char> dict(hd.dict_length);
+    if (!pread_exact(fd, dict.data(), dict.size(), kSnapshotHeaderBytes))
+      throw_errno(what + "cannot read the dictionary", errno ? errno : EIO);
+    computed = crc32c(dict.data(), dict.size());
+    if (computed != hd.dict_checksum)
+      bad("dict_checksum = " + hex(hd.dict_checksum) + " but the dictionary's CRC-32C is " + hex(computed) +
+          " (corrupt dictionary)");
+    ZSTD_DDict* d = ZSTD_createDDict(dict.data(), dict.size());
+    if (!d) bad("dictionary: zstd cannot load it");
+    index.dictionary = std::shared_ptr<const ZSTD_DDict>(d, DDictDeleter());
+    index.info.dictionary_bytes = hd.dict_length;
+  }
   index.info.version = hd.version;
   index.info.chunk_size = hd.chunk_size;
   index.info.flags = hd.flags;
@@ -173,9 +198,9 @@ SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file
         bad(field + ".length = " + std::to_string(e.length) + ": more than zstd's bound of " + std::to_string(bound) +
             " bytes for a " + std::to_string(hd.chunk_size) + "-byte chunk");
       // offset + length is never computed before offset is known to be small.
-      if (e.offset < kSnapshotHeaderBytes || e.offset > hd.index_offset || e.length > hd.index_offset - e.offset)
+      if (e.offset < data_start || e.offset > hd.index_offset || e.length > hd.index_offset - e.offset)
         bad(field + ".offset = " + std::to_string(e.offset) + ", length " + std::to_string(e.length) +
-            ": outside the chunk data [" + std::to_string(kSnapshotHeaderBytes) + ", " +
+            ": outside the chunk data [" + std::to_string(data_start) + ", " +
             std::to_string(hd.index_offset) + ")");
       index.info.compressed_bytes += e.length;
       stored_chunks.push_back(i);
@@ -199,8 +224,8 @@ SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file
   return index;
 }
 
-ChunkCheck decode_chunk(ZSTD_DCtx* dctx, std::span<const std::byte> frame, std::byte* dst, uint64_t length,
-                        const ChunkEntry& entry) {
+ChunkCheck decode_chunk(ZSTD_DCtx* dctx, const ZSTD_DDict* dictionary, std::span<const std::byte> frame,
+                        std::byte* dst, uint64_t length, const ChunkEntry& entry) {
   ChunkCheck c;
   unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (content == ZSTD_CONTENTSIZE_ERROR) {
@@ -213,7 +238,8 @@ ChunkCheck decode_chunk(ZSTD_DCtx* dctx, std::span<const std::byte> frame, std::
     c.produced = content;
     return c;
   }
-  size_t r = ZSTD_decompressDCtx(dctx, dst, length, frame.data(), frame.size());
+  size_t r = dictionary ? ZSTD_decompress_usingDDict(dctx, dst, length, frame.data(), frame.size(), dictionary)
+                        : ZSTD_decompressDCtx(dctx, dst, length, frame.data(), frame.size());
   if (ZSTD_isError(r)) {
     if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall) {
       c.status = ChunkCheck::kWrongSize;  // more than `length`: how much more is unknown
@@ -264,6 +290,9 @@ struct ZstdCCtxDeleter {
 struct ZstdDCtxDeleter {
   void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
 };
+struct ZstdCDictDeleter {
+  void operator()(ZSTD_CDict* d) const { ZSTD_freeCDict(d); }
+};
 
 std::string dir_of(const std::string& path) {
   auto slash = path.rfind('/');
@@ -290,6 +319,65 @@ struct Slot {
   std::string error;
 };
 
+// Trains a dictionary on a sample of the chunks (every other sampled chunk)
+// and keeps it only if, on the other half, it saves clearly more than it
+// costs over the whole image. Returns it, or nothing.
+std::vector<unsigned char> train_dictionary(const Source& src, const SnapshotWriteOptions& o, uint64_t chunks) {
+  constexpr uint64_t kSampleBudget = 8 << 20;  // bytes read for training and judging
+  const uint64_t piece = std::min<uint64_t>(o.chunk_size, 64 * 1024);
+  const uint64_t wanted = std::min<uint64_t>(chunks, kSampleBudget / piece);
+  if (o.dictionary_bytes == 0 || wanted < 32) return {};
+  std::vector<unsigned char> train, judge;
+  std::vector<size_t> train_sizes, judge_sizes;
+  std::vector<unsigned char> buf(piece);
+  uint64_t seen = 0, stored = 0;
+  for (uint64_t k = 0; k < wanted; ++k) {
+    uint64_t chunk = k * chunks / wanted;
+    uint64_t off = chunk * o.chunk_size;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(piece, src.size - off));
+    const unsigned char* p;
+    if (src.fd >= 0) {
+      if (!detail::pread_exact(src.fd, buf.data(), n, off)) return {};  // the main pass reports it
+      p = buf.data();
+    } else {
+      p = reinterpret_cast<const unsigned char*>(src.memory.data() + off);
+    }
+    ++seen;
+    if (all_zero(reinterpret_cast<const std::byte*>(p), n)) continue;
+    ++stored;
+    auto& to = stored % 2 ? train : judge;
+    to.insert(to.end(), p, p + n);
+    (stored % 2 ? train_sizes : judge_sizes).push_back(n);
+  }
+  if (judge_sizes.size() < 8) return {};
+  std::vector<unsigned char> dict(o.dictionary_bytes);
+  size_t len = ZDICT_trainFromBuffer(dict.data(), dict.size(), train.data(), train_sizes.data(),
+                                     static_cast<unsigned>(train_sizes.size()));
+  if (ZDICT_isError(len)) return {};  // too little or too uniform data to learn from
+  dict.resize(len);
+  std::unique_ptr<ZSTD_CDict, ZstdCDictDeleter> cdict(ZSTD_createCDict(dict.data(), dict.size(), o.level));
+  std::unique_ptr<ZSTD_CCtx, ZstdCCtxDeleter> cctx(ZSTD_createCCtx());
+  if (!cdict || !cctx) return {};
+  std::vector<unsigned char> out(ZSTD_compressBound(piece));
+  uint64_t plain = 0, with = 0;
+  size_t at = 0;
+  for (size_t n : judge_sizes) {
+    size_t a = ZSTD_compressCCtx(cctx.get(), out.data(), out.size(), judge.data() + at, n, o.level);
+    size_t b = ZSTD_compress_usingCDict(cctx.get(), out.data(), out.size(), judge.data() + at, n, cdict.get());
+    if (ZSTD_isError(a) || ZSTD_isError(b)) return {};
+    plain += a;
+    with += b;
+    at += n;
+  }
+  if (with >= plain) return {};
+  // Projected over the stored chunks of the whole image: keep the
+  // dictionary if it pays for itself twice over.
+  double per_byte = double(plain - with) / double(judge.size());
+  double projected = per_byte * double(src.size) * double(stored) / double(seen);
+  if (projected < 2.0 * double(dict.size())) return {};
+  return dict;
+}
+
 void write_all(int fd, const void* buf, size_t n, const std::function<void(int)>& fail) {
   auto* p = static_cast<const unsigned char*>(buf);
   while (n > 0) {
@@ -309,6 +397,9 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
     throw Error(what + ": level = " + std::to_string(o.level) + ": zstd levels run from " +
                 std::to_string(ZSTD_minCLevel()) + " to " + std::to_string(ZSTD_maxCLevel()));
   if (o.threads > 1024) throw Error(what + ": threads = " + std::to_string(o.threads) + ": at most 1024");
+  if (o.dictionary_bytes > detail::kMaxDictionaryBytes)
+    throw Error(what + ": dictionary_bytes = " + std::to_string(o.dictionary_bytes) + ": at most " +
+                std::to_string(detail::kMaxDictionaryBytes));
   if (src.size > detail::kMaxSnapshotSize)
     throw Error(what + ": " + src.name + " is " + std::to_string(src.size) + " bytes, more than the format's limit of " +
                 std::to_string(detail::kMaxSnapshotSize));
@@ -334,6 +425,13 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
 
   unsigned char header[detail::kSnapshotHeaderBytes] = {};
   write_all(fd.get(), header, sizeof header, fail_write);  // the real one goes in last
+  const std::vector<unsigned char> dict = train_dictionary(src, o, chunks);
+  std::unique_ptr<ZSTD_CDict, ZstdCDictDeleter> cdict;
+  if (!dict.empty()) {
+    cdict.reset(ZSTD_createCDict(dict.data(), dict.size(), o.level));
+    if (!cdict) throw Error("cannot write " + what + ": zstd cannot digest the dictionary it trained");
+    write_all(fd.get(), dict.data(), dict.size(), fail_write);
+  }
 
   const size_t bound = ZSTD_compressBound(chunk_size);
   const size_t window = size_t{threads} * 4;  // chunks compressed ahead of the writer
@@ -350,6 +448,9 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
     if (!cctx) setup_error = "cannot create a zstd compression context";
     else if (ZSTD_isError(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, o.level)))
       setup_error = "zstd rejects level " + std::to_string(o.level);
+    else if (cdict && (ZSTD_isError(ZSTD_CCtx_refCDict(cctx.get(), cdict.get())) ||
+                       ZSTD_isError(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_dictIDFlag, 0))))
+      setup_error = "zstd rejects the dictionary";
     for (;;) {
       uint64_t i;
       {
@@ -405,7 +506,7 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
     workers.clear();
   };
   std::vector<ChunkEntry> index(chunks);
-  uint64_t pos = detail::kSnapshotHeaderBytes;
+  uint64_t pos = detail::kSnapshotHeaderBytes + dict.size();
   try {
     for (unsigned t = 0; t < threads && chunks > 0; ++t) workers.emplace_back(compress_loop);
     for (uint64_t i = 0; i < chunks; ++i) {
@@ -447,6 +548,11 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
   h.chunk_count = chunks;
   h.index_offset = pos;
   h.index_checksum = detail::crc32c(raw.data(), raw.size());
+  if (!dict.empty()) {
+    h.flags = detail::kFlagDictionary;
+    h.dict_length = static_cast<uint32_t>(dict.size());
+    h.dict_checksum = detail::crc32c(dict.data(), dict.size());
+  }
   detail::encode_header(h, header);
   for (size_t done = 0; done < sizeof header;) {
     ssize_t r = ::pwrite(fd.get(), header + done, sizeof header - done, static_cast<off_t>(done));
@@ -499,6 +605,27 @@ class SnapshotReader::Impl {
   std::string path;
   UniqueFd fd;
   detail::SnapshotIndex index;
+
+  // Decompression contexts, reused across read_chunk() calls (creating one
+  // costs more than decompressing a small chunk); one per concurrent caller.
+  using DCtx = std::unique_ptr<ZSTD_DCtx, ZstdDCtxDeleter>;
+  DCtx take_dctx() const {
+    {
+      std::lock_guard lock(mu);
+      if (!spare.empty()) {
+        DCtx d = std::move(spare.back());
+        spare.pop_back();
+        return d;
+      }
+    }
+    return DCtx(ZSTD_createDCtx());
+  }
+  void give_back(DCtx d) const {
+    std::lock_guard lock(mu);
+    spare.push_back(std::move(d));
+  }
+  mutable std::mutex mu;
+  mutable std::vector<DCtx> spare;  // guarded by mu
 };
 
 SnapshotReader SnapshotReader::open(const std::string& path) {
@@ -545,14 +672,16 @@ void SnapshotReader::read_chunk(uint64_t index, std::span<std::byte> out) const 
     std::memset(out.data(), 0, length);
     return;
   }
-  std::vector<std::byte> frame(e.length);
-  if (!detail::pread_exact(impl_->fd.get(), frame.data(), frame.size(), e.offset)) {
+  auto frame = std::make_unique_for_overwrite<std::byte[]>(e.length);
+  if (!detail::pread_exact(impl_->fd.get(), frame.get(), e.length, e.offset)) {
     if (errno) throw_errno(where + "cannot read " + std::to_string(e.length) + " bytes", errno);
     throw Error(where + "truncated: the file ends before the chunk's " + std::to_string(e.length) + " bytes");
   }
-  std::unique_ptr<ZSTD_DCtx, ZstdDCtxDeleter> dctx(ZSTD_createDCtx());
+  Impl::DCtx dctx = impl_->take_dctx();
   if (!dctx) throw Error(where + "cannot create a zstd decompression context");
-  detail::ChunkCheck c = detail::decode_chunk(dctx.get(), frame, out.data(), length, e);
+  detail::ChunkCheck c = detail::decode_chunk(dctx.get(), impl_->index.dictionary.get(), {frame.get(), e.length},
+                                              out.data(), length, e);
+  impl_->give_back(std::move(dctx));
   if (c.status != detail::ChunkCheck::kOk) throw Error(where + detail::describe(c, length, e));
 }
 

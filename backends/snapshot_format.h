@@ -3,7 +3,8 @@
 // library (and its tests and fuzzers).
 //
 //   offset 0                  header, 64 bytes
-//   offset 64                 chunk data: zstd frames, in chunk order
+//   offset 64                 zstd dictionary, dict_length bytes (flag kFlagDictionary)
+//   offset 64 + dict_length   chunk data: zstd frames, in chunk order
 //   offset index_offset       index: chunk_count entries of 16 bytes
 //   end of file               == index_offset + 16 * chunk_count
 //
@@ -15,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -32,18 +34,23 @@ inline constexpr uint32_t kMaxChunkSize = 4 * 1024 * 1024;
 // 256 TiB: far beyond any image (regions stop at 64 TiB), and small enough
 // that no size or count derived from it can overflow 64 bits.
 inline constexpr uint64_t kMaxSnapshotSize = uint64_t{1} << 48;
+// Header flags.
+inline constexpr uint32_t kFlagDictionary = 1;  // chunks are compressed with the stored dictionary
+inline constexpr uint32_t kKnownFlags = kFlagDictionary;
+inline constexpr uint32_t kMaxDictionaryBytes = 1 << 20;
 
 // Header layout (byte offsets).
 //   0  magic[8]          "FLZSNAP\0"
 //   8  u32 version       1
 //  12  u32 header_bytes  64
 //  16  u32 chunk_size    power of two, 4 KiB..4 MiB
-//  20  u32 flags         0 (no flags defined in version 1)
+//  20  u32 flags         bit 0: kFlagDictionary; other bits 0
 //  24  u64 size          uncompressed bytes
 //  32  u64 chunk_count   ceil(size / chunk_size)
 //  40  u64 index_offset
 //  48  u32 index_checksum   CRC-32C of the index bytes
-//  52  u8  reserved[8]      zero
+//  52  u32 dict_length      bytes of the dictionary (0 without kFlagDictionary)
+//  56  u32 dict_checksum    CRC-32C of the dictionary (0 without kFlagDictionary)
 //  60  u32 header_checksum  CRC-32C of bytes 0..59
 struct SnapshotHeader {
   uint32_t version = kSnapshotVersion;
@@ -54,6 +61,8 @@ struct SnapshotHeader {
   uint64_t chunk_count = 0;
   uint64_t index_offset = 0;
   uint32_t index_checksum = 0;
+  uint32_t dict_length = 0;
+  uint32_t dict_checksum = 0;
 };
 
 // Index entry: u64 offset, u32 length, u32 checksum. length 0 is the zero
@@ -72,10 +81,17 @@ void encode_header(const SnapshotHeader& h, unsigned char out[kSnapshotHeaderByt
 void encode_entry(const ChunkEntry& e, unsigned char out[kSnapshotEntryBytes]);
 ChunkEntry decode_entry(const unsigned char in[kSnapshotEntryBytes]);
 
-// A snapshot's header and index, checked.
+struct DDictDeleter {
+  void operator()(ZSTD_DDict* d) const { ZSTD_freeDDict(d); }
+};
+
+// A snapshot's header, dictionary and index, checked.
 struct SnapshotIndex {
   SnapshotInfo info;
   std::vector<ChunkEntry> entries;
+  // The dictionary, digested for decompression; null without one. Read-only:
+  // shared by every decompression context.
+  std::shared_ptr<const ZSTD_DDict> dictionary;
   uint64_t chunk_length(uint64_t i) const {
     return i + 1 < info.chunk_count ? info.chunk_size : info.size - (info.chunk_count - 1) * uint64_t{info.chunk_size};
   }
@@ -93,10 +109,11 @@ struct ChunkCheck {
   const char* zstd_error = nullptr;  // kBadFrame
 };
 
-// Decompresses one chunk's frame into dst (room for exactly `length` bytes)
-// and checks its length and checksum against the index entry.
-ChunkCheck decode_chunk(ZSTD_DCtx* dctx, std::span<const std::byte> frame, std::byte* dst, uint64_t length,
-                        const ChunkEntry& entry);
+// Decompresses one chunk's frame into dst (room for exactly `length` bytes),
+// with the snapshot's dictionary if it has one (may be null), and checks its
+// length and checksum against the index entry.
+ChunkCheck decode_chunk(ZSTD_DCtx* dctx, const ZSTD_DDict* dictionary, std::span<const std::byte> frame,
+                        std::byte* dst, uint64_t length, const ChunkEntry& entry);
 // "decompressed size mismatch: 100 bytes, expected 65536" and the like.
 std::string describe(const ChunkCheck& check, uint64_t length, const ChunkEntry& entry);
 

@@ -641,7 +641,7 @@ void ZstdSnapshotBackend::Impl::decode(ChunkJob* job, ZSTD_DCtx* dctx) {
     own = std::make_shared_for_overwrite<std::byte[]>(len);
     dst = own.get();
   }
-  detail::ChunkCheck check = detail::decode_chunk(dctx, {job->frame, e.length}, dst, len, e);
+  detail::ChunkCheck check = detail::decode_chunk(dctx, index_.dictionary.get(), {job->frame, e.length}, dst, len, e);
   counters_.chunks_decompressed.fetch_add(1, std::memory_order_relaxed);
   if (check.status != detail::ChunkCheck::kOk) {
     counters_.corrupt_chunks.fetch_add(1, std::memory_order_relaxed);

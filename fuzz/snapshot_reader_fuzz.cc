@@ -4,8 +4,8 @@
 // access under ASan, another exception) is a bug.
 //
 // Input: one mode byte, then the file. With bit 0 of the mode byte set, the
-// header and index checksums are recomputed before the file is opened, so
-// the fuzzer gets past them to the index and chunk checks behind them.
+// header, dictionary and index checksums are recomputed before the file is
+// opened, so the fuzzer gets past them to the checks behind them.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -39,6 +39,9 @@ void fix_checksums(std::vector<unsigned char>& f) {
   using namespace faultline::detail;
   if (f.size() < kSnapshotHeaderBytes) return;
   uint64_t count = get(f.data() + 32, 8), index_offset = get(f.data() + 40, 8);
+  uint64_t dict_length = get(f.data() + 52, 4);
+  if (dict_length <= f.size() - kSnapshotHeaderBytes)
+    put(f.data() + 56, crc32c(f.data() + kSnapshotHeaderBytes, dict_length), 4);
   if (index_offset <= f.size() && count <= (f.size() - index_offset) / kSnapshotEntryBytes)
     put(f.data() + 48, crc32c(f.data() + index_offset, count * kSnapshotEntryBytes), 4);
   put(f.data() + 60, crc32c(f.data(), 60), 4);

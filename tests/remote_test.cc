@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -656,7 +657,9 @@ class FakeServer {
           ready = true;
         } else if (f.header.type == FrameType::kRead) {
           ReadRequestWire r;
-          REQUIRE(decode_read(f.payload, &r).empty());
+          // (No Catch2 assertions on this thread: Catch2 is not thread-safe.
+          // A READ the client should never send shows up as a timeout.)
+          if (!decode_read(f.payload, &r).empty() || r.offset >= size_) return;
           answer(out, f.header.id, r);
         }
         in.erase(in.begin(), in.begin() + static_cast<long>(f.consumed));
@@ -748,14 +751,15 @@ TEST_CASE("a hostile server can only fail the reads it was asked for, within the
   ro.busy_poll = 0us;
   auto backend = connect_remote(ro);
   REQUIRE(backend->size() == 1 * kMiB);
-  std::vector<std::byte> dest(8192, std::byte{0xee});
+  // 64 KiB: long enough to be received straight into the buffer.
+  std::vector<std::byte> dest(65536, std::byte{0xee});
   auto start = std::chrono::steady_clock::now();
-  ReadCompletion c = read_through(*backend, 4096, 8192, dest.data());
+  ReadCompletion c = read_through(*backend, 4096, 65536, dest.data());
   auto took = std::chrono::steady_clock::now() - start;
   INFO("mode " << int(mode));
   if (mode == Mode::kHonest) {
-    CHECK(c.result == 8192);
-    CHECK(std::memcmp(dest.data(), server.data().data() + 4096, 8192) == 0);
+    CHECK(c.result == 65536);
+    CHECK(std::memcmp(dest.data(), server.data().data() + 4096, 65536) == 0);
     CHECK(took < 300ms);
   } else {
     CHECK(c.result == -ETIMEDOUT);
@@ -823,20 +827,22 @@ TEST_CASE("the remote backend completes every read, merged or not, out of order"
 namespace {
 
 // A PageServer in a child process (so it can be killed like a crashed
-// server). Serves pattern(size, seed) on `address`.
+// server). Serves `data` (the child's copy of the parent's memory: nothing
+// to generate, so it starts at once) on `address`.
 class ServerProcess {
  public:
-  ServerProcess(const std::string& address, size_t size, uint32_t seed) {
+  ServerProcess(const std::string& address, std::span<const std::byte> data) {
     int p[2];
     REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
     pid_ = ::fork();
     REQUIRE(pid_ >= 0);
     if (pid_ == 0) {
       ::close(p[0]);
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a test that crashed
       try {
         PageServerOptions so;
         so.listen = {address};
-        PageServer server(std::make_shared<MemoryBackend>(pattern(size, seed)), so);
+        PageServer server(MemoryBackend::borrow(data), so);
         char ok = 1;
         (void)!::write(p[1], &ok, 1);
         for (;;) ::pause();
@@ -871,15 +877,15 @@ TEST_CASE("a server killed mid-transfer gives SIGBUS after the deadline; a resta
   auto data = pattern(kSize, 9);
   TempFile anchor(size_t{1});
   std::string address = "unix:" + anchor.path() + ".sock";
-  auto server = std::make_unique<ServerProcess>(address, kSize, 9);
+  auto server = std::make_unique<ServerProcess>(address, data);
   RemoteOptions ro;
   ro.address = address;
-  ro.deadline = 700ms;
+  ro.deadline = 1500ms;
   auto backend = connect_remote(ro);
   Runtime rt;
   RegionOptions o;
   o.fill_size = 4096;
-  o.readahead_max = 1 * kMiB;
+  o.readahead_max = 256 * kKiB;  // (fewer poisoned read-ahead chunks to log)
   Region r = rt.map(backend, o);
 
   // 1. A reader scans; the server dies under it.
@@ -906,7 +912,7 @@ TEST_CASE("a server killed mid-transfer gives SIGBUS after the deadline; a resta
   server->kill();
   reader.join();
   REQUIRE(bus);
-  CHECK(bus_at - killed_at >= 600ms);  // retried until the deadline, not given up at once
+  CHECK(bus_at - killed_at >= 1400ms);  // retried until the deadline, not given up at once
   CHECK(bus_at - killed_at < 5s);
   CHECK(bus_offset < kSize);
   CHECK(first_mismatch(r.data(), data.data(), progress) == -1);
@@ -920,9 +926,9 @@ TEST_CASE("a server killed mid-transfer gives SIGBUS after the deadline; a resta
     served = !touch_gives_sigbus(r.data() + far + 123, &got);
   });
   std::this_thread::sleep_for(200ms);
-  server = std::make_unique<ServerProcess>(address, kSize, 9);
+  server = std::make_unique<ServerProcess>(address, data);
   waiter.join();
-  CHECK(served);
+  REQUIRE(served);
   CHECK(got == data[far + 123]);
   // The rest of that end of the region reads correctly over the new connection.
   CHECK(first_mismatch(r.data() + far, data.data() + far, 4 * kMiB) == -1);

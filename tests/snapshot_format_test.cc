@@ -72,9 +72,10 @@ TEST_CASE("CRC-32C matches the standard check values, hardware and table alike",
   REQUIRE(detail::crc32c(zeros.data(), 32) == 0x8A9136AAu);  // RFC 3720 B.4
   REQUIRE(detail::crc32c(ones.data(), 32) == 0x62A8AB43u);
   REQUIRE(detail::crc32c(nullptr, 0) == 0);
-  auto data = pattern(4096 + 77, 3);
+  auto data = pattern(3 * 65536 + 77, 3);
   for (size_t start : {0, 1, 3, 7}) {
-    for (size_t len : {0, 1, 7, 8, 9, 63, 64, 1000, 4096}) {
+    // (3 KiB and more run the three-stream hardware loop)
+    for (size_t len : {0, 1, 7, 8, 9, 63, 64, 1000, 3071, 3072, 3073, 4096, 6144 + 5, 65536, 3 * 65536}) {
       const auto* p = reinterpret_cast<const unsigned char*>(data.data()) + start;
       uint32_t whole = detail::crc32c(p, len);
       REQUIRE(whole == detail::crc32c_portable(p, len));
@@ -436,4 +437,87 @@ TEST_CASE("snapshot corruption: damaged compressed bytes fail that chunk's read"
     INFO("byte " << at);
     REQUIRE_THROWS_WITH(SnapshotReader::open(dir.file("bad")).read_chunk(1, out), Contains("chunk 1 at offset"));
   }
+}
+
+// ---- Dictionaries ------------------------------------------------------------
+
+namespace {
+
+// Memory-like words: pointers from a small set and small integers, which
+// every chunk must otherwise learn from scratch.
+std::vector<std::byte> wordy_data(size_t n, uint32_t seed) {
+  std::vector<std::byte> v(n);
+  std::mt19937_64 rng(seed);
+  std::vector<uint64_t> vocab(64);
+  for (auto& w : vocab) w = rng() & 0x00007ffffffffff8ull;
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t r = rng();
+    uint64_t w = r % 4 ? vocab[(r >> 8) % 64] : (r >> 16) % 4096;
+    std::memcpy(&v[i], &w, 8);
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("a dictionary is trained, stored and used where it pays", "[snapshot]") {
+  TempDir dir;
+  auto data = wordy_data(8 * kMiB + 4321, 5);
+  SnapshotWriteOptions small;  // a small dictionary pays for itself on a small image
+  small.dictionary_bytes = 16 * kKiB;
+  write_snapshot(data, dir.file("dict"), small);
+  SnapshotWriteOptions none;
+  none.dictionary_bytes = 0;
+  write_snapshot(data, dir.file("plain"), none);
+  SnapshotReader with = SnapshotReader::open(dir.file("dict"));
+  SnapshotReader without = SnapshotReader::open(dir.file("plain"));
+  REQUIRE(with.info().flags == detail::kFlagDictionary);
+  REQUIRE(with.info().dictionary_bytes > 0);
+  REQUIRE(with.info().dictionary_bytes <= 16 * kKiB);
+  REQUIRE(without.info().flags == 0);
+  REQUIRE(without.info().dictionary_bytes == 0);
+  // It pays for itself: smaller file, dictionary included.
+  CHECK(with.info().file_bytes < without.info().file_bytes);
+  CHECK(with.info().file_bytes == 64 + with.info().dictionary_bytes + with.info().compressed_bytes + 16 * with.info().chunk_count);
+  check_round_trip(data, with);
+  check_round_trip(data, without);
+
+  // Incompressible data gains nothing from one: none is stored.
+  auto noise = pattern(8 * kMiB, 9);
+  write_snapshot(noise, dir.file("noise"));
+  CHECK(SnapshotReader::open(dir.file("noise")).info().dictionary_bytes == 0);
+
+  SnapshotWriteOptions huge;
+  huge.dictionary_bytes = 2 * kMiB;
+  REQUIRE_THROWS_WITH(write_snapshot(data, dir.file("x"), huge), Contains("dictionary_bytes = 2097152"));
+}
+
+TEST_CASE("snapshot corruption: a damaged or misdescribed dictionary fails at open", "[snapshot][corrupt]") {
+  TempDir dir;
+  auto data = wordy_data(8 * kMiB, 6);
+  SnapshotWriteOptions small;
+  small.dictionary_bytes = 16 * kKiB;
+  write_snapshot(data, dir.file("valid"), small);
+  auto f = read_bytes(dir.file("valid"));
+  auto h = decode_header_for_test(f.data());
+  REQUIRE(h.flags == detail::kFlagDictionary);
+  uint32_t dict_length = static_cast<uint32_t>(get_le(f.data() + 52, 4));
+  REQUIRE(dict_length > 0);
+  auto g = f;
+  g[64 + dict_length / 2] ^= 0x40;  // inside the dictionary
+  require_open_fails(dir, g, "dict_checksum");
+  // The header fields, with a valid header checksum.
+  auto with_header_bytes = [&](size_t at, uint32_t value) {
+    auto b = f;
+    for (int i = 0; i < 4; ++i) b[at + i] = static_cast<unsigned char>(value >> (8 * i));
+    for (int i = 0; i < 4; ++i) b[60 + i] = static_cast<unsigned char>(detail::crc32c(b.data(), 60) >> (8 * i));
+    return b;
+  };
+  require_open_fails(dir, with_header_bytes(52, 2 << 20), "dict_length = 2097152");
+  require_open_fails(dir, with_header_bytes(52, 4), "dict_length = 4");
+  require_open_fails(dir, with_header_bytes(20, 0), "must be 0 without the dictionary flag");
+  // A chunk pointing into the dictionary is outside the chunk data.
+  g = f;
+  patch_entry(g, 0, [](auto& e) { e.offset = 64; });
+  require_open_fails(dir, g, "chunks[0].offset = 64");
 }

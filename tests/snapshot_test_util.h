@@ -63,6 +63,8 @@ inline detail::SnapshotHeader decode_header_for_test(const unsigned char* h) {
   hd.chunk_count = get_le(h + 32, 8);
   hd.index_offset = get_le(h + 40, 8);
   hd.index_checksum = static_cast<uint32_t>(get_le(h + 48, 4));
+  hd.dict_length = static_cast<uint32_t>(get_le(h + 52, 4));
+  hd.dict_checksum = static_cast<uint32_t>(get_le(h + 56, 4));
   return hd;
 }
 
