@@ -43,6 +43,14 @@ bool all_zero(const std::byte* p, size_t n) {
 
 uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 
+// Whether the page at addr is mapped in this process (mincore on anonymous
+// memory reports the page table entry). Only asked on the rare path of a
+// fault on a chunk the runtime believes present.
+bool page_mapped(uintptr_t addr) {
+  unsigned char vec = 0;
+  return mincore(reinterpret_cast<void*>(addr), kPageSize, &vec) != 0 || (vec & 1);
+}
+
 constexpr uint64_t kGiveUpPlacingNs = 30ull * 1000 * 1000 * 1000;
 
 bool transient(int err) { return err == EAGAIN || err == EINTR || err == EBUSY; }
@@ -104,12 +112,18 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
   // A chunk being dropped may already be moved out while still marked
   // present: its fault waits for the drop (the placement is held).
   if (r->is_present(chunk) && !RegionState::bit(r->dropping_bits, chunk)) {
-    // Placed after this fault was queued (the thread was woken with it), or
-    // placed and then zapped with its REMOVE still unread. Either way a wake
-    // is right: the thread retries and faults again if the page is gone.
-    wakes_.emplace_back(addr, kPageSize);
-    latencies_.emplace_back(r, now);
-    return;
+    if (page_mapped(addr)) {
+      // Placed after this fault was queued: the wake is all it needs.
+      wakes_.emplace_back(addr, kPageSize);
+      latencies_.emplace_back(r, now);
+      return;
+    }
+    // Present on paper only. madvise(MADV_DONTNEED) queues REMOVE and zaps
+    // the range after this thread has read the event, so a chunk placed in
+    // between is gone again; a wake would send the thread into the same
+    // fault forever. Load it again (pages still there answer EEXIST).
+    r->set_present(chunk, false);
+    if (RegionState::bit(r->resident_bits, chunk)) note_gone(r, chunk);
   }
   auto it = r->ops.find(chunk);
   if (it != r->ops.end()) {  // one read per chunk, however many threads wait
