@@ -90,15 +90,6 @@ size_t rss_bytes() {
   return resident * 4096;
 }
 
-template <typename Pred>
-bool wait_until(Pred pred, int ms = 10000) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
 
 }  // namespace
 

@@ -50,15 +50,6 @@ std::string snapshot_of(const TempDir& dir, const std::vector<std::byte>& data, 
   return dir.file(name);
 }
 
-template <typename Pred>
-bool wait_until(Pred pred, int ms = 20000) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
 
 // Drives a backend the way the fault loop does: submit, then reap whenever
 // the completion fd signals, until every request has completed.

@@ -2,6 +2,9 @@
 // processes that are expected to die of a signal, and leak counters.
 #pragma once
 
+#include <chrono>
+#include <thread>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -50,5 +53,18 @@ size_t threads_named(const std::string& name);  // by /proc/self/task/*/comm
 bool is_uffd_registered(const void* addr, size_t len);
 
 bool is_root();
+
+// Polls pred every millisecond for up to ms milliseconds; whether it held.
+// For conditions another thread or process makes true "soon" (statistics
+// updated after the bytes arrive, a drain finishing): never a timed assert.
+template <typename Pred>
+bool wait_until(Pred pred, int ms = 20000) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
 
 }  // namespace faultline::test
