@@ -42,12 +42,6 @@ std::vector<std::byte> read_file(const std::string& path) {
   return out;
 }
 
-long first_mismatch(const std::byte* got, const std::byte* want, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (got[i] != want[i]) return static_cast<long>(i);
-  return -1;
-}
-
 std::set<uint64_t> pages_of(const std::vector<DirtyRange>& ranges) {
   std::set<uint64_t> pages;
   for (const DirtyRange& r : ranges) {

@@ -35,12 +35,6 @@ namespace {
 
 constexpr size_t kKiB = 1024, kMiB = 1024 * 1024;
 
-long first_mismatch(const std::byte* got, const std::byte* want, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (got[i] != want[i]) return static_cast<long>(i);
-  return -1;
-}
-
 // Collects the server's log lines for checks, thread-safely.
 struct LogSink {
   std::mutex mu;

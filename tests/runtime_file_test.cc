@@ -21,12 +21,6 @@ namespace {
 
 constexpr size_t kKiB = 1024, kMiB = 1024 * 1024;
 
-long first_mismatch(const std::byte* got, const std::byte* want, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (got[i] != want[i]) return static_cast<long>(i);
-  return -1;
-}
-
 sigjmp_buf g_jump;
 void on_sigbus(int) { siglongjmp(g_jump, 1); }
 

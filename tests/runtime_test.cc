@@ -36,53 +36,6 @@ constexpr bool kAsan = true;
 constexpr bool kAsan = false;
 #endif
 
-// Catches SIGBUS/SIGSEGV on the calling thread and reports which one fired.
-thread_local sigjmp_buf* t_jump = nullptr;
-void on_fault_signal(int sig) {
-  if (t_jump) siglongjmp(*t_jump, sig);
-  void* frames[32];
-  int n = backtrace(frames, 32);
-  backtrace_symbols_fd(frames, n, 2);
-  signal(sig, SIG_DFL);
-  raise(sig);
-}
-void catch_fault_signals() {
-  struct sigaction sa {};
-  sa.sa_handler = on_fault_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_NODEFER;
-  sigaction(SIGBUS, &sa, nullptr);
-  sigaction(SIGSEGV, &sa, nullptr);
-}
-// Reads *p; returns 0, or the signal the read raised.
-int read_signal(const std::byte* p, std::byte* out = nullptr) {
-  sigjmp_buf jump;
-  t_jump = &jump;
-  int sig = sigsetjmp(jump, 1);
-  if (sig == 0) {
-    std::byte v = *static_cast<const volatile std::byte*>(p);
-    if (out) *out = v;
-  }
-  t_jump = nullptr;
-  return sig;
-}
-
-// For code running in a child process, where Catch cannot report: says
-// what failed on stderr and makes the child exit non-zero.
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "child check failed: %s\n", what);
-    throw std::runtime_error(what);
-  }
-}
-
-// Compares region bytes with the source; returns the first mismatch or -1.
-long first_mismatch(const std::byte* got, const std::byte* want, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (got[i] != want[i]) return static_cast<long>(i);
-  return -1;
-}
-
 size_t rss_bytes() {
   std::ifstream statm("/proc/self/statm");
   size_t pages = 0, resident = 0;

@@ -134,12 +134,6 @@ void wait_for_disconnects(const CliProcess& server, size_t n) {
   REQUIRE(seen >= n);
 }
 
-long first_mismatch(const std::byte* got, const std::byte* want, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (got[i] != want[i]) return static_cast<long>(i);
-  return -1;
-}
-
 // Maps the object served at `address` and compares it with `want`, byte for byte.
 void check_served(const std::string& address, const std::vector<std::byte>& want, const std::string& secret = "") {
   RemoteOptions ro;

@@ -80,45 +80,6 @@ std::unordered_map<uint64_t, ReadCompletion> serve(Backend& b, const std::vector
   return done;
 }
 
-// Catches SIGBUS on the calling thread (in a forked child).
-thread_local sigjmp_buf* t_jump = nullptr;
-void on_signal(int sig) {
-  if (t_jump) siglongjmp(*t_jump, sig);
-  signal(sig, SIG_DFL);
-  raise(sig);
-}
-void catch_sigbus() {
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_NODEFER;
-  sigaction(SIGBUS, &sa, nullptr);
-  sigaction(SIGSEGV, &sa, nullptr);
-}
-int read_signal(const std::byte* p, std::byte* out = nullptr) {
-  sigjmp_buf jump;
-  t_jump = &jump;
-  int sig = sigsetjmp(jump, 1);
-  if (sig == 0) {
-    std::byte v = *static_cast<const volatile std::byte*>(p);
-    if (out) *out = v;
-  }
-  t_jump = nullptr;
-  return sig;
-}
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "child check failed: %s\n", what);
-    throw std::runtime_error(what);
-  }
-}
-
-long first_mismatch(const std::byte* got, const std::byte* want, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (got[i] != want[i]) return static_cast<long>(i);
-  return -1;
-}
-
 ZstdSnapshotCounters counters_of(const std::shared_ptr<Backend>& b) {
   return static_cast<ZstdSnapshotBackend&>(*b).counters();
 }
@@ -289,7 +250,7 @@ TEST_CASE("a corrupt snapshot chunk gives SIGBUS for its pages only; the rest is
   write_bytes(path, f);
   INFO("corruption: " << kind);
   REQUIRE(run_in_child([&] {
-            catch_sigbus();
+            catch_fault_signals();
             auto backend = open_zstd_snapshot(path);
             Runtime rt;
             RegionOptions o;
@@ -468,7 +429,7 @@ TEST_CASE("a snapshot truncated after open gives SIGBUS for the chunks it lost",
   auto five = entry_of(f, 5);
   REQUIRE_FALSE(five.zero());
   REQUIRE(run_in_child([&] {
-            catch_sigbus();
+            catch_fault_signals();
             auto backend = open_zstd_snapshot(path);
             check(truncate(path.c_str(), static_cast<off_t>(five.offset + five.length / 2)) == 0, "truncate");
             Runtime rt;

@@ -1,13 +1,16 @@
 #include "test_util.h"
 
 #include <dirent.h>
+#include <execinfo.h>
 #include <fcntl.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -130,5 +133,52 @@ bool is_uffd_registered(const void* addr, size_t len) {
 }
 
 bool is_root() { return geteuid() == 0; }
+
+long first_mismatch(const std::byte* got, const std::byte* want, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (got[i] != want[i]) return static_cast<long>(i);
+  return -1;
+}
+
+void check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "child check failed: %s\n", what);
+    throw std::runtime_error(what);
+  }
+}
+
+namespace {
+thread_local sigjmp_buf* t_jump = nullptr;
+
+void on_fault_signal(int sig) {
+  if (t_jump) siglongjmp(*t_jump, sig);
+  void* frames[32];
+  int n = backtrace(frames, 32);
+  backtrace_symbols_fd(frames, n, 2);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+}  // namespace
+
+void catch_fault_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_fault_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_NODEFER;
+  sigaction(SIGBUS, &sa, nullptr);
+  sigaction(SIGSEGV, &sa, nullptr);
+}
+
+int read_signal(const std::byte* p, std::byte* out) {
+  sigjmp_buf jump;
+  t_jump = &jump;
+  int sig = sigsetjmp(jump, 1);
+  if (sig == 0) {
+    std::byte v = *static_cast<const volatile std::byte*>(p);
+    if (out) *out = v;
+  }
+  t_jump = nullptr;
+  return sig;
+}
 
 }  // namespace faultline::test

@@ -54,6 +54,21 @@ bool is_uffd_registered(const void* addr, size_t len);
 
 bool is_root();
 
+// Compares region bytes with the expected ones; the first differing index, or -1.
+long first_mismatch(const std::byte* got, const std::byte* want, size_t n);
+
+// For code running in a child process, where Catch cannot report: says what
+// failed on stderr and throws, so the child exits non-zero.
+void check(bool ok, const char* what);
+
+// SIGBUS/SIGSEGV handling for read_signal(), installed process-wide (call it
+// in a forked child). A signal outside read_signal() prints a backtrace and
+// kills the process as usual.
+void catch_fault_signals();
+// Reads *p on the calling thread; returns 0 (and the byte in *out), or the
+// signal the read raised. Needs catch_fault_signals().
+int read_signal(const std::byte* p, std::byte* out = nullptr);
+
 // Polls pred every millisecond for up to ms milliseconds; whether it held.
 // For conditions another thread or process makes true "soon" (statistics
 // updated after the bytes arrive, a drain finishing): never a timed assert.
