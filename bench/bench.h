@@ -15,6 +15,7 @@
 
 namespace faultline {
 class Backend;
+struct StatsSnapshot;
 }
 
 namespace fbench {
@@ -242,6 +243,9 @@ enum class FlConfig { kFile, kMemory, kMemory4k, kFileCustom, kMemoryCustom, kRe
 // Describes the runtime's uffd mode, or throws faultline::Error.
 std::string faultline_mode();
 RunResult run_faultline(const Context& ctx, FlConfig cfg, const Plan& plan);
+// Copies a region's statistics into r (faults, bytes, read-ahead, service
+// latency, the runtime's JSON); installed_bytes = bytes installed.
+void record_runtime_stats(RunResult& r, const faultline::StatsSnapshot& s);
 
 // ---------------------------------------------------------------------------
 // faultline-remote runs (remote_runs.cc): a PageServer in a child process

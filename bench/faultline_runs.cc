@@ -50,6 +50,25 @@ std::string faultline_mode() {
   return rt.mode().describe();
 }
 
+void record_runtime_stats(RunResult& r, const faultline::StatsSnapshot& s) {
+  r.has_rt = true;
+  r.faults = r.rt_faults = s.faults;
+  r.rt_pages_installed = s.pages_installed;
+  r.rt_bytes_installed = r.installed_bytes = s.bytes_installed;
+  r.rt_bytes_read = s.bytes_read;
+  r.rt_readahead_chunks = s.readahead_chunks;
+  r.rt_readahead_hits = s.readahead_hits;
+  r.rt_zero_pages = s.zero_pages;
+  r.rt_errors = s.errors;
+  r.rt_lat_p50_ns = s.latency_p50_ns;
+  r.rt_lat_p99_ns = s.latency_p99_ns;
+  r.rt_lat_max_ns = s.latency_max_ns;
+  r.has_service = s.latency_count > 0;
+  r.svc_p50_ns = s.latency_p50_ns;
+  r.svc_p99_ns = s.latency_p99_ns;
+  r.rt_json = s.to_json();
+}
+
 RunResult run_faultline(const Context& ctx, FlConfig cfg, const Plan& plan) {
   RunResult r;
   try {
@@ -69,22 +88,7 @@ RunResult run_faultline(const Context& ctx, FlConfig cfg, const Plan& plan) {
 
     r.seconds = static_cast<double>(t1 - t0) * 1e-9;
     r.lat_ns = std::move(out.lat_ns);
-    r.has_rt = true;
-    r.faults = r.rt_faults = s.faults;
-    r.rt_pages_installed = s.pages_installed;
-    r.rt_bytes_installed = r.installed_bytes = s.bytes_installed;
-    r.rt_bytes_read = s.bytes_read;
-    r.rt_readahead_chunks = s.readahead_chunks;
-    r.rt_readahead_hits = s.readahead_hits;
-    r.rt_zero_pages = s.zero_pages;
-    r.rt_errors = s.errors;
-    r.rt_lat_p50_ns = s.latency_p50_ns;
-    r.rt_lat_p99_ns = s.latency_p99_ns;
-    r.rt_lat_max_ns = s.latency_max_ns;
-    r.has_service = s.latency_count > 0;
-    r.svc_p50_ns = s.latency_p50_ns;
-    r.svc_p99_ns = s.latency_p99_ns;
-    r.rt_json = s.to_json();
+    record_runtime_stats(r, s);
     if (out.sum != plan.expected_sum) {
       r.ok = false;
       r.error = "checksum mismatch (runtime returned wrong bytes)";

@@ -95,25 +95,6 @@ uint64_t zstd3_size(const std::byte* data, uint64_t size, const std::string& scr
   return n;
 }
 
-void fill_stats(RunResult& r, const faultline::StatsSnapshot& s) {
-  r.has_rt = true;
-  r.faults = r.rt_faults = s.faults;
-  r.rt_pages_installed = s.pages_installed;
-  r.rt_bytes_installed = r.installed_bytes = s.bytes_installed;
-  r.rt_bytes_read = s.bytes_read;
-  r.rt_readahead_chunks = s.readahead_chunks;
-  r.rt_readahead_hits = s.readahead_hits;
-  r.rt_zero_pages = s.zero_pages;
-  r.rt_errors = s.errors;
-  r.rt_lat_p50_ns = s.latency_p50_ns;
-  r.rt_lat_p99_ns = s.latency_p99_ns;
-  r.rt_lat_max_ns = s.latency_max_ns;
-  r.has_service = s.latency_count > 0;
-  r.svc_p50_ns = s.latency_p50_ns;
-  r.svc_p99_ns = s.latency_p99_ns;
-  r.rt_json = s.to_json();
-}
-
 std::shared_ptr<faultline::ZstdSnapshotBackend> open_backend(const Context& ctx, const std::string& path) {
   faultline::ZstdSnapshotOptions zo;
   zo.workers = ctx.zstd_workers;
@@ -320,7 +301,7 @@ RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan) {
     region.reset();
     r.seconds = static_cast<double>(t1 - t0) * 1e-9;
     r.lat_ns = std::move(out.lat_ns);
-    fill_stats(r, s);
+    record_runtime_stats(r, s);
     if (zc.corrupt_chunks) {
       r.ok = false;
       r.error = std::to_string(zc.corrupt_chunks) + " corrupt chunks in " + path;
