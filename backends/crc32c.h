@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CRC-32C (Castagnoli, the iSCSI/ext4/Btrfs polynomial 0x1EDC6F41): the
 // checksum of every snapshot chunk and of the snapshot's header and index.
 // Uses the SSE4.2 crc32 instruction where the CPU has it (many GB/s, so

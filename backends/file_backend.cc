@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // FileBackend: reads a local file with io_uring (liburing), or with pread(2)
 // on a few worker threads when io_uring is unavailable or not wanted.
 //

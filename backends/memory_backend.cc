@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "faultline/memory_backend.h"
 
 #include <algorithm>

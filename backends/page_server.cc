@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PageServer: serves a Backend over the protocol of docs/protocol.md with
 // Boost.Asio on one thread.
 //

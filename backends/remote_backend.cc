@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // RemoteBackend: reads from a PageServer over the protocol of
 // docs/protocol.md, without a thread of its own.
 //

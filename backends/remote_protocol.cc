@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Wire protocol helpers: see remote_protocol.h and docs/protocol.md.
 #include "remote_protocol.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The page server's wire protocol (docs/protocol.md): frame layout, limits,
 // encoders, a decoder that validates everything a peer sends, CRC-32C,
 // HMAC-SHA256 for the handshake, and address parsing. Shared by PageServer,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Snapshot writer (chunked, multi-threaded zstd, crash-safe) and reader
 // (checks everything before trusting it). Format: snapshot_format.h and
 // docs/snapshot-format.md.

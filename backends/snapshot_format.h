@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The snapshot file format, version 1 (docs/snapshot-format.md), and the
 // checks shared by SnapshotReader and ZstdSnapshotBackend. Private to the
 // library (and its tests and fuzzers).

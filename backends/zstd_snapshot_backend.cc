@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ZstdSnapshotBackend: serves a region from a compressed snapshot.
 //
 // How a request travels (ReadRequest = one runtime chunk, any offset/length):

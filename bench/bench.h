@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // faultline-bench: shared declarations.
 //
 // The workload functions (workloads.cc) take a plain (base, size) view of the

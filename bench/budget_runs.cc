@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Memory-budget runs: the dataset is four times the budget.
 //
 // faultline-file-budget(-fifo): a FileBackend with O_DIRECT (the page cache

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Runs through the faultline runtime: a fresh Runtime and Region per run.
 #include <memory>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // faultline-loopback-probe: what the loopback transport itself costs on this
 // machine, without faultline, for reading the faultline-remote numbers.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // faultline-bench: faultline against mmap and against the userfaultfd floors.
 //
 // See docs/benchmarks.md for what every workload and configuration does and

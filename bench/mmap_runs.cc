@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The mmap baselines: a fresh read-only shared mapping of the dataset file
 // per run, with the madvise() of the configuration.
 #include <fcntl.h>

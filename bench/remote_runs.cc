@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // faultline-remote configurations: the faultline runtime over a RemoteBackend
 // whose page server runs in another process on this machine.
 //

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Turns a faultline-bench --json file into the Markdown tables of docs/benchmarks.md.
 
 usage: bench/report.py RESULTS.json > tables.md

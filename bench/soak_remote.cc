@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // faultline-soak-remote: one `faultline serve` process, many client processes
 // faulting at random over loopback for a fixed time, every byte checked.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // faultline-stress-writeback: writer threads, evictions under a memory
 // budget and flushes racing on a write-back region four times larger than
 // its budget, for a fixed time; then every byte of the file is compared

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // System helpers: clocks, /proc readers, page cache control, the dataset file.
 #include <errno.h>
 #include <sched.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The two userfaultfd floors, written here without the runtime:
 //  - uffd-textbook: the man-page handler. One thread poll()s the uffd, read()s
 //    one message and UFFDIO_COPYs 4 KiB straight from the in-memory dataset

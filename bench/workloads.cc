@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The workloads. One implementation, used for every configuration.
 #include <time.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // write-flush: random 4 KiB writes to a fraction of a writable mapping of a
 // file, then make them durable. faultline-file: a write-back region and
 // Region::flush(); mmap-msync: MAP_SHARED and msync(MS_SYNC). Both write

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Runs over zstd snapshots: faultline-zstd (the access workloads over a
 // snapshot of the dataset) and the restore workload (zstd-eager, zstd-lazy,
 // zstd-lazy-ws, zstd-full) over a snapshot of a VM-like image.

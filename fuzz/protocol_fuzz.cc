@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the page-server protocol decoder (remote_protocol.h):
 // the bytes are a stream as one peer would receive it. Frames are parsed in
 // a loop as the server and the client do, every accepted payload goes

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # run.sh FUZZER CORPUS WORKDIR SECONDS: a bounded libFuzzer run (ctest).
 # The checked-in corpus is read, never written; new inputs and any crash
 # artifact go to WORKDIR. Fails if the fuzzer finds a crash, leak or timeout.

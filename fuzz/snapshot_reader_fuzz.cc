@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: SnapshotReader on arbitrary bytes. Opens the input as a
 // snapshot file (a memfd) and, if the header and index pass, reads every
 // chunk. Anything but faultline::Error (a crash, a hang, an out-of-bounds

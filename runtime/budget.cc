@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Memory budgets, the fault loop's side: what is resident, when to evict,
 // which chunks go (the regions' policies, eviction.cc), and placements that
 // wait for drops. The drops themselves run on the evictor thread

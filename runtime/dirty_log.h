@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // DirtyLog: the kernel side of dirty tracking for one region (see
 // faultline/dirty_log.h for the idea). It owns a descriptor of
 // /proc/self/pagemap and runs the atomic get-and-clear PAGEMAP_SCAN over the

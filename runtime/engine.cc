@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Engine set-up, the loop's skeleton, control commands and tear-down.
 // The fault path proper is in fault_loop.cc.
 #include <errno.h>

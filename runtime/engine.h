@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The runtime's private state: the Engine owns the userfaultfd, the epoll
 // loop and its thread; a RegionState is what the loop knows of one region.
 // The fault path itself (messages, dispatch, completions, installs) is in

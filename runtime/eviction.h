@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Replacement policies for memory budgets: which resident chunk goes next.
 //
 // A policy sees what the fault path sees: a chunk placed (after a first

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The thread that drops evicted chunks (faultline-evict in ps -L).
 //
 // The fault loop cannot drop them itself: MADV_DONTNEED on a registered range

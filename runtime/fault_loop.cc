@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The fault path, start to finish:
 //
 //   read_messages   drain the userfaultfd; a fault either joins the read of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // StagingArena: the memory backends read into before UFFDIO_COPY places it.
 //
 // One mapping per runtime, handed out as power-of-two blocks from 4 KiB to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Thin wrappers over the userfaultfd descriptor and its ioctls. They know the
 // kernel's partial-progress rules so the fault loop does not have to.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // WriteBack: the write-back state of one write-back region
 // (RegionOptions::write_back): the pages collected from the dirty log but
 // not yet durable, and the procedure that makes them durable.

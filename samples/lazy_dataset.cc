@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // lazy_dataset: point lookups and short range scans over a large file of
 // fixed-size records, served (a) by a faultline Region on a FileBackend and
 // (b) by a plain mmap of the same file. The same query function runs over

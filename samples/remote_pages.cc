@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // remote_pages: one process serves memory, another maps it lazily over a
 // socket and queries it.
 //

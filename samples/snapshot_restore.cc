@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // snapshot_restore: restore a VM-like memory image from a compressed
 // snapshot three ways and run the same guest workload over each.
 //

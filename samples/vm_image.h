@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A deterministic VM-like memory image, for the snapshot_restore sample and
 // faultline-bench's restore workload.
 //

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds faultline (Release, in build/) and runs the lazy_dataset sample with
 # its defaults: a 1 GiB data set in $TMPDIR/faultline-lazy-dataset (generated
 # on the first run, reused afterwards), queried through faultline and through

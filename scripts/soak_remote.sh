@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Soak test of the page server, outside the normal test suite:
 # one `faultline serve` process, 16 client processes faulting at random over
 # loopback TCP for 60 seconds, every byte they read checked against the

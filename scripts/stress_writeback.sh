@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The 60-second write-back stress (not part of scripts/test.sh): writer
 # threads, evictions under a memory budget four times smaller than the data,
 # and flushes race on one write-back region; then every byte of the file is

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The project's test command:
 #   1. Release build in build/, all tests with ctest;
 #   2. ASan+UBSan build in build-asan/ (no bench, no samples), same tests;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Memory budgets: eviction keeps resident memory within the budget
 // (checked with mincore), evicted chunks fault back with the right bytes,
 // the policies, several regions under one runtime budget, concurrent

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Dirty tracking (Region::take_dirty) and write-back regions (flush, close,
 // write-back errors), over real files. Concurrency tests run in process so
 // TSan sees them.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // FileBackend, driven directly the way the fault loop drives it: submit
 // batches within queue_depth(), reap right after submit and after every edge
 // of completion_fd() in an edge-triggered epoll set, until every tag is back.

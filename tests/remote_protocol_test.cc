@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The wire protocol's codec on its own: checksums, frame parsing and every
 // rejection, payload encoders and decoders, HMAC proofs, addresses.
 #include <catch2/catch.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PageServer and RemoteBackend together on loopback: contents byte for byte
 // through the runtime, many clients, authentication, every class of
 // malformed frame, limits, and a server that dies mid-transfer.

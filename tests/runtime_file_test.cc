@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The runtime over FileBackend: the same contents guarantees as over memory,
 // through io_uring and the pread workers, buffered and O_DIRECT, and what a
 // real I/O failure (a file truncated under the mapping) turns into.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Runtime behaviour over the memory backend and the scripted test backend:
 // contents, concurrency, error paths, tear-down, limits.
 #include <execinfo.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `faultline serve` end to end: the real binary, started on port 0 (and a
 // Unix socket), mapped from this process over a RemoteBackend with every
 // byte checked, then stopped with SIGTERM and expected to exit 0. Also

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ZstdSnapshotBackend: served directly (requests of any shape) and through a
 // Region (every fill size against several chunk sizes, zero chunks, corrupt
 // chunks giving SIGBUS, concurrent faults, prefetch and demand at once,

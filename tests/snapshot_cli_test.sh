@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # End-to-end test of `faultline snapshot create|inspect|verify`, run by ctest
 # (test name snapshot_cli). Usage: snapshot_cli_test.sh PATH_TO_FAULTLINE
 #

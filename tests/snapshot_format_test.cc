@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Snapshot files: CRC-32C, writer and reader round trips, zero chunks,
 // crash-safe writing, and every kind of corruption the reader must catch
 // (at open for the header and index, at read time for a chunk).

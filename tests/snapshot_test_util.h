@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers for the snapshot tests: a temporary directory, whole-file reads and
 // writes, and patching a snapshot's header or index entries with valid
 // checksums (so a test reaches the check it is about, not the checksum).

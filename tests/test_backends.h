@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Backends for tests: real asynchronous implementations of the Backend
 // contract over a buffer, with faults injected on purpose.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers shared by the tests: temporary files, deterministic data, child
 // processes that are expected to die of a signal, and leak counters.
 #pragma once

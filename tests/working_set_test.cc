@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Working sets: recording first touches, the working-set file, replaying it
 // with prefetch_chunks(), and the background drain.
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The subcommands of the `faultline` tool. Each lives in its own
 // tools/<name>_command.cc and is listed once in main.cc.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // faultline: the command-line tool. `faultline COMMAND --help` for each command.
 #include <cstdio>
 #include <cstring>

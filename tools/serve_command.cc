@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `faultline serve`: serves a file, or the uncompressed contents of a zstd
 // snapshot, read-only to faultline clients (connect_remote(),
 // faultline/remote_backend.h) with a PageServer.

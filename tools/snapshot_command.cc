@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `faultline snapshot`: create, inspect and verify compressed snapshots
 // (docs/snapshot-format.md).
 //

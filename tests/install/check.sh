@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Install check: installs a configured faultline build into a temporary
 # prefix, then configures, builds and runs the consumer project beside this
 # script against it (find_package(faultline) + faultline::faultline).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Maps a MemoryBackend region through an installed faultline and checks that
 // first touches read the right bytes. Exit 0 on success, 1 otherwise.
 #include <faultline/faultline.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // FileBackend serves a region from a local file with io_uring (liburing):
 // up to queue_depth reads in flight, submitted in batches, completions
 // signalled on an eventfd registered with the ring. Buffered by default;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // MemoryBackend serves a region from a buffer in memory. Reads complete
 // inside submit() and point at the buffer (ReadCompletion::data), so pages
 // are copied once, by UFFDIO_COPY: with it the runtime's own cost can be

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PageServer serves one Backend, read-only, to many clients over TCP or Unix
 // sockets, with the wire protocol of docs/protocol.md. Clients connect with
 // connect_remote() (remote_backend.h) and map the object lazily.

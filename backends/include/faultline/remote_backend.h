@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A Backend whose bytes come from a PageServer (page_server.h) over TCP or a
 // Unix socket, with the wire protocol of docs/protocol.md.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Compressed snapshots: a byte image (a file, a region, any memory range)
 // cut into fixed-size chunks, each compressed on its own with zstd, plus an
 // index, so that any chunk can be read and decompressed alone. The on-disk

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ZstdSnapshotBackend serves a Region from a compressed snapshot
 // (faultline/snapshot.h): the lazy half of a snapshot restore.
 //

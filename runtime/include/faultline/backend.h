@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Backend interface: where a region's bytes come from.
 //
 // A backend is an object of size() bytes that the runtime reads asynchronously

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Dirty tracking: which pages of a region the application wrote since a
 // point in time (incremental snapshots, live migration, write-back).
 //

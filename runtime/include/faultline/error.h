@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // faultline reports every failure of an API call by throwing faultline::Error.
 // The message names what was wrong (the file, option or field, and the value).
 // Asynchronous read results inside the fault path are not API calls: a backend

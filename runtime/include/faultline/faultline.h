@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Everything an application needs: the runtime, regions and the backends.
 #pragma once
 
@@ -10,4 +11,5 @@
 #include "faultline/region.h"
 #include "faultline/runtime.h"
 #include "faultline/stats.h"
+#include "faultline/version.h"
 #include "faultline/working_set.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Options for a Runtime and for each Region. Plain data; validated when the
 // runtime or region is created, with an Error naming the field and value.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A Region is a range of address space whose pages are filled on first touch
 // from a backend. Obtain one from Runtime::map(). Move-only.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A Runtime serves page faults for the regions mapped through it.
 //
 // It owns one fault-handling thread: an epoll loop over a userfaultfd, an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fault statistics, kept per region and per runtime.
 //
 // Stats is written by the fault-loop thread and may be read from any thread

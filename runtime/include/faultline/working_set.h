@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A working set: the chunks a run of the application touched, in the order it
 // first touched them (REAP, ASPLOS'21). Record one with
 // RegionOptions.record_touches and Region::touched_chunks(), save it next to
