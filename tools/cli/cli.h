@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+// Command-line conventions shared by the `faultline` tool, faultline-bench,
+// the samples and the bench helpers, on top of CLI11 (Debian's libcli11-dev).
+//
+// One spelling of sizes everywhere: a number with an optional binary suffix,
+// K, M, G or T, optionally followed by "iB" or "B", in any case ("64K",
+// "1GiB", "4096"). Values are powers of 1024; an overflow or an unknown
+// suffix is a usage error naming the option and the text.
+//
+// Programs build a CLI::App, add their options with the helpers below, and
+// end main with `return faultline::cli::run(app, argc, argv, body)`: usage
+// errors print the message and a pointer to --help with exit status 2, a
+// faultline::Error thrown by the body prints "PROGRAM: message", exit 1.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cctype>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <string>
+#include <string_view>
+
+#include "faultline/error.h"
+#include "faultline/version.h"
+
+namespace faultline::cli {
+
+// Bytes in `text` ("64K", "2MiB", "4096"), or false if it is not a size.
+inline bool parse_size(std::string_view text, uint64_t& out) {
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  if (digits == 0) return false;
+  uint64_t value = 0;
+  for (size_t i = 0; i < digits; ++i) {
+    uint64_t d = static_cast<uint64_t>(text[i] - '0');
+    if (value > (std::numeric_limits<uint64_t>::max() - d) / 10) return false;
+    value = value * 10 + d;
+  }
+  std::string suffix;
+  for (char c : text.substr(digits)) suffix += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (suffix.size() >= 3 && suffix.compare(suffix.size() - 2, 2, "IB") == 0) suffix.resize(suffix.size() - 2);
+  else if (suffix.size() == 2 && suffix[1] == 'B') suffix.resize(1);
+  int shift = 0;
+  if (suffix.empty()) shift = 0;
+  else if (suffix == "K") shift = 10;
+  else if (suffix == "M") shift = 20;
+  else if (suffix == "G") shift = 30;
+  else if (suffix == "T") shift = 40;
+  else return false;
+  if (shift && value > (std::numeric_limits<uint64_t>::max() >> shift)) return false;
+  out = value << shift;
+  return true;
+}
+
+// Adds --NAME taking a size (see the header) into `dest`, within [lo, hi].
+template <typename T>
+CLI::Option* add_size(CLI::App& app, const std::string& name, T& dest, const std::string& description,
+                      uint64_t lo = 0, uint64_t hi = std::numeric_limits<T>::max()) {
+  CLI::callback_t parse = [&dest, name, lo, hi](const CLI::results_t& r) {
+    uint64_t v = 0;
+    if (r.size() != 1 || !parse_size(r[0], v))
+      throw CLI::ValidationError(name, "expected a size such as 4096, 64K, 2M or 1G, got '" +
+                                           (r.empty() ? std::string() : r[0]) + "'");
+    if (v < lo || v > hi)
+      throw CLI::ValidationError(name, "must be from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                                           " bytes, got '" + r[0] + "'");
+    dest = static_cast<T>(v);
+    return true;
+  };
+  return app.add_option(name, parse, description)->type_name("SIZE")->type_size(1)->expected(1);
+}
+
+// Adds --version, printing "PROGRAM VERSION" (the library's version).
+inline void add_version(CLI::App& app, const std::string& program) {
+  app.set_version_flag("--version", program + " " + faultline::version());
+}
+
+// Parses argv and runs `body`; returns the process exit status (see header).
+inline int run(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "%s: %s\nRun with --help for more information.\n", app.get_name().c_str(), e.what());
+    return 2;
+  }
+  try {
+    return body();
+  } catch (const faultline::Error& e) {
+    std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());
+    return 1;
+  }
+}
+
+}  // namespace faultline::cli
