@@ -39,6 +39,7 @@ Engine::Engine(const RuntimeOptions& options)
       throw Error("RuntimeOptions.budget.bytes = " + std::to_string(options.budget.bytes) +
                   ": must be 0 (no budget) or at least 65536");
   }
+  budget_.limit = options.budget;
   epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_) throw_errno("epoll_create1", errno);
   control_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
@@ -230,7 +231,7 @@ void Engine::detach(RegionState* r) {
   background_.erase(std::remove(background_.begin(), background_.end(), r), background_.end());
   r->in_background = false;
   r->spans.clear();
-  r->ra_next = r->ra_end = 0;
+  r->readahead.stop();
   if (r->in_flight == 0 && r->ops.empty()) finish_removal(r);
 }
 

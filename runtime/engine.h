@@ -20,9 +20,12 @@
 #include "faultline/options.h"
 #include "faultline/runtime.h"
 #include "faultline/stats.h"
+#include "budget.h"
+#include "chunk_bitmap.h"
 #include "dirty_log.h"
 #include "eviction.h"
 #include "evictor.h"
+#include "readahead.h"
 #include "staging.h"
 #include "uffd.h"
 #include "unique_fd.h"
@@ -66,7 +69,7 @@ struct RegionState {
   uint64_t data_end = 0;        // region bytes the backend holds; zeros after
   uint32_t fill_shift = 16;
   uint64_t chunks = 0;
-  std::unique_ptr<uint64_t[], void (*)(void*)> present{nullptr, nullptr};  // bit per chunk
+  ChunkBitmap present;  // placed (or poisoned, or unmapped: nothing more to do)
   Stats stats;
 
   // Loop-thread state.
@@ -76,14 +79,7 @@ struct RegionState {
   bool removal_finished = false;
   bool in_background = false;
   std::promise<void> removed;
-  // Read-ahead: the stream's last fault and the window ahead of it.
-  uint64_t last_fault = UINT64_MAX;
-  uint64_t ra_window = 0;  // chunks
-  uint64_t ra_start = 0, ra_next = 0, ra_end = 0;
-  // Read-around: random faults counted per window of readahead_max bytes;
-  // a window that takes enough of them is read whole (kWindowDone after).
-  uint64_t window_chunks = 1;
-  std::unique_ptr<uint8_t[], void (*)(void*)> window_faults{nullptr, nullptr};
+  ReadaheadDetector readahead;
   // Chunk ranges to fetch in the background: read-around, then prefetch.
   struct Span {
     uint64_t first, last;
@@ -92,7 +88,7 @@ struct RegionState {
   std::deque<Span> spans;
   // record_touches: a bit per chunk already recorded (loop thread), and the
   // chunk numbers in first-touch order (read by application threads).
-  std::unique_ptr<uint64_t[], void (*)(void*)> touched_bits{nullptr, nullptr};
+  ChunkBitmap touched_bits;
   mutable std::mutex touched_mu;
   std::vector<uint64_t> touched;  // guarded by touched_mu
   // Dirty tracking (track_dirty or write_back): pages are installed
@@ -104,35 +100,15 @@ struct RegionState {
   // Memory budget (loop thread). Every region tracks what is resident; a
   // region under a budget (its own or the runtime's) has a policy and
   // drops chunks through the evictor.
-  MemoryBudget budget;  // the region's own; bytes 0: none
-  std::unique_ptr<uint64_t[], void (*)(void*)> resident_bits{nullptr, nullptr};  // placed, not yet dropped
-  std::unique_ptr<uint64_t[], void (*)(void*)> dropping_bits{nullptr, nullptr};  // handed to the evictor
+  BudgetAccount budget;       // the region's own (limit.bytes 0: none)
+  ChunkBitmap resident_bits;  // placed, not yet dropped
+  ChunkBitmap dropping_bits;  // handed to the evictor
   std::unique_ptr<ChunkPolicy> policy;
-  uint64_t resident = 0;       // bytes, including chunks being dropped
-  uint64_t dropping = 0;       // bytes handed to the evictor and not yet dropped
-  uint64_t reserved = 0;       // bytes of placements under way (ReadOp::reserved)
-  uint64_t evict_retry_at = 0;  // resident level at which a pass that found nothing to drop is tried again
 
   uintptr_t base() const { return reinterpret_cast<uintptr_t>(memory.data()); }
   uint64_t chunk_length(uint64_t c) const {
     uint64_t offset = c << fill_shift;
     return std::min<uint64_t>(uint64_t{1} << fill_shift, memory.size() - offset);
-  }
-  static bool bit(const std::unique_ptr<uint64_t[], void (*)(void*)>& bits, uint64_t c) {
-    return bits && ((bits[c >> 6] >> (c & 63)) & 1);
-  }
-  static void set_bit(std::unique_ptr<uint64_t[], void (*)(void*)>& bits, uint64_t c, bool on) {
-    if (on)
-      bits[c >> 6] |= uint64_t{1} << (c & 63);
-    else
-      bits[c >> 6] &= ~(uint64_t{1} << (c & 63));
-  }
-  bool is_present(uint64_t c) const { return (present[c >> 6] >> (c & 63)) & 1; }
-  void set_present(uint64_t c, bool on) {
-    if (on)
-      present[c >> 6] |= uint64_t{1} << (c & 63);
-    else
-      present[c >> 6] &= ~(uint64_t{1} << (c & 63));
   }
 };
 
@@ -192,7 +168,6 @@ class Engine {
   RegionState* region_at(uintptr_t addr) const;
   void note_touch(RegionState* r, uint64_t chunk);
   void note_readahead(RegionState* r, uint64_t chunk);
-  void note_random_fault(RegionState* r, uint64_t chunk);
   bool next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind);
   ReadOp* new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind);
   bool start(ReadOp* op);
@@ -220,6 +195,8 @@ class Engine {
   void note_resident(RegionState* r, uint64_t chunk);
   void note_gone(RegionState* r, uint64_t chunk);
   void maybe_evict(RegionState* r);
+  void evict_above_high(BudgetAccount& account, RegionState* only);
+  void make_room(BudgetAccount& account, RegionState* only, uint64_t bytes);
   uint64_t evict(RegionState* only, uint64_t bytes);
   void on_dropped(const std::vector<Drop>& drops);
 
@@ -255,8 +232,7 @@ class Engine {
   uint64_t drain_batch_ = kDrainBatchMin;
   uint64_t drain_in_flight_ = 0;
   // Memory budget of the whole runtime (loop thread).
-  uint64_t resident_ = 0, dropping_ = 0, reserved_ = 0;  // bytes, as RegionState::resident/dropping/reserved
-  uint64_t evict_retry_at_ = 0;
+  BudgetAccount budget_;
   uint64_t placement_tick_ = 0;           // orders placements across regions' policies
   std::vector<ReadOp*> held_;             // placements waiting for drops in flight
   std::unique_ptr<Evictor> evictor_;      // started with the first drop

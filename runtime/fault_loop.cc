@@ -112,7 +112,7 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
   if (r->touched_bits) note_touch(r, chunk);
   // A chunk being dropped may already be moved out while still marked
   // present: its fault waits for the drop (the placement is held).
-  if (r->is_present(chunk) && !RegionState::bit(r->dropping_bits, chunk)) {
+  if (r->present.test(chunk) && !r->dropping_bits.test(chunk)) {
     if (page_mapped(addr)) {
       // Placed after this fault was queued: the wake is all it needs.
       wakes_.emplace_back(addr, kPageSize);
@@ -123,8 +123,8 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
     // the range after this thread has read the event, so a chunk placed in
     // between is gone again; a wake would send the thread into the same
     // fault forever. Load it again (pages still there answer EEXIST).
-    r->set_present(chunk, false);
-    if (RegionState::bit(r->resident_bits, chunk)) note_gone(r, chunk);
+    r->present.clear(chunk);
+    if (r->resident_bits.test(chunk)) note_gone(r, chunk);
   }
   auto it = r->ops.find(chunk);
   if (it != r->ops.end()) {  // one read per chunk, however many threads wait
@@ -160,9 +160,9 @@ void Engine::on_remove(uintptr_t start, uintptr_t end, bool unmapped) {
     // munmap nothing is left to serve: mark the chunks present so read-ahead
     // and prefetch skip them.
     for (uint64_t c = first; c <= last; ++c) {
-      r->set_present(c, unmapped);
+      r->present.assign(c, unmapped);
       // The evictor's own drops are accounted when it reports them.
-      if (RegionState::bit(r->resident_bits, c) && !RegionState::bit(r->dropping_bits, c)) note_gone(r, c);
+      if (r->resident_bits.test(c) && !r->dropping_bits.test(c)) note_gone(r, c);
     }
     a = stop;
   }
@@ -171,69 +171,25 @@ void Engine::on_remove(uintptr_t start, uintptr_t end, bool unmapped) {
 // ---- Working-set record, read-ahead and prefetch ---------------------------
 
 void Engine::note_touch(RegionState* r, uint64_t chunk) {
-  uint64_t& word = r->touched_bits[chunk >> 6];
-  uint64_t bit = uint64_t{1} << (chunk & 63);
-  if (word & bit) return;
-  word |= bit;
+  if (r->touched_bits.test_and_set(chunk)) return;
   std::lock_guard<std::mutex> lock(r->touched_mu);
   r->touched.push_back(chunk);
 }
 
 void Engine::note_readahead(RegionState* r, uint64_t chunk) {
   if (!r->options.readahead) return;
-  // Sequential: the next chunk, or a fault inside (or right after) the
-  // window read ahead last time: the stream outran the read-ahead.
-  bool sequential = chunk == r->last_fault + 1 || (chunk >= r->ra_start && chunk <= r->ra_end && r->ra_end > 0);
-  r->last_fault = chunk;
-  if (!sequential) {  // a random fault ends the stream and its pending read-ahead
-    r->ra_window = 0;
-    r->ra_start = r->ra_next = r->ra_end = 0;
-    note_random_fault(r, chunk);
-    return;
-  }
-  uint64_t max_window = std::max<uint64_t>(1, r->options.readahead_max >> r->fill_shift);
-  uint64_t initial = std::max<uint64_t>(2, (256 * 1024) >> r->fill_shift);
-  r->ra_window = r->ra_window ? std::min(r->ra_window * 2, max_window) : std::min(initial, max_window);
-  r->ra_start = chunk;
-  r->ra_next = std::max(r->ra_next, chunk + 1);
-  r->ra_end = std::min(r->chunks, std::max(r->ra_end, chunk + 1 + r->ra_window));
-  if (r->ra_next < r->ra_end && !r->in_background) {
-    r->in_background = true;
-    background_.push_back(r);
-  }
-}
-
-// Random faults that crowd into one window say the access is dense there:
-// reading the rest of the window in one go (many reads in flight, adjacent
-// ones merged by the block layer) beats waiting for each miss, as the
-// kernel's mmap read-around does. Sparse random access never gets there.
-// It is speculation to hide read latency: a backend whose reads complete
-// inside submit() (memory) has none to hide, and would only make demand
-// faults wait behind copies on this thread.
-void Engine::note_random_fault(RegionState* r, uint64_t chunk) {
-  constexpr uint8_t kWindowDone = 255;
-  if (r->backend->completion_fd() < 0) return;
-  uint64_t w = chunk / r->window_chunks;
-  uint8_t& faults = r->window_faults[w];
-  if (faults == kWindowDone) return;
-  // A quarter of the window missed: point lookups (a few per window) stay
-  // demand-only; dense random access gets there early in each window.
-  uint64_t threshold = std::max<uint64_t>(4, r->window_chunks / 4);
-  if (++faults < threshold) return;
-  faults = kWindowDone;
-  uint64_t first = w * r->window_chunks, last = std::min(r->chunks, first + r->window_chunks);
-  r->spans.push_front({first, last, ReadOp::Kind::kReadaround});
-  if (!r->in_background) {
+  ReadaheadDetector::Span window;
+  bool around = r->readahead.on_fault(chunk, &window);
+  if (around) r->spans.push_front({window.first, window.last, ReadOp::Kind::kReadaround});
+  if ((around || r->readahead.pending()) && !r->in_background) {
     r->in_background = true;
     background_.push_back(r);
   }
 }
 
 bool Engine::next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind) {
-  auto wanted = [&](uint64_t c) { return !r->is_present(c) && !r->ops.count(c); };
-  while (r->ra_next < r->ra_end && !wanted(r->ra_next)) r->ra_next++;
-  if (r->ra_next < r->ra_end) {
-    *chunk = r->ra_next;
+  auto wanted = [&](uint64_t c) { return !r->present.test(c) && !r->ops.count(c); };
+  if (r->readahead.next(wanted, chunk)) {
     *kind = ReadOp::Kind::kReadahead;
     return true;
   }
@@ -292,7 +248,7 @@ bool Engine::start(ReadOp* op) {
   if (op->got % r->backend->alignment() != 0) op->got = 0;  // O_DIRECT: restart aligned
   // A write-back chunk being dropped is written back first: bytes read
   // before that finishes may be old ones (see install()).
-  op->stale = r->writeback && RegionState::bit(r->dropping_bits, op->chunk);
+  op->stale = r->writeback && r->dropping_bits.test(op->chunk);
   ReadRequest req;
   req.offset = r->options.offset + op->offset + op->got;
   req.length = op->want - op->got;
@@ -365,7 +321,7 @@ void Engine::dispatch_background() {
     bool prefetch = kind == ReadOp::Kind::kPrefetch || kind == ReadOp::Kind::kDrain;
     count(r, prefetch ? &Stats::prefetch_chunks : &Stats::readahead_chunks, 1);
     if (kind == ReadOp::Kind::kReadahead)
-      r->ra_next = chunk + 1;
+      r->readahead.taken(chunk);
     else
       r->spans.front().first = chunk + 1;
     budget_bytes -= std::min<size_t>(budget_bytes, length);
@@ -447,7 +403,7 @@ static void keep_in_staging(ReadOp* op) {
 void Engine::install(ReadOp* op, bool wake_now) {
   RegionState* r = op->region;
   if (op->stale && op->placed == 0) {
-    if (RegionState::bit(r->dropping_bits, op->chunk)) {  // wait for the drop to be reported
+    if (r->dropping_bits.test(op->chunk)) {  // wait for the drop to be reported
       held_.push_back(op);
       return;
     }
@@ -508,7 +464,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     fail(op, res.error);
     return;
   }
-  r->set_present(op->chunk, true);
+  r->present.set(op->chunk);
   unreserve(op);
   note_resident(r, op->chunk);
   if (op->kind == ReadOp::Kind::kDrain) drain_batch_ = std::min(kDrainBatchMax, drain_batch_ * 2);
@@ -531,7 +487,7 @@ void Engine::fail(ReadOp* op, int err) {
                std::strerror(err));
   if (r->dirty) r->dirty->mark_poisoned(op->offset + op->placed, op->length - op->placed);
   poison(r, r->base() + op->offset + op->placed, op->length - op->placed);
-  r->set_present(op->chunk, true);
+  r->present.set(op->chunk);
   finish(op);
 }
 
