@@ -21,7 +21,7 @@ bool Engine::can_drop(RegionState& r, uint64_t chunk) {
   (void)chunk;
   // Write-back regions: the evictor writes the chunk's changed pages back
   // as it drops it (WriteBack::drop_chunk), which needs UFFDIO_MOVE.
-  if (r.writeback) return uffd_.mode.move;
+  if (r.writeback) return r.space->uffd.mode.move;
   // Private writable regions: a written chunk exists only here. Without
   // write tracking every chunk may have been written, so none is dropped.
   return !r.options.writable;
@@ -116,10 +116,11 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
     offer(only);
     tries = only->policy->resident();
   } else {
-    for (auto& [base, r] : regions_) {
-      offer(r);
-      if (r->policy) tries += r->policy->resident();
-    }
+    for (auto& space : spaces_)
+      for (auto& [base, r] : space->regions) {
+        offer(r);
+        if (r->policy) tries += r->policy->resident();
+      }
   }
   std::vector<Drop> drops;
   uint64_t chosen = 0;
@@ -150,7 +151,7 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
             c.drops = std::move(done);
             send(std::move(c));
           },
-          uffd(), uffd_.mode.move && options_.evict_with_move);
+          uffd(), mode().move && options_.evict_with_move);
     evictor_->submit(std::move(drops));
   }
   return chosen;

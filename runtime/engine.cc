@@ -18,9 +18,10 @@
 namespace faultline::detail {
 
 namespace {
-// epoll data: the uffd and the control eventfd by these; backends by slot.
-constexpr uint64_t kUffdKey = 1;
+// epoll data: the control eventfd by this; userfaultfds by their UffdSpace
+// with the low bit set; backends by their (aligned) slot.
 constexpr uint64_t kControlKey = 2;
+constexpr uint64_t kSpaceTag = 1;
 }  // namespace
 
 uint64_t now_ns() {
@@ -30,7 +31,7 @@ uint64_t now_ns() {
 }
 
 Engine::Engine(const RuntimeOptions& options)
-    : options_(options), uffd_(open_uffd()), staging_(options.staging_bytes) {
+    : options_(options), staging_(options.staging_bytes) {
   if (options.read_retries < 0)
     throw Error("RuntimeOptions.read_retries = " + std::to_string(options.read_retries) + ": must be >= 0");
   if (options.budget.bytes) {
@@ -40,14 +41,16 @@ Engine::Engine(const RuntimeOptions& options)
                   ": must be 0 (no budget) or at least 65536");
   }
   budget_.limit = options.budget;
+  spaces_.push_back(std::make_unique<UffdSpace>(open_uffd()));
+  own_ = spaces_.front().get();
   epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_) throw_errno("epoll_create1", errno);
   control_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!control_) throw_errno("eventfd", errno);
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.u64 = kUffdKey;
-  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, uffd_.fd.get(), &ev) != 0) throw_errno("epoll_ctl(uffd)", errno);
+  ev.data.u64 = reinterpret_cast<uint64_t>(own_) | kSpaceTag;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, own_->fd(), &ev) != 0) throw_errno("epoll_ctl(uffd)", errno);
   ev.data.u64 = kControlKey;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, control_.get(), &ev) != 0) throw_errno("epoll_ctl(eventfd)", errno);
   thread_ = std::thread([this] { run(); });
@@ -116,17 +119,19 @@ void Engine::run() {
       std::perror("faultline: epoll_wait");
       std::abort();  // cannot happen with a valid epoll fd; never hang silently
     }
-    bool control = false, faults = false;
+    bool control = false;
+    UffdSpace* faulted[32];
+    int spaces = 0;
     for (int i = 0; i < n; ++i) {
       uint64_t key = events[i].data.u64;
-      if (key == kUffdKey)
-        faults = true;
+      if (key & kSpaceTag)
+        faulted[spaces++] = reinterpret_cast<UffdSpace*>(key & ~kSpaceTag);
       else if (key == kControlKey)
         control = true;
       else
         reap(reinterpret_cast<BackendSlot*>(key));
     }
-    if (faults) read_messages();
+    for (int i = 0; i < spaces; ++i) read_messages(*faulted[i]);
     retry_deferred();
     dispatch_demand();
     if (control) run_commands();
@@ -210,13 +215,13 @@ void Engine::attach(RegionState* r, std::promise<void>* done) {
   }
   slot->users++;
   r->slot = slot.get();
-  regions_[r->base()] = r;
+  r->space->regions[r->base()] = r;
   done->set_value();
 }
 
 void Engine::detach(RegionState* r) {
   r->dead = true;
-  regions_.erase(r->base());
+  r->space->regions.erase(r->base());
   // Forget everything queued for it; reads in flight finish in finish().
   auto drop_queued = [&](auto& queue) {
     std::erase_if(queue, [&](ReadOp* op) {
@@ -257,6 +262,11 @@ void Engine::release_slot(BackendSlot* slot) {
 void Engine::count(RegionState* r, std::atomic<uint64_t> Stats::*field, uint64_t n) {
   for (std::atomic<uint64_t>* a : {&(r->stats.*field), &(totals_.*field)})
     a->store(a->load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+void Engine::count_total(std::atomic<uint64_t> Stats::*field, uint64_t n) {
+  std::atomic<uint64_t>& a = totals_.*field;
+  a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
 }  // namespace faultline::detail

@@ -28,6 +28,7 @@
 #include "readahead.h"
 #include "staging.h"
 #include "uffd.h"
+#include "uffd_space.h"
 #include "unique_fd.h"
 #include "writeback.h"
 
@@ -64,6 +65,7 @@ struct RegionState {
   RegionOptions options;
   std::shared_ptr<Backend> backend;
   BackendSlot* slot = nullptr;  // loop thread only
+  UffdSpace* space = nullptr;   // the userfaultfd it is registered with; fixed after map()
   Mapping memory;               // the registered range
   uint64_t length = 0;          // as asked
   uint64_t data_end = 0;        // region bytes the backend holds; zeros after
@@ -126,9 +128,11 @@ class Engine {
   explicit Engine(const RuntimeOptions& options);
   ~Engine();
 
-  const UffdMode& mode() const { return uffd_.mode; }
+  const UffdMode& mode() const { return own_->uffd.mode; }
   StatsSnapshot stats() const { return totals_.snapshot(); }
-  int uffd() const { return uffd_.fd.get(); }
+  // The runtime's own userfaultfd: regions mapped in this process.
+  UffdSpace* own_space() const { return own_; }
+  int uffd() const { return own_->fd(); }
   const RuntimeOptions& options() const { return options_; }
 
   // Called from application threads.
@@ -162,10 +166,10 @@ class Engine {
   void release_slot(BackendSlot* slot);
 
   // The fault path (fault_loop.cc).
-  void read_messages();
-  void on_fault(uintptr_t addr, uint64_t now);
-  void on_remove(uintptr_t start, uintptr_t end, bool unmapped);
-  RegionState* region_at(uintptr_t addr) const;
+  void read_messages(UffdSpace& space);
+  void on_fault(UffdSpace& space, uintptr_t addr, uint64_t now);
+  void on_remove(UffdSpace& space, uintptr_t start, uintptr_t end, bool unmapped);
+  void on_unhandled(UffdSpace& space, uint8_t event);
   void note_touch(RegionState* r, uint64_t chunk);
   void note_readahead(RegionState* r, uint64_t chunk);
   bool next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind);
@@ -184,6 +188,7 @@ class Engine {
   void retry_deferred();
   void flush_wakes();
   void count(RegionState* r, std::atomic<uint64_t> Stats::*field, uint64_t n);
+  void count_total(std::atomic<uint64_t> Stats::*field, uint64_t n);
 
   // Memory budgets (eviction.cc has the policies, evictor.cc the drops).
   // Whether the evictor may drop this resident chunk now. The seam for
@@ -201,7 +206,9 @@ class Engine {
   void on_dropped(const std::vector<Drop>& drops);
 
   RuntimeOptions options_;
-  Uffd uffd_;
+  // Every userfaultfd served; the first is the runtime's own (own_).
+  std::vector<std::unique_ptr<UffdSpace>> spaces_;
+  UffdSpace* own_ = nullptr;
   UniqueFd epoll_;
   UniqueFd control_;  // eventfd
   Stats totals_;
@@ -211,13 +218,11 @@ class Engine {
 
   // Loop-thread state.
   StagingArena staging_;
-  std::map<uintptr_t, RegionState*> regions_;  // by base address
   std::unordered_map<Backend*, std::unique_ptr<BackendSlot>> slots_;
   std::deque<ReadOp*> demand_;           // waiting for staging or queue depth
   std::deque<RegionState*> background_;  // regions with read-ahead or prefetch to do
   std::vector<ReadOp*> deferred_;        // installs to retry (EAGAIN)
   std::vector<RegionState*> removed_;    // fully detached; acknowledged at the end of the iteration
-  std::vector<std::pair<uintptr_t, uint64_t>> wakes_;
   std::vector<std::pair<RegionState*, uint64_t>> latencies_;  // (region, fault read time)
   std::vector<ReadOp*> spare_ops_;       // finished ops, reused (keeps the fault path free of malloc)
   std::vector<BackendSlot*> reap_list_;
@@ -225,6 +230,7 @@ class Engine {
   std::map<uint64_t, std::thread> poisoners_;
   uint64_t next_poisoner_ = 0;
   bool stopping_ = false;
+  uint64_t unhandled_logged_ = 0;  // a bit per event kind already logged
   bool room_ = true;  // false: the last dispatch stopped for want of queue depth or staging
   // Drain reads in flight are kept under drain_batch_ bytes, which grows
   // while no demand fault arrives (see Region::drain()).

@@ -60,10 +60,10 @@ bool transient(int err) { return err == EAGAIN || err == EINTR || err == EBUSY; 
 
 // ---- Messages from the kernel -------------------------------------------
 
-void Engine::read_messages() {
+void Engine::read_messages(UffdSpace& space) {
   uffd_msg msgs[64];
   for (;;) {
-    ssize_t n = read(uffd(), msgs, sizeof msgs);
+    ssize_t n = read(space.fd(), msgs, sizeof msgs);
     if (n < 0) {
       if (errno == EINTR) continue;
       break;  // EAGAIN: another reader was first, or nothing left
@@ -74,16 +74,20 @@ void Engine::read_messages() {
       const uffd_msg& m = msgs[i];
       switch (m.event) {
         case UFFD_EVENT_PAGEFAULT:
-          on_fault(static_cast<uintptr_t>(m.arg.pagefault.address), now);
+          space.events.faults++;
+          on_fault(space, static_cast<uintptr_t>(m.arg.pagefault.address), now);
           break;
         case UFFD_EVENT_REMOVE:
-          on_remove(static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), false);
+          space.events.removes++;
+          on_remove(space, static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), false);
           break;
         case UFFD_EVENT_UNMAP:
-          on_remove(static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), true);
+          space.events.unmaps++;
+          on_remove(space, static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), true);
           break;
         default:
-          break;  // FORK and REMAP are not enabled
+          on_unhandled(space, m.event);
+          break;
       }
     }
     if (count < std::size(msgs)) break;  // drained; level-triggered epoll reports more
@@ -91,20 +95,32 @@ void Engine::read_messages() {
   flush_wakes();
 }
 
-RegionState* Engine::region_at(uintptr_t addr) const {
-  auto it = regions_.upper_bound(addr);
-  if (it == regions_.begin()) return nullptr;
+// An event the loop has no handler for (FORK and REMAP are not requested
+// where the runtime opens the uffd; a received one may carry them). Counted
+// in the runtime's errors and logged, once per kind: never dropped silently.
+void Engine::on_unhandled(UffdSpace& space, uint8_t event) {
+  space.events.unhandled++;
+  count_total(&Stats::errors, 1);
+  uint64_t bit = uint64_t{1} << (event & 63);
+  if (unhandled_logged_ & bit) return;
+  unhandled_logged_ |= bit;
+  std::fprintf(stderr, "faultline: userfaultfd event 0x%x has no handler; ignored (counted in errors)\n", event);
+}
+
+RegionState* UffdSpace::region_at(uintptr_t addr) const {
+  auto it = regions.upper_bound(addr);
+  if (it == regions.begin()) return nullptr;
   RegionState* r = std::prev(it)->second;
   return addr < r->base() + r->memory.size() ? r : nullptr;
 }
 
-void Engine::on_fault(uintptr_t addr, uint64_t now) {
+void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
   addr &= ~(kPageSize - 1);
-  RegionState* r = region_at(addr);
+  RegionState* r = space.region_at(addr);
   if (!r) {
     // A message from before a region was removed; its thread has been
     // woken by the unregister. Waking again is harmless.
-    uffd_wake(uffd(), addr, kPageSize);
+    uffd_wake(space.fd(), addr, kPageSize);
     return;
   }
   count(r, &Stats::faults, 1);
@@ -115,7 +131,7 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
   if (r->present.test(chunk) && !r->dropping_bits.test(chunk)) {
     if (page_mapped(addr)) {
       // Placed after this fault was queued: the wake is all it needs.
-      wakes_.emplace_back(addr, kPageSize);
+      space.wakes.emplace_back(addr, kPageSize);
       latencies_.emplace_back(r, now);
       return;
     }
@@ -143,13 +159,13 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
   note_readahead(r, chunk);
 }
 
-void Engine::on_remove(uintptr_t start, uintptr_t end, bool unmapped) {
+void Engine::on_remove(UffdSpace& space, uintptr_t start, uintptr_t end, bool unmapped) {
   // Events may cover several regions, or a part of one.
   for (uintptr_t a = start; a < end;) {
-    RegionState* r = region_at(a);
+    RegionState* r = space.region_at(a);
     if (!r) {
-      auto it = regions_.upper_bound(a);
-      if (it == regions_.end() || it->first >= end) return;
+      auto it = space.regions.upper_bound(a);
+      if (it == space.regions.end() || it->first >= end) return;
       a = it->first;
       continue;
     }
@@ -439,7 +455,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     how = Place::kCopy;
     if (op->zero) src = r->dirty->zeros();
   }
-  PlaceResult res = uffd_place(uffd(), how, dst + op->placed, src, op->length - op->placed, wake, r->dirty != nullptr);
+  PlaceResult res = uffd_place(r->space->fd(), how, dst + op->placed, src, op->length - op->placed, wake, r->dirty != nullptr);
   op->placed += static_cast<uint32_t>(res.done);
   if (res.error == EAGAIN || res.error == ENOMEM) {
     // Events are pending (a REMOVE or UNMAP not read yet: not a failure,
@@ -472,7 +488,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
   count(r, &Stats::pages_installed, pages);
   count(r, &Stats::bytes_installed, op->length);
   if (op->zero) count(r, &Stats::zero_pages, pages);
-  if ((!op->waiters.empty() && !wake) || res.hit_existing) wakes_.emplace_back(dst, op->length);
+  if ((!op->waiters.empty() && !wake) || res.hit_existing) r->space->wakes.emplace_back(dst, op->length);
   for (uint64_t t : op->waiters) latencies_.emplace_back(r, t);
   finish(op);
 }
@@ -492,10 +508,10 @@ void Engine::fail(ReadOp* op, int err) {
 }
 
 void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
-  if (uffd_.mode.poison && options_.use_uffdio_poison) {
-    PlaceResult res = uffd_place(uffd(), Place::kPoison, addr, nullptr, len, true);
+  if (r->space->uffd.mode.poison && options_.use_uffdio_poison) {
+    PlaceResult res = uffd_place(r->space->fd(), Place::kPoison, addr, nullptr, len, true);
     if (res.error == 0) {
-      if (res.hit_existing) uffd_wake(uffd(), addr, len);
+      if (res.hit_existing) uffd_wake(r->space->fd(), addr, len);
       return;
     }
   }
@@ -505,7 +521,7 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
   // the region counts it as a read in flight until it reports back.
   if (!empty_file_) empty_file_ = UniqueFd(memfd_create("faultline-poison", MFD_CLOEXEC));
   int prot = r->options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
-  int fd = empty_file_.get(), uffd_fd = uffd();
+  int fd = empty_file_.get(), uffd_fd = r->space->fd();
   uint64_t id = next_poisoner_++;
   r->in_flight++;
   poisoners_.emplace(id, std::thread([this, r, addr, len, prot, fd, uffd_fd, id] {
@@ -539,18 +555,21 @@ void Engine::retry_deferred() {
 }
 
 void Engine::flush_wakes() {
-  if (!wakes_.empty()) {
-    std::sort(wakes_.begin(), wakes_.end());
-    uintptr_t start = wakes_[0].first, end = start + wakes_[0].second;
-    for (size_t i = 1; i <= wakes_.size(); ++i) {
-      if (i < wakes_.size() && wakes_[i].first <= end) {
-        end = std::max<uintptr_t>(end, wakes_[i].first + wakes_[i].second);
+  for (auto& space : spaces_) {
+    auto& wakes = space->wakes;
+    if (wakes.empty()) continue;
+    // One UFFDIO_WAKE per run of overlapping or adjacent ranges.
+    std::sort(wakes.begin(), wakes.end());
+    uintptr_t start = wakes[0].first, end = start + wakes[0].second;
+    for (size_t i = 1; i <= wakes.size(); ++i) {
+      if (i < wakes.size() && wakes[i].first <= end) {
+        end = std::max<uintptr_t>(end, wakes[i].first + wakes[i].second);
         continue;
       }
-      uffd_wake(uffd(), start, end - start);
-      if (i < wakes_.size()) start = wakes_[i].first, end = start + wakes_[i].second;
+      uffd_wake(space->fd(), start, end - start);
+      if (i < wakes.size()) start = wakes[i].first, end = start + wakes[i].second;
     }
-    wakes_.clear();
+    wakes.clear();
   }
   if (!latencies_.empty()) {
     uint64_t now = now_ns();

@@ -112,6 +112,7 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   uint64_t map_len = (r->length + detail::kPageSize - 1) & ~(detail::kPageSize - 1);
   r->chunks = (map_len + options.fill_size - 1) >> r->fill_shift;
   r->backend = std::move(backend);
+  r->space = engine_->own_space();
 
   int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
   void* p = mmap(nullptr, map_len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
