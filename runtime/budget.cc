@@ -18,6 +18,7 @@
 namespace faultline::detail {
 
 bool Engine::can_drop(RegionState& r, uint64_t chunk) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   (void)chunk;
   // Write-back regions: the evictor writes the chunk's changed pages back
   // as it drops it (WriteBack::drop_chunk), which needs UFFDIO_MOVE.
@@ -28,6 +29,7 @@ bool Engine::can_drop(RegionState& r, uint64_t chunk) {
 }
 
 void Engine::note_resident(RegionState* r, uint64_t chunk) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (r->resident_bits.test_and_set(chunk)) return;
   uint64_t len = r->chunk_length(chunk);
   r->budget.resident += len;
@@ -40,6 +42,7 @@ void Engine::note_resident(RegionState* r, uint64_t chunk) {
 
 // The application dropped or unmapped a resident chunk.
 void Engine::note_gone(RegionState* r, uint64_t chunk) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   r->resident_bits.clear(chunk);
   uint64_t len = r->chunk_length(chunk);
   r->budget.resident -= len;
@@ -49,6 +52,7 @@ void Engine::note_gone(RegionState* r, uint64_t chunk) {
 }
 
 bool Engine::hold_for_budget(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   if (r->dropping_bits.test(op->chunk)) return true;
   if (r->resident_bits.test(op->chunk)) return false;
@@ -74,12 +78,14 @@ bool Engine::hold_for_budget(ReadOp* op) {
 // Below the high watermark but full (fills large against the budget):
 // make room for this one chunk at least.
 void Engine::make_room(BudgetAccount& account, RegionState* only, uint64_t bytes) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (account.dropping > 0 || !account.may_evict()) return;
   uint64_t want = account.resident + account.reserved + bytes - account.low_bytes();
   if (evict(only, want) == 0) account.found_too_little();
 }
 
 void Engine::unreserve(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (!op->reserved) return;
   op->region->budget.reserved -= op->reserved;
   budget_.reserved -= op->reserved;
@@ -87,12 +93,14 @@ void Engine::unreserve(ReadOp* op) {
 }
 
 void Engine::maybe_evict(RegionState* r) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   evict_above_high(r->budget, r);
   evict_above_high(budget_, nullptr);
 }
 
 // Above the high watermark: evict down to the low one.
 void Engine::evict_above_high(BudgetAccount& account, RegionState* only) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (!account.limited()) return;
   uint64_t kept = account.kept();
   if (kept <= account.high_bytes() || !account.may_evict()) return;
@@ -105,6 +113,7 @@ void Engine::evict_above_high(BudgetAccount& account, RegionState* only) {
 // ago gives it, so regions compete by age as in one list. Hands them to the
 // evictor and returns the bytes chosen.
 uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   using Candidate = std::pair<uint64_t, RegionState*>;  // (tick, region)
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> next;
   auto offer = [&](RegionState* r) {
@@ -158,6 +167,7 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
 }
 
 void Engine::on_dropped(const std::vector<Drop>& drops) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   for (const Drop& d : drops) {
     RegionState* r = d.region;
     r->dropping_bits.clear(d.chunk);

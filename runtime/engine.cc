@@ -66,7 +66,7 @@ Engine::~Engine() {
 
 void Engine::send(Command command) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     commands_.push_back(std::move(command));
   }
   uint64_t one = 1;
@@ -106,6 +106,7 @@ void Engine::drain(RegionState* region) { prefetch_spans(region, {{0, region->ch
 
 void Engine::run() {
   pthread_setname_np(pthread_self(), "faultline");
+  loop_.bind();
   epoll_event events[32];
   while (!stopping_) {
     // Sleep unless something is deferred (an install that hit EAGAIN) or
@@ -151,11 +152,12 @@ void Engine::run() {
 }
 
 void Engine::run_commands() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   uint64_t count;
   (void)!read(control_.get(), &count, sizeof count);
   std::vector<Command> commands;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     commands.swap(commands_);
   }
   for (const Command& c : commands) {
@@ -194,6 +196,7 @@ void Engine::run_commands() {
 }
 
 void Engine::attach(RegionState* r, std::promise<void>* done) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   auto& slot = slots_[r->backend.get()];
   if (!slot) {
     slot = std::make_unique<BackendSlot>();
@@ -220,6 +223,7 @@ void Engine::attach(RegionState* r, std::promise<void>* done) {
 }
 
 void Engine::detach(RegionState* r) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   r->dead = true;
   r->space->regions.erase(r->base());
   // Forget everything queued for it; reads in flight finish in finish().
@@ -241,6 +245,7 @@ void Engine::detach(RegionState* r) {
 }
 
 void Engine::finish_removal(RegionState* r) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (r->removal_finished) return;
   r->removal_finished = true;
   // Latencies not yet recorded would name a region about to be freed.
@@ -252,6 +257,7 @@ void Engine::finish_removal(RegionState* r) {
 }
 
 void Engine::release_slot(BackendSlot* slot) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (slot->users > 0 || slot->in_flight > 0) return;
   if (int fd = slot->backend->completion_fd(); fd >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   slots_.erase(slot->backend);
@@ -260,11 +266,13 @@ void Engine::release_slot(BackendSlot* slot) {
 // Only this thread writes the counters: a plain load and store (no locked
 // read-modify-write) is enough, and readers still see whole values.
 void Engine::count(RegionState* r, std::atomic<uint64_t> Stats::*field, uint64_t n) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   for (std::atomic<uint64_t>* a : {&(r->stats.*field), &(totals_.*field)})
     a->store(a->load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
 void Engine::count_total(std::atomic<uint64_t> Stats::*field, uint64_t n) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   std::atomic<uint64_t>& a = totals_.*field;
   a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }

@@ -27,6 +27,7 @@
 #include "evictor.h"
 #include "readahead.h"
 #include "staging.h"
+#include "thread_checks.h"
 #include "uffd.h"
 #include "uffd_space.h"
 #include "unique_fd.h"
@@ -91,8 +92,8 @@ struct RegionState {
   // record_touches: a bit per chunk already recorded (loop thread), and the
   // chunk numbers in first-touch order (read by application threads).
   ChunkBitmap touched_bits;
-  mutable std::mutex touched_mu;
-  std::vector<uint64_t> touched;  // guarded by touched_mu
+  mutable Mutex touched_mu;
+  std::vector<uint64_t> touched GUARDED_BY(touched_mu);
   // Dirty tracking (track_dirty or write_back): pages are installed
   // write-protected and written pages are read from `dirty`. Write-back
   // regions also have `writeback`. Both are null otherwise.
@@ -213,8 +214,9 @@ class Engine {
   UniqueFd control_;  // eventfd
   Stats totals_;
 
-  std::mutex mu_;
-  std::vector<Command> commands_;  // guarded by mu_
+  Mutex mu_;
+  std::vector<Command> commands_ GUARDED_BY(mu_);
+  LoopThread loop_;  // FAULTLINE_ASSERT_LOOP(loop_) in the loop-only methods
 
   // Loop-thread state.
   StagingArena staging_;

@@ -61,6 +61,7 @@ bool transient(int err) { return err == EAGAIN || err == EINTR || err == EBUSY; 
 // ---- Messages from the kernel -------------------------------------------
 
 void Engine::read_messages(UffdSpace& space) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   uffd_msg msgs[64];
   for (;;) {
     ssize_t n = read(space.fd(), msgs, sizeof msgs);
@@ -99,6 +100,7 @@ void Engine::read_messages(UffdSpace& space) {
 // where the runtime opens the uffd; a received one may carry them). Counted
 // in the runtime's errors and logged, once per kind: never dropped silently.
 void Engine::on_unhandled(UffdSpace& space, uint8_t event) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   space.events.unhandled++;
   count_total(&Stats::errors, 1);
   uint64_t bit = uint64_t{1} << (event & 63);
@@ -115,6 +117,7 @@ RegionState* UffdSpace::region_at(uintptr_t addr) const {
 }
 
 void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   addr &= ~(kPageSize - 1);
   RegionState* r = space.region_at(addr);
   if (!r) {
@@ -160,6 +163,7 @@ void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
 }
 
 void Engine::on_remove(UffdSpace& space, uintptr_t start, uintptr_t end, bool unmapped) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   // Events may cover several regions, or a part of one.
   for (uintptr_t a = start; a < end;) {
     RegionState* r = space.region_at(a);
@@ -187,12 +191,14 @@ void Engine::on_remove(UffdSpace& space, uintptr_t start, uintptr_t end, bool un
 // ---- Working-set record, read-ahead and prefetch ---------------------------
 
 void Engine::note_touch(RegionState* r, uint64_t chunk) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (r->touched_bits.test_and_set(chunk)) return;
-  std::lock_guard<std::mutex> lock(r->touched_mu);
+  MutexLock lock(r->touched_mu);
   r->touched.push_back(chunk);
 }
 
 void Engine::note_readahead(RegionState* r, uint64_t chunk) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (!r->options.readahead) return;
   ReadaheadDetector::Span window;
   bool around = r->readahead.on_fault(chunk, &window);
@@ -204,6 +210,7 @@ void Engine::note_readahead(RegionState* r, uint64_t chunk) {
 }
 
 bool Engine::next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   auto wanted = [&](uint64_t c) { return !r->present.test(c) && !r->ops.count(c); };
   if (r->readahead.next(wanted, chunk)) {
     *kind = ReadOp::Kind::kReadahead;
@@ -225,6 +232,7 @@ bool Engine::next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind
 // ---- Dispatch -------------------------------------------------------------
 
 ReadOp* Engine::new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   ReadOp* op;
   if (spare_ops_.empty()) {
     op = new ReadOp;
@@ -247,6 +255,7 @@ ReadOp* Engine::new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind) {
 // Starts the read of `op`, or places it at once if there is nothing to read.
 // Returns false if the backend's queue or the staging memory is full.
 bool Engine::start(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   if (op->zero) {  // past the end of the backend: nothing to read
     install(op, true);
@@ -277,6 +286,7 @@ bool Engine::start(ReadOp* op) {
 }
 
 void Engine::submit_batches() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   for (auto& [backend, slot] : slots_) {
     if (slot->batch.empty()) continue;
     slot->in_flight += static_cast<uint32_t>(slot->batch.size());
@@ -292,6 +302,7 @@ void Engine::submit_batches() {
 }
 
 void Engine::dispatch_demand() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   bool started = false;
   while (!demand_.empty()) {
     if (!start(demand_.front())) {
@@ -307,6 +318,7 @@ void Engine::dispatch_demand() {
 // Read-ahead and prefetch, one bounded batch per loop iteration, so a
 // demand fault never waits behind more than one batch of background work.
 void Engine::dispatch_background() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (!demand_.empty()) return;  // demand reads are waiting for room
   size_t budget_bytes = 2 * 1024 * 1024;
   bool started = false;
@@ -352,6 +364,7 @@ void Engine::dispatch_background() {
 // ---- Completions --------------------------------------------------------
 
 void Engine::reap(BackendSlot* slot) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   ReadCompletion done[64];
   for (;;) {
     size_t n = slot->backend->reap(done);
@@ -364,6 +377,7 @@ void Engine::reap(BackendSlot* slot) {
 }
 
 void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   r->in_flight--;
   if (r->dead) {
@@ -402,6 +416,7 @@ void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
 }
 
 void Engine::retry(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   op->attempts++;
   count(op->region, &Stats::retries, 1);
   demand_.push_front(op);  // it holds staging already: let it finish first
@@ -417,6 +432,7 @@ static void keep_in_staging(ReadOp* op) {
 }
 
 void Engine::install(ReadOp* op, bool wake_now) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   if (op->stale && op->placed == 0) {
     if (r->dropping_bits.test(op->chunk)) {  // wait for the drop to be reported
@@ -496,6 +512,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
 // The backend cannot serve this chunk: the pages get SIGBUS for whoever
 // touches them, as an mmap of a file does on an I/O error.
 void Engine::fail(ReadOp* op, int err) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   count(r, &Stats::errors, 1);
   std::fprintf(stderr, "faultline: %s: cannot read %u bytes at offset %llu (%s); the pages get SIGBUS\n",
@@ -508,6 +525,7 @@ void Engine::fail(ReadOp* op, int err) {
 }
 
 void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (r->space->uffd.mode.poison && options_.use_uffdio_poison) {
     PlaceResult res = uffd_place(r->space->fd(), Place::kPoison, addr, nullptr, len, true);
     if (res.error == 0) {
@@ -533,6 +551,7 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
 }
 
 void Engine::finish(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   unreserve(op);
   if (op->staging) staging_.release(op->staging, op->length);
@@ -547,6 +566,7 @@ void Engine::finish(ReadOp* op) {
 }
 
 void Engine::retry_deferred() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (deferred_.empty()) return;
   std::vector<ReadOp*> ops;
   ops.swap(deferred_);
@@ -555,6 +575,7 @@ void Engine::retry_deferred() {
 }
 
 void Engine::flush_wakes() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   for (auto& space : spaces_) {
     auto& wakes = space->wakes;
     if (wakes.empty()) continue;
