@@ -17,28 +17,23 @@
 
 namespace faultline::detail {
 
-namespace {
-
-uint64_t fraction(uint64_t bytes, double f) { return static_cast<uint64_t>(static_cast<double>(bytes) * f); }
-
-}  // namespace
-
 bool Engine::can_drop(RegionState& r, uint64_t chunk) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   (void)chunk;
   // Write-back regions: the evictor writes the chunk's changed pages back
   // as it drops it (WriteBack::drop_chunk), which needs UFFDIO_MOVE.
-  if (r.writeback) return uffd_.mode.move;
+  if (r.writeback) return r.space->uffd.mode.move;
   // Private writable regions: a written chunk exists only here. Without
   // write tracking every chunk may have been written, so none is dropped.
   return !r.options.writable;
 }
 
 void Engine::note_resident(RegionState* r, uint64_t chunk) {
-  if (RegionState::bit(r->resident_bits, chunk)) return;
-  RegionState::set_bit(r->resident_bits, chunk, true);
+  FAULTLINE_ASSERT_LOOP(loop_);
+  if (r->resident_bits.test_and_set(chunk)) return;
   uint64_t len = r->chunk_length(chunk);
-  r->resident += len;
-  resident_ += len;
+  r->budget.resident += len;
+  budget_.resident += len;
   count(r, &Stats::resident_bytes, len);
   if (!r->policy) return;
   r->policy->placed(chunk, ++placement_tick_);
@@ -47,71 +42,70 @@ void Engine::note_resident(RegionState* r, uint64_t chunk) {
 
 // The application dropped or unmapped a resident chunk.
 void Engine::note_gone(RegionState* r, uint64_t chunk) {
-  RegionState::set_bit(r->resident_bits, chunk, false);
+  FAULTLINE_ASSERT_LOOP(loop_);
+  r->resident_bits.clear(chunk);
   uint64_t len = r->chunk_length(chunk);
-  r->resident -= len;
-  resident_ -= len;
+  r->budget.resident -= len;
+  budget_.resident -= len;
   count(r, &Stats::resident_bytes, 0 - len);
   if (r->policy) r->policy->forget(chunk);
 }
 
 bool Engine::hold_for_budget(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
-  if (RegionState::bit(r->dropping_bits, op->chunk)) return true;
-  if (RegionState::bit(r->resident_bits, op->chunk)) return false;
+  if (r->dropping_bits.test(op->chunk)) return true;
+  if (r->resident_bits.test(op->chunk)) return false;
   uint64_t len = op->length;
-  bool region_full = r->budget.bytes && r->resident + r->reserved + len > r->budget.bytes;
-  bool runtime_full = options_.budget.bytes && resident_ + reserved_ + len > options_.budget.bytes;
+  bool region_full = r->budget.full_with(len);
+  bool runtime_full = budget_.full_with(len);
+  if (region_full || runtime_full) {
+    maybe_evict(r);
+    if (region_full) make_room(r->budget, r, len);
+    if (runtime_full) make_room(budget_, nullptr, len);
+    // Wait for the drops under way; with none (nothing may be dropped), go
+    // over the budget rather than stall the application for good.
+    if ((region_full && r->budget.dropping > 0) || (runtime_full && budget_.dropping > 0)) return true;
+  }
   // Counted from now on: a placement deferred by EAGAIN must not let
   // others past the budget before it completes.
-  auto reserve = [&] {
-    op->reserved = static_cast<uint32_t>(len);
-    r->reserved += len;
-    reserved_ += len;
-    return false;
-  };
-  if (!region_full && !runtime_full) return reserve();
-  maybe_evict(r);
-  // Below the high watermark but full (fills large against the budget):
-  // make room for this one chunk at least.
-  // (A pass that found nothing droppable is not repeated for every
-  // placement: see evict_retry_at.)
-  if (region_full && r->dropping == 0 && r->resident >= r->evict_retry_at) {
-    uint64_t want = r->resident + r->reserved + len - fraction(r->budget.bytes, r->budget.low);
-    if (evict(r, want) == 0) r->evict_retry_at = r->resident + std::max<uint64_t>(1, r->budget.bytes / 16);
-  }
-  if (runtime_full && dropping_ == 0 && resident_ >= evict_retry_at_) {
-    uint64_t want = resident_ + reserved_ + len - fraction(options_.budget.bytes, options_.budget.low);
-    if (evict(nullptr, want) == 0) evict_retry_at_ = resident_ + std::max<uint64_t>(1, options_.budget.bytes / 16);
-  }
-  // Wait for the drops under way; with none (nothing may be dropped), go
-  // over the budget rather than stall the application for good.
-  if ((region_full && r->dropping > 0) || (runtime_full && dropping_ > 0)) return true;
-  return reserve();
+  op->reserved = static_cast<uint32_t>(len);
+  r->budget.reserved += len;
+  budget_.reserved += len;
+  return false;
+}
+
+// Below the high watermark but full (fills large against the budget):
+// make room for this one chunk at least.
+void Engine::make_room(BudgetAccount& account, RegionState* only, uint64_t bytes) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  if (account.dropping > 0 || !account.may_evict()) return;
+  uint64_t want = account.resident + account.reserved + bytes - account.low_bytes();
+  if (evict(only, want) == 0) account.found_too_little();
 }
 
 void Engine::unreserve(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (!op->reserved) return;
-  op->region->reserved -= op->reserved;
-  reserved_ -= op->reserved;
+  op->region->budget.reserved -= op->reserved;
+  budget_.reserved -= op->reserved;
   op->reserved = 0;
 }
 
 void Engine::maybe_evict(RegionState* r) {
-  if (const MemoryBudget& b = r->budget; b.bytes) {
-    uint64_t kept = r->resident + r->reserved - r->dropping;
-    if (kept > fraction(b.bytes, b.high) && r->resident >= r->evict_retry_at) {
-      uint64_t want = kept - fraction(b.bytes, b.low);
-      if (evict(r, want) < want) r->evict_retry_at = r->resident + std::max<uint64_t>(1, b.bytes / 16);
-    }
-  }
-  if (const MemoryBudget& b = options_.budget; b.bytes) {
-    uint64_t kept = resident_ + reserved_ - dropping_;
-    if (kept > fraction(b.bytes, b.high) && resident_ >= evict_retry_at_) {
-      uint64_t want = kept - fraction(b.bytes, b.low);
-      if (evict(nullptr, want) < want) evict_retry_at_ = resident_ + std::max<uint64_t>(1, b.bytes / 16);
-    }
-  }
+  FAULTLINE_ASSERT_LOOP(loop_);
+  evict_above_high(r->budget, r);
+  evict_above_high(budget_, nullptr);
+}
+
+// Above the high watermark: evict down to the low one.
+void Engine::evict_above_high(BudgetAccount& account, RegionState* only) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  if (!account.limited()) return;
+  uint64_t kept = account.kept();
+  if (kept <= account.high_bytes() || !account.may_evict()) return;
+  uint64_t want = kept - account.low_bytes();
+  if (evict(only, want) < want) account.found_too_little();
 }
 
 // Picks victims worth `bytes` from one region, or from every region (the
@@ -119,6 +113,7 @@ void Engine::maybe_evict(RegionState* r) {
 // ago gives it, so regions compete by age as in one list. Hands them to the
 // evictor and returns the bytes chosen.
 uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   using Candidate = std::pair<uint64_t, RegionState*>;  // (tick, region)
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> next;
   auto offer = [&](RegionState* r) {
@@ -130,10 +125,11 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
     offer(only);
     tries = only->policy->resident();
   } else {
-    for (auto& [base, r] : regions_) {
-      offer(r);
-      if (r->policy) tries += r->policy->resident();
-    }
+    for (auto& space : spaces_)
+      for (auto& [base, r] : space->regions) {
+        offer(r);
+        if (r->policy) tries += r->policy->resident();
+      }
   }
   std::vector<Drop> drops;
   uint64_t chosen = 0;
@@ -146,10 +142,10 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
       r->policy->keep(chunk, ++placement_tick_);
     } else {
       r->policy->evict(chunk);
-      RegionState::set_bit(r->dropping_bits, chunk, true);
+      r->dropping_bits.set(chunk);
       uint64_t len = r->chunk_length(chunk);
-      r->dropping += len;
-      dropping_ += len;
+      r->budget.dropping += len;
+      budget_.dropping += len;
       r->in_flight++;  // the region stays mapped until the drop is reported
       drops.push_back({r, chunk, r->base() + (chunk << r->fill_shift), len});
       chosen += len;
@@ -164,31 +160,32 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
             c.drops = std::move(done);
             send(std::move(c));
           },
-          uffd(), uffd_.mode.move && options_.evict_with_move);
+          uffd(), mode().move && options_.evict_with_move);
     evictor_->submit(std::move(drops));
   }
   return chosen;
 }
 
 void Engine::on_dropped(const std::vector<Drop>& drops) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   for (const Drop& d : drops) {
     RegionState* r = d.region;
-    RegionState::set_bit(r->dropping_bits, d.chunk, false);
-    r->dropping -= d.length;
-    dropping_ -= d.length;
+    r->dropping_bits.clear(d.chunk);
+    r->budget.dropping -= d.length;
+    budget_.dropping -= d.length;
     // Moved out, no REMOVE event: the chunk is absent from now on. (After
     // an madvise the REMOVE said so already.)
-    r->set_present(d.chunk, false);
+    r->present.clear(d.chunk);
     if (d.kept) {  // a write-back chunk that could not be written: resident again
-      if (!r->dead && RegionState::bit(r->resident_bits, d.chunk)) r->policy->placed(d.chunk, ++placement_tick_);
+      if (!r->dead && r->resident_bits.test(d.chunk)) r->policy->placed(d.chunk, ++placement_tick_);
       r->in_flight--;
       if (r->dead && r->in_flight == 0 && r->ops.empty()) finish_removal(r);
       continue;
     }
-    if (RegionState::bit(r->resident_bits, d.chunk)) {
-      RegionState::set_bit(r->resident_bits, d.chunk, false);
-      r->resident -= d.length;
-      resident_ -= d.length;
+    if (r->resident_bits.test(d.chunk)) {
+      r->resident_bits.clear(d.chunk);
+      r->budget.resident -= d.length;
+      budget_.resident -= d.length;
       count(r, &Stats::resident_bytes, 0 - d.length);
     }
     count(r, &Stats::evicted_chunks, 1);

@@ -70,7 +70,7 @@ DirtyLog::DirtyLog(uintptr_t base, uint64_t map_length) : base_(base), pages_(ma
 
 void DirtyLog::mark_poisoned(uint64_t offset, uint64_t length) {
   if (length == 0) return;
-  std::lock_guard<std::mutex> lock(poison_mu_);
+  MutexLock lock(poison_mu_);
   poisoned_.insert({offset / kPageSize, (offset + length + kPageSize - 1) / kPageSize});
 }
 
@@ -78,7 +78,7 @@ std::vector<PageRun> DirtyLog::readable(PageRun run) const {
   std::vector<PageRun> out;
   uint64_t at = run.first;
   {
-    std::lock_guard<std::mutex> lock(poison_mu_);
+    MutexLock lock(poison_mu_);
     for (const auto& [lo, hi] : poisoned_) {
       if (hi <= at) continue;
       if (lo >= run.end()) break;
@@ -91,10 +91,10 @@ std::vector<PageRun> DirtyLog::readable(PageRun run) const {
 }
 
 std::vector<PageRun> DirtyLog::take() {
-  std::lock_guard<std::mutex> lock(take_mu_);
+  MutexLock lock(take_mu_);
   std::vector<std::pair<uint64_t, uint64_t>> holes;
   {
-    std::lock_guard<std::mutex> plock(poison_mu_);
+    MutexLock plock(poison_mu_);
     holes.assign(poisoned_.begin(), poisoned_.end());
   }
   std::vector<PageRun> out;

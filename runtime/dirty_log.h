@@ -11,6 +11,7 @@
 #include <set>
 #include <vector>
 
+#include "thread_checks.h"
 #include "unique_fd.h"
 
 namespace faultline::detail {
@@ -56,9 +57,9 @@ class DirtyLog {
   const uint64_t pages_;
   UniqueFd pagemap_;
   Mapping zeros_;
-  std::mutex take_mu_;
-  mutable std::mutex poison_mu_;
-  std::set<std::pair<uint64_t, uint64_t>> poisoned_;  // [first page, end page), guarded by poison_mu_
+  Mutex take_mu_;  // one take() at a time
+  mutable Mutex poison_mu_;
+  std::set<std::pair<uint64_t, uint64_t>> poisoned_ GUARDED_BY(poison_mu_);  // [first page, end page)
 };
 
 }  // namespace faultline::detail

@@ -18,9 +18,10 @@
 namespace faultline::detail {
 
 namespace {
-// epoll data: the uffd and the control eventfd by these; backends by slot.
-constexpr uint64_t kUffdKey = 1;
+// epoll data: the control eventfd by this; userfaultfds by their UffdSpace
+// with the low bit set; backends by their (aligned) slot.
 constexpr uint64_t kControlKey = 2;
+constexpr uint64_t kSpaceTag = 1;
 }  // namespace
 
 uint64_t now_ns() {
@@ -30,7 +31,7 @@ uint64_t now_ns() {
 }
 
 Engine::Engine(const RuntimeOptions& options)
-    : options_(options), uffd_(open_uffd()), staging_(options.staging_bytes) {
+    : options_(options), staging_(options.staging_bytes) {
   if (options.read_retries < 0)
     throw Error("RuntimeOptions.read_retries = " + std::to_string(options.read_retries) + ": must be >= 0");
   if (options.budget.bytes) {
@@ -39,14 +40,17 @@ Engine::Engine(const RuntimeOptions& options)
       throw Error("RuntimeOptions.budget.bytes = " + std::to_string(options.budget.bytes) +
                   ": must be 0 (no budget) or at least 65536");
   }
+  budget_.limit = options.budget;
+  spaces_.push_back(std::make_unique<UffdSpace>(open_uffd()));
+  own_ = spaces_.front().get();
   epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_) throw_errno("epoll_create1", errno);
   control_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!control_) throw_errno("eventfd", errno);
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.u64 = kUffdKey;
-  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, uffd_.fd.get(), &ev) != 0) throw_errno("epoll_ctl(uffd)", errno);
+  ev.data.u64 = reinterpret_cast<uint64_t>(own_) | kSpaceTag;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, own_->fd(), &ev) != 0) throw_errno("epoll_ctl(uffd)", errno);
   ev.data.u64 = kControlKey;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, control_.get(), &ev) != 0) throw_errno("epoll_ctl(eventfd)", errno);
   thread_ = std::thread([this] { run(); });
@@ -62,7 +66,7 @@ Engine::~Engine() {
 
 void Engine::send(Command command) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     commands_.push_back(std::move(command));
   }
   uint64_t one = 1;
@@ -102,6 +106,7 @@ void Engine::drain(RegionState* region) { prefetch_spans(region, {{0, region->ch
 
 void Engine::run() {
   pthread_setname_np(pthread_self(), "faultline");
+  loop_.bind();
   epoll_event events[32];
   while (!stopping_) {
     // Sleep unless something is deferred (an install that hit EAGAIN) or
@@ -115,17 +120,19 @@ void Engine::run() {
       std::perror("faultline: epoll_wait");
       std::abort();  // cannot happen with a valid epoll fd; never hang silently
     }
-    bool control = false, faults = false;
+    bool control = false;
+    UffdSpace* faulted[32];
+    int spaces = 0;
     for (int i = 0; i < n; ++i) {
       uint64_t key = events[i].data.u64;
-      if (key == kUffdKey)
-        faults = true;
+      if (key & kSpaceTag)
+        faulted[spaces++] = reinterpret_cast<UffdSpace*>(key & ~kSpaceTag);
       else if (key == kControlKey)
         control = true;
       else
         reap(reinterpret_cast<BackendSlot*>(key));
     }
-    if (faults) read_messages();
+    for (int i = 0; i < spaces; ++i) read_messages(*faulted[i]);
     retry_deferred();
     dispatch_demand();
     if (control) run_commands();
@@ -145,11 +152,12 @@ void Engine::run() {
 }
 
 void Engine::run_commands() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   uint64_t count;
   (void)!read(control_.get(), &count, sizeof count);
   std::vector<Command> commands;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     commands.swap(commands_);
   }
   for (const Command& c : commands) {
@@ -188,6 +196,7 @@ void Engine::run_commands() {
 }
 
 void Engine::attach(RegionState* r, std::promise<void>* done) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   auto& slot = slots_[r->backend.get()];
   if (!slot) {
     slot = std::make_unique<BackendSlot>();
@@ -209,13 +218,14 @@ void Engine::attach(RegionState* r, std::promise<void>* done) {
   }
   slot->users++;
   r->slot = slot.get();
-  regions_[r->base()] = r;
+  r->space->regions[r->base()] = r;
   done->set_value();
 }
 
 void Engine::detach(RegionState* r) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   r->dead = true;
-  regions_.erase(r->base());
+  r->space->regions.erase(r->base());
   // Forget everything queued for it; reads in flight finish in finish().
   auto drop_queued = [&](auto& queue) {
     std::erase_if(queue, [&](ReadOp* op) {
@@ -230,11 +240,12 @@ void Engine::detach(RegionState* r) {
   background_.erase(std::remove(background_.begin(), background_.end(), r), background_.end());
   r->in_background = false;
   r->spans.clear();
-  r->ra_next = r->ra_end = 0;
+  r->readahead.stop();
   if (r->in_flight == 0 && r->ops.empty()) finish_removal(r);
 }
 
 void Engine::finish_removal(RegionState* r) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (r->removal_finished) return;
   r->removal_finished = true;
   // Latencies not yet recorded would name a region about to be freed.
@@ -246,6 +257,7 @@ void Engine::finish_removal(RegionState* r) {
 }
 
 void Engine::release_slot(BackendSlot* slot) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (slot->users > 0 || slot->in_flight > 0) return;
   if (int fd = slot->backend->completion_fd(); fd >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   slots_.erase(slot->backend);
@@ -254,8 +266,15 @@ void Engine::release_slot(BackendSlot* slot) {
 // Only this thread writes the counters: a plain load and store (no locked
 // read-modify-write) is enough, and readers still see whole values.
 void Engine::count(RegionState* r, std::atomic<uint64_t> Stats::*field, uint64_t n) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   for (std::atomic<uint64_t>* a : {&(r->stats.*field), &(totals_.*field)})
     a->store(a->load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+void Engine::count_total(std::atomic<uint64_t> Stats::*field, uint64_t n) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  std::atomic<uint64_t>& a = totals_.*field;
+  a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
 }  // namespace faultline::detail

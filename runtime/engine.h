@@ -20,11 +20,16 @@
 #include "faultline/options.h"
 #include "faultline/runtime.h"
 #include "faultline/stats.h"
+#include "budget.h"
+#include "chunk_bitmap.h"
 #include "dirty_log.h"
 #include "eviction.h"
 #include "evictor.h"
+#include "readahead.h"
 #include "staging.h"
+#include "thread_checks.h"
 #include "uffd.h"
+#include "uffd_space.h"
 #include "unique_fd.h"
 #include "writeback.h"
 
@@ -61,12 +66,13 @@ struct RegionState {
   RegionOptions options;
   std::shared_ptr<Backend> backend;
   BackendSlot* slot = nullptr;  // loop thread only
+  UffdSpace* space = nullptr;   // the userfaultfd it is registered with; fixed after map()
   Mapping memory;               // the registered range
   uint64_t length = 0;          // as asked
   uint64_t data_end = 0;        // region bytes the backend holds; zeros after
   uint32_t fill_shift = 16;
   uint64_t chunks = 0;
-  std::unique_ptr<uint64_t[], void (*)(void*)> present{nullptr, nullptr};  // bit per chunk
+  ChunkBitmap present;  // placed (or poisoned, or unmapped: nothing more to do)
   Stats stats;
 
   // Loop-thread state.
@@ -76,14 +82,7 @@ struct RegionState {
   bool removal_finished = false;
   bool in_background = false;
   std::promise<void> removed;
-  // Read-ahead: the stream's last fault and the window ahead of it.
-  uint64_t last_fault = UINT64_MAX;
-  uint64_t ra_window = 0;  // chunks
-  uint64_t ra_start = 0, ra_next = 0, ra_end = 0;
-  // Read-around: random faults counted per window of readahead_max bytes;
-  // a window that takes enough of them is read whole (kWindowDone after).
-  uint64_t window_chunks = 1;
-  std::unique_ptr<uint8_t[], void (*)(void*)> window_faults{nullptr, nullptr};
+  ReadaheadDetector readahead;
   // Chunk ranges to fetch in the background: read-around, then prefetch.
   struct Span {
     uint64_t first, last;
@@ -92,9 +91,9 @@ struct RegionState {
   std::deque<Span> spans;
   // record_touches: a bit per chunk already recorded (loop thread), and the
   // chunk numbers in first-touch order (read by application threads).
-  std::unique_ptr<uint64_t[], void (*)(void*)> touched_bits{nullptr, nullptr};
-  mutable std::mutex touched_mu;
-  std::vector<uint64_t> touched;  // guarded by touched_mu
+  ChunkBitmap touched_bits;
+  mutable Mutex touched_mu;
+  std::vector<uint64_t> touched GUARDED_BY(touched_mu);
   // Dirty tracking (track_dirty or write_back): pages are installed
   // write-protected and written pages are read from `dirty`. Write-back
   // regions also have `writeback`. Both are null otherwise.
@@ -104,35 +103,15 @@ struct RegionState {
   // Memory budget (loop thread). Every region tracks what is resident; a
   // region under a budget (its own or the runtime's) has a policy and
   // drops chunks through the evictor.
-  MemoryBudget budget;  // the region's own; bytes 0: none
-  std::unique_ptr<uint64_t[], void (*)(void*)> resident_bits{nullptr, nullptr};  // placed, not yet dropped
-  std::unique_ptr<uint64_t[], void (*)(void*)> dropping_bits{nullptr, nullptr};  // handed to the evictor
+  BudgetAccount budget;       // the region's own (limit.bytes 0: none)
+  ChunkBitmap resident_bits;  // placed, not yet dropped
+  ChunkBitmap dropping_bits;  // handed to the evictor
   std::unique_ptr<ChunkPolicy> policy;
-  uint64_t resident = 0;       // bytes, including chunks being dropped
-  uint64_t dropping = 0;       // bytes handed to the evictor and not yet dropped
-  uint64_t reserved = 0;       // bytes of placements under way (ReadOp::reserved)
-  uint64_t evict_retry_at = 0;  // resident level at which a pass that found nothing to drop is tried again
 
   uintptr_t base() const { return reinterpret_cast<uintptr_t>(memory.data()); }
   uint64_t chunk_length(uint64_t c) const {
     uint64_t offset = c << fill_shift;
     return std::min<uint64_t>(uint64_t{1} << fill_shift, memory.size() - offset);
-  }
-  static bool bit(const std::unique_ptr<uint64_t[], void (*)(void*)>& bits, uint64_t c) {
-    return bits && ((bits[c >> 6] >> (c & 63)) & 1);
-  }
-  static void set_bit(std::unique_ptr<uint64_t[], void (*)(void*)>& bits, uint64_t c, bool on) {
-    if (on)
-      bits[c >> 6] |= uint64_t{1} << (c & 63);
-    else
-      bits[c >> 6] &= ~(uint64_t{1} << (c & 63));
-  }
-  bool is_present(uint64_t c) const { return (present[c >> 6] >> (c & 63)) & 1; }
-  void set_present(uint64_t c, bool on) {
-    if (on)
-      present[c >> 6] |= uint64_t{1} << (c & 63);
-    else
-      present[c >> 6] &= ~(uint64_t{1} << (c & 63));
   }
 };
 
@@ -150,9 +129,11 @@ class Engine {
   explicit Engine(const RuntimeOptions& options);
   ~Engine();
 
-  const UffdMode& mode() const { return uffd_.mode; }
+  const UffdMode& mode() const { return own_->uffd.mode; }
   StatsSnapshot stats() const { return totals_.snapshot(); }
-  int uffd() const { return uffd_.fd.get(); }
+  // The runtime's own userfaultfd: regions mapped in this process.
+  UffdSpace* own_space() const { return own_; }
+  int uffd() const { return own_->fd(); }
   const RuntimeOptions& options() const { return options_; }
 
   // Called from application threads.
@@ -186,13 +167,12 @@ class Engine {
   void release_slot(BackendSlot* slot);
 
   // The fault path (fault_loop.cc).
-  void read_messages();
-  void on_fault(uintptr_t addr, uint64_t now);
-  void on_remove(uintptr_t start, uintptr_t end, bool unmapped);
-  RegionState* region_at(uintptr_t addr) const;
+  void read_messages(UffdSpace& space);
+  void on_fault(UffdSpace& space, uintptr_t addr, uint64_t now);
+  void on_remove(UffdSpace& space, uintptr_t start, uintptr_t end, bool unmapped);
+  void on_unhandled(UffdSpace& space, uint8_t event);
   void note_touch(RegionState* r, uint64_t chunk);
   void note_readahead(RegionState* r, uint64_t chunk);
-  void note_random_fault(RegionState* r, uint64_t chunk);
   bool next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind);
   ReadOp* new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind);
   bool start(ReadOp* op);
@@ -209,6 +189,7 @@ class Engine {
   void retry_deferred();
   void flush_wakes();
   void count(RegionState* r, std::atomic<uint64_t> Stats::*field, uint64_t n);
+  void count_total(std::atomic<uint64_t> Stats::*field, uint64_t n);
 
   // Memory budgets (eviction.cc has the policies, evictor.cc the drops).
   // Whether the evictor may drop this resident chunk now. The seam for
@@ -220,27 +201,30 @@ class Engine {
   void note_resident(RegionState* r, uint64_t chunk);
   void note_gone(RegionState* r, uint64_t chunk);
   void maybe_evict(RegionState* r);
+  void evict_above_high(BudgetAccount& account, RegionState* only);
+  void make_room(BudgetAccount& account, RegionState* only, uint64_t bytes);
   uint64_t evict(RegionState* only, uint64_t bytes);
   void on_dropped(const std::vector<Drop>& drops);
 
   RuntimeOptions options_;
-  Uffd uffd_;
+  // Every userfaultfd served; the first is the runtime's own (own_).
+  std::vector<std::unique_ptr<UffdSpace>> spaces_;
+  UffdSpace* own_ = nullptr;
   UniqueFd epoll_;
   UniqueFd control_;  // eventfd
   Stats totals_;
 
-  std::mutex mu_;
-  std::vector<Command> commands_;  // guarded by mu_
+  Mutex mu_;
+  std::vector<Command> commands_ GUARDED_BY(mu_);
+  LoopThread loop_;  // FAULTLINE_ASSERT_LOOP(loop_) in the loop-only methods
 
   // Loop-thread state.
   StagingArena staging_;
-  std::map<uintptr_t, RegionState*> regions_;  // by base address
   std::unordered_map<Backend*, std::unique_ptr<BackendSlot>> slots_;
   std::deque<ReadOp*> demand_;           // waiting for staging or queue depth
   std::deque<RegionState*> background_;  // regions with read-ahead or prefetch to do
   std::vector<ReadOp*> deferred_;        // installs to retry (EAGAIN)
   std::vector<RegionState*> removed_;    // fully detached; acknowledged at the end of the iteration
-  std::vector<std::pair<uintptr_t, uint64_t>> wakes_;
   std::vector<std::pair<RegionState*, uint64_t>> latencies_;  // (region, fault read time)
   std::vector<ReadOp*> spare_ops_;       // finished ops, reused (keeps the fault path free of malloc)
   std::vector<BackendSlot*> reap_list_;
@@ -248,6 +232,7 @@ class Engine {
   std::map<uint64_t, std::thread> poisoners_;
   uint64_t next_poisoner_ = 0;
   bool stopping_ = false;
+  uint64_t unhandled_logged_ = 0;  // a bit per event kind already logged
   bool room_ = true;  // false: the last dispatch stopped for want of queue depth or staging
   // Drain reads in flight are kept under drain_batch_ bytes, which grows
   // while no demand fault arrives (see Region::drain()).
@@ -255,8 +240,7 @@ class Engine {
   uint64_t drain_batch_ = kDrainBatchMin;
   uint64_t drain_in_flight_ = 0;
   // Memory budget of the whole runtime (loop thread).
-  uint64_t resident_ = 0, dropping_ = 0, reserved_ = 0;  // bytes, as RegionState::resident/dropping/reserved
-  uint64_t evict_retry_at_ = 0;
+  BudgetAccount budget_;
   uint64_t placement_tick_ = 0;           // orders placements across regions' policies
   std::vector<ReadOp*> held_;             // placements waiting for drops in flight
   std::unique_ptr<Evictor> evictor_;      // started with the first drop

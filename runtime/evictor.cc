@@ -27,7 +27,7 @@ Evictor::Evictor(std::function<void(std::vector<Drop>)> done, int uffd, bool mov
 
 Evictor::~Evictor() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_one();
@@ -36,7 +36,7 @@ Evictor::~Evictor() {
 
 void Evictor::submit(std::vector<Drop> drops) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     queue_.insert(queue_.end(), drops.begin(), drops.end());
   }
   cv_.notify_one();
@@ -47,8 +47,8 @@ void Evictor::run() {
   std::vector<Drop> work;
   for (;;) {
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      MutexLock lock(mu_);
+      while (!stop_ && queue_.empty()) cv_.wait(mu_);
       if (queue_.empty()) return;  // stop_, nothing left
       work.swap(queue_);
     }

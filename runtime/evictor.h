@@ -9,12 +9,13 @@
 // reported (regions count drops as work in flight).
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "thread_checks.h"
 
 namespace faultline::detail {
 
@@ -49,10 +50,10 @@ class Evictor {
   const int uffd_;
   const bool move_;
   std::vector<std::pair<uintptr_t, uint64_t>> runs_;  // evictor thread: address ranges to zap
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Drop> queue_;  // guarded by mu_
-  bool stop_ = false;        // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  std::vector<Drop> queue_ GUARDED_BY(mu_);
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

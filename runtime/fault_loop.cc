@@ -60,10 +60,11 @@ bool transient(int err) { return err == EAGAIN || err == EINTR || err == EBUSY; 
 
 // ---- Messages from the kernel -------------------------------------------
 
-void Engine::read_messages() {
+void Engine::read_messages(UffdSpace& space) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   uffd_msg msgs[64];
   for (;;) {
-    ssize_t n = read(uffd(), msgs, sizeof msgs);
+    ssize_t n = read(space.fd(), msgs, sizeof msgs);
     if (n < 0) {
       if (errno == EINTR) continue;
       break;  // EAGAIN: another reader was first, or nothing left
@@ -74,16 +75,20 @@ void Engine::read_messages() {
       const uffd_msg& m = msgs[i];
       switch (m.event) {
         case UFFD_EVENT_PAGEFAULT:
-          on_fault(static_cast<uintptr_t>(m.arg.pagefault.address), now);
+          space.events.faults++;
+          on_fault(space, static_cast<uintptr_t>(m.arg.pagefault.address), now);
           break;
         case UFFD_EVENT_REMOVE:
-          on_remove(static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), false);
+          space.events.removes++;
+          on_remove(space, static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), false);
           break;
         case UFFD_EVENT_UNMAP:
-          on_remove(static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), true);
+          space.events.unmaps++;
+          on_remove(space, static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), true);
           break;
         default:
-          break;  // FORK and REMAP are not enabled
+          on_unhandled(space, m.event);
+          break;
       }
     }
     if (count < std::size(msgs)) break;  // drained; level-triggered epoll reports more
@@ -91,20 +96,34 @@ void Engine::read_messages() {
   flush_wakes();
 }
 
-RegionState* Engine::region_at(uintptr_t addr) const {
-  auto it = regions_.upper_bound(addr);
-  if (it == regions_.begin()) return nullptr;
+// An event the loop has no handler for (FORK and REMAP are not requested
+// where the runtime opens the uffd; a received one may carry them). Counted
+// in the runtime's errors and logged, once per kind: never dropped silently.
+void Engine::on_unhandled(UffdSpace& space, uint8_t event) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  space.events.unhandled++;
+  count_total(&Stats::errors, 1);
+  uint64_t bit = uint64_t{1} << (event & 63);
+  if (unhandled_logged_ & bit) return;
+  unhandled_logged_ |= bit;
+  std::fprintf(stderr, "faultline: userfaultfd event 0x%x has no handler; ignored (counted in errors)\n", event);
+}
+
+RegionState* UffdSpace::region_at(uintptr_t addr) const {
+  auto it = regions.upper_bound(addr);
+  if (it == regions.begin()) return nullptr;
   RegionState* r = std::prev(it)->second;
   return addr < r->base() + r->memory.size() ? r : nullptr;
 }
 
-void Engine::on_fault(uintptr_t addr, uint64_t now) {
+void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   addr &= ~(kPageSize - 1);
-  RegionState* r = region_at(addr);
+  RegionState* r = space.region_at(addr);
   if (!r) {
     // A message from before a region was removed; its thread has been
     // woken by the unregister. Waking again is harmless.
-    uffd_wake(uffd(), addr, kPageSize);
+    uffd_wake(space.fd(), addr, kPageSize);
     return;
   }
   count(r, &Stats::faults, 1);
@@ -112,10 +131,10 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
   if (r->touched_bits) note_touch(r, chunk);
   // A chunk being dropped may already be moved out while still marked
   // present: its fault waits for the drop (the placement is held).
-  if (r->is_present(chunk) && !RegionState::bit(r->dropping_bits, chunk)) {
+  if (r->present.test(chunk) && !r->dropping_bits.test(chunk)) {
     if (page_mapped(addr)) {
       // Placed after this fault was queued: the wake is all it needs.
-      wakes_.emplace_back(addr, kPageSize);
+      space.wakes.emplace_back(addr, kPageSize);
       latencies_.emplace_back(r, now);
       return;
     }
@@ -123,8 +142,8 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
     // the range after this thread has read the event, so a chunk placed in
     // between is gone again; a wake would send the thread into the same
     // fault forever. Load it again (pages still there answer EEXIST).
-    r->set_present(chunk, false);
-    if (RegionState::bit(r->resident_bits, chunk)) note_gone(r, chunk);
+    r->present.clear(chunk);
+    if (r->resident_bits.test(chunk)) note_gone(r, chunk);
   }
   auto it = r->ops.find(chunk);
   if (it != r->ops.end()) {  // one read per chunk, however many threads wait
@@ -143,13 +162,14 @@ void Engine::on_fault(uintptr_t addr, uint64_t now) {
   note_readahead(r, chunk);
 }
 
-void Engine::on_remove(uintptr_t start, uintptr_t end, bool unmapped) {
+void Engine::on_remove(UffdSpace& space, uintptr_t start, uintptr_t end, bool unmapped) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   // Events may cover several regions, or a part of one.
   for (uintptr_t a = start; a < end;) {
-    RegionState* r = region_at(a);
+    RegionState* r = space.region_at(a);
     if (!r) {
-      auto it = regions_.upper_bound(a);
-      if (it == regions_.end() || it->first >= end) return;
+      auto it = space.regions.upper_bound(a);
+      if (it == space.regions.end() || it->first >= end) return;
       a = it->first;
       continue;
     }
@@ -160,9 +180,9 @@ void Engine::on_remove(uintptr_t start, uintptr_t end, bool unmapped) {
     // munmap nothing is left to serve: mark the chunks present so read-ahead
     // and prefetch skip them.
     for (uint64_t c = first; c <= last; ++c) {
-      r->set_present(c, unmapped);
+      r->present.assign(c, unmapped);
       // The evictor's own drops are accounted when it reports them.
-      if (RegionState::bit(r->resident_bits, c) && !RegionState::bit(r->dropping_bits, c)) note_gone(r, c);
+      if (r->resident_bits.test(c) && !r->dropping_bits.test(c)) note_gone(r, c);
     }
     a = stop;
   }
@@ -171,69 +191,28 @@ void Engine::on_remove(uintptr_t start, uintptr_t end, bool unmapped) {
 // ---- Working-set record, read-ahead and prefetch ---------------------------
 
 void Engine::note_touch(RegionState* r, uint64_t chunk) {
-  uint64_t& word = r->touched_bits[chunk >> 6];
-  uint64_t bit = uint64_t{1} << (chunk & 63);
-  if (word & bit) return;
-  word |= bit;
-  std::lock_guard<std::mutex> lock(r->touched_mu);
+  FAULTLINE_ASSERT_LOOP(loop_);
+  if (r->touched_bits.test_and_set(chunk)) return;
+  MutexLock lock(r->touched_mu);
   r->touched.push_back(chunk);
 }
 
 void Engine::note_readahead(RegionState* r, uint64_t chunk) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (!r->options.readahead) return;
-  // Sequential: the next chunk, or a fault inside (or right after) the
-  // window read ahead last time: the stream outran the read-ahead.
-  bool sequential = chunk == r->last_fault + 1 || (chunk >= r->ra_start && chunk <= r->ra_end && r->ra_end > 0);
-  r->last_fault = chunk;
-  if (!sequential) {  // a random fault ends the stream and its pending read-ahead
-    r->ra_window = 0;
-    r->ra_start = r->ra_next = r->ra_end = 0;
-    note_random_fault(r, chunk);
-    return;
-  }
-  uint64_t max_window = std::max<uint64_t>(1, r->options.readahead_max >> r->fill_shift);
-  uint64_t initial = std::max<uint64_t>(2, (256 * 1024) >> r->fill_shift);
-  r->ra_window = r->ra_window ? std::min(r->ra_window * 2, max_window) : std::min(initial, max_window);
-  r->ra_start = chunk;
-  r->ra_next = std::max(r->ra_next, chunk + 1);
-  r->ra_end = std::min(r->chunks, std::max(r->ra_end, chunk + 1 + r->ra_window));
-  if (r->ra_next < r->ra_end && !r->in_background) {
-    r->in_background = true;
-    background_.push_back(r);
-  }
-}
-
-// Random faults that crowd into one window say the access is dense there:
-// reading the rest of the window in one go (many reads in flight, adjacent
-// ones merged by the block layer) beats waiting for each miss, as the
-// kernel's mmap read-around does. Sparse random access never gets there.
-// It is speculation to hide read latency: a backend whose reads complete
-// inside submit() (memory) has none to hide, and would only make demand
-// faults wait behind copies on this thread.
-void Engine::note_random_fault(RegionState* r, uint64_t chunk) {
-  constexpr uint8_t kWindowDone = 255;
-  if (r->backend->completion_fd() < 0) return;
-  uint64_t w = chunk / r->window_chunks;
-  uint8_t& faults = r->window_faults[w];
-  if (faults == kWindowDone) return;
-  // A quarter of the window missed: point lookups (a few per window) stay
-  // demand-only; dense random access gets there early in each window.
-  uint64_t threshold = std::max<uint64_t>(4, r->window_chunks / 4);
-  if (++faults < threshold) return;
-  faults = kWindowDone;
-  uint64_t first = w * r->window_chunks, last = std::min(r->chunks, first + r->window_chunks);
-  r->spans.push_front({first, last, ReadOp::Kind::kReadaround});
-  if (!r->in_background) {
+  ReadaheadDetector::Span window;
+  bool around = r->readahead.on_fault(chunk, &window);
+  if (around) r->spans.push_front({window.first, window.last, ReadOp::Kind::kReadaround});
+  if ((around || r->readahead.pending()) && !r->in_background) {
     r->in_background = true;
     background_.push_back(r);
   }
 }
 
 bool Engine::next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind) {
-  auto wanted = [&](uint64_t c) { return !r->is_present(c) && !r->ops.count(c); };
-  while (r->ra_next < r->ra_end && !wanted(r->ra_next)) r->ra_next++;
-  if (r->ra_next < r->ra_end) {
-    *chunk = r->ra_next;
+  FAULTLINE_ASSERT_LOOP(loop_);
+  auto wanted = [&](uint64_t c) { return !r->present.test(c) && !r->ops.count(c); };
+  if (r->readahead.next(wanted, chunk)) {
     *kind = ReadOp::Kind::kReadahead;
     return true;
   }
@@ -253,6 +232,7 @@ bool Engine::next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind
 // ---- Dispatch -------------------------------------------------------------
 
 ReadOp* Engine::new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   ReadOp* op;
   if (spare_ops_.empty()) {
     op = new ReadOp;
@@ -275,6 +255,7 @@ ReadOp* Engine::new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind) {
 // Starts the read of `op`, or places it at once if there is nothing to read.
 // Returns false if the backend's queue or the staging memory is full.
 bool Engine::start(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   if (op->zero) {  // past the end of the backend: nothing to read
     install(op, true);
@@ -292,7 +273,7 @@ bool Engine::start(ReadOp* op) {
   if (op->got % r->backend->alignment() != 0) op->got = 0;  // O_DIRECT: restart aligned
   // A write-back chunk being dropped is written back first: bytes read
   // before that finishes may be old ones (see install()).
-  op->stale = r->writeback && RegionState::bit(r->dropping_bits, op->chunk);
+  op->stale = r->writeback && r->dropping_bits.test(op->chunk);
   ReadRequest req;
   req.offset = r->options.offset + op->offset + op->got;
   req.length = op->want - op->got;
@@ -305,6 +286,7 @@ bool Engine::start(ReadOp* op) {
 }
 
 void Engine::submit_batches() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   for (auto& [backend, slot] : slots_) {
     if (slot->batch.empty()) continue;
     slot->in_flight += static_cast<uint32_t>(slot->batch.size());
@@ -320,6 +302,7 @@ void Engine::submit_batches() {
 }
 
 void Engine::dispatch_demand() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   bool started = false;
   while (!demand_.empty()) {
     if (!start(demand_.front())) {
@@ -335,6 +318,7 @@ void Engine::dispatch_demand() {
 // Read-ahead and prefetch, one bounded batch per loop iteration, so a
 // demand fault never waits behind more than one batch of background work.
 void Engine::dispatch_background() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (!demand_.empty()) return;  // demand reads are waiting for room
   size_t budget_bytes = 2 * 1024 * 1024;
   bool started = false;
@@ -365,7 +349,7 @@ void Engine::dispatch_background() {
     bool prefetch = kind == ReadOp::Kind::kPrefetch || kind == ReadOp::Kind::kDrain;
     count(r, prefetch ? &Stats::prefetch_chunks : &Stats::readahead_chunks, 1);
     if (kind == ReadOp::Kind::kReadahead)
-      r->ra_next = chunk + 1;
+      r->readahead.taken(chunk);
     else
       r->spans.front().first = chunk + 1;
     budget_bytes -= std::min<size_t>(budget_bytes, length);
@@ -380,6 +364,7 @@ void Engine::dispatch_background() {
 // ---- Completions --------------------------------------------------------
 
 void Engine::reap(BackendSlot* slot) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   ReadCompletion done[64];
   for (;;) {
     size_t n = slot->backend->reap(done);
@@ -392,6 +377,7 @@ void Engine::reap(BackendSlot* slot) {
 }
 
 void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   r->in_flight--;
   if (r->dead) {
@@ -430,6 +416,7 @@ void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
 }
 
 void Engine::retry(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   op->attempts++;
   count(op->region, &Stats::retries, 1);
   demand_.push_front(op);  // it holds staging already: let it finish first
@@ -445,9 +432,10 @@ static void keep_in_staging(ReadOp* op) {
 }
 
 void Engine::install(ReadOp* op, bool wake_now) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   if (op->stale && op->placed == 0) {
-    if (RegionState::bit(r->dropping_bits, op->chunk)) {  // wait for the drop to be reported
+    if (r->dropping_bits.test(op->chunk)) {  // wait for the drop to be reported
       held_.push_back(op);
       return;
     }
@@ -483,7 +471,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     how = Place::kCopy;
     if (op->zero) src = r->dirty->zeros();
   }
-  PlaceResult res = uffd_place(uffd(), how, dst + op->placed, src, op->length - op->placed, wake, r->dirty != nullptr);
+  PlaceResult res = uffd_place(r->space->fd(), how, dst + op->placed, src, op->length - op->placed, wake, r->dirty != nullptr);
   op->placed += static_cast<uint32_t>(res.done);
   if (res.error == EAGAIN || res.error == ENOMEM) {
     // Events are pending (a REMOVE or UNMAP not read yet: not a failure,
@@ -508,7 +496,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     fail(op, res.error);
     return;
   }
-  r->set_present(op->chunk, true);
+  r->present.set(op->chunk);
   unreserve(op);
   note_resident(r, op->chunk);
   if (op->kind == ReadOp::Kind::kDrain) drain_batch_ = std::min(kDrainBatchMax, drain_batch_ * 2);
@@ -516,7 +504,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
   count(r, &Stats::pages_installed, pages);
   count(r, &Stats::bytes_installed, op->length);
   if (op->zero) count(r, &Stats::zero_pages, pages);
-  if ((!op->waiters.empty() && !wake) || res.hit_existing) wakes_.emplace_back(dst, op->length);
+  if ((!op->waiters.empty() && !wake) || res.hit_existing) r->space->wakes.emplace_back(dst, op->length);
   for (uint64_t t : op->waiters) latencies_.emplace_back(r, t);
   finish(op);
 }
@@ -524,6 +512,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
 // The backend cannot serve this chunk: the pages get SIGBUS for whoever
 // touches them, as an mmap of a file does on an I/O error.
 void Engine::fail(ReadOp* op, int err) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   count(r, &Stats::errors, 1);
   std::fprintf(stderr, "faultline: %s: cannot read %u bytes at offset %llu (%s); the pages get SIGBUS\n",
@@ -531,15 +520,16 @@ void Engine::fail(ReadOp* op, int err) {
                std::strerror(err));
   if (r->dirty) r->dirty->mark_poisoned(op->offset + op->placed, op->length - op->placed);
   poison(r, r->base() + op->offset + op->placed, op->length - op->placed);
-  r->set_present(op->chunk, true);
+  r->present.set(op->chunk);
   finish(op);
 }
 
 void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
-  if (uffd_.mode.poison && options_.use_uffdio_poison) {
-    PlaceResult res = uffd_place(uffd(), Place::kPoison, addr, nullptr, len, true);
+  FAULTLINE_ASSERT_LOOP(loop_);
+  if (r->space->uffd.mode.poison && options_.use_uffdio_poison) {
+    PlaceResult res = uffd_place(r->space->fd(), Place::kPoison, addr, nullptr, len, true);
     if (res.error == 0) {
-      if (res.hit_existing) uffd_wake(uffd(), addr, len);
+      if (res.hit_existing) uffd_wake(r->space->fd(), addr, len);
       return;
     }
   }
@@ -549,7 +539,7 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
   // the region counts it as a read in flight until it reports back.
   if (!empty_file_) empty_file_ = UniqueFd(memfd_create("faultline-poison", MFD_CLOEXEC));
   int prot = r->options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
-  int fd = empty_file_.get(), uffd_fd = uffd();
+  int fd = empty_file_.get(), uffd_fd = r->space->fd();
   uint64_t id = next_poisoner_++;
   r->in_flight++;
   poisoners_.emplace(id, std::thread([this, r, addr, len, prot, fd, uffd_fd, id] {
@@ -561,6 +551,7 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
 }
 
 void Engine::finish(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   unreserve(op);
   if (op->staging) staging_.release(op->staging, op->length);
@@ -575,6 +566,7 @@ void Engine::finish(ReadOp* op) {
 }
 
 void Engine::retry_deferred() {
+  FAULTLINE_ASSERT_LOOP(loop_);
   if (deferred_.empty()) return;
   std::vector<ReadOp*> ops;
   ops.swap(deferred_);
@@ -583,18 +575,22 @@ void Engine::retry_deferred() {
 }
 
 void Engine::flush_wakes() {
-  if (!wakes_.empty()) {
-    std::sort(wakes_.begin(), wakes_.end());
-    uintptr_t start = wakes_[0].first, end = start + wakes_[0].second;
-    for (size_t i = 1; i <= wakes_.size(); ++i) {
-      if (i < wakes_.size() && wakes_[i].first <= end) {
-        end = std::max<uintptr_t>(end, wakes_[i].first + wakes_[i].second);
+  FAULTLINE_ASSERT_LOOP(loop_);
+  for (auto& space : spaces_) {
+    auto& wakes = space->wakes;
+    if (wakes.empty()) continue;
+    // One UFFDIO_WAKE per run of overlapping or adjacent ranges.
+    std::sort(wakes.begin(), wakes.end());
+    uintptr_t start = wakes[0].first, end = start + wakes[0].second;
+    for (size_t i = 1; i <= wakes.size(); ++i) {
+      if (i < wakes.size() && wakes[i].first <= end) {
+        end = std::max<uintptr_t>(end, wakes[i].first + wakes[i].second);
         continue;
       }
-      uffd_wake(uffd(), start, end - start);
-      if (i < wakes_.size()) start = wakes_[i].first, end = start + wakes_[i].second;
+      uffd_wake(space->fd(), start, end - start);
+      if (i < wakes.size()) start = wakes[i].first, end = start + wakes[i].second;
     }
-    wakes_.clear();
+    wakes.clear();
   }
   if (!latencies_.empty()) {
     uint64_t now = now_ns();

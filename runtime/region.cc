@@ -68,7 +68,7 @@ std::vector<uint64_t> Region::touched_chunks() const {
     throw Error("Region::touched_chunks: the region was mapped without RegionOptions.record_touches");
   std::vector<uint64_t> offsets;
   {
-    std::lock_guard<std::mutex> lock(state_->touched_mu);
+    detail::MutexLock lock(state_->touched_mu);
     offsets = state_->touched;
   }
   for (uint64_t& chunk : offsets) chunk <<= state_->fill_shift;

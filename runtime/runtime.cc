@@ -112,6 +112,7 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   uint64_t map_len = (r->length + detail::kPageSize - 1) & ~(detail::kPageSize - 1);
   r->chunks = (map_len + options.fill_size - 1) >> r->fill_shift;
   r->backend = std::move(backend);
+  r->space = engine_->own_space();
 
   int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
   void* p = mmap(nullptr, map_len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -121,25 +122,17 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   // forked child must not inherit a range nobody serves for it.
   madvise(p, map_len, MADV_NOHUGEPAGE);
   madvise(p, map_len, MADV_DONTFORK);
-  // calloc of a large block is fresh zeroed mmap: untouched bits cost nothing.
-  size_t words = (r->chunks + 63) / 64;
-  r->present = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
-  if (!r->present) throw Error("out of memory for the region's page map");
-  r->window_chunks = std::max<uint64_t>(1, r->options.readahead_max >> r->fill_shift);
-  r->window_faults = {static_cast<uint8_t*>(std::calloc(r->chunks / r->window_chunks + 1, 1)), std::free};
-  if (!r->window_faults) throw Error("out of memory for the region's read-around counters");
-  r->resident_bits = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
-  if (!r->resident_bits) throw Error("out of memory for the region's resident map");
+  r->present = detail::ChunkBitmap(r->chunks, "page map");
+  // Read-around hides read latency: only for backends whose reads take time.
+  r->readahead = detail::ReadaheadDetector(r->chunks, r->fill_shift, r->options.readahead_max,
+                                           r->backend->completion_fd() >= 0);
+  r->resident_bits = detail::ChunkBitmap(r->chunks, "resident map");
   if (budget) {
-    r->budget = options.budget;
-    r->dropping_bits = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
-    if (!r->dropping_bits) throw Error("out of memory for the region's eviction map");
+    r->budget.limit = options.budget;
+    r->dropping_bits = detail::ChunkBitmap(r->chunks, "eviction map");
     r->policy = detail::make_policy(options.eviction, r->chunks, std::max<uint64_t>(4, budget >> r->fill_shift));
   }
-  if (options.record_touches) {
-    r->touched_bits = {static_cast<uint64_t*>(std::calloc(words, sizeof(uint64_t))), std::free};
-    if (!r->touched_bits) throw Error("out of memory for the region's touch record");
-  }
+  if (options.record_touches) r->touched_bits = detail::ChunkBitmap(r->chunks, "touch record");
 
   if (r->options.track_dirty) {
     r->dirty = std::make_unique<detail::DirtyLog>(reinterpret_cast<uintptr_t>(p), map_len);

@@ -32,14 +32,14 @@ void copy_racy(std::byte* dst, const std::byte* src, uint64_t n) {
 }  // namespace
 
 uint64_t WriteBack::pending_bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   uint64_t pages = 0;
   for (const PageRun& r : pending_) pages += r.count;
   return pages * kPageSize;
 }
 
 void WriteBack::flush(RegionState& r) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   // Take before copying: see the class comment.
   pending_ = merge_runs(pending_, r.dirty->take());
   if (pending_.empty() && !unsynced_) return;
@@ -76,7 +76,7 @@ bool WriteBack::move_back(uintptr_t addr, uint64_t length) {
 }
 
 bool WriteBack::drop_chunk(RegionState& r, uintptr_t addr, uint64_t length) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (!scratch_ || scratch_.size() < length) {
     if (scratch_) uffd_unregister(uffd_, scratch_.data(), scratch_.size());
     void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

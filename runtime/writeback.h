@@ -19,6 +19,7 @@
 
 #include "dirty_log.h"
 #include "faultline/backend.h"
+#include "thread_checks.h"
 
 namespace faultline::detail {
 
@@ -51,14 +52,14 @@ class WriteBack {
 
  private:
   // Writes pending_ to the backend; returns the failure, if any.
-  WriteResult write_pending(RegionState& r);
+  WriteResult write_pending(RegionState& r) REQUIRES(mu_);
 
   bool move_back(uintptr_t addr, uint64_t length);
 
   const int uffd_;
-  mutable std::mutex mu_;  // one pass (flush or drop) at a time; guards the rest
-  std::vector<PageRun> pending_;
-  bool unsynced_ = false;  // drops wrote pages that no sync has covered yet
+  mutable Mutex mu_;  // one pass (flush or drop) at a time; guards the rest
+  std::vector<PageRun> pending_ GUARDED_BY(mu_);
+  bool unsynced_ GUARDED_BY(mu_) = false;  // drops wrote pages that no sync has covered yet
   Mapping scratch_;        // registered with the uffd: UFFDIO_MOVE's destination
   std::vector<std::byte> compare_;
   std::unique_ptr<std::byte[], void (*)(void*)> buffer_{nullptr, nullptr};
