@@ -60,7 +60,8 @@ Engine::~Engine() {
   // Regions hold the engine alive, so none is left: no fault can be pending.
   send({Command::Type::kStop});
   thread_.join();
-  evictor_.reset();  // idle: every region waited for its drops
+  evictor_.reset();   // idle: every region waited for its drops
+  poisoner_.reset();  // idle likewise
   for (ReadOp* op : spare_ops_) delete op;
 }
 
@@ -178,9 +179,6 @@ void Engine::run_commands() {
         }
         break;
       case Command::Type::kPoisoned: {
-        auto it = poisoners_.find(c.first);
-        it->second.join();
-        poisoners_.erase(it);
         c.region->in_flight--;
         if (c.region->dead && c.region->in_flight == 0 && c.region->ops.empty()) finish_removal(c.region);
         break;

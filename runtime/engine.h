@@ -25,6 +25,7 @@
 #include "dirty_log.h"
 #include "eviction.h"
 #include "evictor.h"
+#include "poisoner.h"
 #include "readahead.h"
 #include "staging.h"
 #include "thread_checks.h"
@@ -150,7 +151,7 @@ class Engine {
         : type(t), region(r), first(f), last(l), done(d) {}
     Type type;
     RegionState* region = nullptr;
-    uint64_t first = 0, last = 0;  // poisoner id for kPoisoned
+    uint64_t first = 0, last = 0;
     std::promise<void>* done = nullptr;
     std::vector<RegionState::Span> spans;  // for kPrefetch: queued in order
     std::vector<Drop> drops;               // for kDropped
@@ -228,9 +229,7 @@ class Engine {
   std::vector<std::pair<RegionState*, uint64_t>> latencies_;  // (region, fault read time)
   std::vector<ReadOp*> spare_ops_;       // finished ops, reused (keeps the fault path free of malloc)
   std::vector<BackendSlot*> reap_list_;
-  UniqueFd empty_file_;  // for poisoning without UFFDIO_POISON
-  std::map<uint64_t, std::thread> poisoners_;
-  uint64_t next_poisoner_ = 0;
+  std::unique_ptr<Poisoner> poisoner_;  // started with the first range poisoned without UFFDIO_POISON
   bool stopping_ = false;
   uint64_t unhandled_logged_ = 0;  // a bit per event kind already logged
   bool room_ = true;  // false: the last dispatch stopped for want of queue depth or staging

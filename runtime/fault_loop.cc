@@ -533,21 +533,19 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
       return;
     }
   }
-  // Without UFFDIO_POISON: an empty file mapped over the range gives SIGBUS
-  // on access. Mapping over a registered range raises an UNMAP event that
-  // this thread must read, so a helper thread maps while the loop goes on;
-  // the region counts it as a read in flight until it reports back.
-  if (!empty_file_) empty_file_ = UniqueFd(memfd_create("faultline-poison", MFD_CLOEXEC));
-  int prot = r->options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
-  int fd = empty_file_.get(), uffd_fd = r->space->fd();
-  uint64_t id = next_poisoner_++;
+  // Without UFFDIO_POISON: the poisoner thread maps an empty file over the
+  // range (poisoner.h says why not this thread); the region counts it as a
+  // read in flight until it reports back.
+  if (!poisoner_)
+    poisoner_ = std::make_unique<Poisoner>(
+        [this](const PoisonJob& job) { send({Command::Type::kPoisoned, job.region}); },
+        [](const PoisonJob& job, int err) {
+          std::fprintf(stderr, "faultline: cannot poison %llu bytes at %p: %s\n",
+                       static_cast<unsigned long long>(job.length), reinterpret_cast<void*>(job.addr),
+                       std::strerror(err));
+        });
   r->in_flight++;
-  poisoners_.emplace(id, std::thread([this, r, addr, len, prot, fd, uffd_fd, id] {
-    if (fd < 0 || mmap(reinterpret_cast<void*>(addr), len, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
-      std::perror("faultline: cannot poison a range");
-    uffd_wake(uffd_fd, addr, len);
-    send({Command::Type::kPoisoned, r, id});
-  }));
+  poisoner_->submit({r, r->space->fd(), addr, len, r->options.writable ? PROT_READ | PROT_WRITE : PROT_READ});
 }
 
 void Engine::finish(ReadOp* op) {

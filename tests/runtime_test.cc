@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -577,4 +578,41 @@ TEST_CASE("reserving a 1 TiB region is cheap in time and memory", "[runtime][lim
   CHECK(r.data()[(uint64_t{1} << 39) + 7] == std::byte{0});
   CHECK(r.data()[(uint64_t{1} << 40) - 1] == std::byte{0});
   CHECK(rss_bytes() - before < 64 * kMiB);
+}
+
+namespace {
+size_t all_threads() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& task : std::filesystem::directory_iterator("/proc/self/task")) n++;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("poisoning without UFFDIO_POISON uses one thread however many ranges fail", "[runtime][errors]") {
+  auto data = pattern(4 * kMiB, 6);
+  auto failing = std::make_shared<ScriptedBackend>(data);
+  for (uint64_t c = 0; c < 64; c += 2) failing->fail_at(c * 64 * kKiB, 1, EIO);  // every other chunk
+  RuntimeOptions ro;
+  ro.use_uffdio_poison = false;
+  ro.read_retries = 0;
+  Runtime rt(ro);
+  RegionOptions o;
+  o.readahead = false;
+  size_t before = all_threads();
+  {
+    Region r = rt.map(failing, o);
+    r.prefetch(0, data.size());  // no access: the failures are poisoned in the background
+    size_t most = 0, most_named = 0;
+    REQUIRE(wait_until([&] {
+      most_named = std::max(most_named, threads_named("faultline-poisn"));
+      most = std::max(most, all_threads());
+      return r.stats().errors == 32;
+    }));
+    CHECK(most_named == 1);
+    CHECK(most <= before + 1);  // the poisoner, not a thread per range
+    // The chunks that could be read are there.
+    for (uint64_t c = 1; c < 64; c += 2)
+      REQUIRE(first_mismatch(r.data() + c * 64 * kKiB, data.data() + c * 64 * kKiB, 64 * kKiB) == -1);
+  }  // closing waits for every poisoned range to be reported: no hang, no stray thread writing
+  CHECK(threads_named("faultline-poisn") <= 1);
 }
