@@ -30,47 +30,47 @@ bool Engine::can_drop(RegionState& r, uint64_t chunk) {
 
 void Engine::note_resident(RegionState* r, uint64_t chunk) {
   FAULTLINE_ASSERT_LOOP(loop_);
-  if (r->resident_bits.test_and_set(chunk)) return;
+  if (r->loop.resident_bits.test_and_set(chunk)) return;
   uint64_t len = r->chunk_length(chunk);
-  r->budget.resident += len;
+  r->loop.budget.resident += len;
   budget_.resident += len;
   count(r, &Stats::resident_bytes, len);
-  if (!r->policy) return;
-  r->policy->placed(chunk, ++placement_tick_);
+  if (!r->loop.policy) return;
+  r->loop.policy->placed(chunk, ++placement_tick_);
   maybe_evict(r);
 }
 
 // The application dropped or unmapped a resident chunk.
 void Engine::note_gone(RegionState* r, uint64_t chunk) {
   FAULTLINE_ASSERT_LOOP(loop_);
-  r->resident_bits.clear(chunk);
+  r->loop.resident_bits.clear(chunk);
   uint64_t len = r->chunk_length(chunk);
-  r->budget.resident -= len;
+  r->loop.budget.resident -= len;
   budget_.resident -= len;
   count(r, &Stats::resident_bytes, 0 - len);
-  if (r->policy) r->policy->forget(chunk);
+  if (r->loop.policy) r->loop.policy->forget(chunk);
 }
 
 bool Engine::hold_for_budget(ReadOp* op) {
   FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
-  if (r->dropping_bits.test(op->chunk)) return true;
-  if (r->resident_bits.test(op->chunk)) return false;
+  if (r->loop.dropping_bits.test(op->chunk)) return true;
+  if (r->loop.resident_bits.test(op->chunk)) return false;
   uint64_t len = op->length;
-  bool region_full = r->budget.full_with(len);
+  bool region_full = r->loop.budget.full_with(len);
   bool runtime_full = budget_.full_with(len);
   if (region_full || runtime_full) {
     maybe_evict(r);
-    if (region_full) make_room(r->budget, r, len);
+    if (region_full) make_room(r->loop.budget, r, len);
     if (runtime_full) make_room(budget_, nullptr, len);
     // Wait for the drops under way; with none (nothing may be dropped), go
     // over the budget rather than stall the application for good.
-    if ((region_full && r->budget.dropping > 0) || (runtime_full && budget_.dropping > 0)) return true;
+    if ((region_full && r->loop.budget.dropping > 0) || (runtime_full && budget_.dropping > 0)) return true;
   }
   // Counted from now on: a placement deferred by EAGAIN must not let
   // others past the budget before it completes.
   op->reserved = static_cast<uint32_t>(len);
-  r->budget.reserved += len;
+  r->loop.budget.reserved += len;
   budget_.reserved += len;
   return false;
 }
@@ -87,14 +87,14 @@ void Engine::make_room(BudgetAccount& account, RegionState* only, uint64_t bytes
 void Engine::unreserve(ReadOp* op) {
   FAULTLINE_ASSERT_LOOP(loop_);
   if (!op->reserved) return;
-  op->region->budget.reserved -= op->reserved;
+  op->region->loop.budget.reserved -= op->reserved;
   budget_.reserved -= op->reserved;
   op->reserved = 0;
 }
 
 void Engine::maybe_evict(RegionState* r) {
   FAULTLINE_ASSERT_LOOP(loop_);
-  evict_above_high(r->budget, r);
+  evict_above_high(r->loop.budget, r);
   evict_above_high(budget_, nullptr);
 }
 
@@ -118,17 +118,17 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> next;
   auto offer = [&](RegionState* r) {
     uint64_t chunk, tick;
-    if (r->policy && !r->dead && r->policy->peek_victim(&chunk, &tick)) next.emplace(tick, r);
+    if (r->loop.policy && !r->loop.dead && r->loop.policy->peek_victim(&chunk, &tick)) next.emplace(tick, r);
   };
   uint64_t tries = 0;
   if (only) {
     offer(only);
-    tries = only->policy->resident();
+    tries = only->loop.policy->resident();
   } else {
     for (auto& space : spaces_)
       for (auto& [base, r] : space->regions) {
         offer(r);
-        if (r->policy) tries += r->policy->resident();
+        if (r->loop.policy) tries += r->loop.policy->resident();
       }
   }
   std::vector<Drop> drops;
@@ -137,17 +137,17 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
     RegionState* r = next.top().second;
     next.pop();
     uint64_t chunk, tick;
-    r->policy->peek_victim(&chunk, &tick);
+    r->loop.policy->peek_victim(&chunk, &tick);
     if (!can_drop(*r, chunk)) {
-      r->policy->keep(chunk, ++placement_tick_);
+      r->loop.policy->keep(chunk, ++placement_tick_);
     } else {
-      r->policy->evict(chunk);
-      r->dropping_bits.set(chunk);
+      r->loop.policy->evict(chunk);
+      r->loop.dropping_bits.set(chunk);
       uint64_t len = r->chunk_length(chunk);
-      r->budget.dropping += len;
+      r->loop.budget.dropping += len;
       budget_.dropping += len;
-      r->in_flight++;  // the region stays mapped until the drop is reported
-      drops.push_back({r, chunk, r->base() + (chunk << r->fill_shift), len});
+      r->loop.in_flight++;  // the region stays mapped until the drop is reported
+      drops.push_back({r, r->writeback.get(), chunk, r->base() + (chunk << r->fill_shift), len});
       chosen += len;
     }
     offer(r);
@@ -170,28 +170,28 @@ void Engine::on_dropped(const std::vector<Drop>& drops) {
   FAULTLINE_ASSERT_LOOP(loop_);
   for (const Drop& d : drops) {
     RegionState* r = d.region;
-    r->dropping_bits.clear(d.chunk);
-    r->budget.dropping -= d.length;
+    r->loop.dropping_bits.clear(d.chunk);
+    r->loop.budget.dropping -= d.length;
     budget_.dropping -= d.length;
     // Moved out, no REMOVE event: the chunk is absent from now on. (After
     // an madvise the REMOVE said so already.)
-    r->present.clear(d.chunk);
+    r->loop.present.clear(d.chunk);
     if (d.kept) {  // a write-back chunk that could not be written: resident again
-      if (!r->dead && r->resident_bits.test(d.chunk)) r->policy->placed(d.chunk, ++placement_tick_);
-      r->in_flight--;
-      if (r->dead && r->in_flight == 0 && r->ops.empty()) finish_removal(r);
+      if (!r->loop.dead && r->loop.resident_bits.test(d.chunk)) r->loop.policy->placed(d.chunk, ++placement_tick_);
+      r->loop.in_flight--;
+      if (r->loop.dead && r->loop.in_flight == 0 && r->loop.ops.empty()) finish_removal(r);
       continue;
     }
-    if (r->resident_bits.test(d.chunk)) {
-      r->resident_bits.clear(d.chunk);
-      r->budget.resident -= d.length;
+    if (r->loop.resident_bits.test(d.chunk)) {
+      r->loop.resident_bits.clear(d.chunk);
+      r->loop.budget.resident -= d.length;
       budget_.resident -= d.length;
       count(r, &Stats::resident_bytes, 0 - d.length);
     }
     count(r, &Stats::evicted_chunks, 1);
     count(r, &Stats::evicted_bytes, d.length);
-    r->in_flight--;
-    if (r->dead && r->in_flight == 0 && r->ops.empty()) finish_removal(r);
+    r->loop.in_flight--;
+    if (r->loop.dead && r->loop.in_flight == 0 && r->loop.ops.empty()) finish_removal(r);
   }
   // Held placements try again now (one may be held again).
   std::vector<ReadOp*> held;

@@ -170,17 +170,17 @@ void Engine::run_commands() {
         detach(c.region);
         break;
       case Command::Type::kPrefetch:
-        if (!c.region->dead) {
-          c.region->spans.insert(c.region->spans.end(), c.spans.begin(), c.spans.end());
-          if (!c.region->in_background) {
-            c.region->in_background = true;
+        if (!c.region->loop.dead) {
+          c.region->loop.spans.insert(c.region->loop.spans.end(), c.spans.begin(), c.spans.end());
+          if (!c.region->loop.in_background) {
+            c.region->loop.in_background = true;
             background_.push_back(c.region);
           }
         }
         break;
       case Command::Type::kPoisoned: {
-        c.region->in_flight--;
-        if (c.region->dead && c.region->in_flight == 0 && c.region->ops.empty()) finish_removal(c.region);
+        c.region->loop.in_flight--;
+        if (c.region->loop.dead && c.region->loop.in_flight == 0 && c.region->loop.ops.empty()) finish_removal(c.region);
         break;
       }
       case Command::Type::kDropped:
@@ -215,14 +215,14 @@ void Engine::attach(RegionState* r, std::promise<void>* done) {
     }
   }
   slot->users++;
-  r->slot = slot.get();
+  r->loop.slot = slot.get();
   r->space->regions[r->base()] = r;
   done->set_value();
 }
 
 void Engine::detach(RegionState* r) {
   FAULTLINE_ASSERT_LOOP(loop_);
-  r->dead = true;
+  r->loop.dead = true;
   r->space->regions.erase(r->base());
   // Forget everything queued for it; reads in flight finish in finish().
   auto drop_queued = [&](auto& queue) {
@@ -236,21 +236,21 @@ void Engine::detach(RegionState* r) {
   drop_queued(deferred_);
   drop_queued(held_);
   background_.erase(std::remove(background_.begin(), background_.end(), r), background_.end());
-  r->in_background = false;
-  r->spans.clear();
-  r->readahead.stop();
-  if (r->in_flight == 0 && r->ops.empty()) finish_removal(r);
+  r->loop.in_background = false;
+  r->loop.spans.clear();
+  r->loop.readahead.stop();
+  if (r->loop.in_flight == 0 && r->loop.ops.empty()) finish_removal(r);
 }
 
 void Engine::finish_removal(RegionState* r) {
   FAULTLINE_ASSERT_LOOP(loop_);
-  if (r->removal_finished) return;
-  r->removal_finished = true;
+  if (r->loop.removal_finished) return;
+  r->loop.removal_finished = true;
   // Latencies not yet recorded would name a region about to be freed.
   latencies_.erase(std::remove_if(latencies_.begin(), latencies_.end(),
                                   [&](const auto& l) { return l.first == r; }),
                    latencies_.end());
-  r->slot->users--;
+  r->loop.slot->users--;
   removed_.push_back(r);
 }
 

@@ -63,51 +63,82 @@ struct ReadOp {
   std::vector<uint64_t> waiters;  // read times (ns) of the faults waiting on it
 };
 
-struct RegionState {
-  RegionOptions options;
+// What map() decides about a region; fixed from then on.
+struct RegionLayout {
+  RegionOptions options;  // as validated, with the runtime's adjustments (read-ahead caps)
   std::shared_ptr<Backend> backend;
-  BackendSlot* slot = nullptr;  // loop thread only
-  UffdSpace* space = nullptr;   // the userfaultfd it is registered with; fixed after map()
-  Mapping memory;               // the registered range
-  uint64_t length = 0;          // as asked
-  uint64_t data_end = 0;        // region bytes the backend holds; zeros after
+  UffdSpace* space = nullptr;  // the userfaultfd it is registered with
+  Mapping memory;              // the registered range
+  uint64_t length = 0;         // as asked
+  uint64_t data_end = 0;       // region bytes the backend holds; zeros after
   uint32_t fill_shift = 16;
   uint64_t chunks = 0;
-  ChunkBitmap present;  // placed (or poisoned, or unmapped: nothing more to do)
-  Stats stats;
+};
 
-  // Loop-thread state.
-  std::unordered_map<uint64_t, ReadOp*> ops;  // queued or in flight, by chunk
-  uint32_t in_flight = 0;
-  bool dead = false;
-  bool removal_finished = false;
-  bool in_background = false;
-  std::promise<void> removed;
-  ReadaheadDetector readahead;
+// One region as the runtime knows it, by owner: the layout (const, read
+// by any thread), the loop's state (`loop`, the fault-loop thread only:
+// the methods that use it assert so), and the few members other threads
+// share (atomics, their own locks, or a promise handed over once).
+struct RegionState {
+  explicit RegionState(RegionLayout l)
+      : options(l.options),
+        backend(std::move(l.backend)),
+        space(l.space),
+        memory(std::move(l.memory)),
+        length(l.length),
+        data_end(l.data_end),
+        fill_shift(l.fill_shift),
+        chunks(l.chunks) {}
+
+  // ---- Fixed after map() ----
+  const RegionOptions options;
+  const std::shared_ptr<Backend> backend;
+  UffdSpace* const space;
+  const Mapping memory;
+  const uint64_t length;
+  const uint64_t data_end;
+  const uint32_t fill_shift;
+  const uint64_t chunks;
+
+  // ---- Loop thread only ----
   // Chunk ranges to fetch in the background: read-around, then prefetch.
   struct Span {
     uint64_t first, last;
     ReadOp::Kind kind;
   };
-  std::deque<Span> spans;
-  // record_touches: a bit per chunk already recorded (loop thread), and the
-  // chunk numbers in first-touch order (read by application threads).
-  ChunkBitmap touched_bits;
+  struct Loop {
+    BackendSlot* slot = nullptr;
+    ChunkBitmap present;  // placed (or poisoned, or unmapped: nothing more to do)
+    std::unordered_map<uint64_t, ReadOp*> ops;  // queued or in flight, by chunk
+    uint32_t in_flight = 0;  // reads, drops and poisonings under way
+    bool dead = false;
+    bool removal_finished = false;
+    bool in_background = false;
+    ReadaheadDetector readahead;
+    std::deque<Span> spans;
+    ChunkBitmap touched_bits;  // record_touches: chunks already recorded
+    // Memory budget. Every region tracks what is resident; a region under
+    // a budget (its own or the runtime's) has a policy and drops chunks
+    // through the evictor.
+    BudgetAccount budget;       // the region's own (limit.bytes 0: none)
+    ChunkBitmap resident_bits;  // placed, not yet dropped
+    ChunkBitmap dropping_bits;  // handed to the evictor
+    std::unique_ptr<ChunkPolicy> policy;
+  } loop;
+
+  // ---- Shared ----
+  Stats stats;                 // written by the loop only (relaxed atomics), read by anyone
+  std::promise<void> removed;  // set by the loop once, awaited by Region::close()
+  // record_touches: chunk numbers in first-touch order (read by application threads).
   mutable Mutex touched_mu;
   std::vector<uint64_t> touched GUARDED_BY(touched_mu);
   // Dirty tracking (track_dirty or write_back): pages are installed
   // write-protected and written pages are read from `dirty`. Write-back
-  // regions also have `writeback`. Both are null otherwise.
+  // regions also have `writeback`. Both are created by map(), null
+  // otherwise, and lock themselves (used by the loop, the evictor and
+  // application threads).
   std::unique_ptr<DirtyLog> dirty;
   std::unique_ptr<WriteBack> writeback;
-
-  // Memory budget (loop thread). Every region tracks what is resident; a
-  // region under a budget (its own or the runtime's) has a policy and
-  // drops chunks through the evictor.
-  BudgetAccount budget;       // the region's own (limit.bytes 0: none)
-  ChunkBitmap resident_bits;  // placed, not yet dropped
-  ChunkBitmap dropping_bits;  // handed to the evictor
-  std::unique_ptr<ChunkPolicy> policy;
 
   uintptr_t base() const { return reinterpret_cast<uintptr_t>(memory.data()); }
   uint64_t chunk_length(uint64_t c) const {

@@ -9,8 +9,9 @@
 #include <cstdio>
 #include <cstring>
 
-#include "engine.h"
 #include "faultline/error.h"
+#include "uffd.h"
+#include "writeback.h"
 
 namespace faultline::detail {
 
@@ -56,9 +57,9 @@ void Evictor::run() {
     std::sort(work.begin(), work.end(), [](const Drop& a, const Drop& b) { return a.addr < b.addr; });
     // Chunks of write-back regions are written back as they are dropped
     // (writeback.cc); the rest are zapped below.
-    auto write_back = [](const Drop& d) { return d.region->writeback != nullptr; };
+    auto write_back = [](const Drop& d) { return d.writeback != nullptr; };
     for (Drop& d : work)
-      if (write_back(d)) d.kept = !d.region->writeback->drop_chunk(*d.region, d.addr, d.length);
+      if (write_back(d)) d.kept = !d.writeback->drop_chunk(d.addr, d.length);
     for (size_t i = 0; i < work.size();) {
       size_t end = std::min(work.size(), i + kReportEvery);
       for (size_t j = i; j < end;) {

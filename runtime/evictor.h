@@ -20,9 +20,11 @@
 namespace faultline::detail {
 
 struct RegionState;
+class WriteBack;
 
 struct Drop {
-  RegionState* region = nullptr;
+  RegionState* region = nullptr;  // the loop's tag: the evictor never looks inside
+  WriteBack* writeback = nullptr;  // the region's, for write-back regions
   uint64_t chunk = 0;
   uintptr_t addr = 0;
   uint64_t length = 0;

@@ -128,10 +128,10 @@ void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
   }
   count(r, &Stats::faults, 1);
   uint64_t chunk = (addr - r->base()) >> r->fill_shift;
-  if (r->touched_bits) note_touch(r, chunk);
+  if (r->loop.touched_bits) note_touch(r, chunk);
   // A chunk being dropped may already be moved out while still marked
   // present: its fault waits for the drop (the placement is held).
-  if (r->present.test(chunk) && !r->dropping_bits.test(chunk)) {
+  if (r->loop.present.test(chunk) && !r->loop.dropping_bits.test(chunk)) {
     if (page_mapped(addr)) {
       // Placed after this fault was queued: the wake is all it needs.
       space.wakes.emplace_back(addr, kPageSize);
@@ -142,18 +142,18 @@ void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
     // the range after this thread has read the event, so a chunk placed in
     // between is gone again; a wake would send the thread into the same
     // fault forever. Load it again (pages still there answer EEXIST).
-    r->present.clear(chunk);
-    if (r->resident_bits.test(chunk)) note_gone(r, chunk);
+    r->loop.present.clear(chunk);
+    if (r->loop.resident_bits.test(chunk)) note_gone(r, chunk);
   }
-  auto it = r->ops.find(chunk);
-  if (it != r->ops.end()) {  // one read per chunk, however many threads wait
+  auto it = r->loop.ops.find(chunk);
+  if (it != r->loop.ops.end()) {  // one read per chunk, however many threads wait
     ReadOp* op = it->second;
     op->waiters.push_back(now);
     if (op->kind == ReadOp::Kind::kReadahead || op->kind == ReadOp::Kind::kReadaround)
       count(r, &Stats::readahead_hits, 1);
     if (op->kind == ReadOp::Kind::kPrefetch || op->kind == ReadOp::Kind::kDrain) count(r, &Stats::prefetch_hits, 1);
   } else {
-    if (r->policy && r->policy->was_evicted(chunk)) count(r, &Stats::refaults, 1);
+    if (r->loop.policy && r->loop.policy->was_evicted(chunk)) count(r, &Stats::refaults, 1);
     ReadOp* op = new_op(r, chunk, ReadOp::Kind::kDemand);
     op->waiters.push_back(now);
     demand_.push_back(op);
@@ -180,9 +180,9 @@ void Engine::on_remove(UffdSpace& space, uintptr_t start, uintptr_t end, bool un
     // munmap nothing is left to serve: mark the chunks present so read-ahead
     // and prefetch skip them.
     for (uint64_t c = first; c <= last; ++c) {
-      r->present.assign(c, unmapped);
+      r->loop.present.assign(c, unmapped);
       // The evictor's own drops are accounted when it reports them.
-      if (r->resident_bits.test(c) && !r->dropping_bits.test(c)) note_gone(r, c);
+      if (r->loop.resident_bits.test(c) && !r->loop.dropping_bits.test(c)) note_gone(r, c);
     }
     a = stop;
   }
@@ -192,7 +192,7 @@ void Engine::on_remove(UffdSpace& space, uintptr_t start, uintptr_t end, bool un
 
 void Engine::note_touch(RegionState* r, uint64_t chunk) {
   FAULTLINE_ASSERT_LOOP(loop_);
-  if (r->touched_bits.test_and_set(chunk)) return;
+  if (r->loop.touched_bits.test_and_set(chunk)) return;
   MutexLock lock(r->touched_mu);
   r->touched.push_back(chunk);
 }
@@ -201,30 +201,30 @@ void Engine::note_readahead(RegionState* r, uint64_t chunk) {
   FAULTLINE_ASSERT_LOOP(loop_);
   if (!r->options.readahead) return;
   ReadaheadDetector::Span window;
-  bool around = r->readahead.on_fault(chunk, &window);
-  if (around) r->spans.push_front({window.first, window.last, ReadOp::Kind::kReadaround});
-  if ((around || r->readahead.pending()) && !r->in_background) {
-    r->in_background = true;
+  bool around = r->loop.readahead.on_fault(chunk, &window);
+  if (around) r->loop.spans.push_front({window.first, window.last, ReadOp::Kind::kReadaround});
+  if ((around || r->loop.readahead.pending()) && !r->loop.in_background) {
+    r->loop.in_background = true;
     background_.push_back(r);
   }
 }
 
 bool Engine::next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind) {
   FAULTLINE_ASSERT_LOOP(loop_);
-  auto wanted = [&](uint64_t c) { return !r->present.test(c) && !r->ops.count(c); };
-  if (r->readahead.next(wanted, chunk)) {
+  auto wanted = [&](uint64_t c) { return !r->loop.present.test(c) && !r->loop.ops.count(c); };
+  if (r->loop.readahead.next(wanted, chunk)) {
     *kind = ReadOp::Kind::kReadahead;
     return true;
   }
-  while (!r->spans.empty()) {
-    RegionState::Span& span = r->spans.front();
+  while (!r->loop.spans.empty()) {
+    RegionState::Span& span = r->loop.spans.front();
     while (span.first < span.last && !wanted(span.first)) span.first++;
     if (span.first < span.last) {
       *chunk = span.first;
       *kind = span.kind;
       return true;
     }
-    r->spans.pop_front();
+    r->loop.spans.pop_front();
   }
   return false;
 }
@@ -248,7 +248,7 @@ ReadOp* Engine::new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind) {
   op->valid = static_cast<uint32_t>(op->offset < r->data_end ? std::min<uint64_t>(op->length, r->data_end - op->offset) : 0);
   op->want = static_cast<uint32_t>(std::min<uint64_t>(op->length, round_up(op->valid, r->backend->alignment())));
   op->zero = op->valid == 0;
-  r->ops.emplace(chunk, op);
+  r->loop.ops.emplace(chunk, op);
   return op;
 }
 
@@ -261,7 +261,7 @@ bool Engine::start(ReadOp* op) {
     install(op, true);
     return true;
   }
-  BackendSlot* slot = r->slot;
+  BackendSlot* slot = r->loop.slot;
   // Background reads leave a quarter of the queue to demand reads, so a
   // fault never waits behind a full queue of speculation.
   uint32_t depth = op->kind == ReadOp::Kind::kDemand ? slot->depth : slot->depth - slot->depth / 4;
@@ -273,7 +273,7 @@ bool Engine::start(ReadOp* op) {
   if (op->got % r->backend->alignment() != 0) op->got = 0;  // O_DIRECT: restart aligned
   // A write-back chunk being dropped is written back first: bytes read
   // before that finishes may be old ones (see install()).
-  op->stale = r->writeback && r->dropping_bits.test(op->chunk);
+  op->stale = r->writeback && r->loop.dropping_bits.test(op->chunk);
   ReadRequest req;
   req.offset = r->options.offset + op->offset + op->got;
   req.length = op->want - op->got;
@@ -281,7 +281,7 @@ bool Engine::start(ReadOp* op) {
   req.tag = reinterpret_cast<uint64_t>(op);
   req.urgent = !op->waiters.empty();
   slot->batch.push_back(req);
-  r->in_flight++;
+  r->loop.in_flight++;
   return true;
 }
 
@@ -327,7 +327,7 @@ void Engine::dispatch_background() {
     uint64_t chunk;
     ReadOp::Kind kind;
     if (!next_background(r, &chunk, &kind)) {
-      r->in_background = false;
+      r->loop.in_background = false;
       background_.pop_front();
       continue;
     }
@@ -349,9 +349,9 @@ void Engine::dispatch_background() {
     bool prefetch = kind == ReadOp::Kind::kPrefetch || kind == ReadOp::Kind::kDrain;
     count(r, prefetch ? &Stats::prefetch_chunks : &Stats::readahead_chunks, 1);
     if (kind == ReadOp::Kind::kReadahead)
-      r->readahead.taken(chunk);
+      r->loop.readahead.taken(chunk);
     else
-      r->spans.front().first = chunk + 1;
+      r->loop.spans.front().first = chunk + 1;
     budget_bytes -= std::min<size_t>(budget_bytes, length);
     // Round-robin between regions, a chunk at a time.
     background_.pop_front();
@@ -379,8 +379,8 @@ void Engine::reap(BackendSlot* slot) {
 void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
   FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
-  r->in_flight--;
-  if (r->dead) {
+  r->loop.in_flight--;
+  if (r->loop.dead) {
     finish(op);
     return;
   }
@@ -435,7 +435,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
   FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   if (op->stale && op->placed == 0) {
-    if (r->dropping_bits.test(op->chunk)) {  // wait for the drop to be reported
+    if (r->loop.dropping_bits.test(op->chunk)) {  // wait for the drop to be reported
       held_.push_back(op);
       return;
     }
@@ -454,7 +454,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     }
     op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
   }
-  if (r->policy && !op->reserved && hold_for_budget(op)) {
+  if (r->loop.policy && !op->reserved && hold_for_budget(op)) {
     // Until the drops in flight finish: this chunk's own (placing it now
     // would race with its zap), or the ones that make room for it.
     keep_in_staging(op);
@@ -496,7 +496,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     fail(op, res.error);
     return;
   }
-  r->present.set(op->chunk);
+  r->loop.present.set(op->chunk);
   unreserve(op);
   note_resident(r, op->chunk);
   if (op->kind == ReadOp::Kind::kDrain) drain_batch_ = std::min(kDrainBatchMax, drain_batch_ * 2);
@@ -520,7 +520,7 @@ void Engine::fail(ReadOp* op, int err) {
                std::strerror(err));
   if (r->dirty) r->dirty->mark_poisoned(op->offset + op->placed, op->length - op->placed);
   poison(r, r->base() + op->offset + op->placed, op->length - op->placed);
-  r->present.set(op->chunk);
+  r->loop.present.set(op->chunk);
   finish(op);
 }
 
@@ -544,7 +544,7 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
                        static_cast<unsigned long long>(job.length), reinterpret_cast<void*>(job.addr),
                        std::strerror(err));
         });
-  r->in_flight++;
+  r->loop.in_flight++;
   poisoner_->submit({r, r->space->fd(), addr, len, r->options.writable ? PROT_READ | PROT_WRITE : PROT_READ});
 }
 
@@ -554,13 +554,13 @@ void Engine::finish(ReadOp* op) {
   unreserve(op);
   if (op->staging) staging_.release(op->staging, op->length);
   drain_in_flight_ -= op->drain_bytes;
-  r->ops.erase(op->chunk);
+  r->loop.ops.erase(op->chunk);
   std::vector<uint64_t> waiters = std::move(op->waiters);
   waiters.clear();  // keeps its capacity for the next fault
   *op = ReadOp{};
   op->waiters = std::move(waiters);
   spare_ops_.push_back(op);
-  if (r->dead && r->in_flight == 0 && r->ops.empty()) finish_removal(r);
+  if (r->loop.dead && r->loop.in_flight == 0 && r->loop.ops.empty()) finish_removal(r);
 }
 
 void Engine::retry_deferred() {

@@ -29,7 +29,7 @@ void Region::reset() {
   if (!state_) return;
   if (state_->writeback) {
     try {
-      state_->writeback->flush(*state_);
+      state_->writeback->flush();
     } catch (const Error& e) {
       std::fprintf(stderr, "faultline: closing a write-back region over %s: %s; %llu bytes written since the last "
                    "successful flush are LOST (use Region::close() to handle this)\n",
@@ -64,7 +64,7 @@ void Region::prefetch(uint64_t offset, uint64_t length) {
 
 std::vector<uint64_t> Region::touched_chunks() const {
   if (!state_) throw Error("Region::touched_chunks on an empty region");
-  if (!state_->touched_bits)
+  if (!state_->options.record_touches)
     throw Error("Region::touched_chunks: the region was mapped without RegionOptions.record_touches");
   std::vector<uint64_t> offsets;
   {
@@ -114,11 +114,11 @@ std::vector<DirtyRange> Region::take_dirty() {
 void Region::flush() {
   if (!state_) throw Error("Region::flush on an empty region");
   if (!state_->writeback) throw Error("Region::flush: the region was mapped without RegionOptions.write_back");
-  state_->writeback->flush(*state_);
+  state_->writeback->flush();
 }
 
 void Region::close() {
-  if (state_ && state_->writeback) state_->writeback->flush(*state_);
+  if (state_ && state_->writeback) state_->writeback->flush();
   reset();
 }
 

@@ -95,48 +95,52 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   if ((options.track_dirty || options.write_back) && !engine_->mode().wp_async)
     throw Error(std::string("RegionOptions.") + (options.write_back ? "write_back" : "track_dirty") +
                 ": the kernel does not offer UFFD_FEATURE_WP_ASYNC (Linux 6.7+ needed for dirty tracking)");
-  auto r = std::make_shared<detail::RegionState>();
-  r->options = options;
-  if (options.record_touches) r->options.readahead = false;  // see RegionOptions.record_touches
-  if (options.write_back) r->options.track_dirty = true;
+  detail::RegionLayout l;
+  l.options = options;
+  if (options.record_touches) l.options.readahead = false;  // see RegionOptions.record_touches
+  if (options.write_back) l.options.track_dirty = true;
   // The tightest budget over this region caps read-ahead (and read-around)
   // at an eighth of it: a stream must not evict what it is about to read.
   uint64_t budget = options.budget.bytes;
   if (uint64_t rb = engine_->options().budget.bytes; rb && (!budget || rb < budget)) budget = rb;
   if (budget)
-    r->options.readahead_max =
+    l.options.readahead_max =
         std::max<uint64_t>(options.fill_size, std::min(options.readahead_max, budget / 8) / options.fill_size * options.fill_size);
-  r->length = options.length ? options.length : backend->size() - options.offset;
-  r->data_end = std::min(r->length, backend->size() - options.offset);
-  r->fill_shift = static_cast<uint32_t>(std::countr_zero(options.fill_size));
-  uint64_t map_len = (r->length + detail::kPageSize - 1) & ~(detail::kPageSize - 1);
-  r->chunks = (map_len + options.fill_size - 1) >> r->fill_shift;
-  r->backend = std::move(backend);
-  r->space = engine_->own_space();
+  l.length = options.length ? options.length : backend->size() - options.offset;
+  l.data_end = std::min(l.length, backend->size() - options.offset);
+  l.fill_shift = static_cast<uint32_t>(std::countr_zero(options.fill_size));
+  uint64_t map_len = (l.length + detail::kPageSize - 1) & ~(detail::kPageSize - 1);
+  l.chunks = (map_len + options.fill_size - 1) >> l.fill_shift;
+  l.backend = std::move(backend);
+  l.space = engine_->own_space();
 
   int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
   void* p = mmap(nullptr, map_len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) throw_errno("cannot reserve " + std::to_string(map_len) + " bytes for a region", errno);
-  r->memory = detail::Mapping(p, map_len);
+  l.memory = detail::Mapping(p, map_len);
   // 4 KiB precision (UFFDIO_COPY never makes huge pages anyway), and a
   // forked child must not inherit a range nobody serves for it.
   madvise(p, map_len, MADV_NOHUGEPAGE);
   madvise(p, map_len, MADV_DONTFORK);
-  r->present = detail::ChunkBitmap(r->chunks, "page map");
+  auto r = std::make_shared<detail::RegionState>(std::move(l));
+  r->loop.present = detail::ChunkBitmap(r->chunks, "page map");
   // Read-around hides read latency: only for backends whose reads take time.
-  r->readahead = detail::ReadaheadDetector(r->chunks, r->fill_shift, r->options.readahead_max,
+  r->loop.readahead = detail::ReadaheadDetector(r->chunks, r->fill_shift, r->options.readahead_max,
                                            r->backend->completion_fd() >= 0);
-  r->resident_bits = detail::ChunkBitmap(r->chunks, "resident map");
+  r->loop.resident_bits = detail::ChunkBitmap(r->chunks, "resident map");
   if (budget) {
-    r->budget.limit = options.budget;
-    r->dropping_bits = detail::ChunkBitmap(r->chunks, "eviction map");
-    r->policy = detail::make_policy(options.eviction, r->chunks, std::max<uint64_t>(4, budget >> r->fill_shift));
+    r->loop.budget.limit = options.budget;
+    r->loop.dropping_bits = detail::ChunkBitmap(r->chunks, "eviction map");
+    r->loop.policy = detail::make_policy(options.eviction, r->chunks, std::max<uint64_t>(4, budget >> r->fill_shift));
   }
-  if (options.record_touches) r->touched_bits = detail::ChunkBitmap(r->chunks, "touch record");
+  if (options.record_touches) r->loop.touched_bits = detail::ChunkBitmap(r->chunks, "touch record");
 
   if (r->options.track_dirty) {
     r->dirty = std::make_unique<detail::DirtyLog>(reinterpret_cast<uintptr_t>(p), map_len);
-    if (options.write_back) r->writeback = std::make_unique<detail::WriteBack>(engine_->uffd());
+    if (options.write_back)
+      r->writeback = std::make_unique<detail::WriteBack>(
+          engine_->uffd(), detail::WriteBackTarget{r->backend.get(), r->options.offset, r->memory.data(), r->length,
+                                                   r->dirty.get()});
   }
 
   detail::uffd_register(engine_->uffd(), p, map_len, r->options.track_dirty);

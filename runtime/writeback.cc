@@ -7,8 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "engine.h"
 #include "faultline/error.h"
+#include "uffd.h"
 
 namespace faultline::detail {
 
@@ -38,18 +38,18 @@ uint64_t WriteBack::pending_bytes() const {
   return pages * kPageSize;
 }
 
-void WriteBack::flush(RegionState& r) {
+void WriteBack::flush() {
   MutexLock lock(mu_);
   // Take before copying: see the class comment.
-  pending_ = merge_runs(pending_, r.dirty->take());
+  pending_ = merge_runs(pending_, target_.dirty->take());
   if (pending_.empty() && !unsynced_) return;
-  WriteResult w = write_pending(r);
+  WriteResult w = write_pending();
   if (w.error != 0)
-    throw Error("write-back of " + r.backend->name() + ": writing at offset " + std::to_string(w.offset) +
+    throw Error("write-back of " + target_.backend->name() + ": writing at offset " + std::to_string(w.offset) +
                     " failed: " + std::strerror(w.error) + " (the data stays in memory; flush again)",
                 w.error);
-  if (int err = r.backend->sync_data(); err != 0)
-    throw Error("write-back of " + r.backend->name() + ": sync failed: " + std::strerror(err) +
+  if (int err = target_.backend->sync_data(); err != 0)
+    throw Error("write-back of " + target_.backend->name() + ": sync failed: " + std::strerror(err) +
                     " (the data stays in memory and is written again by the next flush)",
                 err);
   pending_.clear();
@@ -75,7 +75,7 @@ bool WriteBack::move_back(uintptr_t addr, uint64_t length) {
   return false;
 }
 
-bool WriteBack::drop_chunk(RegionState& r, uintptr_t addr, uint64_t length) {
+bool WriteBack::drop_chunk(uintptr_t addr, uint64_t length) {
   MutexLock lock(mu_);
   if (!scratch_ || scratch_.size() < length) {
     if (scratch_) uffd_unregister(uffd_, scratch_.data(), scratch_.size());
@@ -106,10 +106,10 @@ bool WriteBack::drop_chunk(RegionState& r, uintptr_t addr, uint64_t length) {
   //    the REMOVE that tells the fault loop the chunk is gone.
   madvise(reinterpret_cast<void*>(addr), length, MADV_DONTNEED);
   // 3. Write the pages whose bytes differ from the backend's.
-  const uint64_t region_offset = addr - r.base();
-  const uint64_t valid = std::min(length, r.length - region_offset);
+  const uint64_t region_offset = addr - reinterpret_cast<uintptr_t>(target_.base);
+  const uint64_t valid = std::min(length, target_.length - region_offset);
   compare_.resize(length);
-  int64_t got = r.backend->read_data(r.options.offset + region_offset, std::span(compare_.data(), valid));
+  int64_t got = target_.backend->read_data(target_.backend_offset + region_offset, std::span(compare_.data(), valid));
   std::vector<WriteRequest> writes;
   for (uint64_t i = 0; i < pages; ++i) {
     if (!(moved[i] & 1)) continue;
@@ -118,16 +118,16 @@ bool WriteBack::drop_chunk(RegionState& r, uintptr_t addr, uint64_t length) {
     uint64_t n = std::min(kPageSize, valid - at);
     bool same = got >= 0 && static_cast<uint64_t>(got) >= at + n && std::memcmp(s + at, compare_.data() + at, n) == 0;
     if (same) continue;
-    if (!writes.empty() && writes.back().offset + writes.back().length == r.options.offset + region_offset + at)
+    if (!writes.empty() && writes.back().offset + writes.back().length == target_.backend_offset + region_offset + at)
       writes.back().length += static_cast<uint32_t>(n);
     else
-      writes.push_back({r.options.offset + region_offset + at, static_cast<uint32_t>(n), s + at});
+      writes.push_back({target_.backend_offset + region_offset + at, static_cast<uint32_t>(n), s + at});
   }
   if (!writes.empty()) {
-    WriteResult w = r.backend->write_data(writes);
+    WriteResult w = target_.backend->write_data(writes);
     if (w.error != 0) {
       std::fprintf(stderr, "faultline: write-back of %s at offset %llu failed while evicting (%s); the chunk stays "
-                   "in memory\n", r.backend->name().c_str(), static_cast<unsigned long long>(w.offset),
+                   "in memory\n", target_.backend->name().c_str(), static_cast<unsigned long long>(w.offset),
                    std::strerror(w.error));
       move_back(addr, length);  // back as written pages: the next flush retries them
       return false;
@@ -138,36 +138,36 @@ bool WriteBack::drop_chunk(RegionState& r, uintptr_t addr, uint64_t length) {
   return true;
 }
 
-WriteResult WriteBack::write_pending(RegionState& r) {
+WriteResult WriteBack::write_pending() {
   if (!buffer_) {
     buffer_ = {static_cast<std::byte*>(std::aligned_alloc(kPageSize, kBufferBytes)), std::free};
-    if (!buffer_) return {ENOMEM, r.options.offset};
+    if (!buffer_) return {ENOMEM, target_.backend_offset};
   }
-  const std::byte* base = r.memory.data();
+  const std::byte* base = target_.base;
   std::vector<WriteRequest> batch;
   uint64_t used = 0;
   auto send = [&]() -> WriteResult {
     WriteResult w{};
-    if (!batch.empty()) w = r.backend->write_data(batch);
+    if (!batch.empty()) w = target_.backend->write_data(batch);
     batch.clear();
     used = 0;
     return w;
   };
   auto add = [&](const PageRun& run) -> WriteResult {
-    uint64_t at = run.first * kPageSize, end = std::min(run.end() * kPageSize, r.length);
+    uint64_t at = run.first * kPageSize, end = std::min(run.end() * kPageSize, target_.length);
     while (at < end) {
       if (used == kBufferBytes)
         if (WriteResult w = send(); w.error != 0) return w;
       uint64_t n = std::min(end - at, kBufferBytes - used);
       copy_racy(buffer_.get() + used, base + at, n);
-      batch.push_back({r.options.offset + at, static_cast<uint32_t>(n), buffer_.get() + used});
+      batch.push_back({target_.backend_offset + at, static_cast<uint32_t>(n), buffer_.get() + used});
       used += (n + kPageSize - 1) & ~(kPageSize - 1);
       at += n;
     }
     return {};
   };
   for (const PageRun& dirty_run : pending_)
-    for (const PageRun& run : r.dirty->readable(dirty_run))  // a poisoned page would raise SIGBUS
+    for (const PageRun& run : target_.dirty->readable(dirty_run))  // a poisoned page would raise SIGBUS
       if (WriteResult w = add(run); w.error != 0) return w;
   return send();
 }

@@ -23,12 +23,22 @@
 
 namespace faultline::detail {
 
-struct RegionState;
+// What write-back needs of its region: a narrow view of the parts fixed at
+// map(), so the threads that write back (application threads in flush(),
+// the evictor in drop_chunk()) never touch the fault loop's state.
+struct WriteBackTarget {
+  Backend* backend = nullptr;
+  uint64_t backend_offset = 0;  // RegionOptions::offset
+  std::byte* base = nullptr;    // the region's memory
+  uint64_t length = 0;          // the region's length
+  DirtyLog* dirty = nullptr;    // the region's dirty log
+};
 
 class WriteBack {
  public:
   // `uffd` is the runtime's userfaultfd (for eviction, see drop_chunk()).
-  explicit WriteBack(int uffd) : uffd_(uffd) {}
+  // The target must outlive this object (both belong to one region).
+  WriteBack(int uffd, const WriteBackTarget& target) : uffd_(uffd), target_(target) {}
   ~WriteBack();
   WriteBack(const WriteBack&) = delete;
   WriteBack& operator=(const WriteBack&) = delete;
@@ -36,7 +46,7 @@ class WriteBack {
   // Writes back every page written before the call and syncs the backend
   // (msync MS_SYNC). Throws Error naming the backend, the offset and the
   // errno if a write or the sync fails; nothing is forgotten then.
-  void flush(RegionState& r);
+  void flush();
 
   // Bytes collected but not yet durable (after a failed flush).
   uint64_t pending_bytes() const;
@@ -48,15 +58,16 @@ class WriteBack {
   // backend's bytes (read_data), and the pages that differ are written.
   // Returns false, with every page back in place, if a move or a write
   // failed: the chunk stays resident and its data is flushed later.
-  bool drop_chunk(RegionState& r, uintptr_t addr, uint64_t length);
+  bool drop_chunk(uintptr_t addr, uint64_t length);
 
  private:
   // Writes pending_ to the backend; returns the failure, if any.
-  WriteResult write_pending(RegionState& r) REQUIRES(mu_);
+  WriteResult write_pending() REQUIRES(mu_);
 
   bool move_back(uintptr_t addr, uint64_t length);
 
   const int uffd_;
+  const WriteBackTarget target_;
   mutable Mutex mu_;  // one pass (flush or drop) at a time; guards the rest
   std::vector<PageRun> pending_ GUARDED_BY(mu_);
   bool unsynced_ GUARDED_BY(mu_) = false;  // drops wrote pages that no sync has covered yet
