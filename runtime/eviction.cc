@@ -201,9 +201,17 @@ class AdaptivePolicy final : public ChunkPolicy {
 
 }  // namespace
 
+// The one place a policy is chosen: a new EvictionPolicy value gets its
+// case here (-Wswitch names this switch when one is missing) and never
+// falls back to another policy silently.
 std::unique_ptr<ChunkPolicy> make_policy(EvictionPolicy kind, uint64_t chunks, uint64_t capacity) {
-  if (kind == EvictionPolicy::kFifo) return std::make_unique<FifoPolicy>(chunks);
-  return std::make_unique<AdaptivePolicy>(chunks, capacity);
+  switch (kind) {
+    case EvictionPolicy::kAdaptive:
+      return std::make_unique<AdaptivePolicy>(chunks, capacity);
+    case EvictionPolicy::kFifo:
+      return std::make_unique<FifoPolicy>(chunks);
+  }
+  throw Error("RegionOptions.eviction = " + std::to_string(static_cast<int>(kind)) + ": not an EvictionPolicy");
 }
 
 }  // namespace faultline::detail
