@@ -8,6 +8,7 @@
 #include <zdict.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -304,9 +305,69 @@ bool all_zero(const std::byte* p, size_t n) {
   return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
 }
 
+// A file being snapshotted, and how it looked when the read began: a file
+// that changes while it is read gives an image whose first chunks are old and
+// last chunks new, and every checksum would vouch for it. So the writer
+// compares the file before and after, and writes nothing if it changed.
+struct InputFile {
+  UniqueFd fd;
+  std::string path;
+  struct stat before {};
+  uint64_t size = 0;
+};
+
+bool same_time(const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; }
+
+// Timestamps come from a clock that ticks every few milliseconds (or once a
+// second, or two, on some filesystems): a change in the same tick as our
+// first look would leave mtime and ctime as they were. So the first look
+// counts only once the clock has moved past the file's ctime. A file that
+// keeps changing is not waited for longer than ~100 ms (2 s for whole-second
+// timestamps): the check after the read sees those changes anyway.
+struct stat settled_stat(const InputFile& in) {
+  struct stat st;
+  for (int waited_ms = 0;; ++waited_ms) {
+    if (::fstat(in.fd.get(), &st) != 0) throw_errno("cannot stat snapshot input " + in.path, errno);
+    timespec now;
+    ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
+    // A zero nanosecond field says the filesystem keeps whole seconds (FAT:
+    // even ones): the next change could still get this ctime until two
+    // seconds have passed.
+    const timespec& c = st.st_ctim;
+    const bool settled = c.tv_nsec == 0 ? now.tv_sec >= c.tv_sec + 2
+                                        : now.tv_sec > c.tv_sec || (now.tv_sec == c.tv_sec && now.tv_nsec > c.tv_nsec);
+    if (settled || waited_ms >= (c.tv_nsec == 0 ? 2100 : 100)) return st;
+    ::usleep(1000);
+  }
+}
+
+// What changed in the input since `before` ("" if nothing we can see).
+std::string what_changed(const InputFile& in) {
+  struct stat now;
+  if (::fstat(in.fd.get(), &now) != 0) throw_errno("cannot stat snapshot input " + in.path, errno);
+  std::string why;
+  auto add = [&](const std::string& s) { why += (why.empty() ? "" : ", ") + s; };
+  if (now.st_size != in.before.st_size)
+    add("size " + std::to_string(in.before.st_size) + " -> " + std::to_string(now.st_size) + " bytes");
+  // Bytes past the size we read: the file grew (fstat may not say so yet
+  // for a block device, or has said so above).
+  unsigned char byte;
+  if (why.empty() && ::pread(in.fd.get(), &byte, 1, static_cast<off_t>(in.size)) == 1)
+    add("it has bytes past the " + std::to_string(in.size) + " read");
+  if (!same_time(now.st_mtim, in.before.st_mtim)) add("mtime changed");
+  else if (!same_time(now.st_ctim, in.before.st_ctim)) add("ctime changed");
+  return why;
+}
+
+Error input_changed(const InputFile& in, const std::string& why, const std::string& output) {
+  return Error("snapshot input " + in.path + " changed while it was being read (" + why + "); nothing written to " +
+               output + ". Snapshot a copy, or stop the writer first.");
+}
+
 // Where the uncompressed bytes come from: memory, or a file read with pread.
 struct Source {
   std::span<const std::byte> memory;
+  const InputFile* file = nullptr;
   int fd = -1;
   std::string name;
   uint64_t size = 0;
@@ -516,7 +577,12 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
         std::unique_lock<std::mutex> lock(mu);
         ready_cv.wait(lock, [&] { return slot.ready; });
       }
-      if (!slot.error.empty()) throw Error("cannot write " + what + ": " + slot.error);
+      if (!slot.error.empty()) {
+        // A read that ends early is the input shrinking: say so.
+        if (src.file)
+          if (std::string why = what_changed(*src.file); !why.empty()) throw input_changed(*src.file, why, path);
+        throw Error("cannot write " + what + ": " + slot.error);
+      }
       ChunkEntry e = slot.entry;
       if (!e.zero()) {
         write_all(fd.get(), slot.out.data(), e.length, fail_write);
@@ -538,6 +604,10 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
     throw;
   }
   stop_workers();
+  // Every byte has been read: had the input changed meanwhile, the image
+  // would be torn.
+  if (src.file)
+    if (std::string why = what_changed(*src.file); !why.empty()) throw input_changed(*src.file, why, path);
   if (chunks == 0 && o.progress) o.progress(0, 0);
 
   std::vector<unsigned char> raw(chunks * detail::kSnapshotEntryBytes);
@@ -584,18 +654,27 @@ void write_snapshot(std::span<const std::byte> data, const std::string& path, co
 
 void write_snapshot_from_file(const std::string& input_path, const std::string& path,
                               const SnapshotWriteOptions& options) {
-  UniqueFd fd(::open(input_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_errno("cannot open snapshot input " + input_path, errno);
+  InputFile in;
+  in.path = input_path;
+  in.fd = UniqueFd(::open(input_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in.fd) throw_errno("cannot open snapshot input " + input_path, errno);
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat snapshot input " + input_path, errno);
+  if (::fstat(in.fd.get(), &st) != 0) throw_errno("cannot stat snapshot input " + input_path, errno);
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
     throw Error("snapshot input " + input_path + " is not a regular file or block device");
-  off_t end = ::lseek(fd.get(), 0, SEEK_END);
-  if (end < 0) throw_errno("cannot find the size of snapshot input " + input_path, errno);
+  in.before = settled_stat(in);
+  if (S_ISREG(st.st_mode)) {
+    in.size = static_cast<uint64_t>(in.before.st_size);
+  } else {
+    off_t end = ::lseek(in.fd.get(), 0, SEEK_END);  // a block device's size
+    if (end < 0) throw_errno("cannot find the size of snapshot input " + input_path, errno);
+    in.size = static_cast<uint64_t>(end);
+  }
   Source src;
-  src.fd = fd.get();
+  src.file = &in;
+  src.fd = in.fd.get();
   src.name = "input " + input_path;
-  src.size = static_cast<uint64_t>(end);
+  src.size = in.size;
   write_snapshot_impl(src, path, options);
 }
 

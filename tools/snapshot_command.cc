@@ -53,6 +53,8 @@ constexpr const char* kCreateUsage =
     "Writes a snapshot of the file INPUT to OUTPUT. OUTPUT appears only when it\n"
     "is complete (it is written to a temporary file, synced, then renamed), so\n"
     "an interrupted run never leaves a half-written snapshot under that name.\n"
+    "If INPUT changes while it is read (its size, mtime or ctime), nothing is\n"
+    "written and the exit status is 1: stop its writer, or snapshot a copy.\n"
     "\n"
     "options:\n"
     "  --chunk-size SIZE  bytes per chunk: a power of two from 4K to 4M\n"

@@ -45,8 +45,12 @@ void write_snapshot(std::span<const std::byte> data, const std::string& path,
                     const SnapshotWriteOptions& options = {});
 
 // The same, for the contents of the file (or block device) at input_path.
-// Throws Error naming the input if it cannot be read or changes size while
-// it is being read.
+// Throws Error naming the input if it cannot be read, or if it changed while
+// it was being read (its size, mtime or ctime differ afterwards, or it has
+// bytes past the size read): a torn image is never written. Changes the
+// file's size and timestamps do not show (stores through a shared mapping,
+// writes to a block device's contents) cannot be seen: to snapshot a file
+// that is in use, stop its writer or snapshot a copy.
 void write_snapshot_from_file(const std::string& input_path, const std::string& path,
                               const SnapshotWriteOptions& options = {});
 
