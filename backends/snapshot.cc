@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "atomic_file.h"
 #include "crc32c.h"
 #include "faultline/error.h"
 #include "snapshot_format.h"
@@ -296,11 +297,6 @@ struct ZstdCDictDeleter {
   void operator()(ZSTD_CDict* d) const { ZSTD_freeCDict(d); }
 };
 
-std::string dir_of(const std::string& path) {
-  auto slash = path.rfind('/');
-  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-}
-
 bool all_zero(const std::byte* p, size_t n) {
   return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
 }
@@ -371,6 +367,7 @@ struct Source {
   int fd = -1;
   std::string name;
   uint64_t size = 0;
+  mode_t mode = 0666;  // of the snapshot, before the umask
 };
 
 // One compressed chunk on its way from a compression thread to the file.
@@ -440,17 +437,6 @@ std::vector<unsigned char> train_dictionary(const Source& src, const SnapshotWri
   return dict;
 }
 
-void write_all(int fd, const void* buf, size_t n, const std::function<void(int)>& fail) {
-  auto* p = static_cast<const unsigned char*>(buf);
-  while (n > 0) {
-    ssize_t r = ::write(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) fail(r < 0 ? errno : EIO);
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-}
-
 void write_snapshot_impl(const Source& src, const std::string& path, const SnapshotWriteOptions& o) {
   const std::string what = "snapshot " + path;
   if (o.chunk_size < detail::kMinChunkSize || o.chunk_size > detail::kMaxChunkSize || !std::has_single_bit(o.chunk_size))
@@ -471,28 +457,16 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
   unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
   threads = static_cast<unsigned>(std::max<uint64_t>(1, std::min<uint64_t>(threads, chunks)));
 
-  std::string tmp = path + ".tmp.XXXXXX";
-  UniqueFd fd(mkostemp(tmp.data(), O_CLOEXEC));
-  if (!fd) throw_errno("cannot create a temporary file for " + what + " in " + dir_of(path), errno);
-  // From here on every failure removes the temporary file.
-  struct Cleanup {
-    std::string name;
-    bool armed = true;
-    ~Cleanup() {
-      if (armed) ::unlink(name.c_str());
-    }
-  } cleanup{tmp};
-  auto fail = [&](const std::string& problem, int err) { throw_errno("cannot write " + what + ": " + problem, err); };
-  auto fail_write = [&](int err) { fail("write to " + tmp, err); };
-
+  // Removed again by any failure from here on.
+  detail::AtomicFile file(path, what, src.mode);
   unsigned char header[detail::kSnapshotHeaderBytes] = {};
-  write_all(fd.get(), header, sizeof header, fail_write);  // the real one goes in last
+  file.append(header, sizeof header);  // the real one goes in last
   const std::vector<unsigned char> dict = train_dictionary(src, o, chunks);
   std::unique_ptr<ZSTD_CDict, ZstdCDictDeleter> cdict;
   if (!dict.empty()) {
     cdict.reset(ZSTD_createCDict(dict.data(), dict.size(), o.level));
     if (!cdict) throw Error("cannot write " + what + ": zstd cannot digest the dictionary it trained");
-    write_all(fd.get(), dict.data(), dict.size(), fail_write);
+    file.append(dict.data(), dict.size());
   }
 
   const size_t bound = ZSTD_compressBound(chunk_size);
@@ -585,7 +559,7 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
       }
       ChunkEntry e = slot.entry;
       if (!e.zero()) {
-        write_all(fd.get(), slot.out.data(), e.length, fail_write);
+        file.append(slot.out.data(), e.length);
         e.offset = pos;
         pos += e.length;
       }
@@ -612,7 +586,7 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
 
   std::vector<unsigned char> raw(chunks * detail::kSnapshotEntryBytes);
   for (uint64_t i = 0; i < chunks; ++i) detail::encode_entry(index[i], raw.data() + i * detail::kSnapshotEntryBytes);
-  write_all(fd.get(), raw.data(), raw.size(), fail_write);
+  file.append(raw.data(), raw.size());
   detail::SnapshotHeader h;
   h.chunk_size = o.chunk_size;
   h.size = src.size;
@@ -625,21 +599,8 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
     h.dict_checksum = detail::crc32c(dict.data(), dict.size());
   }
   detail::encode_header(h, header);
-  for (size_t done = 0; done < sizeof header;) {
-    ssize_t r = ::pwrite(fd.get(), header + done, sizeof header - done, static_cast<off_t>(done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) fail("write the header to " + tmp, r < 0 ? errno : EIO);
-    done += static_cast<size_t>(r);
-  }
-  if (::fchmod(fd.get(), 0644) != 0) fail("chmod " + tmp, errno);
-  if (::fsync(fd.get()) != 0) fail("fsync " + tmp, errno);
-  fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename " + tmp + " to " + path, errno);
-  cleanup.armed = false;
-  // The rename is durable once the directory is synced.
-  UniqueFd dir(::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir || ::fsync(dir.get()) != 0)
-    throw_errno("snapshot " + path + " was written, but syncing its directory " + dir_of(path) + " failed", errno);
+  file.write_at(0, header, sizeof header);
+  file.commit();
 }
 
 }  // namespace
@@ -675,6 +636,8 @@ void write_snapshot_from_file(const std::string& input_path, const std::string& 
   src.fd = in.fd.get();
   src.name = "input " + input_path;
   src.size = in.size;
+  // Never readable by more people than the input.
+  src.mode = in.before.st_mode & 0666;
   write_snapshot_impl(src, path, options);
 }
 

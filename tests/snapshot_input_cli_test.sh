@@ -5,7 +5,7 @@
 #
 # An input that grows, shrinks or is overwritten while create reads it fails
 # with exit status 1 naming it, and leaves neither an output nor a temporary
-# file.
+# file. The snapshot's mode follows the umask and never exceeds the input's.
 set -uo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -122,6 +122,24 @@ change_during_create() {
 for how in grow shrink overwrite; do
   change_during_create $how
 done
+
+# Modes: the snapshot follows the umask and is never readable by more users
+# than its input. mode_check UMASK INPUT_MODE EXPECTED_MODE
+mode_check() {
+  head -c 100000 /dev/urandom >"$tmp/m.bin"
+  chmod "$2" "$tmp/m.bin"
+  (umask "$1" && "$fl" snapshot create "$tmp/m.bin" "$tmp/m.flsnap" >/dev/null) || fail "create (umask $1, input $2) failed"
+  local got
+  got=$(stat -c %a "$tmp/m.flsnap")
+  [[ $got == "$3" ]] || fail "create with umask $1 of an input with mode $2 gave mode $got, expected $3"
+  rm -f "$tmp/m.bin" "$tmp/m.flsnap"
+}
+mode_check 022 644 644
+mode_check 077 644 600
+mode_check 022 600 600
+mode_check 027 664 640
+mode_check 000 755 644
+mode_check 000 666 666
 
 if [[ $failures -ne 0 ]]; then
   echo "snapshot_input_cli: $failures check(s) failed" >&2
