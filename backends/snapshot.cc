@@ -301,6 +301,33 @@ bool all_zero(const std::byte* p, size_t n) {
   return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
 }
 
+const char* file_type(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "of an unknown type";
+}
+
+// Opens `path` for reading into fd and returns its fstat: a regular file, or
+// (if block_ok) a block device; anything else is refused naming the file
+// (what + path) and its type. Opening does not block on a FIFO (O_NONBLOCK,
+// then the type of the opened descriptor is checked, so the file cannot be
+// swapped in between), and reads are blocking again afterwards.
+struct stat open_file(UniqueFd& fd, const std::string& path, const std::string& what, bool block_ok) {
+  fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd) throw_errno("cannot open " + what + path, errno);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat " + what + path, errno);
+  if (!S_ISREG(st.st_mode) && !(block_ok && S_ISBLK(st.st_mode)))
+    throw Error(what + path + " is " + file_type(st.st_mode) + ", not a regular file" +
+                (block_ok ? " or block device" : ""));
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) throw_errno("cannot use " + what + path, errno);
+  return st;
+}
+
 // A file being snapshotted, and how it looked when the read began: a file
 // that changes while it is read gives an image whose first chunks are old and
 // last chunks new, and every checksum would vouch for it. So the writer
@@ -617,17 +644,15 @@ void write_snapshot_from_file(const std::string& input_path, const std::string& 
                               const SnapshotWriteOptions& options) {
   InputFile in;
   in.path = input_path;
-  in.fd = UniqueFd(::open(input_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in.fd) throw_errno("cannot open snapshot input " + input_path, errno);
-  struct stat st;
-  if (::fstat(in.fd.get(), &st) != 0) throw_errno("cannot stat snapshot input " + input_path, errno);
-  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-    throw Error("snapshot input " + input_path + " is not a regular file or block device");
+  const struct stat st = open_file(in.fd, input_path, "snapshot input ", true);
   in.before = settled_stat(in);
   if (S_ISREG(st.st_mode)) {
     in.size = static_cast<uint64_t>(in.before.st_size);
   } else {
-    off_t end = ::lseek(in.fd.get(), 0, SEEK_END);  // a block device's size
+    // A block device (a VM's disk, an LVM snapshot): its whole size, as
+    // BLKGETSIZE64 reports it. Writes to its contents change no timestamp:
+    // only a resize during the read is seen.
+    off_t end = ::lseek(in.fd.get(), 0, SEEK_END);
     if (end < 0) throw_errno("cannot find the size of snapshot input " + input_path, errno);
     in.size = static_cast<uint64_t>(end);
   }
@@ -674,11 +699,7 @@ class SnapshotReader::Impl {
 SnapshotReader SnapshotReader::open(const std::string& path) {
   auto impl = std::make_shared<Impl>();
   impl->path = path;
-  impl->fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!impl->fd) throw_errno("cannot open snapshot " + path, errno);
-  struct stat st;
-  if (::fstat(impl->fd.get(), &st) != 0) throw_errno("cannot stat snapshot " + path, errno);
-  if (!S_ISREG(st.st_mode)) throw Error("snapshot " + path + " is not a regular file");
+  const struct stat st = open_file(impl->fd, path, "snapshot ", false);
   impl->index = detail::read_snapshot_index(impl->fd.get(), path, static_cast<uint64_t>(st.st_size));
   return SnapshotReader(std::move(impl));
 }

@@ -6,6 +6,8 @@
 # An input that grows, shrinks or is overwritten while create reads it fails
 # with exit status 1 naming it, and leaves neither an output nor a temporary
 # file. The snapshot's mode follows the umask and never exceeds the input's.
+# A FIFO, a directory or a character device is refused without blocking; a
+# block device is snapshotted whole.
 set -uo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -140,6 +142,48 @@ mode_check 022 600 600
 mode_check 027 664 640
 mode_check 000 755 644
 mode_check 000 666 666
+
+# Not a regular file: refused at once, naming the file and what it is (a
+# FIFO used to block create, inspect and verify forever).
+mkfifo "$tmp/fifo"
+for cmd in "snapshot create $tmp/fifo $tmp/f.flsnap" "snapshot inspect $tmp/fifo" "snapshot verify $tmp/fifo"; do
+  timeout 20 "$fl" $cmd >"$tmp/o" 2>"$tmp/e"
+  rc=$?
+  [[ $rc -eq 1 ]] || fail "'faultline $cmd' on a FIFO exited $rc, expected 1 (124: it blocked); stderr: $(cat "$tmp/e")"
+  expect_in "'faultline $cmd' stderr" "$(cat "$tmp/e")" "$tmp/fifo is a FIFO, not a regular file"
+done
+timeout 20 "$fl" snapshot create "$tmp" "$tmp/f.flsnap" >"$tmp/o" 2>"$tmp/e"
+[[ $? -eq 1 ]] || fail "create of a directory did not exit 1"
+expect_in "create of a directory" "$(cat "$tmp/e")" "$tmp is a directory, not a regular file or block device"
+timeout 20 "$fl" snapshot create /dev/zero "$tmp/f.flsnap" >"$tmp/o" 2>"$tmp/e"
+[[ $? -eq 1 ]] || fail "create of /dev/zero did not exit 1"
+expect_in "create of /dev/zero" "$(cat "$tmp/e")" "/dev/zero is a character device"
+rm -f "$tmp/o" "$tmp/e" "$tmp/fifo"
+expect_only
+
+# A block device is snapshotted whole (a loop device over a file, where
+# losetup works: root, and loop devices in this container).
+loopdev=
+if [[ $(id -u) -eq 0 ]] && command -v losetup >/dev/null; then
+  head -c 1000000 /dev/urandom >"$tmp/disk.img"
+  head -c 1097152 /dev/zero >>"$tmp/disk.img"  # 2 MiB in all
+  loopdev=$(losetup --find --show "$tmp/disk.img" 2>/dev/null) || loopdev=
+fi
+if [[ -n $loopdev ]]; then
+  trap 'losetup -d "$loopdev"; rm -rf "$tmp"' EXIT
+  if "$fl" snapshot create "$loopdev" "$tmp/disk.flsnap" --chunk-size 64K >"$tmp/o" 2>"$tmp/e"; then
+    out=$("$fl" snapshot inspect "$tmp/disk.flsnap")
+    expect_in "inspect of a block device's snapshot" "$out" "uncompressed size: 2097152"
+    expect_in "inspect of a block device's snapshot" "$out" "zero chunks:       16"
+    "$fl" snapshot verify "$tmp/disk.flsnap" >/dev/null || fail "verify of a block device's snapshot failed"
+  else
+    fail "create of block device $loopdev failed: $(cat "$tmp/e")"
+  fi
+  losetup -d "$loopdev"
+  trap 'rm -rf "$tmp"' EXIT
+else
+  echo "note: no loop device (needs root and losetup); block-device input not checked"
+fi
 
 if [[ $failures -ne 0 ]]; then
   echo "snapshot_input_cli: $failures check(s) failed" >&2

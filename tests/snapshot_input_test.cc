@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // write_snapshot_from_file() and its input: a file that changes while it is
-// read is refused (never a torn image that verifies).
+// read is refused (never a torn image that verifies); what is not a regular
+// file (or block device) is refused without blocking.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -114,4 +115,33 @@ TEST_CASE("a file that changes while it is snapshotted is refused and nothing is
                           Contains("nothing written to " + output));
   CHECK((read_bytes(output) == old_bytes));  // the old snapshot is untouched (not expanded: 4 MiB)
   CHECK(dir.entries() == 2);               // input and output: no temporary file left
+}
+
+TEST_CASE("a FIFO, a directory or a character device is refused naming it, without blocking", "[snapshot][errors][fork]") {
+  TempDir dir;
+  const std::string fifo = dir.file("fifo"), out = dir.file("out");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  // In a child: a regression would block in open() until it is killed.
+  auto refused = [&](const std::function<void()>& call, const std::string& message) {
+    return run_in_child(
+        [&] {
+          try {
+            call();
+          } catch (const Error& e) {
+            check(std::string(e.what()).find(message) != std::string::npos, e.what());
+            _exit(0);
+          }
+          check(false, "no error");
+        },
+        20000);
+  };
+  CHECK(refused([&] { write_snapshot_from_file(fifo, out); },
+                "snapshot input " + fifo + " is a FIFO, not a regular file or block device") == 0);
+  CHECK(refused([&] { SnapshotReader::open(fifo); }, "snapshot " + fifo + " is a FIFO, not a regular file") == 0);
+  CHECK_THROWS_WITH(write_snapshot_from_file(dir.path, out),
+                    Contains("snapshot input " + dir.path + " is a directory, not a regular file or block device"));
+  CHECK_THROWS_WITH(write_snapshot_from_file("/dev/null", out),
+                    Contains("snapshot input /dev/null is a character device"));
+  CHECK_THROWS_WITH(SnapshotReader::open("/dev/null"), Contains("snapshot /dev/null is a character device"));
+  CHECK(dir.entries() == 1);  // the FIFO: no output, no temporary file
 }
