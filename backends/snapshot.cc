@@ -8,6 +8,7 @@
 #include <zdict.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "atomic_file.h"
 #include "crc32c.h"
 #include "faultline/error.h"
 #include "snapshot_format.h"
@@ -295,21 +297,104 @@ struct ZstdCDictDeleter {
   void operator()(ZSTD_CDict* d) const { ZSTD_freeCDict(d); }
 };
 
-std::string dir_of(const std::string& path) {
-  auto slash = path.rfind('/');
-  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-}
-
 bool all_zero(const std::byte* p, size_t n) {
   return n == 0 || (p[0] == std::byte{0} && std::memcmp(p, p + 1, n - 1) == 0);
+}
+
+const char* file_type(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "of an unknown type";
+}
+
+// Opens `path` for reading into fd and returns its fstat: a regular file, or
+// (if block_ok) a block device; anything else is refused naming the file
+// (what + path) and its type. Opening does not block on a FIFO (O_NONBLOCK,
+// then the type of the opened descriptor is checked, so the file cannot be
+// swapped in between), and reads are blocking again afterwards.
+struct stat open_file(UniqueFd& fd, const std::string& path, const std::string& what, bool block_ok) {
+  fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd) throw_errno("cannot open " + what + path, errno);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat " + what + path, errno);
+  if (!S_ISREG(st.st_mode) && !(block_ok && S_ISBLK(st.st_mode)))
+    throw Error(what + path + " is " + file_type(st.st_mode) + ", not a regular file" +
+                (block_ok ? " or block device" : ""));
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) throw_errno("cannot use " + what + path, errno);
+  return st;
+}
+
+// A file being snapshotted, and how it looked when the read began: a file
+// that changes while it is read gives an image whose first chunks are old and
+// last chunks new, and every checksum would vouch for it. So the writer
+// compares the file before and after, and writes nothing if it changed.
+struct InputFile {
+  UniqueFd fd;
+  std::string path;
+  struct stat before {};
+  uint64_t size = 0;
+};
+
+bool same_time(const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; }
+
+// Timestamps come from a clock that ticks every few milliseconds (or once a
+// second, or two, on some filesystems): a change in the same tick as our
+// first look would leave mtime and ctime as they were. So the first look
+// counts only once the clock has moved past the file's ctime. A file that
+// keeps changing is not waited for longer than ~100 ms (2 s for whole-second
+// timestamps): the check after the read sees those changes anyway.
+struct stat settled_stat(const InputFile& in) {
+  struct stat st;
+  for (int waited_ms = 0;; ++waited_ms) {
+    if (::fstat(in.fd.get(), &st) != 0) throw_errno("cannot stat snapshot input " + in.path, errno);
+    timespec now;
+    ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
+    // A zero nanosecond field says the filesystem keeps whole seconds (FAT:
+    // even ones): the next change could still get this ctime until two
+    // seconds have passed.
+    const timespec& c = st.st_ctim;
+    const bool settled = c.tv_nsec == 0 ? now.tv_sec >= c.tv_sec + 2
+                                        : now.tv_sec > c.tv_sec || (now.tv_sec == c.tv_sec && now.tv_nsec > c.tv_nsec);
+    if (settled || waited_ms >= (c.tv_nsec == 0 ? 2100 : 100)) return st;
+    ::usleep(1000);
+  }
+}
+
+// What changed in the input since `before` ("" if nothing we can see).
+std::string what_changed(const InputFile& in) {
+  struct stat now;
+  if (::fstat(in.fd.get(), &now) != 0) throw_errno("cannot stat snapshot input " + in.path, errno);
+  std::string why;
+  auto add = [&](const std::string& s) { why += (why.empty() ? "" : ", ") + s; };
+  if (now.st_size != in.before.st_size)
+    add("size " + std::to_string(in.before.st_size) + " -> " + std::to_string(now.st_size) + " bytes");
+  // Bytes past the size we read: the file grew (fstat may not say so yet
+  // for a block device, or has said so above).
+  unsigned char byte;
+  if (why.empty() && ::pread(in.fd.get(), &byte, 1, static_cast<off_t>(in.size)) == 1)
+    add("it has bytes past the " + std::to_string(in.size) + " read");
+  if (!same_time(now.st_mtim, in.before.st_mtim)) add("mtime changed");
+  else if (!same_time(now.st_ctim, in.before.st_ctim)) add("ctime changed");
+  return why;
+}
+
+Error input_changed(const InputFile& in, const std::string& why, const std::string& output) {
+  return Error("snapshot input " + in.path + " changed while it was being read (" + why + "); nothing written to " +
+               output + ". Snapshot a copy, or stop the writer first.");
 }
 
 // Where the uncompressed bytes come from: memory, or a file read with pread.
 struct Source {
   std::span<const std::byte> memory;
+  const InputFile* file = nullptr;
   int fd = -1;
   std::string name;
   uint64_t size = 0;
+  mode_t mode = 0666;  // of the snapshot, before the umask
 };
 
 // One compressed chunk on its way from a compression thread to the file.
@@ -379,17 +464,6 @@ std::vector<unsigned char> train_dictionary(const Source& src, const SnapshotWri
   return dict;
 }
 
-void write_all(int fd, const void* buf, size_t n, const std::function<void(int)>& fail) {
-  auto* p = static_cast<const unsigned char*>(buf);
-  while (n > 0) {
-    ssize_t r = ::write(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) fail(r < 0 ? errno : EIO);
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-}
-
 void write_snapshot_impl(const Source& src, const std::string& path, const SnapshotWriteOptions& o) {
   const std::string what = "snapshot " + path;
   if (o.chunk_size < detail::kMinChunkSize || o.chunk_size > detail::kMaxChunkSize || !std::has_single_bit(o.chunk_size))
@@ -410,28 +484,16 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
   unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
   threads = static_cast<unsigned>(std::max<uint64_t>(1, std::min<uint64_t>(threads, chunks)));
 
-  std::string tmp = path + ".tmp.XXXXXX";
-  UniqueFd fd(mkostemp(tmp.data(), O_CLOEXEC));
-  if (!fd) throw_errno("cannot create a temporary file for " + what + " in " + dir_of(path), errno);
-  // From here on every failure removes the temporary file.
-  struct Cleanup {
-    std::string name;
-    bool armed = true;
-    ~Cleanup() {
-      if (armed) ::unlink(name.c_str());
-    }
-  } cleanup{tmp};
-  auto fail = [&](const std::string& problem, int err) { throw_errno("cannot write " + what + ": " + problem, err); };
-  auto fail_write = [&](int err) { fail("write to " + tmp, err); };
-
+  // Removed again by any failure from here on.
+  detail::AtomicFile file(path, what, src.mode);
   unsigned char header[detail::kSnapshotHeaderBytes] = {};
-  write_all(fd.get(), header, sizeof header, fail_write);  // the real one goes in last
+  file.append(header, sizeof header);  // the real one goes in last
   const std::vector<unsigned char> dict = train_dictionary(src, o, chunks);
   std::unique_ptr<ZSTD_CDict, ZstdCDictDeleter> cdict;
   if (!dict.empty()) {
     cdict.reset(ZSTD_createCDict(dict.data(), dict.size(), o.level));
     if (!cdict) throw Error("cannot write " + what + ": zstd cannot digest the dictionary it trained");
-    write_all(fd.get(), dict.data(), dict.size(), fail_write);
+    file.append(dict.data(), dict.size());
   }
 
   const size_t bound = ZSTD_compressBound(chunk_size);
@@ -516,10 +578,15 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
         std::unique_lock<std::mutex> lock(mu);
         ready_cv.wait(lock, [&] { return slot.ready; });
       }
-      if (!slot.error.empty()) throw Error("cannot write " + what + ": " + slot.error);
+      if (!slot.error.empty()) {
+        // A read that ends early is the input shrinking: say so.
+        if (src.file)
+          if (std::string why = what_changed(*src.file); !why.empty()) throw input_changed(*src.file, why, path);
+        throw Error("cannot write " + what + ": " + slot.error);
+      }
       ChunkEntry e = slot.entry;
       if (!e.zero()) {
-        write_all(fd.get(), slot.out.data(), e.length, fail_write);
+        file.append(slot.out.data(), e.length);
         e.offset = pos;
         pos += e.length;
       }
@@ -538,11 +605,15 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
     throw;
   }
   stop_workers();
+  // Every byte has been read: had the input changed meanwhile, the image
+  // would be torn.
+  if (src.file)
+    if (std::string why = what_changed(*src.file); !why.empty()) throw input_changed(*src.file, why, path);
   if (chunks == 0 && o.progress) o.progress(0, 0);
 
   std::vector<unsigned char> raw(chunks * detail::kSnapshotEntryBytes);
   for (uint64_t i = 0; i < chunks; ++i) detail::encode_entry(index[i], raw.data() + i * detail::kSnapshotEntryBytes);
-  write_all(fd.get(), raw.data(), raw.size(), fail_write);
+  file.append(raw.data(), raw.size());
   detail::SnapshotHeader h;
   h.chunk_size = o.chunk_size;
   h.size = src.size;
@@ -555,21 +626,8 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
     h.dict_checksum = detail::crc32c(dict.data(), dict.size());
   }
   detail::encode_header(h, header);
-  for (size_t done = 0; done < sizeof header;) {
-    ssize_t r = ::pwrite(fd.get(), header + done, sizeof header - done, static_cast<off_t>(done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) fail("write the header to " + tmp, r < 0 ? errno : EIO);
-    done += static_cast<size_t>(r);
-  }
-  if (::fchmod(fd.get(), 0644) != 0) fail("chmod " + tmp, errno);
-  if (::fsync(fd.get()) != 0) fail("fsync " + tmp, errno);
-  fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename " + tmp + " to " + path, errno);
-  cleanup.armed = false;
-  // The rename is durable once the directory is synced.
-  UniqueFd dir(::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir || ::fsync(dir.get()) != 0)
-    throw_errno("snapshot " + path + " was written, but syncing its directory " + dir_of(path) + " failed", errno);
+  file.write_at(0, header, sizeof header);
+  file.commit();
 }
 
 }  // namespace
@@ -584,18 +642,27 @@ void write_snapshot(std::span<const std::byte> data, const std::string& path, co
 
 void write_snapshot_from_file(const std::string& input_path, const std::string& path,
                               const SnapshotWriteOptions& options) {
-  UniqueFd fd(::open(input_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_errno("cannot open snapshot input " + input_path, errno);
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat snapshot input " + input_path, errno);
-  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-    throw Error("snapshot input " + input_path + " is not a regular file or block device");
-  off_t end = ::lseek(fd.get(), 0, SEEK_END);
-  if (end < 0) throw_errno("cannot find the size of snapshot input " + input_path, errno);
+  InputFile in;
+  in.path = input_path;
+  const struct stat st = open_file(in.fd, input_path, "snapshot input ", true);
+  in.before = settled_stat(in);
+  if (S_ISREG(st.st_mode)) {
+    in.size = static_cast<uint64_t>(in.before.st_size);
+  } else {
+    // A block device (a VM's disk, an LVM snapshot): its whole size, as
+    // BLKGETSIZE64 reports it. Writes to its contents change no timestamp:
+    // only a resize during the read is seen.
+    off_t end = ::lseek(in.fd.get(), 0, SEEK_END);
+    if (end < 0) throw_errno("cannot find the size of snapshot input " + input_path, errno);
+    in.size = static_cast<uint64_t>(end);
+  }
   Source src;
-  src.fd = fd.get();
+  src.file = &in;
+  src.fd = in.fd.get();
   src.name = "input " + input_path;
-  src.size = static_cast<uint64_t>(end);
+  src.size = in.size;
+  // Never readable by more people than the input.
+  src.mode = in.before.st_mode & 0666;
   write_snapshot_impl(src, path, options);
 }
 
@@ -632,11 +699,7 @@ class SnapshotReader::Impl {
 SnapshotReader SnapshotReader::open(const std::string& path) {
   auto impl = std::make_shared<Impl>();
   impl->path = path;
-  impl->fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!impl->fd) throw_errno("cannot open snapshot " + path, errno);
-  struct stat st;
-  if (::fstat(impl->fd.get(), &st) != 0) throw_errno("cannot stat snapshot " + path, errno);
-  if (!S_ISREG(st.st_mode)) throw Error("snapshot " + path + " is not a regular file");
+  const struct stat st = open_file(impl->fd, path, "snapshot ", false);
   impl->index = detail::read_snapshot_index(impl->fd.get(), path, static_cast<uint64_t>(st.st_size));
   return SnapshotReader(std::move(impl));
 }

@@ -9,6 +9,7 @@
 #include <bit>
 #include <cstring>
 
+#include "atomic_file.h"
 #include "faultline/error.h"
 #include "unique_fd.h"
 
@@ -39,11 +40,6 @@ uint64_t get(const unsigned char* p, int bytes) {
   return v;
 }
 
-std::string dir_of(const std::string& path) {
-  auto slash = path.rfind('/');
-  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-}
-
 // The checks a working set must pass, whether about to be saved or just read.
 void check(const std::string& what, const WorkingSet& ws) {
   if (ws.fill_size < 4096 || ws.fill_size > 2 * 1024 * 1024 || !std::has_single_bit(ws.fill_size))
@@ -69,24 +65,9 @@ void save_working_set(const std::string& path, const WorkingSet& ws) {
   for (uint64_t off : ws.offsets) put(bytes, off, 8);
   put(bytes, fnv1a(bytes.data(), bytes.size()), 8);
 
-  std::string tmp = path + ".tmp.XXXXXX";
-  detail::UniqueFd fd(mkostemp(tmp.data(), O_CLOEXEC));
-  if (!fd) throw_errno("cannot create a temporary file for working set " + path, errno);
-  auto fail = [&](const std::string& what, int err) {
-    unlink(tmp.c_str());
-    throw_errno("cannot write working set " + path + ": " + what, err);
-  };
-  for (size_t done = 0; done < bytes.size();) {
-    ssize_t n = write(fd.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail("write", errno);
-    done += static_cast<size_t>(n);
-  }
-  if (fchmod(fd.get(), 0644) != 0) fail("fchmod", errno);
-  if (fsync(fd.get()) != 0) fail("fsync", errno);
-  if (rename(tmp.c_str(), path.c_str()) != 0) fail("rename", errno);
-  detail::UniqueFd dir(open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir) fsync(dir.get());  // the rename itself survives a crash
+  detail::AtomicFile file(path, "working set " + path);
+  file.append(bytes.data(), bytes.size());
+  file.commit();
 }
 
 WorkingSet load_working_set(const std::string& path) {

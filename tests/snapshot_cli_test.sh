@@ -7,7 +7,8 @@
 # odd total size), inspects and verifies it, then checks the failures: a
 # corrupted copy fails verify with exit status 1 naming the file and chunk, a
 # truncated copy and a missing file fail inspect naming the file, bad options
-# exit 2 naming the option, and every subcommand has --help. The progress bar
+# exit 2 naming the option, and every subcommand has --help; so do the top
+# level's --help, --version, help and unknown commands. The progress bar
 # must appear on a terminal (faked with script(1)) and nowhere else.
 set -uo pipefail
 
@@ -152,22 +153,87 @@ fi
 if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" --threads; then
   expect_in "create stderr (missing value)" "$err" "--threads"
 fi
-run 2 "$fl" snapshot create "$input" || true
-run 2 "$fl" snapshot create "$input" "$input" || true
 run 2 "$fl" snapshot inspect || true
 run 2 "$fl" snapshot verify "$snap" --bogus || true
-run 2 "$fl" snapshot frobnicate || true
-run 2 "$fl" snapshot || true
-[[ ! -e $tmp/y.flsnap ]] || fail "a usage error wrote $tmp/y.flsnap"
 
-# --help everywhere, on stdout, exit 0.
-for sub in "" create inspect verify; do
-  if run 0 "$fl" snapshot $sub --help; then
-    expect_in "snapshot $sub --help" "$out" "usage: faultline snapshot"
+# Usage errors name the problem.
+if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" --chunk-size 3000; then
+  expect_in "create stderr (chunk size not a power of two)" "$err" "--chunk-size: must be a power of two, got '3000'"
+fi
+if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" --chunk-size 8M; then
+  expect_in "create stderr (chunk size too large)" "$err" "--chunk-size: must be from 4096 to 4194304 bytes, got '8M'"
+fi
+if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" --chunk-size 64Q; then
+  expect_in "create stderr (bad suffix)" "$err" "expected a size such as 4096, 64K, 2M or 1G, got '64Q'"
+fi
+if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" --threads 1025; then
+  expect_in "create stderr (too many threads)" "$err" "--threads"
+fi
+if run 2 "$fl" snapshot create "$input" "$input"; then
+  expect_in "create stderr (same file)" "$err" "INPUT and OUTPUT are the same file: '$input'"
+fi
+if run 2 "$fl" snapshot create "$input"; then
+  expect_in "create stderr (no OUTPUT)" "$err" "OUTPUT is required"
+fi
+if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" extra; then
+  expect_in "create stderr (extra argument)" "$err" "extra"
+fi
+if run 2 "$fl" snapshot frobnicate; then
+  expect_in "snapshot stderr (unknown subcommand)" "$err" "unknown subcommand 'frobnicate' (subcommands: create, inspect, verify)"
+fi
+if run 2 "$fl" snapshot; then
+  expect_in "snapshot stderr (no subcommand)" "$err" "create, inspect, verify"
+fi
+[[ ! -e $tmp/y.flsnap ]] || fail "a usage error wrote $tmp/y.flsnap"
+# Sizes take K/M/G with an optional iB or B, in any case, like every faultline program.
+for cs in 64k 64KiB 64kb 65536; do
+  if run 0 "$fl" snapshot create "$input" "$tmp/s.flsnap" --chunk-size "$cs" --level 1; then
+    run 0 "$fl" snapshot inspect "$tmp/s.flsnap" && expect_in "inspect (--chunk-size $cs)" "$out" "chunk size:        65536"
   fi
 done
-if run 0 "$fl" --help; then
-  expect_in "faultline --help" "$out" "snapshot"
+rm -f "$tmp/s.flsnap"
+
+# --help everywhere, on stdout, exit 0, describing every option.
+for sub in "" create inspect verify; do
+  if run 0 "$fl" snapshot $sub --help; then
+    expect_in "snapshot $sub --help" "$out" "Usage: faultline snapshot"
+    [[ -z $err ]] || fail "snapshot $sub --help wrote to stderr: $err"
+  fi
+done
+run 0 "$fl" snapshot create --help
+for opt in INPUT OUTPUT --chunk-size --level --threads --dictionary "Exit status"; do
+  expect_in "snapshot create --help" "$out" "$opt"
+done
+run 0 "$fl" snapshot verify --help
+for opt in FILE --threads "Exit status"; do
+  expect_in "snapshot verify --help" "$out" "$opt"
+done
+
+# The top level: the command list, --version, help, unknown commands.
+for args in --help -h help; do
+  if run 0 "$fl" $args; then
+    expect_in "faultline $args" "$out" "Usage: faultline"
+    expect_in "faultline $args" "$out" "snapshot"
+    expect_in "faultline $args" "$out" "serve"
+  fi
+done
+if run 0 "$fl" --version; then
+  [[ $out == "faultline 0.2.0" ]] || fail "faultline --version printed '$out', expected 'faultline 0.2.0'"
+fi
+if run 0 "$fl" help snapshot; then
+  expect_in "faultline help snapshot" "$out" "Usage: faultline snapshot"
+fi
+if run 2 "$fl" help frobnicate; then
+  expect_in "faultline help frobnicate" "$err" "unknown command 'frobnicate'"
+fi
+if run 2 "$fl" frobnicate; then
+  expect_in "faultline frobnicate" "$err" "faultline: unknown command 'frobnicate' (commands: serve, snapshot, help)"
+fi
+if run 2 "$fl"; then
+  expect_in "faultline (no command)" "$err" "serve, snapshot, help"
+fi
+if run 0 "$fl" serve --help; then
+  expect_in "faultline serve --help" "$out" "faultline serve"
 fi
 
 # Progress bar: drawn on a terminal, not into a pipe (checked above).

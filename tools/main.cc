@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // faultline: the command-line tool. `faultline COMMAND --help` for each command.
-#include <cstdio>
 #include <cstring>
-#include <iterator>
+#include <string>
 
+#include "cli.h"
 #include "commands.h"
 
 namespace faultline::tools {
@@ -18,13 +18,12 @@ namespace {
 const Command kCommands[] = {
     {"serve", "serve a file read-only to faultline clients over TCP or Unix sockets", serve_command},
     {"snapshot", "create, inspect and verify compressed snapshots", snapshot_command},
-    {"help", "print this list", nullptr},
 };
 
-void print_usage(FILE* out) {
-  std::fprintf(out, "usage: faultline COMMAND [ARGS...]\n\ncommands:\n");
-  for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
-  std::fprintf(out, "\n`faultline COMMAND --help` describes a command.\n");
+const Command* find_command(const std::string& name) {
+  for (const Command& c : kCommands)
+    if (name == c.name) return &c;
+  return nullptr;
 }
 
 }  // namespace
@@ -32,18 +31,36 @@ void print_usage(FILE* out) {
 
 int main(int argc, char** argv) {
   using namespace faultline::tools;
-  if (argc < 2) {
-    print_usage(stderr);
-    return 2;
-  }
-  const char* name = argv[1];
-  if (!std::strcmp(name, "help") || !std::strcmp(name, "--help") || !std::strcmp(name, "-h")) {
-    print_usage(stdout);
-    return 0;
-  }
-  for (const Command& c : kCommands)
-    if (c.run && !std::strcmp(c.name, name)) return c.run(argc - 1, argv + 1);
-  std::fprintf(stderr, "faultline: unknown command '%s'\n\n", name);
-  print_usage(stderr);
-  return 2;
+  // A command parses its own arguments (its own CLI::App) and gets them as
+  // given: CLI11's prefix_command() would drop a leading "--" and reorder.
+  if (argc >= 2)
+    if (const Command* c = find_command(argv[1])) return c->run(argc - 1, argv + 1);
+
+  CLI::App app("faultline: user-space paging of memory regions from files, compressed snapshots and\n"
+               "remote page servers.",
+               "faultline");
+  faultline::cli::add_version(app, "faultline");
+  app.footer("`faultline COMMAND --help` (or `faultline help COMMAND`) describes a command.");
+  app.get_formatter()->label("SUBCOMMAND", "COMMAND");
+  for (const Command& c : kCommands) app.add_subcommand(c.name, c.summary)->group("Commands");  // run above
+  std::string topic;
+  CLI::App* help = app.add_subcommand("help", "print this list, or a command's --help")->group("Commands");
+  help->add_option("COMMAND", topic, "the command to describe")->type_name("");
+  faultline::cli::require_subcommand(app, "command");
+  return faultline::cli::run(app, argc, argv, [&] {
+    if (topic.empty()) {
+      // app.help() would describe the selected subcommand, `help` itself.
+      std::fputs(app.get_formatter()->make_help(&app, app.get_name(), CLI::AppFormatMode::Normal).c_str(), stdout);
+      return 0;
+    }
+    const Command* c = find_command(topic);
+    if (!c) {
+      std::fprintf(stderr, "faultline help: unknown command '%s'\nRun 'faultline --help' for the commands.\n",
+                   topic.c_str());
+      return 2;
+    }
+    std::string name = c->name, flag = "--help";
+    char* args[] = {name.data(), flag.data(), nullptr};
+    return c->run(2, args);
+  });
 }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // `faultline snapshot`: create, inspect and verify compressed snapshots
-// (docs/snapshot-format.md).
+// (docs/snapshot-format.md). Arguments through CLI11 (tools/cli/cli.h):
 //
-//   faultline snapshot create INPUT OUTPUT [--chunk-size SIZE] [--level N] [--threads N]
+//   faultline snapshot create INPUT OUTPUT [--chunk-size SIZE] [--level N] [--threads N] [--dictionary SIZE]
 //   faultline snapshot inspect FILE
 //   faultline snapshot verify FILE [--threads N]
 //
@@ -12,20 +12,17 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
-#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "cli.h"
 #include "commands.h"
 #include "faultline/error.h"
 #include "faultline/snapshot.h"
@@ -33,101 +30,44 @@
 namespace faultline::tools {
 namespace {
 
-constexpr const char* kSnapshotUsage =
-    "usage: faultline snapshot SUBCOMMAND [ARGS...]\n"
-    "\n"
+constexpr const char* kAbout =
     "Compressed memory snapshots: chunks compressed with zstd one by one, an\n"
-    "index to read any chunk alone, all-zero chunks stored as a flag.\n"
-    "\n"
-    "subcommands:\n"
-    "  create INPUT OUTPUT   snapshot a file\n"
-    "  inspect FILE          print the header, chunk counts and compression ratio\n"
-    "  verify FILE           decompress and check every chunk\n"
-    "\n"
-    "`faultline snapshot SUBCOMMAND --help` describes each one.\n";
+    "index to read any chunk alone, all-zero chunks stored as a flag.";
 
-constexpr const char* kCreateUsage =
-    "usage: faultline snapshot create INPUT OUTPUT [--chunk-size SIZE] [--level N] [--threads N]\n"
-    "                                 [--dictionary SIZE]\n"
+constexpr const char* kCreateFooter =
+    "Writes a snapshot of INPUT to OUTPUT. OUTPUT appears only when it is\n"
+    "complete (it is written to a temporary file, synced, then renamed), so an\n"
+    "interrupted run never leaves a half-written snapshot under that name. Its\n"
+    "mode is INPUT's read and write bits, narrowed by the umask.\n"
     "\n"
-    "Writes a snapshot of the file INPUT to OUTPUT. OUTPUT appears only when it\n"
-    "is complete (it is written to a temporary file, synced, then renamed), so\n"
-    "an interrupted run never leaves a half-written snapshot under that name.\n"
+    "INPUT is a regular file or a block device (snapshotted whole); anything\n"
+    "else (a FIFO, a directory) is refused. If INPUT changes while it is read\n"
+    "(its size, mtime or ctime), nothing is written and the exit status is 1:\n"
+    "stop its writer, or snapshot a copy. Writes to a block device's contents,\n"
+    "or through a shared mapping, cannot be seen: stop the writer first.\n"
     "\n"
-    "options:\n"
-    "  --chunk-size SIZE  bytes per chunk: a power of two from 4K to 4M\n"
-    "                     (default 64K; suffixes K and M). A restore reads and\n"
-    "                     decompresses whole chunks.\n"
-    "  --level N          zstd compression level, 1 to 22 (default 3; above 19\n"
-    "                     is slow and needs much memory)\n"
-    "  --threads N        compression threads (default 0: one per CPU)\n"
-    "  --dictionary SIZE  largest zstd dictionary to train on a sample of the\n"
-    "                     chunks and store in the snapshot, up to 1M (default\n"
-    "                     64K; 0: none). Kept only where a held-out sample says\n"
-    "                     it saves more than it costs.\n"
-    "  -h, --help         this text\n"
+    "SIZE is a number of bytes with an optional suffix K, M, G or T (powers\n"
+    "of 1024; KiB and KB mean K too).\n"
     "\n"
-    "exit status: 0 written, 1 failed (the message names the file), 2 bad arguments\n";
+    "Exit status: 0 written, 1 failed (the message names the file), 2 bad\n"
+    "arguments.";
 
-constexpr const char* kInspectUsage =
-    "usage: faultline snapshot inspect FILE\n"
-    "\n"
+constexpr const char* kInspectFooter =
     "Checks the header and index of the snapshot FILE and prints them: format\n"
     "version, chunk size, flags, uncompressed size, chunk count, zero chunks,\n"
     "compressed bytes and the compression ratio. Chunk data is not read: use\n"
     "`faultline snapshot verify` for that.\n"
     "\n"
-    "exit status: 0 a valid header and index, 1 not (the message says which\n"
-    "field), 2 bad arguments\n";
+    "Exit status: 0 a valid header and index, 1 not (the message says which\n"
+    "field) or the output cannot be written, 2 bad arguments.";
 
-constexpr const char* kVerifyUsage =
-    "usage: faultline snapshot verify FILE [--threads N]\n"
-    "\n"
+constexpr const char* kVerifyFooter =
     "Reads and decompresses every chunk of the snapshot FILE and checks its\n"
     "length and checksum. Prints each bad chunk (index, file offset, problem)\n"
-    "and a summary.\n"
+    "on stderr and a summary.\n"
     "\n"
-    "options:\n"
-    "  --threads N   checking threads (default 0: one per CPU)\n"
-    "  -h, --help    this text\n"
-    "\n"
-    "exit status: 0 every chunk is good, 1 a chunk, the header or the index is\n"
-    "bad (or the file cannot be read), 2 bad arguments\n";
-
-int usage_error(const char* sub, const std::string& message, const char* usage_hint) {
-  std::fprintf(stderr, "faultline snapshot%s%s: %s\nTry 'faultline snapshot%s%s --help'.\n", sub[0] ? " " : "", sub,
-               message.c_str(), usage_hint[0] ? " " : "", usage_hint);
-  return 2;
-}
-
-bool is_help(const char* a) { return !std::strcmp(a, "-h") || !std::strcmp(a, "--help"); }
-
-// Failure messages name the file: the library's messages usually do; where
-// one does not, the file is put in front.
-int fail(const char* sub, const std::string& path, const std::string& what) {
-  if (what.find(path) == std::string::npos)
-    std::fprintf(stderr, "faultline snapshot %s: %s: %s\n", sub, path.c_str(), what.c_str());
-  else
-    std::fprintf(stderr, "faultline snapshot %s: %s\n", sub, what.c_str());
-  return 1;
-}
-
-bool parse_uint(const std::string& s, uint64_t& out) {
-  if (s.empty() || s[0] == '-' || s[0] == '+') return false;
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (errno != 0 || end == s.c_str()) return false;
-  uint64_t mult = 1;
-  std::string suffix(end);
-  for (char& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (suffix == "K" || suffix == "KB" || suffix == "KIB") mult = 1ull << 10;
-  else if (suffix == "M" || suffix == "MB" || suffix == "MIB") mult = 1ull << 20;
-  else if (!suffix.empty()) return false;
-  if (v > UINT64_MAX / mult) return false;
-  out = v * mult;
-  return true;
-}
+    "Exit status: 0 every chunk is good, 1 a chunk, the header or the index is\n"
+    "bad (or the file cannot be read), 2 bad arguments.";
 
 std::string human_bytes(uint64_t n) {
   char b[64];
@@ -137,24 +77,6 @@ std::string human_bytes(uint64_t n) {
   else if (n >= (1ull << 10)) std::snprintf(b, sizeof b, "%.1f KiB", d / (1ull << 10));
   else std::snprintf(b, sizeof b, "%" PRIu64 " B", n);
   return b;
-}
-
-// Parses "--name VALUE" or "--name=VALUE" at argv[i]. Returns false if
-// argv[i] is not this option; sets `missing` when the value is absent.
-bool option_value(int argc, char** argv, int& i, const char* name, std::string& value, bool& missing) {
-  const size_t n = std::strlen(name);
-  if (std::strncmp(argv[i], name, n) != 0) return false;
-  if (argv[i][n] == '=') {
-    value = argv[i] + n + 1;
-    return true;
-  }
-  if (argv[i][n] != '\0') return false;
-  if (i + 1 >= argc) {
-    missing = true;
-    return true;
-  }
-  value = argv[++i];
-  return true;
 }
 
 // A one-line progress bar on stderr, redrawn at most ten times a second, and
@@ -203,98 +125,49 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// ---------------------------------------------------------------------------
-int create(int argc, char** argv) {
-  std::vector<std::string> positional;
-  SnapshotWriteOptions options;
-  for (int i = 1; i < argc; ++i) {
-    if (is_help(argv[i])) {
-      std::fputs(kCreateUsage, stdout);
-      return 0;
-    }
-    std::string value;
-    bool missing = false;
-    uint64_t n = 0;
-    if (option_value(argc, argv, i, "--chunk-size", value, missing)) {
-      if (missing) return usage_error("create", "--chunk-size needs a value", "create");
-      if (!parse_uint(value, n) || n < 4096 || n > (4u << 20) || (n & (n - 1)) != 0)
-        return usage_error("create", "--chunk-size: '" + value + "' is not a power of two from 4K to 4M", "create");
-      options.chunk_size = static_cast<uint32_t>(n);
-    } else if (option_value(argc, argv, i, "--level", value, missing)) {
-      if (missing) return usage_error("create", "--level needs a value", "create");
-      if (!parse_uint(value, n) || n < 1 || n > 22)
-        return usage_error("create", "--level: '" + value + "' is not a level from 1 to 22", "create");
-      options.level = static_cast<int>(n);
-    } else if (option_value(argc, argv, i, "--threads", value, missing)) {
-      if (missing) return usage_error("create", "--threads needs a value", "create");
-      if (!parse_uint(value, n) || n > 1024)
-        return usage_error("create", "--threads: '" + value + "' is not a number from 0 to 1024", "create");
-      options.threads = static_cast<unsigned>(n);
-    } else if (option_value(argc, argv, i, "--dictionary", value, missing)) {
-      if (missing) return usage_error("create", "--dictionary needs a value", "create");
-      if (!parse_uint(value, n) || n > (1u << 20))
-        return usage_error("create", "--dictionary: '" + value + "' is not a size from 0 to 1M", "create");
-      options.dictionary_bytes = static_cast<uint32_t>(n);
-    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      return usage_error("create", std::string("unknown option '") + argv[i] + "'", "create");
-    } else {
-      positional.push_back(argv[i]);
-    }
-  }
-  if (positional.size() != 2)
-    return usage_error("create", positional.size() < 2 ? "needs INPUT and OUTPUT" : "too many arguments", "create");
-  const std::string& input = positional[0];
-  const std::string& output = positional[1];
-  std::error_code ec;
-  if (std::filesystem::equivalent(input, output, ec))
-    return usage_error("create", "INPUT and OUTPUT are the same file: '" + output + "'", "create");
+// An Error whose message names `path`: the library's messages usually do;
+// where one does not, the path is put in front.
+Error naming(const std::string& path, const std::exception& e) {
+  const std::string what = e.what();
+  return Error(what.find(path) != std::string::npos ? what : path + ": " + what);
+}
 
+struct CreateArgs {
+  std::string input;
+  std::string output;
+  SnapshotWriteOptions options;
+};
+
+int create(CreateArgs& a) {
   ProgressBar bar("create");
-  options.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
+  a.options.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   const auto t0 = std::chrono::steady_clock::now();
   try {
-    write_snapshot_from_file(input, output, options);
+    write_snapshot_from_file(a.input, a.output, a.options);
   } catch (const std::exception& e) {
     bar.finish();
-    const std::string what = e.what();
     // The message names the input or the output; if neither, name both.
-    if (what.find(input) != std::string::npos || what.find(output) != std::string::npos) {
-      std::fprintf(stderr, "faultline snapshot create: %s\n", what.c_str());
-      return 1;
-    }
-    return fail("create", input + " -> " + output, what);
+    const std::string what = e.what();
+    if (what.find(a.input) != std::string::npos || what.find(a.output) != std::string::npos) throw Error(what);
+    throw Error(a.input + " -> " + a.output + ": " + what);
   }
   bar.finish();
   const double secs = seconds_since(t0);
+  SnapshotInfo info;
   try {
-    const SnapshotReader reader = SnapshotReader::open(output);
-    const SnapshotInfo& info = reader.info();
-    std::printf("%s: %s in %" PRIu64 " chunks of %s (%" PRIu64 " zero), %s on disk, ratio %.2f, %.2f s (%.0f MB/s)\n",
-                output.c_str(), human_bytes(info.size).c_str(), info.chunk_count, human_bytes(info.chunk_size).c_str(),
-                info.zero_chunks, human_bytes(info.file_bytes).c_str(),
-                info.file_bytes ? static_cast<double>(info.size) / static_cast<double>(info.file_bytes) : 0.0, secs,
-                secs > 0 ? static_cast<double>(info.size) / secs / 1e6 : 0.0);
+    info = SnapshotReader::open(a.output).info();
   } catch (const std::exception& e) {
-    return fail("create", output, std::string("written, but cannot be read back: ") + e.what());
+    throw Error(a.output + ": written, but cannot be read back: " + e.what());
   }
+  std::printf("%s: %s in %" PRIu64 " chunks of %s (%" PRIu64 " zero), %s on disk, ratio %.2f, %.2f s (%.0f MB/s)\n",
+              a.output.c_str(), human_bytes(info.size).c_str(), info.chunk_count, human_bytes(info.chunk_size).c_str(),
+              info.zero_chunks, human_bytes(info.file_bytes).c_str(),
+              info.file_bytes ? static_cast<double>(info.size) / static_cast<double>(info.file_bytes) : 0.0, secs,
+              secs > 0 ? static_cast<double>(info.size) / secs / 1e6 : 0.0);
   return 0;
 }
 
-// ---------------------------------------------------------------------------
-int inspect(int argc, char** argv) {
-  std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    if (is_help(argv[i])) {
-      std::fputs(kInspectUsage, stdout);
-      return 0;
-    }
-    if (argv[i][0] == '-' && argv[i][1] != '\0')
-      return usage_error("inspect", std::string("unknown option '") + argv[i] + "'", "inspect");
-    positional.push_back(argv[i]);
-  }
-  if (positional.size() != 1)
-    return usage_error("inspect", positional.empty() ? "needs FILE" : "too many arguments", "inspect");
-  const std::string& path = positional[0];
+int inspect(const std::string& path) {
   try {
     const SnapshotReader reader = SnapshotReader::open(path);
     const SnapshotInfo& i = reader.info();
@@ -314,53 +187,24 @@ int inspect(int argc, char** argv) {
     std::printf("compression ratio: %.3f (uncompressed size / file bytes)\n",
                 i.file_bytes ? static_cast<double>(i.size) / static_cast<double>(i.file_bytes) : 0.0);
   } catch (const std::exception& e) {
-    return fail("inspect", path, e.what());
+    throw naming(path, e);
   }
   return 0;
 }
 
-// ---------------------------------------------------------------------------
-int verify(int argc, char** argv) {
-  std::vector<std::string> positional;
-  unsigned threads = 0;
-  for (int i = 1; i < argc; ++i) {
-    if (is_help(argv[i])) {
-      std::fputs(kVerifyUsage, stdout);
-      return 0;
-    }
-    std::string value;
-    bool missing = false;
-    uint64_t n = 0;
-    if (option_value(argc, argv, i, "--threads", value, missing)) {
-      if (missing) return usage_error("verify", "--threads needs a value", "verify");
-      if (!parse_uint(value, n) || n > 1024)
-        return usage_error("verify", "--threads: '" + value + "' is not a number from 0 to 1024", "verify");
-      threads = static_cast<unsigned>(n);
-    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      return usage_error("verify", std::string("unknown option '") + argv[i] + "'", "verify");
-    } else {
-      positional.push_back(argv[i]);
-    }
-  }
-  if (positional.size() != 1)
-    return usage_error("verify", positional.empty() ? "needs FILE" : "too many arguments", "verify");
-  const std::string& path = positional[0];
-
+int verify(const std::string& path, unsigned threads) {
   std::vector<SnapshotReader> readers;
   try {
     readers.push_back(SnapshotReader::open(path));
-  } catch (const std::exception& e) {
-    return fail("verify", path, e.what());
-  }
-  const SnapshotInfo info = readers[0].info();
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = static_cast<unsigned>(std::min<uint64_t>(threads, std::max<uint64_t>(1, info.chunk_count)));
-  try {
+    const uint64_t chunks = readers[0].info().chunk_count;
+    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+    threads = static_cast<unsigned>(std::min<uint64_t>(threads, std::max<uint64_t>(1, chunks)));
     // One reader per thread: each has its own descriptor and buffers.
     while (readers.size() < threads) readers.push_back(SnapshotReader::open(path));
   } catch (const std::exception& e) {
-    return fail("verify", path, e.what());
+    throw naming(path, e);
   }
+  const SnapshotInfo info = readers[0].info();
 
   // Chunks are handed out in batches from a shared counter, so the threads
   // read the file roughly front to back together.
@@ -421,19 +265,65 @@ int verify(int argc, char** argv) {
 }  // namespace
 
 int snapshot_command(int argc, char** argv) {
-  if (argc < 2) {
-    std::fputs(kSnapshotUsage, stderr);
-    return 2;
-  }
-  const char* sub = argv[1];
-  if (is_help(sub) || !std::strcmp(sub, "help")) {
-    std::fputs(kSnapshotUsage, stdout);
-    return 0;
-  }
-  if (!std::strcmp(sub, "create")) return create(argc - 1, argv + 1);
-  if (!std::strcmp(sub, "inspect")) return inspect(argc - 1, argv + 1);
-  if (!std::strcmp(sub, "verify")) return verify(argc - 1, argv + 1);
-  return usage_error("", std::string("unknown subcommand '") + sub + "' (create, inspect, verify)", "");
+  CLI::App app(kAbout, "faultline snapshot");
+  app.footer("`faultline snapshot SUBCOMMAND --help` describes each one.");
+
+  CreateArgs c;
+  CLI::App* create_cmd = app.add_subcommand("create", "snapshot a file or block device");
+  create_cmd->footer(kCreateFooter);
+  create_cmd->add_option("INPUT", c.input, "the file or block device to snapshot")->required()->type_name("");
+  create_cmd->add_option("OUTPUT", c.output, "the snapshot file to write")->required()->type_name("");
+  cli::add_size(*create_cmd, "--chunk-size", c.options.chunk_size,
+                "bytes per chunk: a power of two from 4K to 4M\n"
+                "(default 64K). A restore reads and decompresses\n"
+                "whole chunks.",
+                4096, 4u << 20)
+      ->check(cli::power_of_two());
+  create_cmd->add_option("--level", c.options.level,
+                         "zstd compression level, 1 to 22 (default 3;\n"
+                         "above 19 is slow and needs much memory)")
+      ->check(CLI::Range(1, 22).description(""))
+      ->type_name("N");
+  create_cmd->add_option("--threads", c.options.threads,
+                         "compression threads, up to 1024 (default 0:\n"
+                         "one per CPU)")
+      ->check(CLI::Range(0, 1024).description(""))
+      ->type_name("N");
+  cli::add_size(*create_cmd, "--dictionary", c.options.dictionary_bytes,
+                "largest zstd dictionary to train on a sample of\n"
+                "the chunks and store in the snapshot, up to 1M\n"
+                "(default 64K; 0: none). Kept only where a held-out\n"
+                "sample says it saves more than it costs.",
+                0, 1u << 20);
+  create_cmd->callback([&c] {
+    std::error_code ec;
+    if (std::filesystem::equivalent(c.input, c.output, ec))
+      throw CLI::ValidationError("INPUT and OUTPUT are the same file: '" + c.output + "'");
+  });
+
+  std::string inspect_path;
+  CLI::App* inspect_cmd = app.add_subcommand("inspect", "print the header, chunk counts and compression ratio");
+  inspect_cmd->footer(kInspectFooter);
+  inspect_cmd->add_option("FILE", inspect_path, "the snapshot")->required()->type_name("");
+
+  std::string verify_path;
+  unsigned verify_threads = 0;
+  CLI::App* verify_cmd = app.add_subcommand("verify", "decompress and check every chunk");
+  verify_cmd->footer(kVerifyFooter);
+  verify_cmd->add_option("FILE", verify_path, "the snapshot")->required()->type_name("");
+  verify_cmd->add_option("--threads", verify_threads,
+                         "checking threads, up to 1024 (default 0: one\n"
+                         "per CPU)")
+      ->check(CLI::Range(0, 1024).description(""))
+      ->type_name("N");
+
+  cli::require_subcommand(app, "subcommand");
+
+  return cli::run(app, argc, argv, [&] {
+    if (create_cmd->parsed()) return create(c);
+    if (inspect_cmd->parsed()) return inspect(inspect_path);
+    return verify(verify_path, verify_threads);
+  });
 }
 
 }  // namespace faultline::tools

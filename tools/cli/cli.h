@@ -10,11 +10,13 @@
 // Programs build a CLI::App, add their options with the helpers below, and
 // end main with `return faultline::cli::run(app, argc, argv, body)`: usage
 // errors print the message and a pointer to --help with exit status 2, a
-// faultline::Error thrown by the body prints "PROGRAM: message", exit 1.
+// faultline::Error thrown by the body prints "PROGRAM: message", exit 1
+// (PROGRAM includes the subcommand given, "faultline snapshot create").
 #pragma once
 
 #include <CLI/CLI.hpp>
 
+#include <bit>
 #include <cctype>
 #include <cstdint>
 #include <cstdio>
@@ -22,6 +24,7 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "faultline/error.h"
 #include "faultline/version.h"
@@ -73,13 +76,54 @@ CLI::Option* add_size(CLI::App& app, const std::string& name, T& dest, const std
   return app.add_option(name, parse, description)->type_name("SIZE")->type_size(1)->expected(1);
 }
 
+// For add_size options: the size must be a power of two (chunk sizes).
+inline CLI::Validator power_of_two() {
+  return CLI::Validator(
+      [](std::string& text) {
+        uint64_t v = 0;
+        if (!parse_size(text, v) || std::has_single_bit(v)) return std::string();  // add_size reports non-sizes
+        return "must be a power of two, got '" + text + "'";
+      },
+      "");
+}
+
 // Adds --version, printing "PROGRAM VERSION" (the library's version).
 inline void add_version(CLI::App& app, const std::string& program) {
   app.set_version_flag("--version", program + " " + faultline::version());
 }
 
+// Requires one of app's subcommands (add them first), `noun` naming them in
+// messages ("command"): a word that is none of them is "unknown command
+// 'WORD' (one of: a, b)", where CLI11 alone would only say that one is
+// required.
+inline void require_subcommand(CLI::App& app, const std::string& noun) {
+  app.require_subcommand(0, 1);
+  app.allow_extras();  // leftovers reach the check below; subcommands added before do not inherit it
+  app.final_callback([&app, noun] {
+    if (!app.get_subcommands().empty()) return;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands({})) names += (names.empty() ? "" : ", ") + sub->get_name();
+    const std::vector<std::string> extra = app.remaining();
+    if (extra.empty()) throw CLI::RequiredError("a " + noun + " (one of: " + names + ")");
+    const std::string what = extra[0].size() > 1 && extra[0][0] == '-' ? "option" : noun;
+    throw CLI::ExtrasError("unknown " + what + " '" + extra[0] + "' (" + noun + "s: " + names + ")",
+                           CLI::ExitCodes::ExtrasError);
+  });
+}
+
+// "PROGRAM SUBCOMMAND..." as given on the command line, for messages.
+inline std::string command_name(const CLI::App& app) {
+  std::string name = app.get_name();
+  for (const CLI::App* a = &app; !a->get_subcommands().empty();) {
+    a = a->get_subcommands().front();
+    name += " " + a->get_name();
+  }
+  return name;
+}
+
 // Parses argv and runs `body`; returns the process exit status (see header).
 inline int run(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
+  int status = 0;
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -89,15 +133,16 @@ inline int run(CLI::App& app, int argc, char** argv, const std::function<int()>&
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "%s: %s\nRun with --help for more information.\n", app.get_name().c_str(), e.what());
+    std::fprintf(stderr, "%s: %s\nRun with --help for more information.\n", command_name(app).c_str(), e.what());
     return 2;
   }
   try {
-    return body();
+    status = body();
   } catch (const faultline::Error& e) {
-    std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());
-    return 1;
+    std::fprintf(stderr, "%s: %s\n", command_name(app).c_str(), e.what());
+    status = 1;
   }
+  return status;
 }
 
 }  // namespace faultline::cli

@@ -40,13 +40,20 @@ struct SnapshotWriteOptions {
 // Writes `data` as a snapshot at `path`, crash-safely: a temporary file in
 // the same directory, fsync, rename over `path`, fsync of the directory. A
 // reader never sees half a snapshot under `path`; on failure nothing is left
-// behind. Throws Error naming the file and the problem (or the bad option).
+// behind. The file gets mode 0666 narrowed by the umask, like any new file.
+// Throws Error naming the file and the problem (or the bad option).
 void write_snapshot(std::span<const std::byte> data, const std::string& path,
                     const SnapshotWriteOptions& options = {});
 
 // The same, for the contents of the file (or block device) at input_path.
-// Throws Error naming the input if it cannot be read or changes size while
-// it is being read.
+// The snapshot is never readable or writable by more users than the input:
+// its mode is the input's read and write bits, narrowed by the umask.
+// Throws Error naming the input if it cannot be read, or if it changed while
+// it was being read (its size, mtime or ctime differ afterwards, or it has
+// bytes past the size read): a torn image is never written. Changes the
+// file's size and timestamps do not show (stores through a shared mapping,
+// writes to a block device's contents) cannot be seen: to snapshot a file
+// that is in use, stop its writer or snapshot a copy.
 void write_snapshot_from_file(const std::string& input_path, const std::string& path,
                               const SnapshotWriteOptions& options = {});
 

@@ -26,9 +26,10 @@ struct WorkingSet {
 
 // Writes `ws` to `path` atomically: a temporary file in the same directory,
 // fsync, rename, fsync of the directory. A reader never sees half a file
-// under `path`. Throws Error naming the file on failure (nothing is left
-// behind) or on a working set whose offsets are not multiples of fill_size
-// or past region_length.
+// under `path`. The file gets mode 0666 narrowed by the umask, like any new
+// file. Throws Error naming the file on failure (nothing is left behind) or
+// on a working set whose offsets are not multiples of fill_size or past
+// region_length.
 void save_working_set(const std::string& path, const WorkingSet& ws);
 
 // Reads and checks a working-set file. Throws Error naming the file and the
