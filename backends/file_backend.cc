@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend_limits.h"
 #include "event_fd.h"
 #include "faultline/error.h"
 #include "unique_fd.h"
@@ -49,12 +50,13 @@
 namespace faultline {
 namespace {
 
+using detail::check_option_range;
+using detail::kMaxQueueDepth;
 using detail::signal_eventfd;
 using detail::UniqueFd;
 using detail::UringCompletion;
 using detail::UringRead;
 
-constexpr uint32_t kMaxQueueDepth = 4096;
 constexpr uint32_t kMaxPreadThreads = 1024;
 // O_DIRECT alignment floor. Logical block sizes are 512 or 4096 on nearly
 // every device, the runtime stages whole pages anyway, and 4096 keeps reads
@@ -237,12 +239,8 @@ class FileBackend::Impl {
 FileBackend::Impl::Impl(const std::string& path, const FileBackendOptions& options)
     : path_(path), options_(options) {
   using Engine = FileBackendOptions::Engine;
-  if (options.queue_depth < 1 || options.queue_depth > kMaxQueueDepth)
-    throw Error("FileBackendOptions.queue_depth = " + std::to_string(options.queue_depth) + " for " + path +
-                ": must be 1.." + std::to_string(kMaxQueueDepth));
-  if (options.pread_threads < 1 || options.pread_threads > kMaxPreadThreads)
-    throw Error("FileBackendOptions.pread_threads = " + std::to_string(options.pread_threads) + " for " +
-                path + ": must be 1.." + std::to_string(kMaxPreadThreads));
+  check_option_range("FileBackendOptions.queue_depth", options.queue_depth, 1, kMaxQueueDepth, path);
+  check_option_range("FileBackendOptions.pread_threads", options.pread_threads, 1, kMaxPreadThreads, path);
   if (options.engine != Engine::kAuto && options.engine != Engine::kIoUring && options.engine != Engine::kPread)
     throw Error("FileBackendOptions.engine = " + std::to_string(static_cast<int>(options.engine)) + " for " +
                 path + ": not a known engine");

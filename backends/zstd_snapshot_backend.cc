@@ -43,6 +43,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend_limits.h"
 #include "event_fd.h"
 #include "faultline/error.h"
 #include "snapshot_format.h"
@@ -53,12 +54,13 @@ namespace faultline {
 
 namespace {
 
+using detail::check_option_range;
 using detail::ChunkEntry;
+using detail::kMaxQueueDepth;
 using detail::signal_eventfd;
 using detail::UniqueFd;
 using detail::UringCompletion;
 
-constexpr uint32_t kMaxQueueDepth = 4096;
 constexpr unsigned kMaxWorkers = 256;
 // Neighbouring compressed chunks are read together up to this many bytes:
 // fewer, larger reads for read-ahead, prefetch and drain batches.
@@ -214,12 +216,8 @@ class ZstdSnapshotBackend::Impl {
 
 ZstdSnapshotBackend::Impl::Impl(const std::string& path, const ZstdSnapshotOptions& options)
     : path_(path), options_(options), cache_(options.cache_bytes) {
-  if (options.queue_depth < 1 || options.queue_depth > kMaxQueueDepth)
-    throw Error("ZstdSnapshotOptions.queue_depth = " + std::to_string(options.queue_depth) + " for " + path +
-                ": must be 1.." + std::to_string(kMaxQueueDepth));
-  if (options.workers < 1 || options.workers > kMaxWorkers)
-    throw Error("ZstdSnapshotOptions.workers = " + std::to_string(options.workers) + " for " + path + ": must be 1.." +
-                std::to_string(kMaxWorkers));
+  check_option_range("ZstdSnapshotOptions.queue_depth", options.queue_depth, 1, kMaxQueueDepth, path);
+  check_option_range("ZstdSnapshotOptions.workers", options.workers, 1, kMaxWorkers, path);
   file_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!file_) throw_errno("cannot open snapshot " + path, errno);
   struct stat st {};
