@@ -367,7 +367,7 @@ void FileBackend::Impl::attach_staging(std::span<std::byte> staging) {
 // Writes every request with up to queue_depth in flight on the write ring;
 // short writes continue where they stopped, EINTR/EAGAIN are retried.
 WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) {
-  if (!options_.writable) return {EROFS, writes.empty() ? 0 : writes[0].offset};
+  if (!options_.writable) return {-EROFS, writes.empty() ? 0 : writes[0].offset};
   std::lock_guard lock(write_mu_);
   if (!write_ring_tried_ && options_.engine != FileBackendOptions::Engine::kPread) {
     write_ring_tried_ = true;
@@ -390,7 +390,7 @@ WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) 
         ssize_t n = ::pwrite(fd, p.src + done, p.length - done, static_cast<off_t>(p.offset + done));
         if (n > 0) done += static_cast<uint64_t>(n);
         else if (n < 0 && errno == EINTR) continue;
-        else return {n == 0 ? EIO : errno, p.offset + done};
+        else return {n == 0 ? -EIO : -errno, p.offset + done};
       }
     }
     return {};
@@ -425,7 +425,7 @@ WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) 
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
       // The ring refuses work (never seen in practice). Report it, but wait
       // for every write it took: they read src, which the caller reuses.
-      if (first_error.error == 0) first_error = {-r, slots.empty() ? 0 : slots[0].offset};
+      if (first_error.error == 0) first_error = {r, slots.empty() ? 0 : slots[0].offset};
       std::fprintf(stderr, "faultline: io_uring write submission for %s failed: %s\n", path_.c_str(),
                    errno_text(-r).c_str());
       uint32_t never_taken = io_uring_sq_ready(ring);
@@ -451,7 +451,7 @@ WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) 
       if (res == -EINTR || res == -EAGAIN) {
         todo.push_front(p);
       } else if (res <= 0) {
-        if (first_error.error == 0) first_error = {res == 0 ? EIO : -res, p.offset};
+        if (first_error.error == 0) first_error = {res == 0 ? -EIO : res, p.offset};
       } else if (static_cast<uint32_t>(res) < p.length) {
         // Short (a full disk fills up mid-write): continue; the next
         // attempt reports the reason.
@@ -464,7 +464,7 @@ WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) 
 }
 
 int FileBackend::Impl::sync_data() {
-  if (!options_.writable) return EROFS;
+  if (!options_.writable) return -EROFS;
   std::lock_guard lock(write_mu_);
   if (write_ring_.live) {
     io_uring_sqe* sqe = io_uring_get_sqe(&write_ring_.ring);
@@ -479,11 +479,11 @@ int FileBackend::Impl::sync_data() {
       if (r >= 0 && io_uring_wait_cqe(&write_ring_.ring, &cqe) == 0) {
         int res = cqe->res;
         io_uring_cqe_seen(&write_ring_.ring, cqe);
-        return res < 0 ? -res : 0;
+        return res < 0 ? res : 0;
       }
     }
   }
-  return ::fdatasync(write_file_.get()) == 0 ? 0 : errno;
+  return ::fdatasync(write_file_.get()) == 0 ? 0 : -errno;
 }
 
 FileBackend::FileBackend(const std::string& path, const FileBackendOptions& options)

@@ -44,11 +44,11 @@ void WriteBack::flush(RegionState& r) {
   pending_ = merge_runs(pending_, r.dirty->take());
   if (pending_.empty() && !unsynced_) return;
   WriteResult w = write_pending(r);
-  if (w.error != 0)
+  if (w.error != 0)  // (backend errors are negative errno values)
     throw Error("write-back of " + r.backend->name() + ": writing at offset " + std::to_string(w.offset) +
-                    " failed: " + std::strerror(w.error) + " (the data stays in memory; flush again)",
-                w.error);
-  if (int err = r.backend->sync_data(); err != 0)
+                    " failed: " + std::strerror(-w.error) + " (the data stays in memory; flush again)",
+                -w.error);
+  if (int err = -r.backend->sync_data(); err != 0)
     throw Error("write-back of " + r.backend->name() + ": sync failed: " + std::strerror(err) +
                     " (the data stays in memory and is written again by the next flush)",
                 err);
@@ -128,7 +128,7 @@ bool WriteBack::drop_chunk(RegionState& r, uintptr_t addr, uint64_t length) {
     if (w.error != 0) {
       std::fprintf(stderr, "faultline: write-back of %s at offset %llu failed while evicting (%s); the chunk stays "
                    "in memory\n", r.backend->name().c_str(), static_cast<unsigned long long>(w.offset),
-                   std::strerror(w.error));
+                   std::strerror(-w.error));
       move_back(addr, length);  // back as written pages: the next flush retries them
       return false;
     }
@@ -141,7 +141,7 @@ bool WriteBack::drop_chunk(RegionState& r, uintptr_t addr, uint64_t length) {
 WriteResult WriteBack::write_pending(RegionState& r) {
   if (!buffer_) {
     buffer_ = {static_cast<std::byte*>(std::aligned_alloc(kPageSize, kBufferBytes)), std::free};
-    if (!buffer_) return {ENOMEM, r.options.offset};
+    if (!buffer_) return {-ENOMEM, r.options.offset};
   }
   const std::byte* base = r.memory.data();
   std::vector<WriteRequest> batch;
