@@ -3,14 +3,11 @@
 // on a few worker threads when io_uring is unavailable or not wanted.
 //
 // io_uring engine
-//   One ring of queue_depth SQEs (the kernel gives the CQ twice that), an
-//   eventfd registered with io_uring_register_eventfd (not the _async variant,
-//   which only signals completions posted from io-wq workers, so reads that
-//   complete inline or through task_work would never raise an edge). The
-//   runtime polls the eventfd edge-triggered and never reads it; nor do we.
-//   submit() prepares one SQE per request (a fixed-buffer read when the
-//   destination lies in the registered staging memory) and calls
-//   io_uring_submit once. reap() peeks CQEs in batches and never blocks.
+//   A UringReader (uring_reader.h) of queue_depth SQEs, on the eventfd that
+//   is completion_fd(). submit() queues one read per request (a fixed-buffer
+//   read when the destination lies in the registered staging memory, which
+//   only O_DIRECT registers) and submits them with one io_uring_submit.
+//   reap() takes the reader's completions and never blocks.
 //
 // pread engine
 //   pread_threads workers take requests from a mutex-protected queue (urgent
@@ -25,15 +22,12 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <pthread.h>
-#include <sched.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -43,8 +37,11 @@
 #include <thread>
 #include <vector>
 
+#include "backend_limits.h"
+#include "event_fd.h"
 #include "faultline/error.h"
 #include "unique_fd.h"
+#include "uring_reader.h"
 
 #ifndef STATX_DIOALIGN
 #define STATX_DIOALIGN 0x00002000U
@@ -53,41 +50,21 @@
 namespace faultline {
 namespace {
 
+using detail::check_option_range;
+using detail::kMaxQueueDepth;
+using detail::signal_eventfd;
 using detail::UniqueFd;
+using detail::UringCompletion;
+using detail::UringRead;
 
-constexpr uint32_t kMaxQueueDepth = 4096;
 constexpr uint32_t kMaxPreadThreads = 1024;
 // O_DIRECT alignment floor. Logical block sizes are 512 or 4096 on nearly
 // every device, the runtime stages whole pages anyway, and 4096 keeps reads
 // valid if the file is later copied to a 4Kn disk. statx(STATX_DIOALIGN)
 // raises it when the file system asks for more.
 constexpr uint32_t kDirectAlignment = 4096;
-// The kernel refuses registered buffers larger than 1 GiB: bigger staging
-// memory is registered as several buffers.
-constexpr size_t kMaxFixedBuffer = size_t{1} << 30;
-// io_uring_submit attempts on EAGAIN/EBUSY (or partial progress) before the
-// rest of a batch is failed.
-constexpr int kSubmitAttempts = 16;
-// Buffered reads at least this long go straight to io_uring's io-wq workers
-// (IOSQE_ASYNC). Inline, the copy out of the page cache runs on the fault-loop
-// thread inside io_uring_submit, and reads of uncached pages crawl through
-// io_uring's page-by-page async retry. Measured on the development VM
-// (medians of 3-5 interleaved runs, MB/s): cold 1 MiB sequential QD8 505
-// inline vs 1520 with IOSQE_ASYNC (pread workers 1448); cold 64 KiB
-// sequential QD32 1171 vs 1521; cached 64 KiB..1 MiB QD8 about equal or
-// better; cached 64 KiB QD1 latency 17-23 us inline vs 15 us. Small reads
-// stay inline: a cached 4 KiB read costs ~2 us that way.
-constexpr uint32_t kAsyncReadBytes = 64 << 10;
-// How long the destructor waits for reads still in flight.
-constexpr auto kDrainTimeout = std::chrono::seconds(1);
 
 std::string errno_text(int err) { return std::strerror(err); }
-
-void signal_eventfd(int efd) {
-  uint64_t one = 1;
-  ssize_t r = ::write(efd, &one, sizeof one);  // EAGAIN only after 2^64-2 writes
-  (void)r;
-}
 
 // Reads r.length bytes or up to the end of the file; a short result means EOF
 // or an error after some progress.
@@ -115,7 +92,7 @@ const char* file_type(mode_t mode) {
   return "not a regular file";
 }
 
-// Owns an initialised ring.
+// Owns an initialised ring (the write path's).
 struct Ring {
   io_uring ring{};
   bool live = false;
@@ -242,15 +219,9 @@ class FileBackend::Impl {
   UniqueFd file_;
   UniqueFd efd_;
 
-  // io_uring engine. Only the fault-loop thread touches these.
-  Ring ring_;
-  unsigned cq_entries_ = 0;
-  bool async_large_reads_ = false;       // see kAsyncReadBytes
-  uint64_t in_flight_ = 0;               // consumed by the kernel, CQE not yet reaped
-  std::vector<uint64_t> pending_tags_;   // SQEs of this submit() not yet consumed
-  std::deque<ReadCompletion> deferred_;  // failed in submit(), or reaped early on EBUSY
-  std::byte* staging_ = nullptr;         // registered fixed buffers, if any
-  size_t staging_len_ = 0;
+  // io_uring engine. Only the fault-loop thread touches it; its destructor
+  // waits for reads still in flight.
+  detail::UringReader reader_;
 
   // pread engine.
   std::unique_ptr<PreadPool> pool_;
@@ -263,26 +234,13 @@ class FileBackend::Impl {
   UniqueFd write_file_;  // file_ itself, or a buffered descriptor when direct
   Ring write_ring_;
   bool write_ring_tried_ = false;
-
- private:
-  int setup_uring();  // 0 or an errno
-  void prepare(io_uring_sqe* sqe, const ReadRequest& r);
-  void flush();
-  void fail(uint64_t tag, int err) { deferred_.push_back(ReadCompletion{tag, -int64_t{err}, false}); }
-  static void rewind_sq(io_uring* ring);
-  void defer_ready_cqes();
-  void drain_in_flight();
 };
 
 FileBackend::Impl::Impl(const std::string& path, const FileBackendOptions& options)
     : path_(path), options_(options) {
   using Engine = FileBackendOptions::Engine;
-  if (options.queue_depth < 1 || options.queue_depth > kMaxQueueDepth)
-    throw Error("FileBackendOptions.queue_depth = " + std::to_string(options.queue_depth) + " for " + path +
-                ": must be 1.." + std::to_string(kMaxQueueDepth));
-  if (options.pread_threads < 1 || options.pread_threads > kMaxPreadThreads)
-    throw Error("FileBackendOptions.pread_threads = " + std::to_string(options.pread_threads) + " for " +
-                path + ": must be 1.." + std::to_string(kMaxPreadThreads));
+  check_option_range("FileBackendOptions.queue_depth", options.queue_depth, 1, kMaxQueueDepth, path);
+  check_option_range("FileBackendOptions.pread_threads", options.pread_threads, 1, kMaxPreadThreads, path);
   if (options.engine != Engine::kAuto && options.engine != Engine::kIoUring && options.engine != Engine::kPread)
     throw Error("FileBackendOptions.engine = " + std::to_string(static_cast<int>(options.engine)) + " for " +
                 path + ": not a known engine");
@@ -334,14 +292,15 @@ FileBackend::Impl::Impl(const std::string& path, const FileBackendOptions& optio
     }
   }
 
-  efd_ = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  efd_ = detail::make_eventfd();
   if (!efd_) {
     int err = errno;
     throw Error("cannot create the completion eventfd for " + path + ": " + errno_text(err), err);
   }
 
   if (options.engine != Engine::kPread) {
-    int err = setup_uring();
+    // O_DIRECT reads are asynchronous anyway: IOSQE_ASYNC only for buffered ones.
+    int err = -reader_.init({.entries = options.queue_depth, .async_large_reads = !options.direct}, efd_.get());
     if (err == 0) {
       uring_ = true;
     } else if (options.engine == Engine::kIoUring) {
@@ -367,206 +326,48 @@ FileBackend::Impl::Impl(const std::string& path, const FileBackendOptions& optio
           (options.writable ? ", read-write" : "") + ")";
 }
 
-FileBackend::Impl::~Impl() {
-  if (uring_) drain_in_flight();
-  // Members do the rest: pool_ joins its workers, the ring is torn down
-  // (which releases the registered buffers and eventfd), then the fds close.
-}
-
-int FileBackend::Impl::setup_uring() {
-  io_uring_params p{};
-  // SUBMIT_ALL (5.18): a request that fails at submission does not stop the
-  // rest of the batch. Older kernels reject the flag: retry without it.
-  p.flags = IORING_SETUP_SUBMIT_ALL;
-  int r = io_uring_queue_init_params(options_.queue_depth, &ring_.ring, &p);
-  if (r == -EINVAL) {
-    p = io_uring_params{};
-    r = io_uring_queue_init_params(options_.queue_depth, &ring_.ring, &p);
-  }
-  if (r < 0) return -r;
-  ring_.live = true;
-  r = io_uring_register_eventfd(&ring_.ring, efd_.get());
-  if (r < 0) {
-    ring_.reset();
-    return -r;
-  }
-  cq_entries_ = p.cq_entries;
-  // IOSQE_ASYNC exists since 5.6; NATIVE_WORKERS (5.12) also makes io-wq
-  // workers threads of this process. O_DIRECT reads are asynchronous anyway.
-  async_large_reads_ = !options_.direct && (p.features & IORING_FEAT_NATIVE_WORKERS) != 0;
-  pending_tags_.reserve(p.sq_entries);
-  return 0;
-}
-
-void FileBackend::Impl::prepare(io_uring_sqe* sqe, const ReadRequest& r) {
-  const int fd = file_.get();
-  bool fixed = false;
-  if (staging_ != nullptr && r.dest >= staging_ && r.length > 0 &&
-      static_cast<size_t>(r.dest - staging_) + r.length <= staging_len_) {
-    size_t first = static_cast<size_t>(r.dest - staging_);
-    size_t index = first / kMaxFixedBuffer;
-    if ((first + r.length - 1) / kMaxFixedBuffer == index) {
-      io_uring_prep_read_fixed(sqe, fd, r.dest, r.length, r.offset, static_cast<int>(index));
-      fixed = true;
-    }
-  }
-  if (!fixed) io_uring_prep_read(sqe, fd, r.dest, r.length, r.offset);
-  if (async_large_reads_ && r.length >= kAsyncReadBytes) sqe->flags |= IOSQE_ASYNC;
-  io_uring_sqe_set_data64(sqe, r.tag);
-}
+FileBackend::Impl::~Impl() = default;  // the pread workers and the reader stop before the fds close
 
 void FileBackend::Impl::submit(std::span<const ReadRequest> reads) {
   if (!uring_) {
     pool_->submit(reads);
     return;
   }
-  const size_t failed_before = deferred_.size();
-  pending_tags_.clear();
-  for (const ReadRequest& r : reads) {
-    // The runtime keeps at most queue_depth() reads in flight. Past the CQ
-    // size, completions could overflow (dropped on kernels without
-    // IORING_FEAT_NODROP): refuse instead; the runtime retries EAGAIN.
-    if (in_flight_ + pending_tags_.size() >= cq_entries_) {
-      fail(r.tag, EAGAIN);
-      continue;
-    }
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_.ring);
-    if (sqe == nullptr) {  // more than the SQ holds in one call: push out what we have
-      flush();
-      sqe = io_uring_get_sqe(&ring_.ring);
-      if (sqe == nullptr) {
-        fail(r.tag, EBUSY);
-        continue;
-      }
-    }
-    prepare(sqe, r);
-    pending_tags_.push_back(r.tag);
-  }
-  flush();
-  // The runtime reaps right after submit(), but make failures visible to an
-  // edge-triggered poller too.
-  if (deferred_.size() != failed_before) signal_eventfd(efd_.get());
-}
-
-// Submits the SQEs prepared since the last flush. Normally one io_uring_submit.
-void FileBackend::Impl::flush() {
-  size_t consumed = 0;
-  int attempts = 0;
-  while (consumed < pending_tags_.size()) {
-    int r = io_uring_submit(&ring_.ring);
-    if (r > 0) {
-      // Partial progress leaves the rest queued in the SQ ring: go on.
-      consumed += static_cast<size_t>(r);
-      in_flight_ += static_cast<uint64_t>(r);
-      continue;
-    }
-    if ((r == -EAGAIN || r == -EBUSY || r == -EINTR || r == 0) && ++attempts < kSubmitAttempts) {
-      // EBUSY: completions are backed up; move them aside to make room.
-      if (r == -EBUSY) defer_ready_cqes();
-      else if (r == -EAGAIN) sched_yield();
-      continue;
-    }
-    // Give up on the rest: take the SQEs back out of the ring so a later
-    // submit cannot start them too, and complete them with the error.
-    int err = r < 0 ? -r : EAGAIN;
-    rewind_sq(&ring_.ring);
-    for (size_t i = consumed; i < pending_tags_.size(); ++i) fail(pending_tags_[i], err);
-    break;
-  }
-  pending_tags_.clear();
-}
-
-// Drops the SQEs that were queued but not consumed by the kernel. Without
-// SQPOLL the kernel reads the SQ tail only inside io_uring_enter, so moving
-// it back to the kernel's head is safe. (liburing 2.x keeps the SQ array as
-// an identity map and tracks sqe_head/sqe_tail in struct io_uring_sq.)
-void FileBackend::Impl::rewind_sq(io_uring* ring) {
-  io_uring_sq& sq = ring->sq;
-  unsigned head = io_uring_smp_load_acquire(sq.khead);
-  sq.sqe_head = head;
-  sq.sqe_tail = head;
-  io_uring_smp_store_release(sq.ktail, head);
-}
-
-void FileBackend::Impl::defer_ready_cqes() {
-  io_uring_cqe* cqes[64];
-  for (;;) {
-    unsigned got = io_uring_peek_batch_cqe(&ring_.ring, cqes, 64);
-    for (unsigned i = 0; i < got; ++i)
-      deferred_.push_back(ReadCompletion{io_uring_cqe_get_data64(cqes[i]), cqes[i]->res, false});
-    io_uring_cq_advance(&ring_.ring, got);
-    in_flight_ -= got;
-    if (got < 64) break;
-  }
+  for (const ReadRequest& r : reads) reader_.queue(UringRead{file_.get(), r.offset, r.length, r.dest, r.tag});
+  reader_.submit();
 }
 
 size_t FileBackend::Impl::reap(std::span<ReadCompletion> out) {
   if (!uring_) return pool_->reap(out);
+  UringCompletion done[64];
   size_t n = 0;
-  while (n < out.size() && !deferred_.empty()) {
-    out[n++] = deferred_.front();
-    deferred_.pop_front();
-  }
-  io_uring_cqe* cqes[64];
   while (n < out.size()) {
-    unsigned want = static_cast<unsigned>(std::min<size_t>(64, out.size() - n));
-    unsigned got = io_uring_peek_batch_cqe(&ring_.ring, cqes, want);
-    for (unsigned i = 0; i < got; ++i)
-      out[n++] = ReadCompletion{io_uring_cqe_get_data64(cqes[i]), cqes[i]->res, false};
-    io_uring_cq_advance(&ring_.ring, got);
-    in_flight_ -= got;
+    size_t want = std::min(std::size(done), out.size() - n);
+    size_t got = reader_.reap({done, want});
+    for (size_t i = 0; i < got; ++i) out[n++] = ReadCompletion{done[i].tag, done[i].result, false};
     if (got < want) break;
   }
   // `out` is full and completions are left: re-arm the edge for them.
-  if (n == out.size() && (!deferred_.empty() || io_uring_cq_ready(&ring_.ring) > 0)) signal_eventfd(efd_.get());
+  if (n == out.size() && reader_.ready()) signal_eventfd(efd_.get());
   return n;
 }
 
 void FileBackend::Impl::attach_staging(std::span<std::byte> staging) {
   if (!uring_ || !options_.direct) return;
-  if (staging_ != nullptr) {
-    // A new runtime after an old one: its staging memory replaces the old.
-    io_uring_unregister_buffers(&ring_.ring);
-    staging_ = nullptr;
-    staging_len_ = 0;
-  }
-  if (staging.empty()) return;
-  std::vector<iovec> iov;
-  for (size_t off = 0; off < staging.size(); off += kMaxFixedBuffer)
-    iov.push_back(iovec{staging.data() + off, std::min(kMaxFixedBuffer, staging.size() - off)});
-  int r = io_uring_register_buffers(&ring_.ring, iov.data(), static_cast<unsigned>(iov.size()));
+  // A new runtime after an old one: its staging memory replaces the old.
+  int r = reader_.register_buffers(staging);
   if (r < 0) {
     // Not fatal: plain reads into the same memory work, at the cost of
     // pinning pages per read. ENOMEM usually means RLIMIT_MEMLOCK.
     std::fprintf(stderr, "faultline: cannot register %zu bytes of staging memory with io_uring for %s (%s), "
                  "using unregistered buffers\n", staging.size(), path_.c_str(), errno_text(-r).c_str());
-    return;
-  }
-  staging_ = staging.data();
-  staging_len_ = staging.size();
-}
-
-// The runtime reaps everything before destroying a backend; if it did not,
-// wait (bounded) so no read writes into staging memory after we are gone.
-void FileBackend::Impl::drain_in_flight() {
-  auto deadline = std::chrono::steady_clock::now() + kDrainTimeout;
-  while (in_flight_ > 0 && std::chrono::steady_clock::now() < deadline) {
-    __kernel_timespec ts{0, 50'000'000};
-    io_uring_cqe* cqe = nullptr;
-    int r = io_uring_wait_cqe_timeout(&ring_.ring, &cqe, &ts);
-    if (r == 0 && cqe != nullptr) {
-      io_uring_cqe_seen(&ring_.ring, cqe);
-      --in_flight_;
-    } else if (r != -ETIME && r != -EINTR && r != -EAGAIN) {
-      break;
-    }
   }
 }
 
 // Writes every request with up to queue_depth in flight on the write ring;
 // short writes continue where they stopped, EINTR/EAGAIN are retried.
 WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) {
-  if (!options_.writable) return {EROFS, writes.empty() ? 0 : writes[0].offset};
+  if (!options_.writable) return {-EROFS, writes.empty() ? 0 : writes[0].offset};
   std::lock_guard lock(write_mu_);
   if (!write_ring_tried_ && options_.engine != FileBackendOptions::Engine::kPread) {
     write_ring_tried_ = true;
@@ -589,7 +390,7 @@ WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) 
         ssize_t n = ::pwrite(fd, p.src + done, p.length - done, static_cast<off_t>(p.offset + done));
         if (n > 0) done += static_cast<uint64_t>(n);
         else if (n < 0 && errno == EINTR) continue;
-        else return {n == 0 ? EIO : errno, p.offset + done};
+        else return {n == 0 ? -EIO : -errno, p.offset + done};
       }
     }
     return {};
@@ -624,11 +425,11 @@ WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) 
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
       // The ring refuses work (never seen in practice). Report it, but wait
       // for every write it took: they read src, which the caller reuses.
-      if (first_error.error == 0) first_error = {-r, slots.empty() ? 0 : slots[0].offset};
+      if (first_error.error == 0) first_error = {r, slots.empty() ? 0 : slots[0].offset};
       std::fprintf(stderr, "faultline: io_uring write submission for %s failed: %s\n", path_.c_str(),
                    errno_text(-r).c_str());
       uint32_t never_taken = io_uring_sq_ready(ring);
-      rewind_sq(ring);
+      detail::uring_rewind_sq(ring);
       io_uring_cqe* c = nullptr;
       for (uint32_t n = in_flight - never_taken; n > 0; --n) {
         if (io_uring_wait_cqe(ring, &c) != 0) {
@@ -650,7 +451,7 @@ WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) 
       if (res == -EINTR || res == -EAGAIN) {
         todo.push_front(p);
       } else if (res <= 0) {
-        if (first_error.error == 0) first_error = {res == 0 ? EIO : -res, p.offset};
+        if (first_error.error == 0) first_error = {res == 0 ? -EIO : res, p.offset};
       } else if (static_cast<uint32_t>(res) < p.length) {
         // Short (a full disk fills up mid-write): continue; the next
         // attempt reports the reason.
@@ -663,7 +464,7 @@ WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) 
 }
 
 int FileBackend::Impl::sync_data() {
-  if (!options_.writable) return EROFS;
+  if (!options_.writable) return -EROFS;
   std::lock_guard lock(write_mu_);
   if (write_ring_.live) {
     io_uring_sqe* sqe = io_uring_get_sqe(&write_ring_.ring);
@@ -678,11 +479,11 @@ int FileBackend::Impl::sync_data() {
       if (r >= 0 && io_uring_wait_cqe(&write_ring_.ring, &cqe) == 0) {
         int res = cqe->res;
         io_uring_cqe_seen(&write_ring_.ring, cqe);
-        return res < 0 ? -res : 0;
+        return res < 0 ? res : 0;
       }
     }
   }
-  return ::fdatasync(write_file_.get()) == 0 ? 0 : errno;
+  return ::fdatasync(write_file_.get()) == 0 ? 0 : -errno;
 }
 
 FileBackend::FileBackend(const std::string& path, const FileBackendOptions& options)

@@ -81,6 +81,7 @@ class RemoteBackend final : public Backend {
     std::byte* dest;
     uint32_t at;  // offset inside the wire request
     uint32_t length;
+    bool piece = false;  // one of several wires of a read longer than max_wire_ (see Split)
   };
   struct Wire {
     uint64_t offset = 0;
@@ -110,6 +111,7 @@ class RemoteBackend final : public Backend {
   void arm_timer();
   // data: the answer's bytes, or empty when they are already in place.
   void complete_parts(Wire& w, int64_t result_for_all, std::span<const std::byte> data, bool zero);
+  void complete_piece(const Part& p, int64_t result, bool zero);
 
   RemoteOptions options_;
   std::string address_;
@@ -143,6 +145,19 @@ class RemoteBackend final : public Backend {
   uint32_t urgent_sent_ = 0;      // demand requests sent, not answered
   std::deque<ReadCompletion> done_;
   SpinPolicy spin_;
+
+  // A read longer than the server's request limit goes out as several
+  // wires (pieces) and completes once, when the last piece is answered:
+  // the runtime sees one full read, not a short one to retry.
+  struct Split {
+    std::byte* dest = nullptr;
+    uint32_t pieces_left = 0;
+    uint32_t valid = 0;  // bytes read from dest's start; lowered by a short piece
+    int64_t error = 0;   // the first piece's error, if any
+    std::vector<std::pair<uint32_t, uint32_t>> zero_pieces;  // (at, length) not yet written
+    bool any_data = false;
+  };
+  std::unordered_map<uint64_t, Split> splits_;  // by tag
 
   // A long DATA payload received straight into its reads' buffers rather
   // than through rx_ (saves a copy of every byte on sequential scans). The
@@ -542,9 +557,42 @@ void RemoteBackend::complete_parts(Wire& w, int64_t result, std::span<const std:
       c.zero = zero;
       if (!zero && n > 0 && !data.empty()) std::memcpy(p.dest, data.data() + p.at, n);
     }
-    done_.push_back(c);
+    if (p.piece)
+      complete_piece(p, c.result, c.zero);
+    else
+      done_.push_back(c);
   }
   w.parts.clear();
+}
+
+void RemoteBackend::complete_piece(const Part& p, int64_t result, bool zero) {
+  auto it = splits_.find(p.tag);
+  Split& s = it->second;
+  auto at = static_cast<uint32_t>(p.dest - s.dest);
+  if (result < 0) {
+    if (s.error == 0) s.error = result;
+  } else if (static_cast<uint64_t>(result) < p.length) {
+    s.valid = std::min<uint32_t>(s.valid, at + static_cast<uint32_t>(result));
+  }
+  if (result > 0) {
+    if (zero)
+      s.zero_pieces.emplace_back(at, static_cast<uint32_t>(result));
+    else
+      s.any_data = true;
+  }
+  if (--s.pieces_left > 0) return;
+  ReadCompletion c;
+  c.tag = p.tag;
+  if (s.error < 0) {
+    c.result = s.error;
+  } else {
+    c.result = s.valid;
+    c.zero = !s.any_data;  // every piece was a hole: dest untouched
+    if (s.any_data)
+      for (auto [at, n] : s.zero_pieces) std::memset(s.dest + at, 0, n);
+  }
+  done_.push_back(c);
+  splits_.erase(it);
 }
 
 void RemoteBackend::send_requests() {
@@ -628,7 +676,25 @@ void RemoteBackend::submit(std::span<const ReadRequest> reads) {
       open = nullptr;
       continue;
     }
-    uint32_t length = static_cast<uint32_t>(std::min<uint64_t>({r.length, max_wire, size_ - r.offset}));
+    uint32_t length = static_cast<uint32_t>(std::min<uint64_t>(r.length, size_ - r.offset));
+    if (length > max_wire) {
+      Split& split = splits_[r.tag];
+      split.dest = r.dest;
+      split.valid = length;
+      for (uint32_t at = 0; at < length; at += max_wire) {
+        uint32_t n = std::min(max_wire, length - at);
+        Wire& w = wires_[next_id_];
+        w.offset = r.offset + at;
+        w.length = n;
+        w.urgent = r.urgent;
+        w.deadline = deadline;
+        w.parts.push_back({r.tag, r.dest + at, 0, n, true});
+        (r.urgent ? urgent_queue_ : normal_queue_).push_back(next_id_++);
+        split.pieces_left++;
+      }
+      open = nullptr;
+      continue;
+    }
     if (open && open->urgent == r.urgent && open->offset + open->length == r.offset &&
         uint64_t{open->length} + length <= max_wire) {
       open->parts.push_back({r.tag, r.dest, open->length, length});

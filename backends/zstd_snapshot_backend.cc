@@ -10,7 +10,8 @@
 //              its chunk (one per chunk being read, shared by all requests
 //              that want it). New jobs are sorted by file offset and
 //              neighbours merged into reads of up to 1 MiB, submitted to our
-//              own io_uring ring (its eventfd is completion_fd()).
+//              own io_uring ring (a UringReader, uring_reader.h; its eventfd
+//              is completion_fd()).
 //   reap()     [fault thread] hands jobs whose read completed to the
 //              workers (demand jobs ahead of the rest), then collects the
 //              jobs the workers finished, and completes every request whose
@@ -24,16 +25,13 @@
 #include "faultline/zstd_snapshot_backend.h"
 
 #include <fcntl.h>
-#include <liburing.h>
 #include <pthread.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -45,34 +43,28 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend_limits.h"
+#include "event_fd.h"
 #include "faultline/error.h"
 #include "snapshot_format.h"
 #include "unique_fd.h"
+#include "uring_reader.h"
 
 namespace faultline {
 
 namespace {
 
+using detail::check_option_range;
 using detail::ChunkEntry;
+using detail::kMaxQueueDepth;
+using detail::signal_eventfd;
 using detail::UniqueFd;
+using detail::UringCompletion;
 
-constexpr uint32_t kMaxQueueDepth = 4096;
 constexpr unsigned kMaxWorkers = 256;
 // Neighbouring compressed chunks are read together up to this many bytes:
 // fewer, larger reads for read-ahead, prefetch and drain batches.
 constexpr uint32_t kMaxMergedRead = 1 << 20;
-// Reads this long go to io_uring's workers (IOSQE_ASYNC): inline, the page
-// cache copy would run on the fault thread (see file_backend.cc).
-constexpr uint32_t kAsyncReadBytes = 64 << 10;
-constexpr auto kDrainTimeout = std::chrono::seconds(1);
-// io_uring_submit attempts on EAGAIN/EBUSY before the rest of a batch fails.
-constexpr int kSubmitAttempts = 16;
-
-void signal_eventfd(int efd) {
-  uint64_t one = 1;
-  ssize_t r = ::write(efd, &one, sizeof one);
-  (void)r;
-}
 
 struct Request {
   uint64_t tag = 0;
@@ -192,10 +184,6 @@ class ZstdSnapshotBackend::Impl {
   ReadBuf* new_buf(uint32_t length);
 
   // Fault-thread state.
-  io_uring ring_{};
-  bool ring_live_ = false;
-  unsigned ring_capacity_ = 0;  // reads in flight at most (CQ size)
-  unsigned in_flight_ = 0;
   std::unordered_map<uint64_t, ChunkJob*> reading_;   // jobs not yet handed to the workers, by chunk
   std::unordered_map<uint64_t, ChunkJob*> decoding_;  // jobs with the workers, by chunk
   // Parts of chunks asked for while the chunk was with the workers: served
@@ -212,9 +200,10 @@ class ZstdSnapshotBackend::Impl {
   std::vector<std::unique_ptr<ReadBuf>> all_bufs_;
   std::vector<ChunkJob*> finished_local_;  // finished jobs being settled, or failed before the workers
   std::vector<ChunkJob*> settling_;
-  std::vector<ReadBuf*> batch_;
 
   ChunkCache cache_;
+  // After the buffers it reads into: its destructor waits for reads in flight.
+  detail::UringReader reader_;
 
   // Shared with the workers, under mu_.
   std::mutex mu_;
@@ -227,12 +216,8 @@ class ZstdSnapshotBackend::Impl {
 
 ZstdSnapshotBackend::Impl::Impl(const std::string& path, const ZstdSnapshotOptions& options)
     : path_(path), options_(options), cache_(options.cache_bytes) {
-  if (options.queue_depth < 1 || options.queue_depth > kMaxQueueDepth)
-    throw Error("ZstdSnapshotOptions.queue_depth = " + std::to_string(options.queue_depth) + " for " + path +
-                ": must be 1.." + std::to_string(kMaxQueueDepth));
-  if (options.workers < 1 || options.workers > kMaxWorkers)
-    throw Error("ZstdSnapshotOptions.workers = " + std::to_string(options.workers) + " for " + path + ": must be 1.." +
-                std::to_string(kMaxWorkers));
+  check_option_range("ZstdSnapshotOptions.queue_depth", options.queue_depth, 1, kMaxQueueDepth, path);
+  check_option_range("ZstdSnapshotOptions.workers", options.workers, 1, kMaxWorkers, path);
   file_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!file_) throw_errno("cannot open snapshot " + path, errno);
   struct stat st {};
@@ -241,20 +226,11 @@ ZstdSnapshotBackend::Impl::Impl(const std::string& path, const ZstdSnapshotOptio
   index_ = detail::read_snapshot_index(file_.get(), path, static_cast<uint64_t>(st.st_size));
   if (index_.info.size == 0) throw Error("snapshot " + path + " is empty: nothing to map", EINVAL);
 
-  efd_ = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  efd_ = detail::make_eventfd();
   if (!efd_) throw_errno("cannot create the completion eventfd for snapshot " + path, errno);
   unsigned entries = std::clamp<unsigned>(options.queue_depth, 8, 1024);
-  io_uring_params p{};
-  int r = io_uring_queue_init_params(entries, &ring_, &p);
-  if (r < 0) throw_errno("cannot set up io_uring for snapshot " + path, -r);
-  ring_live_ = true;
-  r = io_uring_register_eventfd(&ring_, efd_.get());
-  if (r < 0) {
-    io_uring_queue_exit(&ring_);
-    ring_live_ = false;
-    throw_errno("cannot register the eventfd with io_uring for snapshot " + path, -r);
-  }
-  ring_capacity_ = std::min(p.sq_entries, p.cq_entries);
+  if (int r = reader_.init({.entries = entries, .async_large_reads = true}, efd_.get()); r < 0)
+    throw_errno("cannot set up io_uring for snapshot " + path, -r);
   try {
     for (unsigned i = 0; i < options.workers; ++i) {
       workers_.emplace_back([this] { work(); });
@@ -267,8 +243,6 @@ ZstdSnapshotBackend::Impl::Impl(const std::string& path, const ZstdSnapshotOptio
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
-    io_uring_queue_exit(&ring_);
-    ring_live_ = false;
     throw Error("cannot start " + std::to_string(options.workers) + " decompression workers for snapshot " + path +
                     ": " + e.what(),
                 e.code().value());
@@ -282,21 +256,8 @@ ZstdSnapshotBackend::Impl::~Impl() {
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
-  // The runtime reaps everything before a backend goes; if not, wait
-  // (bounded) so no read lands in a buffer after it is freed.
-  auto deadline = std::chrono::steady_clock::now() + kDrainTimeout;
-  while (in_flight_ > 0 && std::chrono::steady_clock::now() < deadline) {
-    __kernel_timespec ts{0, 50'000'000};
-    io_uring_cqe* cqe = nullptr;
-    int r = io_uring_wait_cqe_timeout(&ring_, &cqe, &ts);
-    if (r == 0 && cqe != nullptr) {
-      io_uring_cqe_seen(&ring_, cqe);
-      --in_flight_;
-    } else if (r != -ETIME && r != -EINTR && r != -EAGAIN) {
-      break;
-    }
-  }
-  if (ring_live_) io_uring_queue_exit(&ring_);
+  // Then reader_ waits (bounded) for reads still in flight, before the
+  // buffers they land in are freed.
 }
 
 Request* ZstdSnapshotBackend::Impl::new_request() {
@@ -376,7 +337,7 @@ void ZstdSnapshotBackend::Impl::submit(std::span<const ReadRequest> reads) {
   }
   start_reads();
   // For an edge-triggered poller (the runtime reaps right after submit() anyway).
-  if (completed_now || !finished_local_.empty()) signal_eventfd(efd_.get());
+  if (completed_now) signal_eventfd(efd_.get());
 }
 
 void ZstdSnapshotBackend::Impl::add_piece(Request* req, uint64_t chunk, uint32_t from, uint32_t len,
@@ -440,64 +401,44 @@ void ZstdSnapshotBackend::Impl::start_reads() {
   submit_ring();
 }
 
+// Starts the reads that wait, as many as the SQ holds (so a batch is one
+// io_uring_submit); the rest wait for room, made by reap().
 void ZstdSnapshotBackend::Impl::submit_ring() {
-  std::vector<ReadBuf*>& batch = batch_;
-  batch.clear();
-  while (!unsubmitted_.empty() && in_flight_ + batch.size() < ring_capacity_) {
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    if (!sqe) break;
+  size_t queued = 0;
+  while (!unsubmitted_.empty() && reader_.in_flight() + queued < reader_.sq_entries()) {
     ReadBuf* buf = unsubmitted_.front();
     unsubmitted_.pop_front();
-    io_uring_prep_read(sqe, file_.get(), buf->bytes.get(), buf->length, buf->offset);
-    if (buf->length >= kAsyncReadBytes) sqe->flags |= IOSQE_ASYNC;
-    io_uring_sqe_set_data(sqe, buf);
-    batch.push_back(buf);
+    reader_.queue({file_.get(), buf->offset, buf->length, buf->bytes.get(), reinterpret_cast<uint64_t>(buf)});
+    ++queued;
   }
-  size_t consumed = 0;
-  int attempts = 0;
-  while (consumed < batch.size()) {
-    int r = io_uring_submit(&ring_);
-    if (r > 0) {
-      in_flight_ += static_cast<unsigned>(r);
-      consumed += static_cast<size_t>(r);
-      continue;
-    }
-    if ((r == -EINTR || r == -EAGAIN || r == -EBUSY || r == 0) && ++attempts < kSubmitAttempts) {
-      harvest_cqes();  // make room, then try again
-      continue;
-    }
-    // Give up on the rest: take their SQEs back out of the ring (the kernel
-    // reads the SQ tail only inside io_uring_enter) and fail their jobs, so
-    // every request still gets its one completion.
-    int err = r < 0 ? -r : EAGAIN;
-    io_uring_sq& sq = ring_.sq;
-    unsigned head = io_uring_smp_load_acquire(sq.khead);
-    sq.sqe_head = head;
-    sq.sqe_tail = head;
-    io_uring_smp_store_release(sq.ktail, head);
-    for (size_t i = consumed; i < batch.size(); ++i) {
-      for (ChunkJob* job : batch[i]->jobs) {
-        reading_.erase(job->chunk);
-        job->error = err;
-        finished_local_.push_back(job);
-      }
-    }
+  if (queued == 0) return;
+  // Reads it gave up on come back from the reader as not submitted: their
+  // jobs fail in harvest_cqes().
+  if (int r = reader_.submit(); r < 0) {
+    int err = -r;
     std::fprintf(stderr, "faultline: snapshot %s: io_uring_submit failed: %s\n", path_.c_str(), std::strerror(err));
-    break;
   }
 }
 
 // ---- completions ----------------------------------------------------------------
 
 void ZstdSnapshotBackend::Impl::harvest_cqes() {
-  io_uring_cqe* cqes[64];
+  UringCompletion done[64];
   std::vector<ChunkJob*>& failed = finished_local_;
   bool queued = false;
   for (;;) {
-    unsigned got = io_uring_peek_batch_cqe(&ring_, cqes, 64);
-    for (unsigned i = 0; i < got; ++i) {
-      auto* buf = static_cast<ReadBuf*>(io_uring_cqe_get_data(cqes[i]));
-      int res = cqes[i]->res;
+    size_t got = reader_.reap(done);
+    for (size_t i = 0; i < got; ++i) {
+      auto* buf = reinterpret_cast<ReadBuf*>(done[i].tag);
+      int res = done[i].result;
+      if (!done[i].submitted) {  // never read: not a read error of the file
+        for (ChunkJob* job : buf->jobs) {
+          reading_.erase(job->chunk);
+          job->error = -res;
+          failed.push_back(job);
+        }
+        continue;
+      }
       int err = res < 0 ? -res : static_cast<uint32_t>(res) < buf->length ? EIO : 0;  // short: the file shrank
       if (res > 0) counters_.compressed_bytes_read.fetch_add(static_cast<uint64_t>(res), std::memory_order_relaxed);
       counters_.io_reads.fetch_add(1, std::memory_order_relaxed);
@@ -524,9 +465,7 @@ void ZstdSnapshotBackend::Impl::harvest_cqes() {
         queued = true;
       }
     }
-    io_uring_cq_advance(&ring_, got);
-    in_flight_ -= got;
-    if (got < 64) break;
+    if (got < std::size(done)) break;
   }
   if (queued) cv_.notify_all();
 }

@@ -44,11 +44,11 @@ void WriteBack::flush() {
   pending_ = merge_runs(pending_, target_.dirty->take());
   if (pending_.empty() && !unsynced_) return;
   WriteResult w = write_pending();
-  if (w.error != 0)
+  if (w.error != 0)  // (backend errors are negative errno values)
     throw Error("write-back of " + target_.backend->name() + ": writing at offset " + std::to_string(w.offset) +
-                    " failed: " + std::strerror(w.error) + " (the data stays in memory; flush again)",
-                w.error);
-  if (int err = target_.backend->sync_data(); err != 0)
+                    " failed: " + std::strerror(-w.error) + " (the data stays in memory; flush again)",
+                -w.error);
+  if (int err = -target_.backend->sync_data(); err != 0)
     throw Error("write-back of " + target_.backend->name() + ": sync failed: " + std::strerror(err) +
                     " (the data stays in memory and is written again by the next flush)",
                 err);
@@ -128,7 +128,7 @@ bool WriteBack::drop_chunk(uintptr_t addr, uint64_t length) {
     if (w.error != 0) {
       std::fprintf(stderr, "faultline: write-back of %s at offset %llu failed while evicting (%s); the chunk stays "
                    "in memory\n", target_.backend->name().c_str(), static_cast<unsigned long long>(w.offset),
-                   std::strerror(w.error));
+                   std::strerror(-w.error));
       move_back(addr, length);  // back as written pages: the next flush retries them
       return false;
     }
@@ -141,7 +141,7 @@ bool WriteBack::drop_chunk(uintptr_t addr, uint64_t length) {
 WriteResult WriteBack::write_pending() {
   if (!buffer_) {
     buffer_ = {static_cast<std::byte*>(std::aligned_alloc(kPageSize, kBufferBytes)), std::free};
-    if (!buffer_) return {ENOMEM, target_.backend_offset};
+    if (!buffer_) return {-ENOMEM, target_.backend_offset};
   }
   const std::byte* base = target_.base;
   std::vector<WriteRequest> batch;

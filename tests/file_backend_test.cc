@@ -32,6 +32,7 @@
 #endif
 
 #include "faultline/error.h"
+#include "backend_test_util.h"
 #include "faultline/file_backend.h"
 #include "test_util.h"
 
@@ -41,6 +42,8 @@ using faultline::FileBackendOptions;
 using faultline::ReadCompletion;
 using faultline::ReadRequest;
 using Engine = faultline::FileBackendOptions::Engine;
+using faultline::test::Poller;
+using faultline::test::Staging;
 namespace t = faultline::test;
 
 namespace {
@@ -52,37 +55,6 @@ const char* engine_name(Engine e) {
     default: return "auto";
   }
 }
-
-// Edge-triggered epoll on a backend's completion_fd(), like the fault loop.
-class Poller {
- public:
-  explicit Poller(int fd) : ep_(epoll_create1(EPOLL_CLOEXEC)), fd_(fd) {
-    if (ep_ < 0) throw std::runtime_error("epoll_create1 failed");
-    if (fd_ >= 0) {
-      epoll_event ev{};
-      ev.events = EPOLLIN | EPOLLET;
-      ev.data.fd = fd_;
-      if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd_, &ev) != 0) throw std::runtime_error("epoll_ctl failed");
-    }
-  }
-  ~Poller() { close(ep_); }
-  Poller(const Poller&) = delete;
-  Poller& operator=(const Poller&) = delete;
-  // True on an edge, false on timeout.
-  bool wait(int timeout_ms) {
-    if (fd_ < 0) return false;
-    epoll_event ev{};
-    for (;;) {
-      int n = epoll_wait(ep_, &ev, 1, timeout_ms);
-      if (n < 0 && errno == EINTR) continue;
-      return n > 0;
-    }
-  }
-
- private:
-  int ep_;
-  int fd_;
-};
 
 struct Read {
   uint64_t offset;
@@ -163,27 +135,6 @@ void check_outcome(const Outcome& o, const std::vector<Read>& reads, const std::
     REQUIRE(std::memcmp(r.dest, file.data() + r.offset, static_cast<size_t>(want)) == 0);
   }
 }
-
-// Page-aligned anonymous memory, as the runtime's staging area is.
-class Staging {
- public:
-  explicit Staging(size_t len) : len_(len) {
-    void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
-    p_ = static_cast<std::byte*>(p);
-    std::memset(p_, 0xEE, len_);
-  }
-  ~Staging() { munmap(p_, len_); }
-  Staging(const Staging&) = delete;
-  Staging& operator=(const Staging&) = delete;
-  std::byte* data() const { return p_; }
-  size_t size() const { return len_; }
-  std::span<std::byte> span() const { return {p_, len_}; }
-
- private:
-  std::byte* p_;
-  size_t len_;
-};
 
 FileBackendOptions opts(Engine e, uint32_t qd = 64, bool direct = false, uint32_t threads = 4) {
   FileBackendOptions o;

@@ -33,6 +33,11 @@
 //    short and EAGAIN/EINTR reads a few times, then poisons the pages so the
 //    faulting access gets SIGBUS.
 //
+// Errors, everywhere in this interface, are negative errno values (-EIO,
+// -EROFS, -ETIMEDOUT...): ReadCompletion::result, WriteResult::error,
+// sync_data() and read_data(). 0 or a byte count means success. Only
+// construction fails by exception (faultline::Error); the methods never throw.
+//
 // The write path (optional; used by write-back regions, RegionOptions::
 // write_back). A backend that can store bytes overrides writable(),
 // write_data(), sync_data() and read_data() (named so as not to hide ::write and ::sync
@@ -49,8 +54,8 @@
 //    and concurrently. A request never crosses size() (write-back regions
 //    lie within the backend). src stays valid until write_data() returns.
 //  - sync_data() returns once everything written before it is durable.
-//  - Failures are values, not exceptions: an errno (ENOSPC, EIO...), 0 for
-//    success. The runtime keeps the pages dirty and resident and writes
+//  - Failures are values, not exceptions: a negative errno (-ENOSPC, -EIO...),
+//    0 for success. The runtime keeps the pages dirty and resident and writes
 //    them all again on the next flush, so a later successful write_data()
 //    plus sync_data() of the same bytes must make them durable (after an
 //    fsync error, re-writing is what makes this true on Linux).
@@ -96,7 +101,7 @@ struct WriteRequest {
 };
 
 struct WriteResult {
-  int error = 0;        // 0, or the errno of the first failure
+  int error = 0;        // 0, or the negative errno of the first failure
   uint64_t offset = 0;  // backend offset of the request that failed
 };
 
@@ -122,12 +127,14 @@ class Backend {
   // Failure to register is not an error: plain reads work.
   virtual void attach_staging(std::span<std::byte> staging) { (void)staging; }
 
-  // The write path: see the contract above. Defaults: read-only.
+  // The write path: see the contract above. Defaults: read-only, every
+  // call fails with -EROFS.
   virtual bool writable() const { return false; }
   virtual WriteResult write_data(std::span<const WriteRequest> writes) {
-    return {EROFS, writes.empty() ? 0 : writes[0].offset};
+    return {-EROFS, writes.empty() ? 0 : writes[0].offset};
   }
-  virtual int sync_data() { return EROFS; }
+  // 0, or a negative errno.
+  virtual int sync_data() { return -EROFS; }
   // Reads back what write_data() stored: a blocking read of out.size()
   // bytes at offset, from any thread but the fault loop's. Returns the
   // bytes read or -errno. Before dropping a chunk of a write-back region
