@@ -9,7 +9,8 @@
 # truncated copy and a missing file fail inspect naming the file, bad options
 # exit 2 naming the option, and every subcommand has --help; so do the top
 # level's --help, --version, help and unknown commands. The progress bar
-# must appear on a terminal (faked with script(1)) and nowhere else.
+# must appear on a terminal (faked with script(1)) and nowhere else. Writing
+# to a full device exits 1 with the error.
 set -uo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -234,6 +235,21 @@ if run 2 "$fl"; then
 fi
 if run 0 "$fl" serve --help; then
   expect_in "faultline serve --help" "$out" "faultline serve"
+fi
+
+# Output that cannot be written (a full device) fails the command: a cut
+# report must not exit 0.
+if [[ -w /dev/full ]]; then
+  for cmd in "snapshot inspect $snap" "snapshot verify $snap" "--help" "--version" "snapshot create --help"; do
+    # shellcheck disable=SC2086
+    "$fl" $cmd >/dev/full 2>"$tmp/err"
+    got=$?
+    [[ $got -eq 1 ]] || fail "'faultline $cmd >/dev/full' exited $got, expected 1"
+    grep -q "cannot write to standard output.*; the output is incomplete" "$tmp/err" ||
+      fail "'faultline $cmd >/dev/full' stderr lacks the write error: $(cat "$tmp/err")"
+  done
+else
+  echo "note: /dev/full not writable; output-error checks skipped"
 fi
 
 # Progress bar: drawn on a terminal, not into a pipe (checked above).

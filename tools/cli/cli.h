@@ -12,6 +12,8 @@
 // errors print the message and a pointer to --help with exit status 2, a
 // faultline::Error thrown by the body prints "PROGRAM: message", exit 1
 // (PROGRAM includes the subcommand given, "faultline snapshot create").
+// Output that could not be written (a full disk, a closed pipe) is an error
+// too, exit 1: a report cut short must not look complete.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -19,8 +21,11 @@
 #include <bit>
 #include <cctype>
 #include <cstdint>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <functional>
+#include <iostream>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -122,16 +127,30 @@ inline std::string command_name(const CLI::App& app) {
 }
 
 // Parses argv and runs `body`; returns the process exit status (see header).
+// Flushes standard output and turns a failed write into exit status 1.
+inline int finish_output(const CLI::App& app, int status) {
+  std::cout.flush();
+  errno = 0;
+  bool failed = std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout;
+  if (!failed) return status;
+  // (errno is only still known when the final flush failed; an earlier
+  // write's is gone, its stream error stays.)
+  int err = errno;
+  std::fprintf(stderr, "%s: cannot write to standard output%s%s; the output is incomplete\n",
+               command_name(app).c_str(), err ? ": " : "", err ? std::strerror(err) : "");
+  return status == 0 ? 1 : status;
+}
+
 inline int run(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
   int status = 0;
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
+    return finish_output(app, app.exit(e));
   } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
+    return finish_output(app, app.exit(e));
   } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
+    return finish_output(app, app.exit(e));
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "%s: %s\nRun with --help for more information.\n", command_name(app).c_str(), e.what());
     return 2;
@@ -142,7 +161,7 @@ inline int run(CLI::App& app, int argc, char** argv, const std::function<int()>&
     std::fprintf(stderr, "%s: %s\n", command_name(app).c_str(), e.what());
     status = 1;
   }
-  return status;
+  return finish_output(app, status);
 }
 
 }  // namespace faultline::cli
