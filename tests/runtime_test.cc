@@ -460,6 +460,23 @@ TEST_CASE("a read-only region refuses writes with SIGSEGV", "[runtime][fork]") {
         }) == SIGSEGV);
 }
 
+TEST_CASE("a forked child does not inherit a region: SIGSEGV there, the parent keeps serving", "[runtime][fork]") {
+  auto data = pattern(4 * kMiB, 41);
+  Runtime rt;
+  Region r = rt.map(MemoryBackend::borrow(data));
+  CHECK(first_mismatch(r.data(), data.data(), kMiB) == -1);  // placed before the fork: still not inherited
+  const std::byte* p = r.data();
+  CHECK(run_in_child([p] { (void)*static_cast<const volatile std::byte*>(p); }) == SIGSEGV);
+  CHECK(run_in_child([p] { (void)*static_cast<const volatile std::byte*>(p + 3 * kMiB); }) == SIGSEGV);
+  // A child that maps again gets the data.
+  CHECK(run_in_child([&data] {
+          Runtime child;
+          Region again = child.map(MemoryBackend::borrow(data));
+          if (first_mismatch(again.data(), data.data(), data.size()) != -1) _exit(4);
+        }) == 0);
+  CHECK(first_mismatch(r.data(), data.data(), data.size()) == -1);
+}
+
 TEST_CASE("prefetch loads in the background so later touches do not fault", "[runtime]") {
   auto data = pattern(16 * kMiB, 29);
   auto backend = std::make_shared<ScriptedBackend>(data);

@@ -56,6 +56,11 @@ class Runtime {
   // Reserves address space for `backend` (see RegionOptions) and registers
   // it. Nothing is read until the memory is touched. Throws Error on invalid
   // options, naming the field.
+  //
+  // fork(): a child does not inherit regions (they are MADV_DONTFORK, since
+  // no fault thread serves the child's copy). In the child the range is
+  // unmapped: touching it raises SIGSEGV, at once and every time. Map again
+  // in the child (a new Runtime) if it needs the data.
   Region map(std::shared_ptr<Backend> backend, const RegionOptions& options = {});
 
   const UffdMode& mode() const;
