@@ -40,6 +40,7 @@
 #include "backend_limits.h"
 #include "event_fd.h"
 #include "faultline/error.h"
+#include "log.h"
 #include "unique_fd.h"
 #include "uring_reader.h"
 
@@ -307,8 +308,8 @@ FileBackend::Impl::Impl(const std::string& path, const FileBackendOptions& optio
       throw Error("io_uring unavailable for " + path + " (FileBackendOptions.engine = kIoUring): " + errno_text(err),
                   err);
     } else {
-      std::fprintf(stderr, "faultline: io_uring unavailable for %s (%s), using pread workers\n", path.c_str(),
-                   errno_text(err).c_str());
+      detail::logf(options.log, LogLevel::kWarning, "io_uring unavailable for %s (%s), using pread workers",
+                   path.c_str(), errno_text(err).c_str());
     }
   }
   if (!uring_) {
@@ -359,8 +360,9 @@ void FileBackend::Impl::attach_staging(std::span<std::byte> staging) {
   if (r < 0) {
     // Not fatal: plain reads into the same memory work, at the cost of
     // pinning pages per read. ENOMEM usually means RLIMIT_MEMLOCK.
-    std::fprintf(stderr, "faultline: cannot register %zu bytes of staging memory with io_uring for %s (%s), "
-                 "using unregistered buffers\n", staging.size(), path_.c_str(), errno_text(-r).c_str());
+    detail::logf(options_.log, LogLevel::kWarning,
+                 "cannot register %zu bytes of staging memory with io_uring for %s (%s), using unregistered buffers",
+                 staging.size(), path_.c_str(), errno_text(-r).c_str());
   }
 }
 
@@ -426,14 +428,14 @@ WriteResult FileBackend::Impl::write_data(std::span<const WriteRequest> writes) 
       // The ring refuses work (never seen in practice). Report it, but wait
       // for every write it took: they read src, which the caller reuses.
       if (first_error.error == 0) first_error = {r, slots.empty() ? 0 : slots[0].offset};
-      std::fprintf(stderr, "faultline: io_uring write submission for %s failed: %s\n", path_.c_str(),
+      detail::logf(options_.log, LogLevel::kError, "io_uring write submission for %s failed: %s", path_.c_str(),
                    errno_text(-r).c_str());
       uint32_t never_taken = io_uring_sq_ready(ring);
       detail::uring_rewind_sq(ring);
       io_uring_cqe* c = nullptr;
       for (uint32_t n = in_flight - never_taken; n > 0; --n) {
         if (io_uring_wait_cqe(ring, &c) != 0) {
-          std::fprintf(stderr, "faultline: cannot wait for io_uring writes to %s; aborting\n", path_.c_str());
+          detail::logf(options_.log, LogLevel::kError, "cannot wait for io_uring writes to %s; aborting", path_.c_str());
           std::abort();  // returning would let the kernel read freed memory
         }
         io_uring_cqe_seen(ring, c);

@@ -46,6 +46,7 @@
 #include "backend_limits.h"
 #include "event_fd.h"
 #include "faultline/error.h"
+#include "log.h"
 #include "snapshot_format.h"
 #include "unique_fd.h"
 #include "uring_reader.h"
@@ -416,7 +417,8 @@ void ZstdSnapshotBackend::Impl::submit_ring() {
   // jobs fail in harvest_cqes().
   if (int r = reader_.submit(); r < 0) {
     int err = -r;
-    std::fprintf(stderr, "faultline: snapshot %s: io_uring_submit failed: %s\n", path_.c_str(), std::strerror(err));
+    detail::logf(options_.log, LogLevel::kError, "snapshot %s: io_uring_submit failed: %s", path_.c_str(),
+                 std::strerror(err));
   }
 }
 
@@ -448,7 +450,8 @@ void ZstdSnapshotBackend::Impl::harvest_cqes() {
           job->error = err;
           if (err != EAGAIN && err != EINTR) {
             counters_.corrupt_chunks.fetch_add(1, std::memory_order_relaxed);
-            std::fprintf(stderr, "faultline: snapshot %s: cannot read chunk %llu at offset %llu: %s\n", path_.c_str(),
+            detail::logf(options_.log, LogLevel::kError, "snapshot %s: cannot read chunk %llu at offset %llu: %s",
+                         path_.c_str(),
                          static_cast<unsigned long long>(job->chunk),
                          static_cast<unsigned long long>(index_.entries[job->chunk].offset),
                          res < 0 ? std::strerror(err) : "short read (the file shrank)");
@@ -585,7 +588,7 @@ void ZstdSnapshotBackend::Impl::decode(ChunkJob* job, ZSTD_DCtx* dctx) {
   counters_.chunks_decompressed.fetch_add(1, std::memory_order_relaxed);
   if (check.status != detail::ChunkCheck::kOk) {
     counters_.corrupt_chunks.fetch_add(1, std::memory_order_relaxed);
-    std::fprintf(stderr, "faultline: snapshot %s: chunk %llu at offset %llu: %s; its pages get SIGBUS\n",
+    detail::logf(options_.log, LogLevel::kError, "snapshot %s: chunk %llu at offset %llu: %s; its pages get SIGBUS",
                  path_.c_str(), static_cast<unsigned long long>(job->chunk),
                  static_cast<unsigned long long>(e.offset), detail::describe(check, len, e).c_str());
     job->error = EBADMSG;

@@ -160,7 +160,7 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
             c.drops = std::move(done);
             send(std::move(c));
           },
-          uffd(), mode().move && options_.evict_with_move);
+          uffd(), mode().move && options_.evict_with_move, options_.log);
     evictor_->submit(std::move(drops));
   }
   return chosen;

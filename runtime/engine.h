@@ -25,6 +25,7 @@
 #include "dirty_log.h"
 #include "eviction.h"
 #include "evictor.h"
+#include "log.h"
 #include "poisoner.h"
 #include "readahead.h"
 #include "staging.h"

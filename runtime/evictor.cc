@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "faultline/error.h"
+#include "log.h"
 #include "uffd.h"
 #include "writeback.h"
 
@@ -21,8 +22,8 @@ namespace {
 constexpr size_t kReportEvery = 64;
 }  // namespace
 
-Evictor::Evictor(std::function<void(std::vector<Drop>)> done, int uffd, bool move)
-    : done_(std::move(done)), uffd_(uffd), move_(move) {
+Evictor::Evictor(std::function<void(std::vector<Drop>)> done, int uffd, bool move, LogSink log)
+    : done_(std::move(done)), uffd_(uffd), move_(move), log_(std::move(log)) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -111,7 +112,7 @@ void Evictor::zap_runs() {
     offset += len;
     if (moved) continue;
     if (madvise(reinterpret_cast<void*>(addr), len, MADV_DONTNEED) != 0 && errno != ENOMEM)
-      std::fprintf(stderr, "faultline: madvise(MADV_DONTNEED) of %zu bytes at %p failed: %s\n",
+      logf(log_, LogLevel::kError, "madvise(MADV_DONTNEED) of %zu bytes at %p failed: %s",
                    static_cast<size_t>(len), reinterpret_cast<void*>(addr), std::strerror(errno));
   }
   if (scratch.data()) uffd_unregister(uffd_, scratch.data(), scratch.size());

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "faultline/log.h"
 #include "thread_checks.h"
 
 namespace faultline::detail {
@@ -37,7 +38,7 @@ class Evictor {
  public:
   // `done` runs on the evictor thread with drops whose pages are gone.
   // `move`: the uffd has UFFDIO_MOVE (see zap_runs()).
-  Evictor(std::function<void(std::vector<Drop>)> done, int uffd, bool move);
+  Evictor(std::function<void(std::vector<Drop>)> done, int uffd, bool move, LogSink log);
   ~Evictor();  // drops what is queued, then stops
   Evictor(const Evictor&) = delete;
   Evictor& operator=(const Evictor&) = delete;
@@ -51,6 +52,7 @@ class Evictor {
   std::function<void(std::vector<Drop>)> done_;
   const int uffd_;
   const bool move_;
+  const LogSink log_;
   std::vector<std::pair<uintptr_t, uint64_t>> runs_;  // evictor thread: address ranges to zap
   Mutex mu_;
   CondVar cv_;

@@ -106,7 +106,7 @@ void Engine::on_unhandled(UffdSpace& space, uint8_t event) {
   uint64_t bit = uint64_t{1} << (event & 63);
   if (unhandled_logged_ & bit) return;
   unhandled_logged_ |= bit;
-  std::fprintf(stderr, "faultline: userfaultfd event 0x%x has no handler; ignored (counted in errors)\n", event);
+  logf(options_.log, LogLevel::kWarning, "userfaultfd event 0x%x has no handler; ignored (counted in errors)", event);
 }
 
 RegionState* UffdSpace::region_at(uintptr_t addr) const {
@@ -491,7 +491,7 @@ void Engine::install(ReadOp* op, bool wake_now) {
     return;
   }
   if (res.error != 0) {
-    std::fprintf(stderr, "faultline: placing %u bytes at %p failed: %s\n", op->length - op->placed,
+    logf(options_.log, LogLevel::kError, "placing %u bytes at %p failed: %s", op->length - op->placed,
                  reinterpret_cast<void*>(dst + op->placed), std::strerror(res.error));
     fail(op, res.error);
     return;
@@ -515,7 +515,7 @@ void Engine::fail(ReadOp* op, int err) {
   FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   count(r, &Stats::errors, 1);
-  std::fprintf(stderr, "faultline: %s: cannot read %u bytes at offset %llu (%s); the pages get SIGBUS\n",
+  logf(options_.log, LogLevel::kError, "%s: cannot read %u bytes at offset %llu (%s); the pages get SIGBUS",
                r->backend->name().c_str(), op->want, static_cast<unsigned long long>(r->options.offset + op->offset),
                std::strerror(err));
   if (r->dirty) r->dirty->mark_poisoned(op->offset + op->placed, op->length - op->placed);
@@ -539,8 +539,8 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
   if (!poisoner_)
     poisoner_ = std::make_unique<Poisoner>(
         [this](const PoisonJob& job) { send({Command::Type::kPoisoned, job.region}); },
-        [](const PoisonJob& job, int err) {
-          std::fprintf(stderr, "faultline: cannot poison %llu bytes at %p: %s\n",
+        [log = options_.log](const PoisonJob& job, int err) {
+          logf(log, LogLevel::kError, "cannot poison %llu bytes at %p: %s",
                        static_cast<unsigned long long>(job.length), reinterpret_cast<void*>(job.addr),
                        std::strerror(err));
         });

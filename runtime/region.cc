@@ -6,6 +6,7 @@
 
 #include "engine.h"
 #include "faultline/error.h"
+#include "log.h"
 
 namespace faultline {
 
@@ -31,8 +32,9 @@ void Region::reset() {
     try {
       state_->writeback->flush();
     } catch (const Error& e) {
-      std::fprintf(stderr, "faultline: closing a write-back region over %s: %s; %llu bytes written since the last "
-                   "successful flush are LOST (use Region::close() to handle this)\n",
+      detail::logf(state_->writeback->log(), LogLevel::kError,
+                   "closing a write-back region over %s: %s; %llu bytes written since the last "
+                   "successful flush are LOST (use Region::close() to handle this)",
                    state_->backend->name().c_str(), e.what(),
                    static_cast<unsigned long long>(state_->writeback->pending_bytes()));
     }

@@ -140,7 +140,7 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
     if (options.write_back)
       r->writeback = std::make_unique<detail::WriteBack>(
           engine_->uffd(), detail::WriteBackTarget{r->backend.get(), r->options.offset, r->memory.data(), r->length,
-                                                   r->dirty.get()});
+                                                   r->dirty.get(), engine_->options().log});
   }
 
   detail::uffd_register(engine_->uffd(), p, map_len, r->options.track_dirty);

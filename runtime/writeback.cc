@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "faultline/error.h"
+#include "log.h"
 #include "uffd.h"
 
 namespace faultline::detail {
@@ -67,7 +68,7 @@ bool WriteBack::move_back(uintptr_t addr, uint64_t length) {
   if (err == 0) return true;
   // Never seen; the bytes must not be lost: the scratch memory keeps them
   // (left mapped for good) and says where they belong.
-  std::fprintf(stderr, "faultline: write-back eviction cannot put %llu bytes back at %p (%s); they are kept at %p\n",
+  logf(target_.log, LogLevel::kError, "write-back eviction cannot put %llu bytes back at %p (%s); they are kept at %p",
                static_cast<unsigned long long>(length), reinterpret_cast<void*>(addr), std::strerror(err),
                static_cast<void*>(scratch_.data()));
   uffd_unregister(uffd_, scratch_.data(), scratch_.size());
@@ -126,8 +127,8 @@ bool WriteBack::drop_chunk(uintptr_t addr, uint64_t length) {
   if (!writes.empty()) {
     WriteResult w = target_.backend->write_data(writes);
     if (w.error != 0) {
-      std::fprintf(stderr, "faultline: write-back of %s at offset %llu failed while evicting (%s); the chunk stays "
-                   "in memory\n", target_.backend->name().c_str(), static_cast<unsigned long long>(w.offset),
+      logf(target_.log, LogLevel::kError, "write-back of %s at offset %llu failed while evicting (%s); the chunk stays "
+                   "in memory", target_.backend->name().c_str(), static_cast<unsigned long long>(w.offset),
                    std::strerror(-w.error));
       move_back(addr, length);  // back as written pages: the next flush retries them
       return false;

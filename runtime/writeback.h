@@ -19,6 +19,7 @@
 
 #include "dirty_log.h"
 #include "faultline/backend.h"
+#include "faultline/log.h"
 #include "thread_checks.h"
 
 namespace faultline::detail {
@@ -32,6 +33,7 @@ struct WriteBackTarget {
   std::byte* base = nullptr;    // the region's memory
   uint64_t length = 0;          // the region's length
   DirtyLog* dirty = nullptr;    // the region's dirty log
+  LogSink log;                  // RuntimeOptions::log
 };
 
 class WriteBack {
@@ -50,6 +52,8 @@ class WriteBack {
 
   // Bytes collected but not yet durable (after a failed flush).
   uint64_t pending_bytes() const;
+
+  const LogSink& log() const { return target_.log; }
 
   // Eviction under a memory budget (the evictor thread): drops the chunk at
   // [addr, addr + length) without losing a write. Its pages are taken out of

@@ -37,7 +37,7 @@ namespace {
 constexpr size_t kKiB = 1024, kMiB = 1024 * 1024;
 
 // Collects the server's log lines for checks, thread-safely.
-struct LogSink {
+struct LogLines {
   std::mutex mu;
   std::vector<std::string> lines;
   std::function<void(const std::string&)> callback() {
@@ -302,7 +302,7 @@ TEST_CASE("several clients at once each get their bytes", "[remote]") {
 
 TEST_CASE("with a secret, only clients that know it get anything", "[remote][auth]") {
   auto data = pattern(1 * kMiB, 5);
-  LogSink log;
+  LogLines log;
   PageServerOptions so;
   so.secret = "correct horse battery staple";
   so.log = log.callback();
@@ -357,7 +357,7 @@ TEST_CASE("with a secret, only clients that know it get anything", "[remote][aut
 
 TEST_CASE("each class of malformed frame is logged and disconnected; other clients go on", "[remote][hostile]") {
   auto data = pattern(4 * kMiB, 31);
-  LogSink log;
+  LogLines log;
   PageServerOptions so;
   so.log = log.callback();
   PageServer server(memory(data), so);
@@ -472,7 +472,7 @@ TEST_CASE("each class of malformed frame is logged and disconnected; other clien
 
 TEST_CASE("server limits: connections, request size, bytes in flight, idle timeout", "[remote][limits_remote]") {
   auto data = pattern(8 * kMiB, 3);
-  LogSink log;
+  LogLines log;
   PageServerOptions so;
   so.max_connections = 2;
   so.max_request_bytes = 64 * 1024;

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "faultline/backend.h"
+#include "faultline/log.h"
 
 namespace faultline {
 
@@ -29,6 +30,7 @@ struct FileBackendOptions {
   // in flight; pwrite(2) where io_uring is unavailable) and sync_data() is
   // fsync. Writes go through the page cache even with `direct`.
   bool writable = false;
+  LogSink log;  // where warnings go (faultline/log.h); empty: stderr
 };
 
 class FileBackend final : public Backend {

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "faultline/backend.h"
+#include "faultline/log.h"
 
 namespace faultline {
 
@@ -30,6 +31,7 @@ struct ZstdSnapshotOptions {
   uint32_t queue_depth = 64;    // runtime reads in flight, 1..4096
   unsigned workers = 1;         // decompression threads, 1..256
   size_t cache_bytes = 8u << 20;  // decompressed chunks kept for partial-chunk reads; 0 = none
+  LogSink log;  // where warnings go (faultline/log.h), e.g. a corrupt chunk; empty: stderr
 };
 
 // Counters of one backend; any thread may read them.

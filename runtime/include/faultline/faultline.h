@@ -7,6 +7,7 @@
 #include "faultline/error.h"
 #include "faultline/file_backend.h"
 #include "faultline/memory_backend.h"
+#include "faultline/log.h"
 #include "faultline/options.h"
 #include "faultline/region.h"
 #include "faultline/runtime.h"

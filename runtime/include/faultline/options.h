@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "faultline/log.h"
+
 namespace faultline {
 
 // A cap on resident memory, for one region or for all regions of a runtime.
@@ -94,6 +96,8 @@ struct RuntimeOptions {
   // bytes must be 0 or at least 64 KiB, and at least 4 fills of every
   // region mapped. Each region evicts with its own RegionOptions::eviction.
   MemoryBudget budget;
+  // Where warnings go (faultline/log.h); empty: stderr.
+  LogSink log;
 };
 
 }  // namespace faultline
