@@ -2,7 +2,10 @@
 #include "faultline/stats.h"
 
 #include <bit>
-#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "faultline/version.h"
 
 namespace faultline {
 
@@ -80,18 +83,32 @@ StatsSnapshot Stats::snapshot() const {
 }
 
 std::string StatsSnapshot::to_json() const {
-  std::ostringstream o;
-  o << "{\"faults\":" << faults << ",\"pages_installed\":" << pages_installed
-    << ",\"bytes_installed\":" << bytes_installed << ",\"bytes_read\":" << bytes_read
-    << ",\"zero_pages\":" << zero_pages << ",\"readahead_chunks\":" << readahead_chunks
-    << ",\"readahead_hits\":" << readahead_hits << ",\"prefetch_chunks\":" << prefetch_chunks
-    << ",\"prefetch_hits\":" << prefetch_hits << ",\"retries\":" << retries << ",\"errors\":" << errors
-    << ",\"resident_bytes\":" << resident_bytes << ",\"evicted_chunks\":" << evicted_chunks
-    << ",\"evicted_bytes\":" << evicted_bytes << ",\"refaults\":" << refaults
-    << ",\"latency_ns\":{\"count\":" << latency_count << ",\"p50\":" << latency_p50_ns
-    << ",\"p90\":" << latency_p90_ns << ",\"p99\":" << latency_p99_ns << ",\"max\":" << latency_max_ns
-    << "}}";
-  return o.str();
+  // ordered_json: the keys in the order a reader expects, counters first.
+  nlohmann::ordered_json j = {
+      {"version", version()},
+      {"faults", faults},
+      {"pages_installed", pages_installed},
+      {"bytes_installed", bytes_installed},
+      {"bytes_read", bytes_read},
+      {"zero_pages", zero_pages},
+      {"readahead_chunks", readahead_chunks},
+      {"readahead_hits", readahead_hits},
+      {"prefetch_chunks", prefetch_chunks},
+      {"prefetch_hits", prefetch_hits},
+      {"retries", retries},
+      {"errors", errors},
+      {"resident_bytes", resident_bytes},
+      {"evicted_chunks", evicted_chunks},
+      {"evicted_bytes", evicted_bytes},
+      {"refaults", refaults},
+      {"latency_ns",
+       {{"count", latency_count},
+        {"p50", latency_p50_ns},
+        {"p90", latency_p90_ns},
+        {"p99", latency_p99_ns},
+        {"max", latency_max_ns}}},
+  };
+  return j.dump();
 }
 
 }  // namespace faultline

@@ -11,6 +11,9 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "faultline/version.h"
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -563,9 +566,14 @@ TEST_CASE("statistics are exported as JSON and add up per runtime", "[runtime][s
   CHECK(sa.latency_p50_ns > 0);
   CHECK(sa.latency_p50_ns <= sa.latency_p99_ns);
   CHECK(sa.latency_p99_ns <= sa.latency_max_ns);
-  std::string json = total.to_json();
-  for (const char* key : {"\"faults\":48", "\"bytes_read\":3145728", "\"latency_ns\":{", "\"p99\":", "\"errors\":0"})
-    CHECK(json.find(key) != std::string::npos);
+  auto json = nlohmann::json::parse(total.to_json());
+  CHECK(json["version"] == version());
+  CHECK(json["faults"] == 48);
+  CHECK(json["bytes_read"] == 3 * kMiB);
+  CHECK(json["errors"] == 0);
+  CHECK(json["latency_ns"]["count"] == 48);
+  CHECK(json["latency_ns"]["p99"] == total.latency_p99_ns);
+  CHECK(json["latency_ns"]["max"] == total.latency_max_ns);
 }
 
 TEST_CASE("the latency histogram is exact to 1/16 of a value", "[stats]") {
