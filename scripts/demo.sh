@@ -13,7 +13,8 @@ set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 
-packages=(build-essential cmake pkg-config liburing-dev libzstd-dev libboost-dev libssl-dev catch2 zstd)
+packages=(build-essential cmake pkg-config liburing-dev libzstd-dev libboost-dev libssl-dev catch2 libcli11-dev
+  nlohmann-json3-dev zstd)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg -s "$p" 2>/dev/null || true)
