@@ -40,8 +40,8 @@
 //
 // The write path (optional; used by write-back regions, RegionOptions::
 // write_back). A backend that can store bytes overrides writable(),
-// write_data(), sync_data() and read_data() (named so as not to hide ::write and ::sync
-// in a backend's own code); the defaults say "read-only", so a read-only
+// write_data(), sync_data() and read_data() (named so as not to hide write(2)
+// and sync(2) in a backend's own code); the defaults say "read-only", so a read-only
 // backend needs nothing. Contract:
 //  - write_data() and sync_data() are called from application threads
 //    (Region::flush, Region::close) and from the runtime's eviction, never
