@@ -28,7 +28,8 @@ struct FileBackendOptions {
   // Open read-write, for write-back regions (RegionOptions::write_back):
   // write_data() writes through an io_uring of its own (queue_depth writes
   // in flight; pwrite(2) where io_uring is unavailable) and sync_data() is
-  // fsync. Writes go through the page cache even with `direct`.
+  // fdatasync (IORING_FSYNC_DATASYNC). Writes go through the page cache
+  // even with `direct`.
   bool writable = false;
   LogSink log;  // where warnings go (faultline/log.h); empty: stderr
 };

@@ -61,6 +61,10 @@ class Runtime {
   // no fault thread serves the child's copy). In the child the range is
   // unmapped: touching it raises SIGSEGV, at once and every time. Map again
   // in the child (a new Runtime) if it needs the data.
+  //
+  // The caller must not mremap() a region: the moved range is no longer
+  // served and reads zeros where nothing was loaded (docs/design.md, Known
+  // limits).
   Region map(std::shared_ptr<Backend> backend, const RegionOptions& options = {});
 
   const UffdMode& mode() const;
