@@ -25,6 +25,7 @@
 #include "atomic_file.h"
 #include "crc32c.h"
 #include "faultline/error.h"
+#include "little_endian.h"
 #include "snapshot_format.h"
 #include "unique_fd.h"
 
@@ -33,16 +34,6 @@ namespace faultline {
 namespace detail {
 
 namespace {
-
-void put(unsigned char* p, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
-}
-
-uint64_t get(const unsigned char* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= uint64_t{p[i]} << (8 * i);
-  return v;
-}
 
 std::string hex(uint64_t v) {
   char buf[24];
@@ -73,30 +64,30 @@ bool pread_exact(int fd, void* buf, size_t n, uint64_t offset) {
 void encode_header(const SnapshotHeader& h, unsigned char out[kSnapshotHeaderBytes]) {
   std::memset(out, 0, kSnapshotHeaderBytes);
   std::memcpy(out, kSnapshotMagic, 8);
-  put(out + 8, h.version, 4);
-  put(out + 12, h.header_bytes, 4);
-  put(out + 16, h.chunk_size, 4);
-  put(out + 20, h.flags, 4);
-  put(out + 24, h.size, 8);
-  put(out + 32, h.chunk_count, 8);
-  put(out + 40, h.index_offset, 8);
-  put(out + 48, h.index_checksum, 4);
-  put(out + 52, h.dict_length, 4);
-  put(out + 56, h.dict_checksum, 4);
-  put(out + 60, crc32c(out, 60), 4);
+  put_le(out + 8, h.version, 4);
+  put_le(out + 12, h.header_bytes, 4);
+  put_le(out + 16, h.chunk_size, 4);
+  put_le(out + 20, h.flags, 4);
+  put_le(out + 24, h.size, 8);
+  put_le(out + 32, h.chunk_count, 8);
+  put_le(out + 40, h.index_offset, 8);
+  put_le(out + 48, h.index_checksum, 4);
+  put_le(out + 52, h.dict_length, 4);
+  put_le(out + 56, h.dict_checksum, 4);
+  put_le(out + 60, crc32c(out, 60), 4);
 }
 
 void encode_entry(const ChunkEntry& e, unsigned char out[kSnapshotEntryBytes]) {
-  put(out, e.offset, 8);
-  put(out + 8, e.length, 4);
-  put(out + 12, e.checksum, 4);
+  put_le(out, e.offset, 8);
+  put_le(out + 8, e.length, 4);
+  put_le(out + 12, e.checksum, 4);
 }
 
 ChunkEntry decode_entry(const unsigned char in[kSnapshotEntryBytes]) {
   ChunkEntry e;
-  e.offset = get(in, 8);
-  e.length = static_cast<uint32_t>(get(in + 8, 4));
-  e.checksum = static_cast<uint32_t>(get(in + 12, 4));
+  e.offset = get_le(in, 8);
+  e.length = static_cast<uint32_t>(get_le(in + 8, 4));
+  e.checksum = static_cast<uint32_t>(get_le(in + 12, 4));
   return e;
 }
 
@@ -110,26 +101,26 @@ SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file
   if (!pread_exact(fd, h, sizeof h, 0)) throw_errno(what + "cannot read the header", errno ? errno : EIO);
   if (std::memcmp(h, kSnapshotMagic, 8) != 0) bad("magic: not a faultline snapshot (wrong magic bytes)");
   SnapshotHeader hd;
-  hd.version = static_cast<uint32_t>(get(h + 8, 4));
+  hd.version = static_cast<uint32_t>(get_le(h + 8, 4));
   if (hd.version != kSnapshotVersion)
     bad("version = " + std::to_string(hd.version) + ": this build reads version " + std::to_string(kSnapshotVersion));
-  uint32_t stored = static_cast<uint32_t>(get(h + 60, 4)), computed = crc32c(h, 60);
+  uint32_t stored = static_cast<uint32_t>(get_le(h + 60, 4)), computed = crc32c(h, 60);
   if (stored != computed)
     bad("header_checksum = " + hex(stored) + " but the header's CRC-32C is " + hex(computed) + " (corrupt header)");
-  hd.header_bytes = static_cast<uint32_t>(get(h + 12, 4));
-  hd.chunk_size = static_cast<uint32_t>(get(h + 16, 4));
-  hd.flags = static_cast<uint32_t>(get(h + 20, 4));
-  hd.size = get(h + 24, 8);
-  hd.chunk_count = get(h + 32, 8);
-  hd.index_offset = get(h + 40, 8);
-  hd.index_checksum = static_cast<uint32_t>(get(h + 48, 4));
+  hd.header_bytes = static_cast<uint32_t>(get_le(h + 12, 4));
+  hd.chunk_size = static_cast<uint32_t>(get_le(h + 16, 4));
+  hd.flags = static_cast<uint32_t>(get_le(h + 20, 4));
+  hd.size = get_le(h + 24, 8);
+  hd.chunk_count = get_le(h + 32, 8);
+  hd.index_offset = get_le(h + 40, 8);
+  hd.index_checksum = static_cast<uint32_t>(get_le(h + 48, 4));
   if (hd.header_bytes != kSnapshotHeaderBytes)
     bad("header_bytes = " + std::to_string(hd.header_bytes) + ": must be " + std::to_string(kSnapshotHeaderBytes));
   if (hd.chunk_size < kMinChunkSize || hd.chunk_size > kMaxChunkSize || !std::has_single_bit(hd.chunk_size))
     bad("chunk_size = " + std::to_string(hd.chunk_size) + ": must be a power of two from " +
         std::to_string(kMinChunkSize) + " to " + std::to_string(kMaxChunkSize));
-  hd.dict_length = static_cast<uint32_t>(get(h + 52, 4));
-  hd.dict_checksum = static_cast<uint32_t>(get(h + 56, 4));
+  hd.dict_length = static_cast<uint32_t>(get_le(h + 52, 4));
+  hd.dict_checksum = static_cast<uint32_t>(get_le(h + 56, 4));
   if (hd.flags & ~kKnownFlags) bad("flags = " + hex(hd.flags) + ": unknown flag bits for version 1");
   const bool has_dict = hd.flags & kFlagDictionary;
   if (!has_dict && (hd.dict_length != 0 || hd.dict_checksum != 0))

@@ -11,11 +11,15 @@
 
 #include "atomic_file.h"
 #include "faultline/error.h"
+#include "little_endian.h"
 #include "unique_fd.h"
 
 namespace faultline {
 
 namespace {
+
+using detail::get_le;
+using detail::put_le;
 
 constexpr char kMagic[8] = {'F', 'L', 'W', 'S', 'E', 'T', 0, 0};
 constexpr uint32_t kVersion = 1;
@@ -31,13 +35,8 @@ uint64_t fnv1a(const unsigned char* p, size_t n) {
 }
 
 void put(std::vector<unsigned char>& out, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<unsigned char>(v >> (8 * i)));
-}
-
-uint64_t get(const unsigned char* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= uint64_t{p[i]} << (8 * i);
-  return v;
+  out.resize(out.size() + static_cast<size_t>(bytes));
+  put_le(out.data() + out.size() - static_cast<size_t>(bytes), v, bytes);
 }
 
 // The checks a working set must pass, whether about to be saved or just read.
@@ -91,21 +90,21 @@ WorkingSet load_working_set(const std::string& path) {
   }
   const unsigned char* p = bytes.data();
   if (std::memcmp(p, kMagic, 8) != 0) throw Error(what + ": magic: not a faultline working-set file");
-  uint32_t version = static_cast<uint32_t>(get(p + 8, 4));
+  uint32_t version = static_cast<uint32_t>(get_le(p + 8, 4));
   if (version != kVersion)
     throw Error(what + ": version = " + std::to_string(version) + ": this build reads version " +
                 std::to_string(kVersion));
   WorkingSet ws;
-  ws.fill_size = static_cast<uint32_t>(get(p + 12, 4));
-  ws.region_length = get(p + 16, 8);
-  uint64_t count = get(p + 24, 8);
+  ws.fill_size = static_cast<uint32_t>(get_le(p + 12, 4));
+  ws.region_length = get_le(p + 16, 8);
+  uint64_t count = get_le(p + 24, 8);
   if (count != (size - kHeaderBytes - 8) / 8 || (size - kHeaderBytes - 8) % 8 != 0)
     throw Error(what + ": count = " + std::to_string(count) + " does not match the file size (" +
                 std::to_string(size) + " bytes)");
-  uint64_t stored = get(p + size - 8, 8);
+  uint64_t stored = get_le(p + size - 8, 8);
   if (stored != fnv1a(p, size - 8)) throw Error(what + ": checksum mismatch: the file is corrupt");
   ws.offsets.resize(count);
-  for (uint64_t i = 0; i < count; ++i) ws.offsets[i] = get(p + kHeaderBytes + 8 * i, 8);
+  for (uint64_t i = 0; i < count; ++i) ws.offsets[i] = get_le(p + kHeaderBytes + 8 * i, 8);
   check(what, ws);
   return ws;
 }

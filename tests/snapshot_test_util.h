@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "crc32c.h"
+#include "little_endian.h"
 #include "snapshot_format.h"
 
 namespace faultline::test {
@@ -48,11 +49,7 @@ inline void write_bytes(const std::string& path, const std::vector<unsigned char
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
-inline uint64_t get_le(const unsigned char* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= uint64_t{p[i]} << (8 * i);
-  return v;
-}
+using detail::get_le;
 
 inline detail::SnapshotHeader decode_header_for_test(const unsigned char* h) {
   detail::SnapshotHeader hd;
