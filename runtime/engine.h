@@ -19,7 +19,7 @@
 #include "faultline/backend.h"
 #include "faultline/options.h"
 #include "faultline/runtime.h"
-#include "faultline/stats.h"
+#include "stats_internal.h"
 #include "budget.h"
 #include "chunk_bitmap.h"
 #include "dirty_log.h"

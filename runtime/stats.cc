@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "faultline/stats.h"
+#include "stats_internal.h"
 
 #include <bit>
 
@@ -8,6 +8,7 @@
 #include "faultline/version.h"
 
 namespace faultline {
+namespace detail {
 
 int LatencyHistogram::bucket_of(uint64_t ns) {
   if (ns < (uint64_t{1} << kSubBits)) return static_cast<int>(ns);
@@ -57,23 +58,10 @@ uint64_t LatencyHistogram::quantile_ns(double q) const {
 }
 
 StatsSnapshot Stats::snapshot() const {
-  auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   StatsSnapshot s;
-  s.faults = get(faults);
-  s.pages_installed = get(pages_installed);
-  s.bytes_installed = get(bytes_installed);
-  s.bytes_read = get(bytes_read);
-  s.zero_pages = get(zero_pages);
-  s.readahead_chunks = get(readahead_chunks);
-  s.readahead_hits = get(readahead_hits);
-  s.prefetch_chunks = get(prefetch_chunks);
-  s.prefetch_hits = get(prefetch_hits);
-  s.retries = get(retries);
-  s.errors = get(errors);
-  s.resident_bytes = get(resident_bytes);
-  s.evicted_chunks = get(evicted_chunks);
-  s.evicted_bytes = get(evicted_bytes);
-  s.refaults = get(refaults);
+#define FAULTLINE_STATS_LOAD(name, meaning) s.name = name.load(std::memory_order_relaxed);
+  FAULTLINE_STATS_COUNTERS(FAULTLINE_STATS_LOAD)
+#undef FAULTLINE_STATS_LOAD
   s.latency_count = latency.count();
   s.latency_p50_ns = latency.quantile_ns(0.50);
   s.latency_p90_ns = latency.quantile_ns(0.90);
@@ -82,32 +70,31 @@ StatsSnapshot Stats::snapshot() const {
   return s;
 }
 
+}  // namespace detail
+
+void StatsSnapshot::for_each(const std::function<void(std::string_view name, uint64_t value)>& f) const {
+#define FAULTLINE_STATS_VISIT(name, meaning) f(#name, name);
+  FAULTLINE_STATS_COUNTERS(FAULTLINE_STATS_VISIT)
+#undef FAULTLINE_STATS_VISIT
+  f("latency_count", latency_count);
+  f("latency_p50_ns", latency_p50_ns);
+  f("latency_p90_ns", latency_p90_ns);
+  f("latency_p99_ns", latency_p99_ns);
+  f("latency_max_ns", latency_max_ns);
+}
+
 std::string StatsSnapshot::to_json() const {
-  // ordered_json: the keys in the order a reader expects, counters first.
-  nlohmann::ordered_json j = {
-      {"version", version()},
-      {"faults", faults},
-      {"pages_installed", pages_installed},
-      {"bytes_installed", bytes_installed},
-      {"bytes_read", bytes_read},
-      {"zero_pages", zero_pages},
-      {"readahead_chunks", readahead_chunks},
-      {"readahead_hits", readahead_hits},
-      {"prefetch_chunks", prefetch_chunks},
-      {"prefetch_hits", prefetch_hits},
-      {"retries", retries},
-      {"errors", errors},
-      {"resident_bytes", resident_bytes},
-      {"evicted_chunks", evicted_chunks},
-      {"evicted_bytes", evicted_bytes},
-      {"refaults", refaults},
-      {"latency_ns",
-       {{"count", latency_count},
-        {"p50", latency_p50_ns},
-        {"p90", latency_p90_ns},
-        {"p99", latency_p99_ns},
-        {"max", latency_max_ns}}},
-  };
+  // ordered_json: the keys in the list's order.
+  nlohmann::ordered_json j;
+  j["version"] = version();
+#define FAULTLINE_STATS_JSON(name, meaning) j[#name] = name;
+  FAULTLINE_STATS_COUNTERS(FAULTLINE_STATS_JSON)
+#undef FAULTLINE_STATS_JSON
+  j["latency_ns"] = {{"count", latency_count},
+                     {"p50", latency_p50_ns},
+                     {"p90", latency_p90_ns},
+                     {"p99", latency_p99_ns},
+                     {"max", latency_max_ns}};
   return j.dump();
 }
 

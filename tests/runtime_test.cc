@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "faultline/version.h"
+#include "stats_internal.h"
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -566,7 +567,7 @@ TEST_CASE("statistics are exported as JSON and add up per runtime", "[runtime][s
   CHECK(sa.latency_p50_ns > 0);
   CHECK(sa.latency_p50_ns <= sa.latency_p99_ns);
   CHECK(sa.latency_p99_ns <= sa.latency_max_ns);
-  auto json = nlohmann::json::parse(total.to_json());
+  auto json = nlohmann::ordered_json::parse(total.to_json());
   CHECK(json["version"] == version());
   CHECK(json["faults"] == 48);
   CHECK(json["bytes_read"] == 3 * kMiB);
@@ -574,10 +575,23 @@ TEST_CASE("statistics are exported as JSON and add up per runtime", "[runtime][s
   CHECK(json["latency_ns"]["count"] == 48);
   CHECK(json["latency_ns"]["p99"] == total.latency_p99_ns);
   CHECK(json["latency_ns"]["max"] == total.latency_max_ns);
+  // for_each walks the same list the JSON is written from, in its order.
+  std::vector<std::string> names;
+  total.for_each([&](std::string_view name, uint64_t value) {
+    names.emplace_back(name);
+    if (name.rfind("latency_", 0) != 0) CHECK(json[std::string(name)] == value);
+  });
+  REQUIRE(names.size() == json.size() - 2 + 5);  // less "version" and "latency_ns", plus its five fields
+  CHECK(names.front() == "faults");
+  CHECK(names[1] == "pages_installed");
+  CHECK(names.back() == "latency_max_ns");
+  auto it = json.begin();
+  CHECK(it.key() == "version");
+  for (size_t i = 0; i + 5 < names.size(); ++i) CHECK((++it).key() == names[i]);
 }
 
 TEST_CASE("the latency histogram is exact to 1/16 of a value", "[stats]") {
-  LatencyHistogram h;
+  detail::LatencyHistogram h;
   for (uint64_t v = 1; v <= 1000; ++v) h.record(v * 1000);  // 1 µs .. 1 ms
   CHECK(h.count() == 1000);
   CHECK(h.max_ns() == 1000000);
@@ -585,9 +599,9 @@ TEST_CASE("the latency histogram is exact to 1/16 of a value", "[stats]") {
   CHECK(near(h.quantile_ns(0.5), 500000));
   CHECK(near(h.quantile_ns(0.9), 900000));
   CHECK(near(h.quantile_ns(0.99), 990000));
-  for (int b = 1; b < LatencyHistogram::kBuckets - 1; ++b) {
-    REQUIRE(LatencyHistogram::bucket_of(LatencyHistogram::bucket_low(b)) == b);
-    REQUIRE(LatencyHistogram::bucket_low(b) < LatencyHistogram::bucket_low(b + 1));
+  for (int b = 1; b < detail::LatencyHistogram::kBuckets - 1; ++b) {
+    REQUIRE(detail::LatencyHistogram::bucket_of(detail::LatencyHistogram::bucket_low(b)) == b);
+    REQUIRE(detail::LatencyHistogram::bucket_low(b) < detail::LatencyHistogram::bucket_low(b + 1));
   }
 }
 
