@@ -11,6 +11,7 @@
 
 #include "engine.h"
 #include "faultline/error.h"
+#include "stats_writer.h"
 
 namespace faultline {
 
@@ -81,7 +82,17 @@ void validate(const Backend& backend, const RegionOptions& o, const RuntimeOptio
 
 }  // namespace
 
-Runtime::Runtime(const RuntimeOptions& options) : engine_(std::make_shared<detail::Engine>(options)) {}
+Runtime::Runtime(const RuntimeOptions& options) {
+  if (!options.stats_file.empty() &&
+      (options.stats_interval < std::chrono::milliseconds(10) || options.stats_interval > std::chrono::hours(24)))
+    throw Error("RuntimeOptions.stats_interval = " + std::to_string(options.stats_interval.count()) +
+                " ms: must be from 10 ms to 1 day");
+  engine_ = std::make_shared<detail::Engine>(options);
+  if (!options.stats_file.empty())
+    stats_writer_ = std::make_unique<detail::StatsWriter>(
+        options.stats_file, options.stats_interval, [engine = engine_] { return engine->stats().to_json(); },
+        options.log);
+}
 
 Runtime::~Runtime() = default;
 

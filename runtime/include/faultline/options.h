@@ -3,8 +3,10 @@
 // runtime or region is created, with an Error naming the field and value.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "faultline/log.h"
 
@@ -98,6 +100,12 @@ struct RuntimeOptions {
   MemoryBudget budget;
   // Where warnings go (faultline/log.h); empty: stderr.
   LogSink log;
+  // For long jobs: the runtime's stats JSON (StatsSnapshot::to_json, all
+  // regions) is written to this file every stats_interval, replaced
+  // crash-safely (a reader sees a whole file), and a last time when the
+  // runtime is destroyed. A failed write is logged and retried. Empty: never.
+  std::string stats_file;
+  std::chrono::milliseconds stats_interval{1000};  // 10 ms .. 1 day
 };
 
 }  // namespace faultline

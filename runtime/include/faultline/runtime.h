@@ -23,6 +23,7 @@ namespace faultline {
 
 namespace detail {
 class Engine;
+class StatsWriter;
 }
 
 // How the userfaultfd was opened, and what the kernel offers.
@@ -73,6 +74,7 @@ class Runtime {
 
  private:
   std::shared_ptr<detail::Engine> engine_;
+  std::unique_ptr<detail::StatsWriter> stats_writer_;  // RuntimeOptions::stats_file; stops before the engine
 };
 
 }  // namespace faultline
