@@ -138,8 +138,6 @@ MachineInfo machine_info(const std::string& dir);
 // The 1-minute load average (other work on the machine makes numbers noisy).
 double loadavg1();
 
-std::string json_escape(const std::string& s);
-
 // ---------------------------------------------------------------------------
 // One measured run.
 struct RunResult {

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "cli.h"
 #include "faultline/faultline.h"
 #include "faultline/remote_backend.h"
 
@@ -248,21 +249,6 @@ bool decode(const std::string& s, ClientResult& r) {
 
 // ---------------------------------------------------------------------------
 // Driver side.
-[[noreturn]] void usage(const std::string& msg) {
-  if (!msg.empty()) std::fprintf(stderr, "faultline-soak-remote: %s\n", msg.c_str());
-  std::fprintf(msg.empty() ? stdout : stderr,
-               "usage: faultline-soak-remote --serve-binary PATH [--clients N] [--seconds S] [--size SIZE] [--dir DIR]\n"
-               "                             [--no-drop] [--local]\n"
-               "Starts `PATH serve DATASET --listen 127.0.0.1:0`, then N client processes (default 16) that\n"
-               "fault at random over loopback for S seconds (default 60), checking every byte they read.\n"
-               "SIZE in MiB with an M suffix or GiB with G (default 256M). DIR holds the dataset and the\n"
-               "server's log (default /var/tmp/faultline-bench).\n"
-               "  --no-drop   clients never MADV_DONTNEED (pages fault again only in the next round)\n"
-               "  --local     no server: clients map the dataset with FileBackend (a control run that\n"
-               "              separates runtime problems from page-server ones)\n");
-  std::exit(msg.empty() ? 0 : 2);
-}
-
 // Runs the clients against `address` (or "file:PATH" with --local) until the
 // deadline, then stops the server (if any) and prints the verdict.
 int run_clients(const SoakArgs& a, const std::string& address, pid_t server, int server_out,
@@ -410,41 +396,37 @@ int run_clients(const SoakArgs& a, const std::string& address, pid_t server, int
   return ok ? 0 : 1;
 }
 
-int soak_main(int argc, char** argv) {
-  SoakArgs a;
-  for (int i = 1; i < argc; ++i) {
-    std::string o = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(o + ": missing value");
-      return argv[++i];
-    };
-    auto number = [&](long lo, long hi) {
-      std::string v = value();
-      char* end = nullptr;
-      long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || n < lo || n > hi)
-        usage(o + ": expected " + std::to_string(lo) + ".." + std::to_string(hi) + ", got '" + v + "'");
-      return n;
-    };
-    if (o == "-h" || o == "--help") usage("");
-    else if (o == "--serve-binary") a.serve_binary = value();
-    else if (o == "--clients") a.clients = static_cast<int>(number(1, 256));
-    else if (o == "--seconds") a.seconds = static_cast<int>(number(1, 3600));
-    else if (o == "--dir") a.dir = value();
-    else if (o == "--local") a.local = true;
-    else if (o == "--no-drop") a.drop = false;
-    else if (o == "--size") {
-      std::string v = value();
-      char* end = nullptr;
-      unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-      std::string suf = end;
-      if (v.empty() || v[0] == '-' || (suf != "M" && suf != "G") || n == 0 || n > 64)
-        usage("--size: expected 1M..64M or 1G..64G, got '" + v + "'");
-      a.size = n << (suf == "M" ? 20 : 30);
-    } else usage("unknown argument '" + o + "'");
-  }
-  if (a.serve_binary.empty() && !a.local) usage("--serve-binary is required (or --local)");
-  if (!a.local && access(a.serve_binary.c_str(), X_OK) != 0) usage("--serve-binary " + a.serve_binary + ": not executable");
+// The command line, into a (checked in app's final callback).
+void add_options(CLI::App& app, SoakArgs& a) {
+  app.description(
+      "Starts `PATH serve DATASET --listen 127.0.0.1:0`, then N client processes that fault at random over\n"
+      "loopback for S seconds, checking every byte they read.");
+  faultline::cli::add_version(app, "faultline-soak-remote");
+  app.add_option("--serve-binary", a.serve_binary, "the faultline tool (required unless --local)")->type_name("PATH");
+  app.add_option("--clients", a.clients, "client processes (default 16)")->type_name("N")->check(CLI::Range(1, 256));
+  app.add_option("--seconds", a.seconds, "how long the clients run (default 60)")
+      ->type_name("S")
+      ->check(CLI::Range(1, 3600));
+  faultline::cli::add_size(app, "--size", a.size, "dataset size, whole MiB, 1M to 64G (default 256M)", 1ull << 20,
+                           64ull << 30)
+      ->check(faultline::cli::multiple_of(1ull << 20));
+  app.add_option("--dir", a.dir, "holds the dataset and the server's log (default /var/tmp/faultline-bench)")
+      ->type_name("DIR");
+  app.add_flag("--local", a.local,
+               "no server: clients map the dataset with FileBackend (a control run that separates runtime "
+               "problems from page-server ones)")
+      ->disable_flag_override();
+  app.add_flag("--no-drop{false}", a.drop,
+               "clients never MADV_DONTNEED (pages fault again only in the next round)")
+      ->disable_flag_override();
+  app.final_callback([&a] {
+    if (a.serve_binary.empty() && !a.local) throw CLI::RequiredError("--serve-binary (or --local)");
+    if (!a.local && access(a.serve_binary.c_str(), X_OK) != 0)
+      throw CLI::ValidationError("--serve-binary", a.serve_binary + ": not executable");
+  });
+}
+
+int soak_main(const SoakArgs& a) {
   signal(SIGPIPE, SIG_IGN);
 
   if (mkdir(a.dir.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -498,4 +480,9 @@ int soak_main(int argc, char** argv) {
 }  // namespace
 }  // namespace fbench
 
-int main(int argc, char** argv) { return fbench::soak_main(argc, argv); }
+int main(int argc, char** argv) {
+  CLI::App app("", "faultline-soak-remote");
+  fbench::SoakArgs a;
+  fbench::add_options(app, a);
+  return faultline::cli::run(app, argc, argv, [&a] { return fbench::soak_main(a); });
+}

@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: Apache-2.0
+// The configuration table (configs.h).
+#include "configs.h"
+
+#include <algorithm>
+
+namespace fbench {
+
+namespace {
+
+const std::vector<Workload> kAccessWorkloads = {Workload::kSeq, Workload::kRand, Workload::kZipf, Workload::kMtRand};
+
+}  // namespace
+
+const std::vector<ConfigDef>& all_configs() {
+  static const std::vector<ConfigDef> defs = [] {
+    std::vector<ConfigDef> d;
+    auto w_res = kAccessWorkloads;
+    w_res.push_back(Workload::kReserve);
+    d.push_back({"mmap", Kind::kMmap, MmapConfig::kNormal, {}, 0, true, w_res, "mmap(PROT_READ, MAP_SHARED), MADV_NORMAL"});
+    d.push_back({"mmap-seq", Kind::kMmap, MmapConfig::kSeq, {}, 0, true, kAccessWorkloads, "mmap + MADV_SEQUENTIAL"});
+    d.push_back({"mmap-rand", Kind::kMmap, MmapConfig::kRand, {}, 0, true, kAccessWorkloads, "mmap + MADV_RANDOM"});
+    d.push_back({"mmap-willneed", Kind::kMmap, MmapConfig::kWillneed, {}, 0, true, kAccessWorkloads,
+                 "mmap + MADV_WILLNEED on the whole file (timed)"});
+    d.push_back({"mmap-populate", Kind::kMmap, MmapConfig::kPopulate, {}, 0, true, kAccessWorkloads,
+                 "mmap with MAP_POPULATE (timed)"});
+    auto w_file = w_res;
+    w_file.push_back(Workload::kWriteFlush);  // as a write-back region (writeback_runs.cc)
+    d.push_back({"faultline-file", Kind::kFaultline, {}, FlConfig::kFile, 0, true, w_file,
+                 "FileBackend (io_uring, buffered), default RegionOptions"});
+    d.push_back({"faultline-memory", Kind::kFaultline, {}, FlConfig::kMemory, 0, false, w_res,
+                 "MemoryBackend over an in-memory copy, default RegionOptions"});
+    d.push_back({"faultline-memory-4k", Kind::kFaultline, {}, FlConfig::kMemory4k, 0, false, kAccessWorkloads,
+                 "MemoryBackend, fill_size 4096, readahead off (bare fault path)"});
+    d.push_back({"faultline-file-custom", Kind::kFaultline, {}, FlConfig::kFileCustom, 0, true, kAccessWorkloads,
+                 "FileBackend with the --custom options (extra)", true});
+    d.push_back({"faultline-memory-custom", Kind::kFaultline, {}, FlConfig::kMemoryCustom, 0, false, kAccessWorkloads,
+                 "MemoryBackend with the --custom options (extra)", true});
+    d.push_back({"faultline-remote", Kind::kFaultline, {}, FlConfig::kRemote, 0, false, kAccessWorkloads,
+                 "RemoteBackend over loopback TCP to a page server process (memory-served), default RegionOptions"});
+    // Random workloads only: a sequential scan in 4 KiB round trips takes
+    // seconds and says nothing the rand latency does not.
+    d.push_back({"faultline-remote-4k", Kind::kFaultline, {}, FlConfig::kRemote4k, 0, false,
+                 {Workload::kRand, Workload::kMtRand},
+                 "same, fill_size 4096, readahead off (one 4 KiB request per fault; rand, mt-rand only)"});
+    d.push_back({"faultline-remote-unix", Kind::kFaultline, {}, FlConfig::kRemoteUnix, 0, false, kAccessWorkloads,
+                 "RemoteBackend over a Unix socket to the same server process (extra)", true});
+    d.push_back({"mmap-msync", Kind::kMmap, MmapConfig::kNormal, {}, 0, false, {Workload::kWriteFlush},
+                 "mmap(PROT_READ|PROT_WRITE, MAP_SHARED) + msync(MS_SYNC) (write-flush only)"});
+    d.push_back({"uffd-textbook", Kind::kTextbook, {}, {}, 0, false, kAccessWorkloads,
+                 "bench's own 1-thread poll/read/COPY 4 KiB handler"});
+    d.push_back({"uffdio-copy-bulk", Kind::kBulk, {}, {}, 2 * kMiB, false, {Workload::kCopy},
+                 "UFFDIO_COPY of the whole dataset, 2 MiB chunks, DONTWAKE, no faults"});
+    d.push_back({"uffdio-copy-bulk-64k", Kind::kBulk, {}, {}, 64 * 1024, false, {Workload::kCopy},
+                 "same, 64 KiB chunks"});
+    // Memory budgets (budget_runs.cc): cold only. Warm, the mmap child would
+    // find the file cached and charged to another cgroup; faultline reads
+    // with O_DIRECT and sees no difference.
+    const std::vector<Workload> w_budget = {Workload::kBudgetZipf, Workload::kBudgetRand};
+    d.push_back({"faultline-file-budget", Kind::kBudget, {}, {}, 0, true, w_budget,
+                 "FileBackend O_DIRECT, 4 KiB fills, budget dataset/4, adaptive eviction", false,
+                 BudgetConfig::kAdaptive, true});
+    d.push_back({"faultline-file-budget-fifo", Kind::kBudget, {}, {}, 0, true, w_budget,
+                 "same, FIFO eviction (UMap's policy)", false, BudgetConfig::kFifo, true});
+    d.push_back({"mmap-cgroup", Kind::kBudget, {}, {}, 0, true, w_budget,
+                 "mmap + MADV_RANDOM in a child process in a memory cgroup limited to dataset/4", false,
+                 BudgetConfig::kMmapCgroup, true});
+    // zstd snapshots (zstd_runs.cc).
+    d.push_back({"faultline-zstd", Kind::kZstd, {}, {}, 0, true, kAccessWorkloads,
+                 "ZstdSnapshotBackend over a snapshot of the dataset, default RegionOptions", false, BudgetConfig::kAdaptive, false, ZstdConfig::kFaultline});
+    d.push_back({"zstd-eager", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: decompress the whole snapshot into memory (a thread per CPU), then run", false, BudgetConfig::kAdaptive, false, ZstdConfig::kEager});
+    d.push_back({"zstd-lazy", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: map the snapshot and run; demand faults only", false, BudgetConfig::kAdaptive, false, ZstdConfig::kLazy});
+    d.push_back({"zstd-lazy-ws", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: map, prefetch_chunks(recorded working set), run", false, BudgetConfig::kAdaptive, false, ZstdConfig::kLazyWs});
+    d.push_back({"zstd-full", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: map, prefetch everything, read every page (full sequential restore)", false, BudgetConfig::kAdaptive, false, ZstdConfig::kFull});
+    return d;
+  }();
+  return defs;
+}
+
+const ConfigDef* find_config(const std::string& name) {
+  for (const auto& c : all_configs())
+    if (name == c.name) return &c;
+  return nullptr;
+}
+
+const std::vector<Workload>& all_workloads() {
+  static const std::vector<Workload> all = {Workload::kSeq,        Workload::kRand,       Workload::kZipf,
+                                            Workload::kMtRand,     Workload::kCopy,       Workload::kReserve,
+                                            Workload::kRestore,    Workload::kBudgetZipf, Workload::kBudgetRand,
+                                            Workload::kWriteFlush};
+  return all;
+}
+
+bool is_cgroup_child(const ConfigDef& c) { return c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup; }
+
+bool faultline_kind(Kind k) { return k == Kind::kFaultline || k == Kind::kZstd; }
+
+bool supports(const ConfigDef& c, Workload w) {
+  return std::find(c.workloads.begin(), c.workloads.end(), w) != c.workloads.end();
+}
+
+}  // namespace fbench

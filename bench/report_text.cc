@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: Apache-2.0
+// The text report on standard output (report_text.h).
+#include "report_text.h"
+
+#include <cmath>
+
+namespace fbench {
+
+std::string fmt(double v, const char* f) {
+  if (!std::isfinite(v)) return "-";
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+void print_table(const Bench& b, FILE* f) {
+  std::fprintf(f, "\n%-11s %-26s %-5s %9s %9s %8s %8s %9s %8s %8s %8s %8s %s\n", "workload", "config", "cache", "seconds",
+               "ns/page", "GB/s", "faults", "p50(us)", "p99(us)", "svc-p50", "peakMB", "rssΔMB", "ok");
+  for (const auto& a : b.aggs) {
+    std::fprintf(f, "%-11s %-26s %-5s %9s %9s %8s %8s %9s %8s %8s %8s %8s %s\n", workload_name(a.k.w), a.k.c->name,
+                 a.k.cold ? "cold" : "warm", fmt(a.seconds, "%.4f").c_str(), fmt(a.ns_per_page, "%.0f").c_str(),
+                 fmt(a.gb_per_s, "%.3f").c_str(), fmt(a.faults, "%.0f").c_str(), fmt(a.p50, "%.2f").c_str(),
+                 fmt(a.p99, "%.1f").c_str(), fmt(a.svc_p50, "%.2f").c_str(), fmt(a.peak_rss_mb, "%.0f").c_str(),
+                 fmt(a.rss_delta_mb, "%.0f").c_str(),
+                 !a.all_ok ? ("ERROR: " + (a.errors.empty() ? std::string("?") : a.errors[0])).c_str()
+                 : (a.k.cold && !a.all_dropped) ? "NOT COLD (drop_caches failed)"
+                 : (a.rss_check_applies && !a.rss_ok) ? "RSS over installed+2%+32MiB"
+                                                      : "ok");
+  }
+  std::fprintf(f,
+               "\nmedians over %d repeats; seconds = timed window (map + advise + workload); p50/p99 = per-access\n"
+               "latency seen by the application (rand, mt-rand); svc-p50 = fault service time, message read to\n"
+               "wake (the runtime's histogram; uffd-textbook's handler measures the same span);\n"
+               "faults = runtime fault messages (faultline), handled messages (uffd-textbook), minflt+majflt (mmap).\n"
+               "Memory-backed configs and the uffd floors do not use the page cache: they run under 'warm' only.\n",
+               b.o.repeat);
+  if (!b.reserves.empty()) {
+    std::fprintf(f, "\nreserve (1 TiB region, nothing touched; medians):\n");
+    std::fprintf(f, "  %-18s %10s %10s %12s %12s %10s %s\n", "config", "map ms", "runtime ms", "RSS map MiB",
+                 "RSS tot MiB", "unmap ms", "");
+    for (const auto& r : b.reserves)
+      std::fprintf(f, "  %-18s %10s %10s %12s %12s %10s %s\n", r.config.c_str(), fmt(r.map_ms, "%.3f").c_str(),
+                   fmt(r.runtime_ms, "%.3f").c_str(), fmt(r.rss_map_mb, "%.2f").c_str(),
+                   fmt(r.rss_total_mb, "%.2f").c_str(), fmt(r.unmap_ms, "%.3f").c_str(),
+                   !r.ok ? ("ERROR: " + r.errors[0]).c_str() : !r.zeros_ok ? "WRONG CONTENT" : "");
+  }
+  bool any = false;
+  for (const auto& a : b.aggs) {
+    if (!a.rss_check_applies || !faultline_kind(a.k.c->kind)) continue;
+    if (!any) {
+      std::fprintf(f, "\nresident memory vs installed pages after the workload (faultline; medians):\n");
+      std::fprintf(f, "  %-8s %-21s %-5s %12s %12s %12s %s\n", "workload", "config", "cache", "RSS Δ MiB", "installed",
+                   "limit", "check");
+      any = true;
+    }
+    std::fprintf(f, "  %-8s %-21s %-5s %12s %12s %12s %s\n", workload_name(a.k.w), a.k.c->name, a.k.cold ? "cold" : "warm",
+                 fmt(a.rss_delta_mb, "%.1f").c_str(), fmt(a.installed_mb, "%.1f").c_str(),
+                 fmt(a.rss_limit_mb, "%.1f").c_str(), a.rss_ok ? "ok" : "OVER");
+  }
+}
+
+void print_budget(const Bench& b, FILE* f) {
+  bool any = false;
+  for (const auto& a : b.aggs) {
+    if (a.k.c->kind != Kind::kBudget) continue;
+    if (!any) {
+      std::fprintf(f, "\nmemory budgets (dataset 4x the budget; medians): memory = faultline VmHWM - RSS before the\n"
+                      "runtime (region + staging + eviction state), mmap-cgroup the cgroup's peak (page cache + child);\n"
+                      "misses = runtime faults (faultline), major faults (mmap)\n");
+      std::fprintf(f, "  %-11s %-26s %10s %10s %10s %9s %10s %10s %8s\n", "workload", "config", "budgetMB", "memoryMB",
+                   "accesses", "misses", "hit-rate", "evicted", "refaults");
+      any = true;
+    }
+    double misses = is_cgroup_child(*a.k.c) ? a.majflt : a.faults;
+    std::fprintf(f, "  %-11s %-26s %10s %10s %10llu %9s %10s %10s %8s\n", workload_name(a.k.w), a.k.c->name,
+                 fmt(a.budget_mb, "%.0f").c_str(), fmt(a.memory_peak_mb, "%.1f").c_str(),
+                 static_cast<unsigned long long>(a.accesses), fmt(misses, "%.0f").c_str(),
+                 fmt(1.0 - misses / static_cast<double>(a.accesses ? a.accesses : 1), "%.3f").c_str(),
+                 fmt(a.evicted, "%.0f").c_str(), fmt(a.refaults, "%.0f").c_str());
+  }
+}
+
+void print_targets(const std::vector<Target>& t, FILE* f) {
+  std::fprintf(f, "\ntargets:\n");
+  for (const auto& x : t)
+    std::fprintf(f, "  [%s] %s\n         %s%s\n", !x.known ? "n/a " : x.met ? "MET " : "MISS", x.name.c_str(),
+                 x.known && x.name.find("x ") != std::string::npos ? ("ratio " + fmt(x.value, "%.3f") + ": ").c_str() : "",
+                 x.detail.c_str());
+}
+
+}  // namespace fbench

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: Apache-2.0
+// Setting a bench up (setup.h).
+#include "setup.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <thread>
+
+#include "faultline/error.h"
+
+namespace fbench {
+
+Prepared::~Prepared() {
+  if (mem) munmap(mem, mem_size);
+  if (any_remote && remote_server.pid > 0) stop_remote(*this);
+}
+
+std::string stop_remote(Prepared& p) {
+  if (!p.any_remote || p.remote_server.pid <= 0) return "";
+  std::string stats = stop_remote_server(p.remote_server);
+  p.remote_server.pid = -1;
+  return stats;
+}
+
+void prepare(Bench& b, const std::vector<Case>& cases, Prepared& p) {
+  const Options& o = b.o;
+  try {
+    b.uffd_mode = faultline_mode();
+  } catch (const std::exception& e) {
+    b.uffd_mode = std::string("unavailable: ") + e.what();
+  }
+  b.ctx.dir = o.dir;
+  b.ctx.custom = o.custom;
+  set_pin_mode(o.pin);
+  b.ctx.size = o.size;
+  b.ctx.path = o.dir + "/faultline-bench-" + std::to_string(o.size) + ".dat";
+  try {
+    b.dataset_msg = ensure_dataset(b.ctx.path, o.size);
+  } catch (const std::exception& e) {
+    throw faultline::Error(std::string("dataset: ") + e.what());
+  }
+  b.mi = machine_info(o.dir);
+  // faultline-remote*: the page server process, forked while this process
+  // still has one thread (remote_runs.cc).
+  for (const auto& k : cases) p.any_remote = p.any_remote || (k.c->kind == Kind::kFaultline && is_remote(k.c->fl));
+  if (p.any_remote) {
+    p.remote_error = start_remote_server(b.ctx, p.remote_server);
+    if (p.remote_error.empty() && p.remote_server.endpoints.size() == 2) {
+      b.ctx.remote_tcp = p.remote_server.endpoints[0];
+      b.ctx.remote_unix = p.remote_server.endpoints[1];
+    } else if (p.remote_error.empty()) {
+      p.remote_error =
+          "page server process reported " + std::to_string(p.remote_server.endpoints.size()) + " endpoints";
+    }
+  }
+  // zstd snapshots: after the page server's fork (prepare_zstd starts threads).
+  b.ctx.zstd_workers = o.zstd_workers ? o.zstd_workers : std::max(1u, std::thread::hardware_concurrency());
+  bool zstd_dataset = false, zstd_vm = false;
+  for (const auto& k : cases)
+    if (k.c->kind == Kind::kZstd) (k.c->zc == ZstdConfig::kFaultline ? zstd_dataset : zstd_vm) = true;
+  if (zstd_dataset || zstd_vm) {
+    try {
+      const Plan restore_plan = make_restore_plan(o.size / kPage, o.fraction);
+      b.zstd = prepare_zstd(b.ctx, zstd_dataset, zstd_vm, &restore_plan);
+    } catch (const std::exception& e) {
+      throw faultline::Error(std::string("zstd snapshots: ") + e.what());
+    }
+  }
+  bool need_mem = false;
+  for (const auto& k : cases) need_mem = need_mem || (k.c->kind != Kind::kMmap && !k.c->file_cache);
+  if (need_mem) {
+    p.mem = load_dataset(b.ctx.path, o.size);
+    p.mem_size = o.size;
+    b.ctx.mem = p.mem;
+  }
+  for (const auto& k : cases) p.any_cold = p.any_cold || k.cold;
+  if (p.any_cold) b.drop_error = drop_caches();
+}
+
+void print_header(const Bench& b, const Prepared& p, size_t ncases) {
+  const Options& o = b.o;
+  std::printf("faultline-bench: %s, %d cores, %s, %.1f GiB RAM\n", b.mi.cpu_model.c_str(), b.mi.cores,
+              b.mi.kernel.c_str(), static_cast<double>(b.mi.mem_total_kb) / (1024.0 * 1024.0));
+  std::printf("uffd: %s\n", b.uffd_mode.c_str());
+  std::printf("dataset disk %s, read_ahead_kb %ld; thread placement: %s\n", b.mi.disk.c_str(), b.mi.read_ahead_kb,
+              o.pin == Pin::kNone ? "unpinned" : o.pin == Pin::kSame ? "all on CPU 0 (--pin same)"
+                                                                     : "app CPU 0, service thread CPU 1 (--pin split)");
+  std::printf("%s (%.0f MiB, %zu pages); %d repeats, %zu cases per repeat%s\n", b.dataset_msg.c_str(),
+              static_cast<double>(o.size) / static_cast<double>(kMiB), static_cast<size_t>(o.size / kPage), o.repeat,
+              ncases, o.quick ? " (quick)" : "");
+  if (!b.zstd.message.empty()) std::printf("%s", b.zstd.message.c_str());
+  if (b.load_start > 0.5)
+    std::printf("note: load average %.2f at start: other work on this machine makes the numbers noisy.\n",
+                b.load_start);
+  if (p.any_cold && !b.drop_error.empty())
+    std::printf("WARNING: cannot drop the page cache (%s): the runs labelled 'cold' are NOT cold.\n",
+                b.drop_error.c_str());
+  if (p.any_remote)
+    std::printf("page server process: %s\n",
+                p.remote_error.empty() ? (b.ctx.remote_tcp + " and " + b.ctx.remote_unix).c_str()
+                                       : ("FAILED: " + p.remote_error + " (the faultline-remote runs fail)").c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace fbench
