@@ -158,6 +158,16 @@ TEST_CASE("PageServer over a zstd snapshot sleeps when idle after serving a clie
   ::unlink(snap.c_str());
 }
 
+TEST_CASE("A PageServer relaying a remote backend sleeps when idle", "[serve][page_server]") {
+  // The remote backend's completion_fd() is an epoll fd, not an eventfd.
+  const auto data = pattern(1024 * 1024 + 4096, 78);
+  TempFile file(data);
+  PageServer origin(std::make_shared<FileBackend>(file.path()), {});
+  RemoteOptions ro;
+  ro.address = origin.endpoints().at(0);
+  check_idle_server_sleeps(connect_remote(ro), data);
+}
+
 TEST_CASE("PageServer refuses a Unix socket a running server listens on", "[serve][page_server]") {
   const auto data = pattern(512 * 1024, 73);
   SocketPath sock("live");
