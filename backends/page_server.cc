@@ -15,6 +15,17 @@
 // problem and is closed; the log callback hears about it. Its backend reads
 // still in flight finish and are dropped (their buffers must outlive them).
 //
+// The backend's completion_fd() is watched edge-triggered, as the Backend
+// contract wants, through an epoll set of our own: Asio re-arms a descriptor
+// with EPOLL_CTL_MOD, which reports a still-readable fd as ready again, and
+// the backends never drain their eventfd, so waiting on it directly would
+// wake at once forever. Our set is readable only while an edge is pending,
+// and we empty it before each reap.
+//
+// A Unix socket path is taken only from a dead server (nobody accepts on
+// it), never from a live one or from a file that is not a socket, and on
+// stop it is removed only if it is still the socket this server bound.
+//
 // For latency, the thread spins on io_context::poll() for busy_poll after
 // the last event before it sleeps in epoll: a client that faults page after
 // page then never waits for the server thread to wake up.
@@ -22,6 +33,8 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +51,7 @@
 
 #include "faultline/error.h"
 #include "remote_protocol.h"
+#include "unique_fd.h"
 
 namespace faultline {
 namespace {
@@ -114,6 +128,43 @@ std::string describe_peer(const Protocol::socket& s, uint64_t number) {
   return name;
 }
 
+// A Unix socket this server bound, as it was right after bind().
+struct BoundSocket {
+  std::string path;
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
+// Makes `path` (the Unix socket address `a`) free for bind(). A socket file
+// nobody accepts on (its server died without removing it) is removed; a
+// socket a server listens on, or anything that is not a socket, is refused
+// with an Error naming the path.
+void clear_stale_socket(const std::string& path, const SocketAddress& a) {
+  const std::string where = "page server: cannot listen on 'unix:" + path + "': ";
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return;  // (nothing there; else bind() names the problem)
+  if (!S_ISSOCK(st.st_mode)) throw Error(where + path + " exists and is not a socket; not replacing it");
+  detail::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!probe) throw_errno(where + "socket", errno);
+  // Non-blocking: a live server with a full backlog answers EAGAIN at once.
+  int rc = ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&a.storage), a.length);
+  int err = rc == 0 ? 0 : errno;
+  if (err == 0 || err == EAGAIN || err == EINPROGRESS)
+    throw Error(where + path + " is in use by a running server");
+  if (err != ECONNREFUSED)
+    throw Error(where + "cannot tell whether " + path + " is in use: connect: " + std::strerror(err));
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno(where + "removing the stale socket " + path, errno);
+}
+
+// Removes the socket file of `s` if the path still names it: a successor
+// may have replaced it, and its socket is not ours to remove. Call it while
+// the listener is open, so the inode cannot have been reused.
+void remove_if_ours(const BoundSocket& s) {
+  struct stat st;
+  if (::lstat(s.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == s.dev && st.st_ino == s.ino)
+    ::unlink(s.path.c_str());
+}
+
 }  // namespace
 
 class PageServer::Impl {
@@ -131,6 +182,7 @@ class PageServer::Impl {
   };
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 
+  void listen_all();
   void run();
   void accept(size_t listener);
   void on_accept(Protocol::socket socket);
@@ -156,6 +208,7 @@ class PageServer::Impl {
   bool submit_some();
   size_t reap_some();
   void complete(Job* job, const ReadCompletion& c);
+  void take_completion_edges();
   void finish_job(std::unique_ptr<Job> job, bool zero);
   void fail_job(std::unique_ptr<Job> job, int err);
   void arm_completion_wait();
@@ -169,12 +222,13 @@ class PageServer::Impl {
   asio::io_context io_{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
-  std::vector<std::string> unix_paths_;
+  std::vector<BoundSocket> unix_sockets_;
   std::set<std::shared_ptr<Conn>> conns_;
   uint64_t next_conn_ = 1;
   std::deque<std::unique_ptr<Job>> urgent_jobs_, normal_jobs_;
   std::unordered_map<Job*, std::unique_ptr<Job>> in_backend_;
   std::vector<ReadRequest> batch_;
+  // Our epoll set holding the backend's completion_fd(), edge-triggered.
   std::optional<asio::posix::stream_descriptor> completion_;
   bool stopping_ = false;
   Counters counters_;
@@ -201,6 +255,28 @@ PageServer::Impl::Impl(std::shared_ptr<Backend> source, PageServerOptions option
   if (options_.idle_timeout.count() <= 0 || options_.idle_timeout.count() > 0xffffffffll)
     throw Error("page server: PageServerOptions.idle_timeout must be 1 ms .. 49 days");
 
+  if (int fd = backend_->completion_fd(); fd >= 0) {
+    int set = ::epoll_create1(EPOLL_CLOEXEC);
+    if (set < 0) throw_errno("page server: epoll_create1", errno);
+    completion_.emplace(io_, set);  // (Asio owns and closes it)
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLET;
+    if (::epoll_ctl(set, EPOLL_CTL_ADD, fd, &ev) != 0)
+      throw_errno("page server: epoll_ctl on the backend's completion fd", errno);
+  }
+  try {
+    listen_all();
+  } catch (...) {
+    for (const BoundSocket& s : unix_sockets_) remove_if_ours(s);
+    throw;
+  }
+  work_.emplace(io_.get_executor());
+  for (size_t i = 0; i < acceptors_.size(); ++i) accept(i);
+  if (completion_) arm_completion_wait();
+  thread_ = std::thread([this] { run(); });
+}
+
+void PageServer::Impl::listen_all() {
   for (const std::string& address : options_.listen) {
     std::vector<SocketAddress> candidates = resolve_address(address);
     std::string problem;
@@ -208,12 +284,7 @@ PageServer::Impl::Impl(std::shared_ptr<Backend> source, PageServerOptions option
       Protocol::endpoint ep(&a.storage, a.length);
       auto acceptor = std::make_unique<Acceptor>(io_);
       boost::system::error_code ec;
-      if (a.family() == AF_UNIX) {
-        // Replace a stale socket file, never anything else.
-        std::string path = address.substr(5);
-        struct stat st;
-        if (lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
-      }
+      if (a.family() == AF_UNIX) clear_stale_socket(address.substr(5), a);
       acceptor->open(ep.protocol(), ec);
       if (!ec && a.family() != AF_UNIX) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
       if (!ec) acceptor->bind(ep, ec);
@@ -227,25 +298,20 @@ PageServer::Impl::Impl(std::shared_ptr<Backend> source, PageServerOptions option
       std::memcpy(&bound.storage, local.data(), std::min<size_t>(local.size(), sizeof bound.storage));
       bound.length = static_cast<socklen_t>(local.size());
       endpoints.push_back(a.family() == AF_UNIX ? address : format_address(bound));
-      if (a.family() == AF_UNIX) unix_paths_.push_back(address.substr(5));
       acceptors_.push_back(std::move(acceptor));
+      if (a.family() == AF_UNIX) {
+        BoundSocket s{address.substr(5)};
+        struct stat st;
+        if (::lstat(s.path.c_str(), &st) != 0) throw_errno("page server: stat of the socket just bound, " + s.path, errno);
+        s.dev = st.st_dev;
+        s.ino = st.st_ino;
+        unix_sockets_.push_back(std::move(s));
+      }
       problem.clear();
       break;
     }
-    if (!problem.empty()) {
-      for (const std::string& p : unix_paths_) ::unlink(p.c_str());
-      throw Error("page server: cannot listen on '" + address + "': " + problem);
-    }
+    if (!problem.empty()) throw Error("page server: cannot listen on '" + address + "': " + problem);
   }
-  if (int fd = backend_->completion_fd(); fd >= 0) {
-    int copy = ::dup(fd);  // Asio owns and closes its descriptor; the backend keeps its own
-    if (copy < 0) throw_errno("page server: dup of the backend's completion fd", errno);
-    completion_.emplace(io_, copy);
-  }
-  work_.emplace(io_.get_executor());
-  for (size_t i = 0; i < acceptors_.size(); ++i) accept(i);
-  if (completion_) arm_completion_wait();
-  thread_ = std::thread([this] { run(); });
 }
 
 void PageServer::Impl::run() {
@@ -268,8 +334,8 @@ void PageServer::Impl::stop() {
   if (stopped_.exchange(true)) return;
   asio::post(io_, [this] {
     stopping_ = true;
+    for (const BoundSocket& s : unix_sockets_) remove_if_ours(s);  // (before the close: see there)
     for (auto& a : acceptors_) a->close();
-    for (const std::string& p : unix_paths_) ::unlink(p.c_str());
     auto conns = conns_;
     std::vector<std::byte> bye;
     std::string text = "server stopping";
@@ -708,11 +774,19 @@ void PageServer::Impl::fail_job(std::unique_ptr<Job> job, int err) {
 void PageServer::Impl::arm_completion_wait() {
   completion_->async_wait(asio::posix::descriptor_base::wait_read, [this](boost::system::error_code ec) {
     if (ec) return;
+    // Edges first, then the reaping: an edge from a completion that comes
+    // meanwhile stays pending in our set and wakes us again.
+    take_completion_edges();
     arm_completion_wait();
+    drive();
   });
-  // An edge that came while no wait was queued is lost to Asio: reap once
-  // more now that the wait is in place.
-  drive();
+}
+
+void PageServer::Impl::take_completion_edges() {
+  // The set holds one descriptor: one event empties its ready list.
+  epoll_event ev;
+  while (::epoll_wait(completion_->native_handle(), &ev, 1, 0) < 0 && errno == EINTR) {
+  }
 }
 
 // ---- PageServer -------------------------------------------------------------

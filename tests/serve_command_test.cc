@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -101,6 +102,7 @@ class CliProcess {
   }
 
   void signal(int sig) { REQUIRE(kill(pid_, sig) == 0); }
+  pid_t pid() const { return pid_; }
 
   std::string stderr_text() const {
     std::ifstream in(err_path_);
@@ -159,11 +161,12 @@ std::string unix_path(const char* tag) {
 
 }  // namespace
 
-TEST_CASE("faultline serve: port 0 and a Unix socket, every byte, clean exit on SIGTERM", "[serve][fork]") {
+TEST_CASE("faultline serve: port 0 and a Unix socket, every byte, clean exit on SIGTERM, SIGINT or SIGHUP",
+          "[serve][fork]") {
   const auto data = pattern(3 * 1024 * 1024 + 777, 61);
   TempFile file(data);
   const std::string sock = unix_path("a");
-  const int sig = GENERATE(SIGTERM, SIGINT);
+  const int sig = GENERATE(SIGTERM, SIGINT, SIGHUP);
   CliProcess server({"serve", file.path(), "--listen", "127.0.0.1:0", "--listen", "unix:" + sock});
   const std::string tcp = server.read_line();
   const std::string local = server.read_line();
@@ -184,8 +187,11 @@ TEST_CASE("faultline serve: port 0 and a Unix socket, every byte, clean exit on 
   REQUIRE(server.wait() == 0);
   const std::string log = server.stderr_text();
   CHECK(log.find(file.path()) != std::string::npos);  // "serving FILE ..."
-  CHECK(log.find(sig == SIGTERM ? "received SIGTERM" : "received SIGINT") != std::string::npos);
+  const char* received = sig == SIGTERM ? "received SIGTERM" : sig == SIGINT ? "received SIGINT" : "received SIGHUP";
+  CHECK(log.find(received) != std::string::npos);
   CHECK(log.find("stopped:") != std::string::npos);
+  struct stat st {};
+  CHECK(::lstat(sock.c_str(), &st) != 0);  // its socket file removed
   // Stopped means gone: nobody accepts there any more.
   RemoteOptions ro;
   ro.address = tcp;
@@ -319,6 +325,73 @@ TEST_CASE("faultline serve: errors name the problem", "[serve][fork]") {
   CliProcess help({"serve", "--help"});
   CHECK(help.read_line().rfind("usage: faultline serve", 0) == 0);
   CHECK(help.wait() == 0);
+}
+
+// CPU seconds (user + system) process `pid` has used, from /proc/PID/stat.
+double cpu_seconds_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(stat.rfind(')') != std::string::npos);
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));  // from field 3, the state
+  std::vector<std::string> f{std::istream_iterator<std::string>(fields), std::istream_iterator<std::string>()};
+  REQUIRE(f.size() > 12);
+  return double(std::stoull(f[11]) + std::stoull(f[12])) / double(sysconf(_SC_CLK_TCK));  // utime, stime
+}
+
+TEST_CASE("faultline serve sleeps when idle after serving clients", "[serve][fork]") {
+  const auto data = pattern(1024 * 1024 + 4096, 67);
+  TempFile file(data);
+  CliProcess server({"serve", file.path(), "--listen", "127.0.0.1:0"});
+  const std::string tcp = server.read_line();
+  INFO("stderr: " << server.stderr_text());
+  REQUIRE(!tcp.empty());
+  check_served(tcp, data);
+  wait_for_disconnects(server, 1);
+  // A spinning server burns close to 100% of a CPU; one that sleeps, next to
+  // nothing. 20% is out of reach of a sleeping server even under load.
+  const double cpu0 = cpu_seconds_of(server.pid());
+  const auto wall0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  const double share = (cpu_seconds_of(server.pid()) - cpu0) /
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  INFO("idle server's CPU share: " << share);
+  CHECK(share < 0.2);
+  check_served(tcp, data);  // and it still serves
+  wait_for_disconnects(server, 2);
+  server.signal(SIGTERM);
+  CHECK(server.wait() == 0);
+}
+
+TEST_CASE("faultline serve refuses a Unix socket another server listens on", "[serve][fork]") {
+  const auto data = pattern(256 * 1024, 68);
+  TempFile file(data);
+  const std::string sock = unix_path("live");
+  CliProcess first({"serve", file.path(), "--listen", "unix:" + sock});
+  REQUIRE(first.read_line() == "unix:" + sock);
+  CliProcess second({"serve", file.path(), "--listen", "unix:" + sock});
+  CHECK(second.wait() == 1);
+  const std::string err = second.stderr_text();
+  INFO("second server's stderr: " << err);
+  CHECK(err.find(sock + " is in use by a running server") != std::string::npos);
+  CHECK(second.read_line(100).empty());  // no endpoint printed
+  // The first server keeps its socket and serves on it.
+  check_served("unix:" + sock, data);
+  // Two connections, the second server's probe (which may end in a reset:
+  // it leaves the HELLO unread) and the check, both closed before the stop.
+  auto count = [](const std::string& log, const char* what) {
+    size_t n = 0;
+    for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+  REQUIRE(wait_until([&] {
+    const std::string log = first.stderr_text();
+    const size_t closed = count(log, ": disconnected") + count(log, ": read failed") + count(log, ": write failed");
+    return count(log, ": connected") == 2 && closed == 2;
+  }));
+  first.signal(SIGTERM);
+  CHECK(first.wait() == 0);
+  struct stat st {};
+  CHECK(::lstat(sock.c_str(), &st) != 0);
 }
 
 #endif  // FAULTLINE_CLI_PATH

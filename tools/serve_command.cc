@@ -5,9 +5,10 @@
 //
 // The endpoints are printed on stdout, one per line, as soon as they are
 // bound, so a script can listen on port 0 and read the port back.
-// Connections and errors are logged on stderr. SIGINT and SIGTERM stop the
-// server cleanly (exit 0); they are blocked before the server thread starts
-// and taken from a signalfd, so no handler runs in the middle of the server.
+// Connections and errors are logged on stderr. SIGINT, SIGTERM and SIGHUP
+// (the terminal went away) stop the server cleanly (exit 0, Unix socket
+// files removed); they are blocked before the server thread starts and
+// taken from a signalfd, so no handler runs in the middle of the server.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -44,14 +45,16 @@ Serves FILE, or the uncompressed contents of a compressed snapshot
 to faultline clients (connect_remote() in faultline/remote_backend.h) over
 TCP or Unix sockets. Prints each bound
 endpoint on stdout, one per line, then logs connections and errors on stderr
-until SIGINT or SIGTERM, which stop it cleanly (exit status 0).
+until SIGINT, SIGTERM or SIGHUP, which stop it cleanly (exit status 0).
 
 options:
   --listen ADDR          where to listen; repeatable. HOST:PORT (TCP; port 0
                          picks a free port, printed on stdout; [::1]:PORT for
-                         IPv6) or unix:/PATH (a Unix socket; an existing
-                         socket file there is replaced). Default 127.0.0.1:7117:
-                         only this machine can connect.
+                         IPv6) or unix:/PATH (a Unix socket; a socket file
+                         left there by a server that is gone is replaced, one
+                         a running server listens on or a file that is not a
+                         socket is refused; removed on exit if still ours).
+                         Default 127.0.0.1:7117: only this machine can connect.
   --secret-file FILE     require clients to prove they know the secret in
                          FILE (HMAC-SHA256 challenge and response; the secret
                          never crosses the wire). One trailing newline is
@@ -213,13 +216,14 @@ void log_line(const std::string& message) {
                ts.tv_nsec / 1000000, message.c_str());
 }
 
-// The signalfd that delivers SIGINT and SIGTERM; closed with the object.
+// The signalfd that delivers SIGINT, SIGTERM and SIGHUP; closed with the object.
 class StopSignals {
  public:
   StopSignals() {
     sigemptyset(&set_);
     sigaddset(&set_, SIGINT);
     sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGHUP);
     // Blocked in this thread before the server thread exists, so every thread
     // has them blocked and only the signalfd sees them.
     if (int e = pthread_sigmask(SIG_BLOCK, &set_, nullptr); e != 0) throw_errno("pthread_sigmask", e);
@@ -291,7 +295,7 @@ int serve(const ServeArgs& args) {
            (options.secret.empty() ? " without authentication" : " with shared-secret authentication"));
 
   const int sig = stop_signals.wait();
-  log_line(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
+  log_line(std::string("received ") + (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP") + ", stopping");
   server.stop();
   log_line("stopped: " + stats_line(server.stats()));
   return 0;

@@ -23,7 +23,10 @@ namespace faultline {
 
 struct PageServerOptions {
   // "HOST:PORT" (TCP; port 0 picks a free port; "[::1]:PORT" for IPv6) or
-  // "unix:/path" (an existing socket file there is replaced).
+  // "unix:/path". A socket file left there by a server that is gone is
+  // replaced; a socket some server accepts on, or a file that is not a
+  // socket, is refused (Error naming the path). stop() removes the socket
+  // file only if the path still names the socket this server bound.
   std::vector<std::string> listen = {"127.0.0.1:0"};
   // Empty: no authentication. Otherwise both sides prove they know it by
   // HMAC-SHA256 challenge and response; it never crosses the wire, and a
