@@ -17,6 +17,11 @@
 // first) until the connection is up and the server's in-flight budget has
 // room (read-ahead may use three quarters of it, demand reads all of it).
 //
+// Read errors: the server answers a READ as a whole, so when a merged wire
+// fails, each of its reads is asked again once, alone: only the reads that
+// overlap the bytes the server cannot read fail (a corrupt snapshot chunk
+// fails the fills over it, as in process, not its merged neighbours).
+//
 // Failures: when the connection breaks (EOF, error, a malformed or
 // unexpected frame from the server) every request not yet answered is put
 // back in the queues, and the backend reconnects with exponential backoff
@@ -102,6 +107,8 @@ class RemoteBackend final : public Backend {
   bool handle_hello(const ParseResult& f);
   bool handle_answer(const ParseResult& f);
   void finish_wire(std::unordered_map<uint64_t, Wire>::iterator it);
+  // A merged wire failed: queues each of its reads as a wire of its own.
+  void ask_parts_alone(const Wire& merged);
   bool start_direct(const ParseResult& f, size_t* pos);
   bool receive_direct();  // false if the connection went away
   void send_requests();
@@ -441,6 +448,14 @@ bool RemoteBackend::handle_answer(const ParseResult& f) {
       connection_lost("server sent error code " + std::to_string(h.code) + " for id " + std::to_string(h.id));
       return false;
     }
+    if (w.parts.size() > 1 && !w.abandoned) {
+      // The server fails a READ as a whole, so one bad byte would fail
+      // every read merged into it: ask each again on its own instead.
+      Wire merged = std::move(w);
+      finish_wire(it);
+      ask_parts_alone(merged);
+      return true;
+    }
     complete_parts(w, -EIO, {}, false);
   } else {
     uint32_t got = h.type == FrameType::kData ? static_cast<uint32_t>(f.payload.size())
@@ -455,6 +470,23 @@ bool RemoteBackend::handle_answer(const ParseResult& f) {
   }
   finish_wire(it);
   return true;
+}
+
+void RemoteBackend::ask_parts_alone(const Wire& merged) {
+  std::vector<uint64_t> ids;
+  for (const Part& p : merged.parts) {
+    uint64_t id = next_id_++;
+    Wire& w = wires_[id];
+    w.offset = merged.offset + p.at;
+    w.length = p.length;
+    w.urgent = merged.urgent;
+    w.deadline = merged.deadline;
+    w.parts.push_back({p.tag, p.dest, 0, p.length});
+    ids.push_back(id);
+  }
+  // Ahead of what was queued after them; sent by the caller's pump.
+  auto& q = merged.urgent ? urgent_queue_ : normal_queue_;
+  q.insert(q.begin(), ids.begin(), ids.end());
 }
 
 void RemoteBackend::finish_wire(std::unordered_map<uint64_t, Wire>::iterator it) {
@@ -739,6 +771,7 @@ size_t RemoteBackend::reap(std::span<ReadCompletion> out) {
     Clock::time_point until = Clock::now() + options_.busy_poll;
     while (done_.empty() && state_ == State::kReady && urgent_sent_ > 0 && Clock::now() < until) {
       if (!read_socket()) break;
+      send_requests();  // (reads a failed merged wire asked again)
       flush_tx();
     }
     done_.empty() ? spin_.miss() : spin_.hit();
