@@ -44,6 +44,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
@@ -63,6 +64,11 @@ constexpr uint32_t kMaxQueueDepth = 4096;
 // buffer; a longer ReadRequest is answered short and the runtime asks for
 // the rest.
 constexpr uint32_t kMaxWireBytes = 4u << 20;
+// The receive buffer before HELLO: handshake frames and a connection ERROR.
+constexpr size_t kHandshakeRxBytes = 4096;
+static_assert(kHandshakeRxBytes >= kHeaderSize + kMaxErrorMessage);
+// Receive buffer bytes past the longest frame.
+constexpr size_t kRecvSlackBytes = 64 * 1024;
 constexpr auto kFirstBackoff = std::chrono::milliseconds(1);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
 // DATA payloads at least this long are received straight into the reads'
@@ -113,6 +119,8 @@ class RemoteBackend final : public Backend {
   bool receive_direct();  // false if the connection went away
   void send_requests();
   bool flush_tx();
+  // Grows rx_ to n bytes, keeping its rx_len_ bytes.
+  void reserve_rx(size_t n);
   void expire(Clock::time_point now);
   void expire_wires(Clock::time_point now);
   void arm_timer();
@@ -140,7 +148,11 @@ class RemoteBackend final : public Backend {
   Clock::duration backoff_ = kFirstBackoff;
   Clock::time_point armed_for_ = Clock::time_point::max();
 
-  std::vector<std::byte> rx_;
+  // Not value-initialized: zeroing the 4 MiB a server may need took most
+  // of connect_remote(). Holds the handshake until HELLO says how long a
+  // frame can be, then grows once (reserve_rx).
+  std::unique_ptr<std::byte[]> rx_;
+  size_t rx_cap_ = 0;
   size_t rx_len_ = 0;
   std::vector<std::byte> tx_;
   size_t tx_sent_ = 0;
@@ -199,7 +211,15 @@ RemoteBackend::RemoteBackend(const RemoteOptions& options) : options_(options), 
   ev.events = EPOLLIN;
   ev.data.fd = timer_.get();
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, timer_.get(), &ev) != 0) throw_errno("remote backend: epoll_ctl", errno);
-  rx_.resize(kHeaderSize + kMaxWireBytes + 64 * 1024);
+  reserve_rx(kHandshakeRxBytes);
+}
+
+void RemoteBackend::reserve_rx(size_t n) {
+  if (n <= rx_cap_) return;
+  std::unique_ptr<std::byte[]> bigger(new std::byte[n]);
+  if (rx_len_ > 0) std::memcpy(bigger.get(), rx_.get(), rx_len_);
+  rx_ = std::move(bigger);
+  rx_cap_ = n;
 }
 
 // ---- Connection -------------------------------------------------------------
@@ -313,11 +333,11 @@ bool RemoteBackend::read_socket() {
       if (!receive_direct()) return false;
       if (direct_.active) return true;  // the socket is drained
     }
-    if (rx_len_ == rx_.size()) {  // cannot happen with a valid peer: frames are bounded
+    if (rx_len_ == rx_cap_) {  // cannot happen with a valid peer: frames are bounded
       connection_lost("receive buffer full without a complete frame");
       return false;
     }
-    ssize_t n = ::recv(socket_.get(), rx_.data() + rx_len_, rx_.size() - rx_len_, MSG_DONTWAIT);
+    ssize_t n = ::recv(socket_.get(), rx_.get() + rx_len_, rx_cap_ - rx_len_, MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
@@ -333,7 +353,7 @@ bool RemoteBackend::read_socket() {
     size_t pos = 0;
     for (;;) {
       uint32_t max_payload = state_ == State::kReady ? max_wire_ : 0;
-      ParseResult f = parse_frame(std::span(rx_.data() + pos, rx_len_ - pos), Receiver::kClient, max_payload);
+      ParseResult f = parse_frame(std::span(rx_.get() + pos, rx_len_ - pos), Receiver::kClient, max_payload);
       if (f.status == ParseResult::kNeedMore) {
         if (f.header_checked && !start_direct(f, &pos)) return false;
         break;
@@ -345,7 +365,7 @@ bool RemoteBackend::read_socket() {
       if (!handle_frame(f)) return false;
       pos += f.consumed;
     }
-    std::memmove(rx_.data(), rx_.data() + pos, rx_len_ - pos);
+    std::memmove(rx_.get(), rx_.get() + pos, rx_len_ - pos);
     rx_len_ -= pos;
   }
 }
@@ -422,6 +442,8 @@ bool RemoteBackend::handle_hello(const ParseResult& f) {
   }
   size_ = h.object_size;
   max_wire_ = std::min(h.max_request_bytes, kMaxWireBytes);
+  // A whole DATA frame, and room behind it so one recv brings many answers.
+  reserve_rx(kHeaderSize + max_wire_ + kRecvSlackBytes);
   max_in_flight_ = h.max_in_flight_bytes;
   server_nonce_ = h.nonce;
   client_nonce_ = random_nonce();
@@ -507,7 +529,7 @@ bool RemoteBackend::start_direct(const ParseResult& f, size_t* pos) {
   direct_.active = true;
   direct_.id = h.id;
   direct_.header = h;
-  const std::byte* head = rx_.data() + *pos;
+  const std::byte* head = rx_.get() + *pos;
   direct_.crc = crc32c(0, head, 16);
   // What already came goes to the buffers now; the rest is received there.
   uint32_t have = static_cast<uint32_t>(rx_len_ - *pos - kHeaderSize);
@@ -530,7 +552,7 @@ bool RemoteBackend::receive_direct() {
     int n_iov = 0;
     if (direct_.discard || it == wires_.end() || it->second.abandoned) {
       direct_.discard = true;
-      iov[n_iov++] = {rx_.data(), std::min<size_t>(rx_.size(), length - direct_.got)};
+      iov[n_iov++] = {rx_.get(), std::min<size_t>(rx_cap_, length - direct_.got)};
     } else {
       for (const Part& p : it->second.parts) {
         uint64_t start = std::max<uint64_t>(p.at, direct_.got);
