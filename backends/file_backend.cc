@@ -502,6 +502,9 @@ void FileBackend::submit(std::span<const ReadRequest> reads) { impl_->submit(rea
 size_t FileBackend::reap(std::span<ReadCompletion> out) { return impl_->reap(out); }
 void FileBackend::attach_staging(std::span<std::byte> staging) { impl_->attach_staging(staging); }
 bool FileBackend::writable() const { return impl_->options_.writable; }
+std::string FileBackend::read_only_reason() const {
+  return "the file was opened read-only; open it with FileBackendOptions::writable = true";
+}
 WriteResult FileBackend::write_data(std::span<const WriteRequest> writes) { return impl_->write_data(writes); }
 int FileBackend::sync_data() { return impl_->sync_data(); }
 int64_t FileBackend::read_data(uint64_t offset, std::span<std::byte> out) {

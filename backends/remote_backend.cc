@@ -17,6 +17,11 @@
 // first) until the connection is up and the server's in-flight budget has
 // room (read-ahead may use three quarters of it, demand reads all of it).
 //
+// Read errors: the server answers a READ as a whole, so when a merged wire
+// fails, each of its reads is asked again once, alone: only the reads that
+// overlap the bytes the server cannot read fail (a corrupt snapshot chunk
+// fails the fills over it, as in process, not its merged neighbours).
+//
 // Failures: when the connection breaks (EOF, error, a malformed or
 // unexpected frame from the server) every request not yet answered is put
 // back in the queues, and the backend reconnects with exponential backoff
@@ -39,6 +44,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
@@ -58,6 +64,11 @@ constexpr uint32_t kMaxQueueDepth = 4096;
 // buffer; a longer ReadRequest is answered short and the runtime asks for
 // the rest.
 constexpr uint32_t kMaxWireBytes = 4u << 20;
+// The receive buffer before HELLO: handshake frames and a connection ERROR.
+constexpr size_t kHandshakeRxBytes = 4096;
+static_assert(kHandshakeRxBytes >= kHeaderSize + kMaxErrorMessage);
+// Receive buffer bytes past the longest frame.
+constexpr size_t kRecvSlackBytes = 64 * 1024;
 constexpr auto kFirstBackoff = std::chrono::milliseconds(1);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
 // DATA payloads at least this long are received straight into the reads'
@@ -102,10 +113,14 @@ class RemoteBackend final : public Backend {
   bool handle_hello(const ParseResult& f);
   bool handle_answer(const ParseResult& f);
   void finish_wire(std::unordered_map<uint64_t, Wire>::iterator it);
+  // A merged wire failed: queues each of its reads as a wire of its own.
+  void ask_parts_alone(const Wire& merged);
   bool start_direct(const ParseResult& f, size_t* pos);
   bool receive_direct();  // false if the connection went away
   void send_requests();
   bool flush_tx();
+  // Grows rx_ to n bytes, keeping its rx_len_ bytes.
+  void reserve_rx(size_t n);
   void expire(Clock::time_point now);
   void expire_wires(Clock::time_point now);
   void arm_timer();
@@ -133,7 +148,11 @@ class RemoteBackend final : public Backend {
   Clock::duration backoff_ = kFirstBackoff;
   Clock::time_point armed_for_ = Clock::time_point::max();
 
-  std::vector<std::byte> rx_;
+  // Not value-initialized: zeroing the 4 MiB a server may need took most
+  // of connect_remote(). Holds the handshake until HELLO says how long a
+  // frame can be, then grows once (reserve_rx).
+  std::unique_ptr<std::byte[]> rx_;
+  size_t rx_cap_ = 0;
   size_t rx_len_ = 0;
   std::vector<std::byte> tx_;
   size_t tx_sent_ = 0;
@@ -192,7 +211,15 @@ RemoteBackend::RemoteBackend(const RemoteOptions& options) : options_(options), 
   ev.events = EPOLLIN;
   ev.data.fd = timer_.get();
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, timer_.get(), &ev) != 0) throw_errno("remote backend: epoll_ctl", errno);
-  rx_.resize(kHeaderSize + kMaxWireBytes + 64 * 1024);
+  reserve_rx(kHandshakeRxBytes);
+}
+
+void RemoteBackend::reserve_rx(size_t n) {
+  if (n <= rx_cap_) return;
+  std::unique_ptr<std::byte[]> bigger(new std::byte[n]);
+  if (rx_len_ > 0) std::memcpy(bigger.get(), rx_.get(), rx_len_);
+  rx_ = std::move(bigger);
+  rx_cap_ = n;
 }
 
 // ---- Connection -------------------------------------------------------------
@@ -306,11 +333,11 @@ bool RemoteBackend::read_socket() {
       if (!receive_direct()) return false;
       if (direct_.active) return true;  // the socket is drained
     }
-    if (rx_len_ == rx_.size()) {  // cannot happen with a valid peer: frames are bounded
+    if (rx_len_ == rx_cap_) {  // cannot happen with a valid peer: frames are bounded
       connection_lost("receive buffer full without a complete frame");
       return false;
     }
-    ssize_t n = ::recv(socket_.get(), rx_.data() + rx_len_, rx_.size() - rx_len_, MSG_DONTWAIT);
+    ssize_t n = ::recv(socket_.get(), rx_.get() + rx_len_, rx_cap_ - rx_len_, MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
@@ -326,7 +353,7 @@ bool RemoteBackend::read_socket() {
     size_t pos = 0;
     for (;;) {
       uint32_t max_payload = state_ == State::kReady ? max_wire_ : 0;
-      ParseResult f = parse_frame(std::span(rx_.data() + pos, rx_len_ - pos), Receiver::kClient, max_payload);
+      ParseResult f = parse_frame(std::span(rx_.get() + pos, rx_len_ - pos), Receiver::kClient, max_payload);
       if (f.status == ParseResult::kNeedMore) {
         if (f.header_checked && !start_direct(f, &pos)) return false;
         break;
@@ -338,7 +365,7 @@ bool RemoteBackend::read_socket() {
       if (!handle_frame(f)) return false;
       pos += f.consumed;
     }
-    std::memmove(rx_.data(), rx_.data() + pos, rx_len_ - pos);
+    std::memmove(rx_.get(), rx_.get() + pos, rx_len_ - pos);
     rx_len_ -= pos;
   }
 }
@@ -415,6 +442,8 @@ bool RemoteBackend::handle_hello(const ParseResult& f) {
   }
   size_ = h.object_size;
   max_wire_ = std::min(h.max_request_bytes, kMaxWireBytes);
+  // A whole DATA frame, and room behind it so one recv brings many answers.
+  reserve_rx(kHeaderSize + max_wire_ + kRecvSlackBytes);
   max_in_flight_ = h.max_in_flight_bytes;
   server_nonce_ = h.nonce;
   client_nonce_ = random_nonce();
@@ -441,6 +470,14 @@ bool RemoteBackend::handle_answer(const ParseResult& f) {
       connection_lost("server sent error code " + std::to_string(h.code) + " for id " + std::to_string(h.id));
       return false;
     }
+    if (w.parts.size() > 1 && !w.abandoned) {
+      // The server fails a READ as a whole, so one bad byte would fail
+      // every read merged into it: ask each again on its own instead.
+      Wire merged = std::move(w);
+      finish_wire(it);
+      ask_parts_alone(merged);
+      return true;
+    }
     complete_parts(w, -EIO, {}, false);
   } else {
     uint32_t got = h.type == FrameType::kData ? static_cast<uint32_t>(f.payload.size())
@@ -455,6 +492,23 @@ bool RemoteBackend::handle_answer(const ParseResult& f) {
   }
   finish_wire(it);
   return true;
+}
+
+void RemoteBackend::ask_parts_alone(const Wire& merged) {
+  std::vector<uint64_t> ids;
+  for (const Part& p : merged.parts) {
+    uint64_t id = next_id_++;
+    Wire& w = wires_[id];
+    w.offset = merged.offset + p.at;
+    w.length = p.length;
+    w.urgent = merged.urgent;
+    w.deadline = merged.deadline;
+    w.parts.push_back({p.tag, p.dest, 0, p.length});
+    ids.push_back(id);
+  }
+  // Ahead of what was queued after them; sent by the caller's pump.
+  auto& q = merged.urgent ? urgent_queue_ : normal_queue_;
+  q.insert(q.begin(), ids.begin(), ids.end());
 }
 
 void RemoteBackend::finish_wire(std::unordered_map<uint64_t, Wire>::iterator it) {
@@ -475,7 +529,7 @@ bool RemoteBackend::start_direct(const ParseResult& f, size_t* pos) {
   direct_.active = true;
   direct_.id = h.id;
   direct_.header = h;
-  const std::byte* head = rx_.data() + *pos;
+  const std::byte* head = rx_.get() + *pos;
   direct_.crc = crc32c(0, head, 16);
   // What already came goes to the buffers now; the rest is received there.
   uint32_t have = static_cast<uint32_t>(rx_len_ - *pos - kHeaderSize);
@@ -498,7 +552,7 @@ bool RemoteBackend::receive_direct() {
     int n_iov = 0;
     if (direct_.discard || it == wires_.end() || it->second.abandoned) {
       direct_.discard = true;
-      iov[n_iov++] = {rx_.data(), std::min<size_t>(rx_.size(), length - direct_.got)};
+      iov[n_iov++] = {rx_.get(), std::min<size_t>(rx_cap_, length - direct_.got)};
     } else {
       for (const Part& p : it->second.parts) {
         uint64_t start = std::max<uint64_t>(p.at, direct_.got);
@@ -739,6 +793,7 @@ size_t RemoteBackend::reap(std::span<ReadCompletion> out) {
     Clock::time_point until = Clock::now() + options_.busy_poll;
     while (done_.empty() && state_ == State::kReady && urgent_sent_ > 0 && Clock::now() < until) {
       if (!read_socket()) break;
+      send_requests();  // (reads a failed merged wire asked again)
       flush_tx();
     }
     done_.empty() ? spin_.miss() : spin_.hit();

@@ -71,8 +71,8 @@ void validate(const Backend& backend, const RegionOptions& o, const RuntimeOptio
                 " = true needs RegionOptions.writable = true");
   if (o.write_back) {
     if (!backend.writable())
-      throw Error("RegionOptions.write_back = true: backend " + backend.name() +
-                  " is read-only (a FileBackend needs FileBackendOptions.writable = true)");
+      throw Error("RegionOptions.write_back = true: backend " + backend.name() + " cannot be written: " +
+                  backend.read_only_reason());
     if (o.length > size - o.offset)
       throw Error(field("length", o.length) + " with RegionOptions.write_back: the region must lie within " +
                   backend.name() + " (" + std::to_string(size - o.offset) + " bytes from offset " +

@@ -12,12 +12,17 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <set>
 #include <thread>
 
 #include "faultline/faultline.h"
+#include "faultline/page_server.h"
+#include "faultline/remote_backend.h"
+#include "faultline/snapshot.h"
+#include "faultline/zstd_snapshot_backend.h"
 #include "test_util.h"
 
 using namespace faultline;
@@ -265,13 +270,53 @@ TEST_CASE("dirty tracking and write-back options are checked", "[dirty]") {
   o.track_dirty = true;
   CHECK_THROWS_WITH(rt.map(ro, o), Catch::Contains("track_dirty = true needs RegionOptions.writable"));
   o = write_back_options();
-  CHECK_THROWS_WITH(rt.map(ro, o), Catch::Contains("is read-only") && Catch::Contains("FileBackendOptions.writable"));
+  CHECK_THROWS_WITH(rt.map(ro, o), Catch::Contains("cannot be written") && Catch::Contains("FileBackendOptions::writable"));
   o.length = 2 * kMiB;
   CHECK_THROWS_WITH(rt.map(writable_file(file.path()), o), Catch::Contains("must lie within"));
   Region plain = rt.map(ro, RegionOptions{});
   CHECK_THROWS_WITH(plain.take_dirty(), Catch::Contains("without RegionOptions.track_dirty"));
   Region wb = rt.map(writable_file(file.path()), write_back_options());
   CHECK_THROWS_WITH(wb.take_dirty(), Catch::Contains("belongs to flush()"));
+}
+
+TEST_CASE("a write-back region over a read-only backend names it and only the fix that applies", "[dirty]") {
+  auto bytes = pattern(kMiB, 23);
+  TempFile file(bytes);
+  std::string snap = file.path() + ".snap";
+  write_snapshot(bytes, snap);
+  struct Remove {
+    std::string path;
+    ~Remove() { std::remove(path.c_str()); }
+  } remove_snap{snap};
+  PageServerOptions so;
+  so.listen = {"127.0.0.1:0"};
+  PageServer server(std::make_shared<MemoryBackend>(bytes), so);
+  RemoteOptions remote;
+  remote.address = server.endpoints().at(0);
+  Runtime rt;
+  auto refused = [&](std::shared_ptr<Backend> b) {
+    std::string name = b->name();
+    try {
+      rt.map(std::move(b), write_back_options());
+    } catch (const Error& e) {
+      return std::pair(name, std::string(e.what()));
+    }
+    FAIL("map() of a write-back region over " << name << " did not throw");
+    return std::pair(name, std::string());
+  };
+  {
+    auto [name, what] = refused(std::make_shared<FileBackend>(file.path()));
+    INFO(what);
+    CHECK_THAT(what, Catch::Contains("backend " + name + " cannot be written"));
+    CHECK_THAT(what, Catch::Contains("open it with FileBackendOptions::writable = true"));
+  }
+  for (auto b : {open_zstd_snapshot(snap), connect_remote(remote)}) {
+    auto [name, what] = refused(b);
+    INFO(what);
+    CHECK_THAT(what, Catch::StartsWith("RegionOptions.write_back = true: backend " + name +
+                                       " cannot be written: this backend is read-only"));
+    CHECK_THAT(what, !Catch::Contains("FileBackend") && !Catch::Contains("writable ="));
+  }
 }
 
 TEST_CASE("write-back into a full file system reports ENOSPC and loses nothing", "[dirty][root]") {

@@ -18,6 +18,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -25,7 +26,10 @@
 #include "faultline/faultline.h"
 #include "faultline/page_server.h"
 #include "faultline/remote_backend.h"
+#include "faultline/snapshot.h"
+#include "faultline/zstd_snapshot_backend.h"
 #include "remote_protocol.h"
+#include "snapshot_test_util.h"
 #include "test_util.h"
 
 using namespace faultline;
@@ -930,4 +934,147 @@ TEST_CASE("a server killed mid-transfer gives SIGBUS after the deadline; a resta
   // The rest of that end of the region reads correctly over the new connection.
   CHECK(first_mismatch(r.data() + far, data.data() + far, 4 * kMiB) == -1);
   CHECK(r.stats().errors > 0);  // the poisoned reads of step 1
+}
+
+namespace {
+
+// Submits `reads` at once and reaps until each has completed (or 60 s
+// passed): the completions by tag, each seen exactly once.
+std::map<uint64_t, ReadCompletion> read_all(Backend& b, const std::vector<ReadRequest>& reads) {
+  b.submit(reads);
+  std::map<uint64_t, ReadCompletion> done;
+  auto until = std::chrono::steady_clock::now() + 60s;
+  ReadCompletion out[8];
+  while (done.size() < reads.size() && std::chrono::steady_clock::now() < until) {
+    size_t n = b.reap(out);
+    for (size_t k = 0; k < n; ++k) REQUIRE(done.emplace(out[k].tag, out[k]).second);
+    if (n == 0) {
+      pollfd p{b.completion_fd(), POLLIN, 0};
+      ::poll(&p, 1, 10);
+    }
+  }
+  REQUIRE(done.size() == reads.size());
+  return done;
+}
+
+// Reads every page of r in order, one byte each (a SIGBUS is caught), then
+// compares every page that did not fail with `data`. The pages that failed.
+std::vector<size_t> failed_pages(Region& r, const std::vector<std::byte>& data) {
+  constexpr size_t kPage = 4096;
+  std::vector<size_t> failed;
+  for (size_t page = 0; page < r.size() / kPage; ++page)
+    if (touch_gives_sigbus(r.data() + page * kPage)) failed.push_back(page);
+  size_t wrong = 0;
+  for (size_t page = 0, f = 0; page < r.size() / kPage; ++page) {
+    if (f < failed.size() && failed[f] == page) {
+      ++f;
+      continue;
+    }
+    if (first_mismatch(r.data() + page * kPage, data.data() + page * kPage, kPage) != -1) ++wrong;
+  }
+  CHECK(wrong == 0);
+  return failed;
+}
+
+}  // namespace
+
+TEST_CASE("a corrupt snapshot chunk served remotely fails only its own pages, as in process",
+          "[remote][snapshot][corrupt]") {
+  // Served remotely, adjacent fills travel merged into one READ; the
+  // server fails a READ whole, so before the client asked each fill again
+  // on its own, two bad chunks cost hundreds of pages instead of 32.
+  constexpr uint32_t kChunk = 64 * kKiB;  // the default fill_size too
+  constexpr size_t kChunks = 96;
+  const std::vector<uint64_t> bad = {9, 41};
+  auto data = pattern(kChunks * kChunk, 31);
+  TempDir dir;
+  SnapshotWriteOptions w;
+  w.chunk_size = kChunk;
+  w.threads = 1;
+  std::string path = dir.file("snap");
+  write_snapshot(data, path, w);
+  auto f = read_bytes(path);
+  for (uint64_t c : bad) patch_entry(f, c, [](detail::ChunkEntry& e) { e.checksum ^= 1; });
+  write_bytes(path, f);
+  std::vector<size_t> expected;
+  for (uint64_t c : bad)
+    for (size_t p = 0; p < kChunk / 4096; ++p) expected.push_back(c * kChunk / 4096 + p);
+
+  Runtime rt;
+  RegionOptions o;  // defaults: 64 KiB fills, read-ahead up to 4 MiB (many fills per batch)
+  auto local = open_zstd_snapshot(path);
+  Region in_process = rt.map(local, o);
+  std::vector<size_t> local_failed = failed_pages(in_process, data);
+  CHECK(local_failed == expected);
+  CHECK(in_process.stats().errors == bad.size());
+
+  LogSink log;
+  PageServerOptions so;
+  so.listen = {"127.0.0.1:0"};
+  so.log = log.callback();
+  PageServer server(open_zstd_snapshot(path), so);
+  RemoteOptions ro;
+  ro.address = server.endpoints().at(0);
+  auto remote = connect_remote(ro);
+  Region over_remote = rt.map(remote, o);
+  std::vector<size_t> remote_failed = failed_pages(over_remote, data);
+  INFO(log.all());
+  CHECK(remote_failed.size() == expected.size());
+  CHECK(remote_failed == expected);
+  CHECK(remote_failed == local_failed);
+  CHECK(over_remote.stats().errors == bad.size());
+  CHECK(server.stats().protocol_errors == 0);
+  CHECK(log.contains("read of 65536 bytes at offset " + std::to_string(bad[0] * kChunk) + " failed"));
+  CHECK(log.contains("read of 65536 bytes at offset " + std::to_string(bad[1] * kChunk) + " failed"));
+}
+
+TEST_CASE("reads up to and past the server's request limit arrive whole, whatever the limit", "[remote]") {
+  auto data = pattern(20 * kMiB + 3 * 4096, 37);
+  // 64 MiB is more than the client's own 4 MiB cap on one READ.
+  for (uint32_t limit : {128u * 1024, 1u << 20, 4u << 20, 64u << 20}) {
+    PageServerOptions so;
+    so.listen = {"127.0.0.1:0"};
+    so.max_request_bytes = limit;
+    so.max_in_flight_bytes = std::max<size_t>(so.max_in_flight_bytes, 2 * size_t{limit});
+    PageServer server(memory(data), so);
+    RemoteOptions ro;
+    ro.address = server.endpoints().at(0);
+    auto backend = connect_remote(ro);
+    const uint32_t wire = std::min(limit, 4u << 20);
+    // Lengths around the longest READ, alone and in adjacent runs (merged
+    // up to the limit), and one past the end of the object (short).
+    std::vector<uint32_t> lengths = {65 * 1024, wire - 4096, wire, wire + 4096, 3 * wire / 2, 2 * wire, 5u << 20};
+    std::vector<ReadRequest> reads;
+    std::vector<std::vector<std::byte>> bufs;
+    uint64_t at = 4096;
+    for (uint32_t len : lengths) {
+      for (int twice = 0; twice < 2; ++twice) {  // two adjacent reads of each length
+        if (at >= data.size()) at = (at * 7) % (data.size() / 2) / 4096 * 4096;
+        bufs.emplace_back(len + 1, std::byte{0xEE});
+        ReadRequest r;
+        r.offset = at;
+        r.length = len;
+        r.dest = bufs.back().data();
+        r.tag = reads.size();
+        r.urgent = twice == 0;
+        reads.push_back(r);
+        at += len;
+      }
+    }
+    ReadRequest tail{data.size() - 5000, 2u << 20, nullptr, reads.size(), false};
+    bufs.emplace_back((2u << 20) + 1, std::byte{0xEE});
+    tail.dest = bufs.back().data();
+    reads.push_back(tail);
+    auto done = read_all(*backend, reads);
+    for (const ReadRequest& r : reads) {
+      INFO("limit " << limit << ": read of " << r.length << " at " << r.offset);
+      const ReadCompletion& c = done.at(r.tag);
+      uint64_t want = std::min<uint64_t>(r.length, data.size() - r.offset);
+      REQUIRE(c.result == static_cast<int64_t>(want));
+      REQUIRE_FALSE(c.zero);
+      CHECK(first_mismatch(r.dest, data.data() + r.offset, want) == -1);
+      CHECK(r.dest[r.length] == std::byte{0xEE});  // nothing written past the read
+    }
+    CHECK(server.stats().protocol_errors == 0);
+  }
 }

@@ -50,6 +50,7 @@ class FileBackend final : public Backend {
   size_t reap(std::span<ReadCompletion> out) override;
   void attach_staging(std::span<std::byte> staging) override;
   bool writable() const override;
+  std::string read_only_reason() const override;
   WriteResult write_data(std::span<const WriteRequest> writes) override;
   int sync_data() override;
   int64_t read_data(uint64_t offset, std::span<std::byte> out) override;

@@ -130,6 +130,9 @@ class Backend {
   // The write path: see the contract above. Defaults: read-only, every
   // call fails with -EROFS.
   virtual bool writable() const { return false; }
+  // When writable() is false: why, and what (if anything) would change it,
+  // for the error a write-back region over this backend gets.
+  virtual std::string read_only_reason() const { return "this backend is read-only"; }
   virtual WriteResult write_data(std::span<const WriteRequest> writes) {
     return {-EROFS, writes.empty() ? 0 : writes[0].offset};
   }
