@@ -1008,7 +1008,7 @@ TEST_CASE("a corrupt snapshot chunk served remotely fails only its own pages, as
   CHECK(local_failed == expected);
   CHECK(in_process.stats().errors == bad.size());
 
-  LogSink log;
+  LogLines log;
   PageServerOptions so;
   so.listen = {"127.0.0.1:0"};
   so.log = log.callback();
