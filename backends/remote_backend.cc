@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "faultline/error.h"
+#include "little_endian.h"
 #include "remote_protocol.h"
 #include "unique_fd.h"
 
@@ -481,8 +482,7 @@ bool RemoteBackend::handle_answer(const ParseResult& f) {
     complete_parts(w, -EIO, {}, false);
   } else {
     uint32_t got = h.type == FrameType::kData ? static_cast<uint32_t>(f.payload.size())
-                                               : uint32_t(f.payload[0]) | uint32_t(f.payload[1]) << 8 |
-                                                     uint32_t(f.payload[2]) << 16 | uint32_t(f.payload[3]) << 24;
+                                               : static_cast<uint32_t>(detail::get_le(f.payload.data(), 4));
     if (got != expected) {
       connection_lost("server answered " + std::to_string(got) + " bytes for id " + std::to_string(h.id) +
                       ", expected " + std::to_string(expected));

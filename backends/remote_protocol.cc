@@ -15,31 +15,18 @@
 
 #include "crc32c.h"
 #include "faultline/error.h"
+#include "little_endian.h"
 
 namespace faultline::remote {
 namespace {
 
-// Little-endian field access; the protocol is little-endian whatever the host.
-void put16(std::byte* p, uint16_t v) {
-  for (int i = 0; i < 2; ++i) p[i] = std::byte(v >> (8 * i));
-}
-void put32(std::byte* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = std::byte(v >> (8 * i));
-}
-void put64(std::byte* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = std::byte(v >> (8 * i));
-}
-uint16_t get16(const std::byte* p) { return uint16_t(uint16_t(p[0]) | uint16_t(p[1]) << 8); }
-uint32_t get32(const std::byte* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = v << 8 | uint32_t(p[i]);
-  return v;
-}
-uint64_t get64(const std::byte* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = v << 8 | uint64_t(p[i]);
-  return v;
-}
+// The protocol is little-endian whatever the host (runtime/little_endian.h).
+void put16(std::byte* p, uint16_t v) { detail::put_le(p, v, 2); }
+void put32(std::byte* p, uint32_t v) { detail::put_le(p, v, 4); }
+void put64(std::byte* p, uint64_t v) { detail::put_le(p, v, 8); }
+uint16_t get16(const std::byte* p) { return static_cast<uint16_t>(detail::get_le(p, 2)); }
+uint32_t get32(const std::byte* p) { return static_cast<uint32_t>(detail::get_le(p, 4)); }
+uint64_t get64(const std::byte* p) { return detail::get_le(p, 8); }
 
 ParseResult failure(ErrorCode code, std::string message) {
   ParseResult r;
