@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Everything an application needs: the runtime, regions and the backends.
+// Everything an application needs: the runtime, regions, the backends,
+// snapshots, the page server and the version. Every public header is here
+// (tests/install/check.sh fails if one is missing).
 #pragma once
 
 #include "faultline/backend.h"
@@ -9,8 +11,12 @@
 #include "faultline/memory_backend.h"
 #include "faultline/log.h"
 #include "faultline/options.h"
+#include "faultline/page_server.h"
 #include "faultline/region.h"
+#include "faultline/remote_backend.h"
 #include "faultline/runtime.h"
+#include "faultline/snapshot.h"
 #include "faultline/stats.h"
 #include "faultline/version.h"
 #include "faultline/working_set.h"
+#include "faultline/zstd_snapshot_backend.h"
