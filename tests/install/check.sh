@@ -2,16 +2,20 @@
 # SPDX-License-Identifier: Apache-2.0
 # Install check: installs a configured faultline build into a temporary
 # prefix, checks what was installed (shared libraries' SONAMEs and links,
-# headers free of private dependencies, pkg-config files) and builds and runs
+# headers free of private dependencies, the CMake package and pkg-config
+# files, the installed programs) and builds and runs
 # the consumer program beside this script (main.cc: maps a file, a snapshot
 # and a page server's bytes, checks bytes and fault counts) five ways:
 #   cmake-shared       find_package(faultline), faultline::faultline, with
 #                      Boost, OpenSSL, PkgConfig, CLI11, nlohmann_json made unfindable
+#                      and no header of a dependency reached by the compile
 #   cmake-static       find_package(faultline COMPONENTS static), faultline::faultline_static
 #   cmake-core-static  find_package(faultline COMPONENTS core static), OpenSSL unfindable
 #   pc-shared          c++ main.cc $(pkg-config --cflags --libs faultline)
 #   pc-static          c++ main.cc $(pkg-config --cflags faultline) -Wl,-Bstatic $(pkg-config --static --libs faultline) -Wl,-Bdynamic
-# and checks with readelf that each program links the libraries it should.
+# and checks with readelf that each program links the libraries it should
+# (shared programs run from the install, through the RUNPATH CMake gives
+# them or LD_LIBRARY_PATH for the pkg-config one).
 #
 # Usage: tests/install/check.sh BUILD_DIR
 # The consumers are built with the build dir's compiler and build type, and
@@ -51,8 +55,12 @@ case $(cache FAULTLINE_SANITIZE) in
   *) san="" ;;
 esac
 
-# The libraries must be built before they can be installed (a no-op when they are).
-cmake --build "$build" --target faultline_{core,snapshot,remote}_{static,shared} >"$tmp/build.log" 2>&1 ||
+# What is installed must be built first (a no-op when it is): the libraries
+# and the programs the build has.
+targets=(faultline_{core,snapshot,remote}_{static,shared})
+[[ $(cache FAULTLINE_BUILD_TOOLS) == ON ]] && targets+=(faultline-cli)
+[[ $(cache FAULTLINE_BUILD_BENCH) == ON ]] && targets+=(faultline-bench)
+cmake --build "$build" --target "${targets[@]}" >"$tmp/build.log" 2>&1 ||
   { cat "$tmp/build.log" >&2; fail "building the libraries in $build failed"; }
 prefix=$tmp/prefix
 cmake --install "$build" --prefix "$prefix" >"$tmp/install.log"
@@ -73,6 +81,49 @@ for part in "${parts[@]}"; do
 done
 echo "check.sh: shared libraries libfaultline-{core,snapshot,remote}.so.$version, SONAME .so.$soversion"
 
+# needed FILE: the shared libraries FILE links (DT_NEEDED), one a line.
+needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
+# links FILE LIB: FILE has a DT_NEEDED entry LIB.so.<anything>.
+links() { needed "$1" | grep -q "^$2\.so\."; }
+# Each part links its own dependencies and no other part's.
+so() { echo "$libdir/libfaultline-$1.so.$version"; }
+links "$(so core)" liburing || fail "libfaultline-core does not link liburing"
+links "$(so snapshot)" libzstd || fail "libfaultline-snapshot does not link libzstd"
+links "$(so remote)" libcrypto || fail "libfaultline-remote does not link libcrypto"
+for part in snapshot remote; do
+  links "$(so "$part")" libfaultline-core || fail "libfaultline-$part does not link libfaultline-core"
+done
+for bad in "core libzstd" "core libcrypto" "core libfaultline-snapshot" "core libfaultline-remote" \
+  "snapshot libcrypto" "remote libzstd"; do
+  read -r part lib <<<"$bad"
+  ! links "$(so "$part")" "$lib" || fail "libfaultline-$part links $lib, which is another part's dependency"
+done
+
+# The CMake package: the shared targets (faultline-targets.cmake, always
+# loaded) name no dependency's target, and the config looks one up only
+# under the `static` component.
+cmakedir=$libdir/cmake/faultline
+if grep -nE '(PkgConfig|OpenSSL|Boost|ZSTD|zstd)::' "$cmakedir/faultline-targets.cmake"; then
+  fail "the shared targets (faultline-targets.cmake) refer to a dependency's target (above)"
+fi
+awk '/^if\(_faultline_static\)/ { inside = 1 } !inside && !/^ *#/ && /find_dependency|pkg_check_modules|find_package/' \
+  "$cmakedir/faultlineConfig.cmake" | grep -v 'find_dependency(Threads)' &&
+  fail "faultlineConfig.cmake looks up a dependency outside the static component (above)"
+
+# The installed programs run, statically linked to libfaultline.
+if [[ -x $prefix/bin/faultline ]]; then
+  "$prefix/bin/faultline" --version | grep -qF "$version" || fail "faultline --version does not print $version"
+fi
+if [[ -x $prefix/bin/faultline-bench ]]; then
+  "$prefix/bin/faultline-bench" --help >/dev/null || fail "faultline-bench --help failed"
+fi
+for prog in faultline faultline-bench; do
+  [[ -x $prefix/bin/$prog ]] || continue
+  if needed "$prefix/bin/$prog" | grep -E '^libfaultline'; then
+    fail "the installed $prog links a shared libfaultline (above)"
+  fi
+done
+
 # Public headers: none may pull in a dependency's headers (Boost, OpenSSL,
 # zstd, liburing, CLI11, nlohmann-json stay inside the library and tools).
 if grep -nE '#include *[<"](boost/|openssl/|zstd|liburing|CLI/|nlohmann/)' "$prefix/include/faultline/"*.h; then
@@ -84,9 +135,6 @@ for h in "$prefix/include/faultline/"*.h; do
   grep -q "#include \"faultline/$name\"" "$prefix/include/faultline/faultline.h" ||
     fail "faultline/faultline.h does not include faultline/$name"
 done
-
-# needed PROGRAM: the shared libraries PROGRAM links, one a line.
-needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
 
 # run NAME PROGRAM: runs PROGRAM on a directory of its own.
 run() {
@@ -114,12 +162,26 @@ cmake_consumer() {
   run "$name" "$dir/app"
 }
 
+# no_dependency_headers NAME DEPFILE...: the compiles that wrote DEPFILEs
+# (gcc -MD) read no header of a library dependency: an application sees
+# only faultline's headers and the standard library.
+no_dependency_headers() {
+  local name=$1
+  shift
+  [[ $# -gt 0 ]] || fail "$name: no dependency file to check"
+  if grep -hoE '[^ ]*(/(boost|openssl|CLI|nlohmann|liburing)/|/zstd(_errors)?\.h|/liburing\.h)[^ ]*' "$@" | sort -u | grep .; then
+    fail "$name: compiling against faultline read a dependency's headers (above)"
+  fi
+}
+
 # A shared-library user needs none of the build's dependencies.
 no_deps=()
 for pkg in Boost OpenSSL PkgConfig CLI11 nlohmann_json ZLIB; do
   no_deps+=("-DCMAKE_DISABLE_FIND_PACKAGE_$pkg=ON")
 done
 cmake_consumer cmake-shared shared "${no_deps[@]}"
+mapfile -t depfiles < <(find "$tmp/cmake-shared/CMakeFiles" -name '*.o.d')
+no_dependency_headers cmake-shared "${depfiles[@]}"
 for part in "${parts[@]}"; do
   needed "$tmp/cmake-shared/app" | grep -qx "libfaultline-$part.so.$soversion" ||
     fail "cmake-shared: app does not link libfaultline-$part.so.$soversion: $(needed "$tmp/cmake-shared/app" | tr '\n' ' ')"
@@ -147,8 +209,9 @@ done
 [[ " $(pkg-config --static --libs faultline-core) " != *" -lzstd "* ]] || fail "faultline-core.pc lists libzstd"
 cxxflags=(-std=c++20 -Wall -Wextra -O2 ${san:+"$san"})
 # shellcheck disable=SC2046  # pkg-config output is meant to be split
-"$cxx" "${cxxflags[@]}" "$here/main.cc" -o "$tmp/pc-shared" $(pkg-config --cflags --libs faultline) ||
+"$cxx" "${cxxflags[@]}" -MD -MF "$tmp/pc-shared.d" "$here/main.cc" -o "$tmp/pc-shared" $(pkg-config --cflags --libs faultline) ||
   fail "pc-shared: compiling with pkg-config --cflags --libs faultline failed"
+no_dependency_headers pc-shared "$tmp/pc-shared.d"
 for part in "${parts[@]}"; do
   needed "$tmp/pc-shared" | grep -qx "libfaultline-$part.so.$soversion" || fail "pc-shared: does not link libfaultline-$part.so.$soversion"
 done
@@ -162,11 +225,4 @@ if needed "$tmp/pc-static" | grep -E '^(libfaultline|liburing|libzstd|libcrypto)
 fi
 run pc-static "$tmp/pc-static"
 
-# Man pages, when the build made them (help2man found).
-if [[ -n $(cache FAULTLINE_HELP2MAN) && $(cache FAULTLINE_HELP2MAN) != *NOTFOUND ]]; then
-  for page in faultline faultline-serve faultline-snapshot faultline-bench; do
-    [[ -s $prefix/share/man/man1/$page.1 ]] || fail "man page $page.1 is not installed in $prefix/share/man/man1"
-  done
-  echo "check.sh: man pages installed"
-fi
 echo "check.sh: ok"
