@@ -5,7 +5,7 @@
 #   lib/cmake/faultline/                  find_package(faultline [COMPONENTS ...])
 #   lib/pkgconfig/faultline{,-core,-snapshot,-remote}.pc
 #   bin/faultline, bin/faultline-bench    (when built)
-# Parts, targets and components: cmake/FaultlineLibrary.cmake, README.md "Installing".
+# Parts, targets and components: cmake/FaultlineLibrary.cmake, docs/packaging.md.
 include(CMakePackageConfigHelpers)
 
 set(FAULTLINE_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/faultline)
