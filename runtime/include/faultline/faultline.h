@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Everything an application needs: the runtime, regions, the backends,
 // snapshots, the page server, warnings and the version. Every public header
-// is here (README.md's snippets include only this one).
+// is here (README.md's snippets include only this one; tests/install/check.sh
+// fails if one is missing).
 #pragma once
 
 #include "faultline/backend.h"
