@@ -39,7 +39,20 @@ esac
 
 # The library must be built before it can be installed (a no-op when it is).
 cmake --build "$build" --target faultline
+if [[ $(cache FAULTLINE_BUILD_PYTHON) == ON ]]; then
+  cmake --build "$build" --target faultline-python
+fi
 cmake --install "$build" --prefix "$tmp/prefix"
+
+# The Python module, where FAULTLINE_PYTHON_INSTALL_DIR says, importable.
+if [[ $(cache FAULTLINE_BUILD_PYTHON) == ON ]]; then
+  site=$tmp/prefix/$(cache FAULTLINE_PYTHON_INSTALL_DIR)
+  where=$(cd "$tmp" && PYTHONPATH=$site "$(cache Python3_EXECUTABLE)" -c 'import faultline; print(faultline.__file__)')
+  if [[ $where != "$site/"* ]]; then
+    echo "check.sh: FAIL: the Python module imported from '$where', not from $site" >&2
+    exit 1
+  fi
+fi
 
 cmake -S "$here" -B "$tmp/build" \
   -DCMAKE_PREFIX_PATH="$tmp/prefix" \
