@@ -60,11 +60,19 @@ esac
 targets=(faultline_{core,snapshot,remote}_{static,shared})
 [[ $(cache FAULTLINE_BUILD_TOOLS) == ON ]] && targets+=(faultline-cli)
 [[ $(cache FAULTLINE_BUILD_BENCH) == ON ]] && targets+=(faultline-bench)
+[[ $(cache FAULTLINE_BUILD_PYTHON) == ON ]] && targets+=(faultline-python)
 cmake --build "$build" --target "${targets[@]}" >"$tmp/build.log" 2>&1 ||
   { cat "$tmp/build.log" >&2; fail "building the libraries in $build failed"; }
 prefix=$tmp/prefix
 cmake --install "$build" --prefix "$prefix" >"$tmp/install.log"
 libdir=$prefix/$(cache CMAKE_INSTALL_LIBDIR)
+
+# The Python module, where FAULTLINE_PYTHON_INSTALL_DIR says, importable.
+if [[ $(cache FAULTLINE_BUILD_PYTHON) == ON ]]; then
+  site=$prefix/$(cache FAULTLINE_PYTHON_INSTALL_DIR)
+  where=$(cd "$tmp" && PYTHONPATH=$site "$(cache Python3_EXECUTABLE)" -c 'import faultline; print(faultline.__file__)')
+  [[ $where == "$site/"* ]] || fail "the Python module imported from '$where', not from $site"
+fi
 
 # Shared libraries: before 1.0 the SONAME carries MAJOR.MINOR (0.2.0 -> .so.0.2).
 IFS=. read -r major minor _ <<<"$version"
