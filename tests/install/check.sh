@@ -70,7 +70,9 @@ libdir=$prefix/$(cache CMAKE_INSTALL_LIBDIR)
 # The Python module, where FAULTLINE_PYTHON_INSTALL_DIR says, importable.
 if [[ $(cache FAULTLINE_BUILD_PYTHON) == ON ]]; then
   site=$prefix/$(cache FAULTLINE_PYTHON_INSTALL_DIR)
-  where=$(cd "$tmp" && PYTHONPATH=$site "$(cache Python3_EXECUTABLE)" -c 'import faultline; print(faultline.__file__)')
+  py=$(cache Python3_EXECUTABLE)
+  [[ -n $py ]] || py=$(cache _Python3_EXECUTABLE)  # (a build dir configured by an older CMakeLists)
+  where=$(cd "$tmp" && PYTHONPATH=$site "$py" -c 'import faultline; print(faultline.__file__)')
   [[ $where == "$site/"* ]] || fail "the Python module imported from '$where', not from $site"
 fi
 
