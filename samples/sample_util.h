@@ -78,6 +78,19 @@ inline void evict_file_pages(const std::string& path) {
   if (err != 0) faultline::throw_errno("posix_fadvise(DONTNEED) of " + path, err);
 }
 
+// Reads all of `path` so that its pages are in the page cache (a warm run).
+inline void warm_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) faultline::throw_errno("cannot open " + path + " to read it into the page cache", errno);
+  std::vector<char> buf(1 << 20);
+  ssize_t n;
+  while ((n = ::read(fd, buf.data(), buf.size())) > 0 || (n < 0 && errno == EINTR)) {
+  }
+  const int err = errno;
+  ::close(fd);
+  if (n < 0) faultline::throw_errno("cannot read " + path, err);
+}
+
 // Empties the whole machine's page cache. Needs root.
 inline void drop_page_cache() {
   sync();

@@ -92,6 +92,17 @@ inline CLI::Validator power_of_two() {
       "");
 }
 
+// For add_size options: the size must be a multiple of `unit` bytes.
+inline CLI::Validator multiple_of(uint64_t unit) {
+  return CLI::Validator(
+      [unit](std::string& text) {
+        uint64_t v = 0;
+        if (!parse_size(text, v) || v % unit == 0) return std::string();  // add_size reports non-sizes
+        return "must be a multiple of " + std::to_string(unit) + " bytes, got '" + text + "'";
+      },
+      "");
+}
+
 // Adds --version, printing "PROGRAM VERSION" (the library's version).
 inline void add_version(CLI::App& app, const std::string& program) {
   app.set_version_flag("--version", program + " " + faultline::version());
