@@ -97,7 +97,7 @@ for mode in eager lazy lazy-ws; do
   done
 done
 run 2 "$restore" --cold --cache warm && expect_in "snapshot_restore --cold --cache warm" "$err" "--cold: needs cold runs"
-run 2 "$restore" --size 3000K && expect_in "snapshot_restore --size" "$err" "must be a multiple of 1048576 bytes"
+run 2 "$restore" --size 3000K && expect_in "snapshot_restore --size" "$err" "must be a multiple of 1048576, got"
 run 2 "$restore" --cache hot && expect_in "snapshot_restore --cache" "$err" "--cache"
 
 # remote_pages with its defaults: the query fetches a small part of the table.
@@ -110,7 +110,7 @@ if [[ $out =~ laziness:\ fetched\ ([0-9]+)\ of\ the\ table\'s\ ([0-9]+)\ bytes ]
 else
   fail "remote_pages does not report what it fetched: $out"
 fi
-run 2 "$remote" --size 5000 && expect_in "remote_pages --size" "$err" "must be a multiple of 4096 bytes"
+run 2 "$remote" --size 5000 && expect_in "remote_pages --size" "$err" "must be a multiple of 4096, got"
 run 1 "$remote" --write "$tmp/no/such/dir/t" && expect_in "remote_pages --write" "$err" "cannot create $tmp/no/such/dir/t"
 
 if [[ $failures -ne 0 ]]; then

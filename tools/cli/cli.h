@@ -92,13 +92,13 @@ inline CLI::Validator power_of_two() {
       "");
 }
 
-// For add_size options: the size must be a multiple of `unit` bytes.
+// For add_size options: the size must be a multiple of `unit` (page sizes).
 inline CLI::Validator multiple_of(uint64_t unit) {
   return CLI::Validator(
       [unit](std::string& text) {
         uint64_t v = 0;
         if (!parse_size(text, v) || v % unit == 0) return std::string();  // add_size reports non-sizes
-        return "must be a multiple of " + std::to_string(unit) + " bytes, got '" + text + "'";
+        return "must be a multiple of " + std::to_string(unit) + ", got '" + text + "'";
       },
       "");
 }
