@@ -27,17 +27,17 @@
 #include <faultline/snapshot.h>
 #include <faultline/zstd_snapshot_backend.h>
 
+#include <cli.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -46,6 +46,8 @@
 #include <span>
 #include <string>
 #include <vector>
+
+#include "sample_util.h"
 
 namespace {
 
@@ -90,8 +92,8 @@ void fill_table(Record* table, uint64_t count) {
 // ---------------------------------------------------------------------------
 struct Args {
   uint64_t size = 256ull << 20;
-  uint64_t lookups = 20000;
-  uint64_t scan_bytes = 64ull << 20;
+  uint64_t lookups = 20;  // with the scan, about 7% of the default table crosses the socket
+  uint64_t scan_bytes = 4ull << 20;
   uint32_t fill = 64 * 1024;
   std::string listen = "127.0.0.1:0";
   std::string connect;      // client only: an existing server
@@ -99,87 +101,6 @@ struct Args {
   std::string secret_file;
   std::string snapshot;     // the server child serves the table from this snapshot
 };
-
-const char* kUsage = R"(usage: remote_pages [options]
-
-Forks a page server that generates a table of 64-byte records in its memory
-and serves it; maps the table over a socket with faultline and queries it
-(binary-search point lookups, then a range scan), checking every record.
-Prints fault latency, traffic and time.
-
-options:
-  --size SIZE          table size (default 256M; K/M/G suffixes), multiple of 4096
-  --lookups N          point lookups (default 20000)
-  --scan SIZE          bytes of the range scan (default 64M)
-  --fill SIZE          RegionOptions.fill_size (default 64K; 4K..2M)
-  --listen ADDR        where the server child listens (default 127.0.0.1:0;
-                       unix:/path for a Unix socket)
-  --connect ADDR       no server child: query a running server (e.g.
-                       `faultline serve FILE` of a file written with --write)
-  --secret-file FILE   shared secret for the server child or --connect
-  --snapshot FILE      the server child writes the table as a compressed
-                       snapshot to FILE and serves it from there (decompressing
-                       the chunks clients ask for) instead of from memory
-  --write FILE         only write the table (--size bytes) to FILE and exit
-  -h, --help           this text
-)";
-
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr, "remote_pages: %s\nTry 'remote_pages --help'.\n", msg.c_str());
-  std::exit(2);
-}
-
-uint64_t parse_size(const std::string& opt, const std::string& v) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-  if (v.empty() || v[0] == '-' || errno != 0 || end == v.c_str()) usage_error(opt + ": not a size: '" + v + "'");
-  std::string suf = end;
-  uint64_t mult = suf.empty() ? 1 : suf == "K" ? 1ull << 10 : suf == "M" ? 1ull << 20 : suf == "G" ? 1ull << 30 : 0;
-  if (mult == 0) usage_error(opt + ": unknown suffix in '" + v + "' (K, M or G)");
-  if (n > UINT64_MAX / mult) usage_error(opt + ": too large: '" + v + "'");
-  return n * mult;
-}
-
-Args parse_args(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string o = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage_error(o + ": missing value");
-      return argv[++i];
-    };
-    if (o == "-h" || o == "--help") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    } else if (o == "--size") {
-      a.size = parse_size(o, value());
-      if (a.size < 4096 || a.size % 4096 != 0 || a.size > (64ull << 30))
-        usage_error("--size: a multiple of 4096 from 4K to 64G");
-    } else if (o == "--lookups") {
-      a.lookups = parse_size(o, value());
-    } else if (o == "--scan") {
-      a.scan_bytes = parse_size(o, value());
-    } else if (o == "--fill") {
-      a.fill = static_cast<uint32_t>(parse_size(o, value()));
-      if (a.fill < 4096 || a.fill > (2u << 20) || (a.fill & (a.fill - 1)) != 0)
-        usage_error("--fill: a power of two from 4K to 2M");
-    } else if (o == "--listen") {
-      a.listen = value();
-    } else if (o == "--connect") {
-      a.connect = value();
-    } else if (o == "--secret-file") {
-      a.secret_file = value();
-    } else if (o == "--snapshot") {
-      a.snapshot = value();
-    } else if (o == "--write") {
-      a.write_file = value();
-    } else {
-      usage_error("unknown argument '" + o + "'");
-    }
-  }
-  return a;
-}
 
 std::string read_secret(const std::string& path) {
   if (path.empty()) return "";
@@ -198,24 +119,16 @@ std::string read_secret(const std::string& path) {
 int write_table(const Args& a) {
   const uint64_t count = a.size / sizeof(Record);
   FILE* f = std::fopen(a.write_file.c_str(), "wb");
-  if (!f) {
-    std::fprintf(stderr, "remote_pages: cannot create %s: %s\n", a.write_file.c_str(), std::strerror(errno));
-    return 1;
-  }
+  if (!f) faultline::throw_errno("cannot create " + a.write_file, errno);
   std::vector<Record> block(4096);
-  for (uint64_t i = 0; i < count; i += block.size()) {
+  bool ok = true;
+  for (uint64_t i = 0; ok && i < count; i += block.size()) {
     const uint64_t n = std::min<uint64_t>(block.size(), count - i);
     for (uint64_t j = 0; j < n; ++j) block[j] = make_record(i + j);
-    if (std::fwrite(block.data(), sizeof(Record), n, f) != n) {
-      std::fprintf(stderr, "remote_pages: writing %s: %s\n", a.write_file.c_str(), std::strerror(errno));
-      std::fclose(f);
-      return 1;
-    }
+    ok = std::fwrite(block.data(), sizeof(Record), n, f) == n;
   }
-  if (std::fclose(f) != 0) {
-    std::fprintf(stderr, "remote_pages: writing %s: %s\n", a.write_file.c_str(), std::strerror(errno));
-    return 1;
-  }
+  const int err = errno;
+  if (std::fclose(f) != 0 || !ok) faultline::throw_errno("writing " + a.write_file, ok ? errno : err);
   std::printf("wrote %llu records (%llu bytes) to %s\n", static_cast<unsigned long long>(count),
               static_cast<unsigned long long>(count * sizeof(Record)), a.write_file.c_str());
   return 0;
@@ -345,18 +258,6 @@ ServerTraffic stop_server_child(ServerChild& child) {
 
 // ---------------------------------------------------------------------------
 // The query.
-uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-double quantile_us(std::vector<uint64_t> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return static_cast<double>(v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))]) / 1000.0;
-}
-
 struct QueryResult {
   uint64_t found = 0, absent = 0, wrong = 0, scanned = 0;
   std::vector<uint64_t> lookup_ns;
@@ -380,12 +281,12 @@ QueryResult run_query(const Record* table, uint64_t count, const Args& a) {
   QueryResult q;
   q.lookup_ns.reserve(a.lookups);
   uint64_t seed = 0x5eed;
-  const uint64_t t0 = now_ns();
+  const uint64_t t0 = sample::now_ns();
   for (uint64_t n = 0; n < a.lookups; ++n) {
     const uint64_t key = mix64(seed++) % (2 * count + 1);  // odd keys exist, even ones do not
-    const uint64_t s = now_ns();
+    const uint64_t s = sample::now_ns();
     const uint64_t i = find_key(table, count, key);
-    q.lookup_ns.push_back(now_ns() - s);
+    q.lookup_ns.push_back(sample::now_ns() - s);
     if (key % 2 == 1) {
       if (i == count || !record_ok(table[i], (key - 1) / 2)) ++q.wrong;
       else ++q.found;
@@ -394,7 +295,7 @@ QueryResult run_query(const Record* table, uint64_t count, const Args& a) {
       else ++q.absent;
     }
   }
-  const uint64_t t1 = now_ns();
+  const uint64_t t1 = sample::now_ns();
   // Range scan from the middle of the table: read-ahead streams it in.
   const uint64_t first = count / 2;
   const uint64_t last = std::min(count, first + a.scan_bytes / sizeof(Record));
@@ -402,13 +303,16 @@ QueryResult run_query(const Record* table, uint64_t count, const Args& a) {
     if (!record_ok(table[i], i)) ++q.wrong;
     ++q.scanned;
   }
-  const uint64_t t2 = now_ns();
+  const uint64_t t2 = sample::now_ns();
   q.lookups_s = static_cast<double>(t1 - t0) * 1e-9;
   q.scan_s = static_cast<double>(t2 - t1) * 1e-9;
   return q;
 }
 
+double us(uint64_t ns) { return static_cast<double>(ns) / 1000.0; }
+
 int run(const Args& a) {
+  if (!a.write_file.empty()) return write_table(a);
   const std::string secret = read_secret(a.secret_file);
   ServerChild child;
   std::string address = a.connect;
@@ -430,9 +334,9 @@ int run(const Args& a) {
     faultline::RemoteOptions ro;
     ro.address = address;
     ro.secret = secret;
-    const uint64_t c0 = now_ns();
+    const uint64_t c0 = sample::now_ns();
     std::shared_ptr<faultline::Backend> remote = faultline::connect_remote(ro);
-    const double connect_ms = static_cast<double>(now_ns() - c0) * 1e-6;
+    const double connect_ms = static_cast<double>(sample::now_ns() - c0) * 1e-6;
     count = remote->size() / sizeof(Record);
     if (count == 0) throw faultline::Error("the server at " + address + " serves fewer than 64 bytes");
     std::printf("client: connected to %s in %.2f ms (%s, %llu bytes, %llu records)\n", address.c_str(), connect_ms,
@@ -450,18 +354,17 @@ int run(const Args& a) {
 
   std::printf("\nquery: %llu lookups (%llu found, %llu absent) in %.3f s: per lookup p50 %.1f us, p99 %.1f us\n",
               static_cast<unsigned long long>(a.lookups), static_cast<unsigned long long>(q.found),
-              static_cast<unsigned long long>(q.absent), q.lookups_s, quantile_us(q.lookup_ns, 0.5),
-              quantile_us(q.lookup_ns, 0.99));
+              static_cast<unsigned long long>(q.absent), q.lookups_s, us(sample::quantile(q.lookup_ns, 0.5)),
+              us(sample::quantile(q.lookup_ns, 0.99)));
   std::printf("       range scan of %llu records (%.0f MiB) in %.3f s: %.2f GB/s\n",
               static_cast<unsigned long long>(q.scanned), static_cast<double>(q.scanned * sizeof(Record)) / (1 << 20),
               q.scan_s, q.scan_s > 0 ? static_cast<double>(q.scanned * sizeof(Record)) / q.scan_s / 1e9 : 0.0);
   std::printf("faults: %llu, service time (fault read to wake) p50 %.1f us, p99 %.1f us, max %.1f us\n",
               static_cast<unsigned long long>(st.faults), static_cast<double>(st.latency_p50_ns) / 1000.0,
               static_cast<double>(st.latency_p99_ns) / 1000.0, static_cast<double>(st.latency_max_ns) / 1000.0);
-  std::printf("traffic: client received %.1f MiB (%llu read-ahead chunks, %llu hits), %.1f%% of the table\n",
+  std::printf("traffic: client received %.1f MiB (%llu read-ahead chunks, %llu hits)\n",
               static_cast<double>(st.bytes_read) / (1 << 20), static_cast<unsigned long long>(st.readahead_chunks),
-              static_cast<unsigned long long>(st.readahead_hits),
-              100.0 * static_cast<double>(st.bytes_read) / static_cast<double>(count * sizeof(Record)));
+              static_cast<unsigned long long>(st.readahead_hits));
   if (traffic.known)
     std::printf("         server answered %llu requests, sent %.1f MiB, %llu protocol errors\n",
                 static_cast<unsigned long long>(traffic.requests), static_cast<double>(traffic.bytes_sent) / (1 << 20),
@@ -471,6 +374,12 @@ int run(const Args& a) {
                 static_cast<unsigned long long>(q.wrong), static_cast<unsigned long long>(st.errors));
     return 1;
   }
+  const uint64_t table_bytes = count * sizeof(Record);
+  std::printf("laziness: fetched %llu of the table's %llu bytes (%s, %s of %s)%s\n",
+              static_cast<unsigned long long>(st.bytes_read), static_cast<unsigned long long>(table_bytes),
+              sample::percent(st.bytes_read, table_bytes).c_str(), sample::human_bytes(st.bytes_read).c_str(),
+              sample::human_bytes(table_bytes).c_str(),
+              st.bytes_read < table_bytes ? "; the rest never crossed the socket" : "");
   std::printf("every record checked: ok\n");
   return 0;
 }
@@ -478,12 +387,39 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Args a = parse_args(argc, argv);
-  if (!a.write_file.empty()) return write_table(a);
-  try {
-    return run(a);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "remote_pages: %s\n", e.what());
-    return 1;
-  }
+  namespace cli = faultline::cli;
+  Args a;
+  CLI::App app(
+      "Forks a page server that generates a table of 64-byte records in its memory\n"
+      "and serves it; maps the table over a socket with faultline and queries a few\n"
+      "percent of it (binary-search point lookups, then a range scan), checking every\n"
+      "record. Prints fault latency, traffic and time, and how much of the table\n"
+      "crossed the socket: only the chunks the query touched.",
+      "remote_pages");
+  app.footer("Exit status: 0 every record right; 1 a wrong record or a failure; 2 bad arguments.");
+  cli::add_version(app, "remote_pages");
+  cli::add_size(app, "--size", a.size, "table size, a multiple of 4K up to 64G\n(default 256M)", 4096, 64ull << 30)
+      ->check(cli::multiple_of(4096));
+  app.add_option("--lookups", a.lookups, "point lookups (default 20)")
+      ->check(CLI::Range(0, 100'000'000).description(""))
+      ->type_name("N");
+  cli::add_size(app, "--scan", a.scan_bytes, "bytes of the range scan (default 4M)");
+  cli::add_size(app, "--fill", a.fill, "RegionOptions.fill_size, a power of two from\n4K to 2M (default 64K)", 4096,
+                2u << 20)
+      ->check(cli::power_of_two());
+  app.add_option("--listen", a.listen,
+                 "where the server child listens (default\n127.0.0.1:0; unix:/path for a Unix socket)")
+      ->type_name("ADDR");
+  app.add_option("--connect", a.connect,
+                 "no server child: query a running server (e.g.\n"
+                 "`faultline serve FILE` of a file written with\n--write)")
+      ->type_name("ADDR");
+  app.add_option("--secret-file", a.secret_file, "shared secret for the server child or --connect")->type_name("FILE");
+  app.add_option("--snapshot", a.snapshot,
+                 "the server child writes the table as a compressed\n"
+                 "snapshot to FILE and serves it from there\n"
+                 "(decompressing the chunks clients ask for)")
+      ->type_name("FILE");
+  app.add_option("--write", a.write_file, "only write the table (--size bytes) to FILE and\nexit")->type_name("FILE");
+  return cli::run(app, argc, argv, [&] { return run(a); });
 }

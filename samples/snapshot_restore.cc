@@ -18,13 +18,17 @@
 // every byte of the hot set in a fixed order. For each restore the sample
 // prints the time to the first access, the time to finish the workload,
 // faults, and bytes read; it checks every page the workload read against the
-// generator. Run with --help for the options.
+// generator. A cold restore starts with the snapshot file's pages evicted
+// from the page cache (--cold: the whole cache dropped; sample_util.h).
+// Run with --help for the options.
 //
 // Exit status: 0 success, 1 wrong contents or a failed restore, 2 bad
 // arguments.
 #include <faultline/faultline.h>
 #include <faultline/snapshot.h>
 #include <faultline/zstd_snapshot_backend.h>
+
+#include <cli.h>
 
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -40,12 +44,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "sample_util.h"
 #include "vm_image.h"
 
 namespace {
@@ -56,139 +60,18 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "snapshot_restore: %s\nTry 'snapshot_restore --help'.\n", message.c_str());
-  std::exit(2);
-}
-
-const char* kUsage = R"(usage: snapshot_restore [options]
-
-Makes a VM-like memory image, snapshots it with faultline's zstd snapshot
-writer (reused on later runs), then restores it three ways and runs the same
-workload over each: eager (decompress everything, then run), lazy (demand
-faults only; records the working set to IMAGE.ws) and lazy-ws (prefetch the
-recorded working set while the workload runs).
-
-options:
-  --size SIZE        image size (default 2G; suffixes K M G; a multiple of 1M)
-  --dir DIR          where the snapshot and working set live
-                     (default /var/tmp/faultline-snapshot-restore)
-  --chunk-size SIZE  snapshot chunk size, a power of two from 4K to 4M (default 64K)
-  --level N          zstd level (default 3)
-  --fraction F       hot working set, fraction of the image (default 0.10)
-  --cache MODE       cold (drop the page cache before each restore; needs root),
-                     warm (snapshot file in the page cache), or both
-                     (default: both as root, warm otherwise)
-  --workers N        decompression threads of the lazy restores (default: one
-                     per CPU, as many as the eager restore uses)
-  --drain            lazy-ws also loads the rest of the image in the background
-  --fresh            make a new image and snapshot even if one is there
-  -h, --help         this text
-)";
-
-uint64_t parse_size(const std::string& s, const char* what) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (s.empty() || s[0] == '-' || errno || end == s.c_str()) usage_error(std::string(what) + ": not a size: '" + s + "'");
-  std::string suf(end);
-  uint64_t mult = 1;
-  if (suf == "K" || suf == "k") mult = 1ull << 10;
-  else if (suf == "M" || suf == "m") mult = 1ull << 20;
-  else if (suf == "G" || suf == "g") mult = 1ull << 30;
-  else if (!suf.empty()) usage_error(std::string(what) + ": unknown suffix in '" + s + "' (K, M or G)");
-  if (v > (~0ull) / mult) usage_error(std::string(what) + ": too large: '" + s + "'");
-  return v * mult;
-}
-
 struct Options {
   uint64_t size = 2ull << 30;
   std::string dir = "/var/tmp/faultline-snapshot-restore";
   uint32_t chunk_size = 64 * 1024;
   int level = 3;
   double fraction = 0.10;
-  bool cold = false, warm = true;
-  bool cache_set = false;
+  std::string cache = "both";  // cold, warm or both
+  bool cold_global = false;    // --cold: cold runs drop the whole page cache
   unsigned workers = std::max(1u, std::thread::hardware_concurrency());
   bool drain = false;
   bool fresh = false;
 };
-
-Options parse_args(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i], val;
-    bool has_val = false;
-    if (a.rfind("--", 0) == 0 && a.find('=') != std::string::npos) {
-      val = a.substr(a.find('=') + 1);
-      a = a.substr(0, a.find('='));
-      has_val = true;
-    }
-    auto value = [&]() -> std::string {
-      if (has_val) return val;
-      if (i + 1 >= argc) usage_error(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    } else if (a == "--size") {
-      o.size = parse_size(value(), "--size");
-      if (o.size == 0 || o.size % (1 << 20) != 0) usage_error("--size: must be a positive multiple of 1M");
-    } else if (a == "--dir") {
-      o.dir = value();
-      if (o.dir.empty()) usage_error("--dir: empty path");
-    } else if (a == "--chunk-size") {
-      const uint64_t c = parse_size(value(), "--chunk-size");
-      if (c < 4096 || c > (4u << 20) || (c & (c - 1))) usage_error("--chunk-size: must be a power of two from 4K to 4M");
-      o.chunk_size = static_cast<uint32_t>(c);
-    } else if (a == "--level") {
-      const std::string v = value();
-      char* end = nullptr;
-      const long l = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end || l < 1 || l > 19) usage_error("--level: expected 1..19, got '" + v + "'");
-      o.level = static_cast<int>(l);
-    } else if (a == "--fraction") {
-      const std::string v = value();
-      char* end = nullptr;
-      const double f = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end || !(f > 0 && f <= 1)) usage_error("--fraction: expected a number in (0, 1], got '" + v + "'");
-      o.fraction = f;
-    } else if (a == "--cache") {
-      const std::string v = value();
-      o.cache_set = true;
-      if (v == "cold") o.cold = true, o.warm = false;
-      else if (v == "warm") o.cold = false, o.warm = true;
-      else if (v == "both") o.cold = o.warm = true;
-      else usage_error("--cache: expected cold, warm or both, got '" + v + "'");
-    } else if (a == "--workers") {
-      const std::string v = value();
-      char* end = nullptr;
-      const long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end || n < 1 || n > 64) usage_error("--workers: expected 1..64, got '" + v + "'");
-      o.workers = static_cast<unsigned>(n);
-    } else if (a == "--drain") {
-      o.drain = true;
-    } else if (a == "--fresh") {
-      o.fresh = true;
-    } else {
-      usage_error("unknown argument '" + a + "'");
-    }
-  }
-  if (!o.cache_set && geteuid() == 0) o.cold = true;
-  return o;
-}
-
-// sync; echo 3 > /proc/sys/vm/drop_caches. Returns "" or why it failed.
-std::string drop_caches() {
-  sync();
-  std::ofstream f("/proc/sys/vm/drop_caches");
-  if (!f) return std::string("cannot open /proc/sys/vm/drop_caches: ") + std::strerror(errno);
-  f << "3\n";
-  f.flush();
-  if (!f) return "cannot write /proc/sys/vm/drop_caches";
-  return "";
-}
 
 uint64_t process_faults() {
   rusage ru{};
@@ -413,22 +296,16 @@ void make_snapshot(const Options& o, const std::string& snap) {
               ms_between(t1, t2) / 1e3);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const Options o = parse_args(argc, argv);
+int run(const Options& o) {
   struct sigaction sa {};
   sa.sa_handler = on_sigbus;
   sigaction(SIGBUS, &sa, nullptr);
 
-  if (mkdir(o.dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    std::fprintf(stderr, "snapshot_restore: cannot create --dir %s: %s\n", o.dir.c_str(), std::strerror(errno));
-    return 2;
-  }
+  if (mkdir(o.dir.c_str(), 0755) != 0 && errno != EEXIST) faultline::throw_errno("cannot create --dir " + o.dir, errno);
   const std::string snap = o.dir + "/vm-image-v1-" + std::to_string(o.size) + "-" + std::to_string(o.chunk_size) +
                            "-l" + std::to_string(o.level) + ".flsnap";
   const std::string ws_path = snap + ".ws";
-  try {
+  {
     bool reuse = false;
     if (!o.fresh && access(snap.c_str(), F_OK) == 0) {
       try {
@@ -452,22 +329,15 @@ int main(int argc, char** argv) {
     std::printf("workload: reads every byte of %zu hot 64 KiB extents (%.1f MiB, %.1f%% of the image)\n", hot.size(),
                 static_cast<double>(hot.size() * vm_image::kExtent) / (1 << 20),
                 100.0 * static_cast<double>(hot.size() * vm_image::kExtent) / static_cast<double>(o.size));
-    if (!o.cache_set && !o.cold) std::printf("note: not root, so only warm runs (page cache not dropped)\n");
+    if (o.cache != "warm") std::printf("%s\n", sample::cold_note(snap, o.cold_global).c_str());
     std::printf("\n%-8s %-5s %10s %10s %9s %10s %10s %12s %12s %8s  %s\n", "restore", "cache", "first ms", "finish ms",
                 "cpu ms", "rt faults", "pg faults", "installedMiB", "snap readMiB", "pf hits", "check");
     bool all_ok = true;
     for (bool cold : {true, false}) {
-      if ((cold && !o.cold) || (!cold && !o.warm)) continue;
+      if (o.cache != "both" && o.cache != (cold ? "cold" : "warm")) continue;
       auto prepare = [&] {
-        if (cold) {
-          const std::string err = drop_caches();
-          if (!err.empty()) throw faultline::Error("--cache cold: " + err);
-        } else {
-          std::ifstream f(snap, std::ios::binary);  // pull the snapshot into the page cache
-          std::vector<char> buf(1 << 20);
-          while (f.read(buf.data(), static_cast<std::streamsize>(buf.size())) || f.gcount() > 0) {
-          }
-        }
+        if (cold) sample::start_cold(snap, o.cold_global);
+        else sample::warm_file(snap);
       };
       std::vector<Result> rows;
       prepare();
@@ -494,13 +364,60 @@ int main(int argc, char** argv) {
         "file bytes read (the backend's count; with --drain it includes the drain's reads so far).\n"
         "working set: %s\n",
         ws_path.c_str());
-    if (!all_ok) {
-      std::fprintf(stderr, "snapshot_restore: some restores returned wrong contents\n");
-      return 1;
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "snapshot_restore: %s\n", e.what());
-    return 1;
+    if (!all_ok) throw faultline::Error("some restores returned wrong contents");
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  namespace cli = faultline::cli;
+  Options o;
+  CLI::App app(
+      "Makes a VM-like memory image, snapshots it with faultline's zstd snapshot\n"
+      "writer (reused on later runs), then restores it three ways and runs the same\n"
+      "workload over each: eager (decompress everything, then run), lazy (demand\n"
+      "faults only; records the working set to IMAGE.ws) and lazy-ws (prefetch the\n"
+      "recorded working set while the workload runs). Every page read is checked.",
+      "snapshot_restore");
+  app.footer("Exit status: 0 every page right; 1 wrong contents or a failed restore; 2 bad arguments.");
+  cli::add_version(app, "snapshot_restore");
+  cli::add_size(app, "--size", o.size, "image size, a multiple of 1M (default 2G)", 1u << 20)
+      ->check(cli::multiple_of(1u << 20));
+  app.add_option("--dir", o.dir, "where the snapshot and working set live\n(default /var/tmp/faultline-snapshot-restore)")
+      ->type_name("DIR");
+  cli::add_size(app, "--chunk-size", o.chunk_size, "snapshot chunk size, a power of two from 4K\nto 4M (default 64K)",
+                4096, 4u << 20)
+      ->check(cli::power_of_two());
+  app.add_option("--level", o.level, "zstd level, 1 to 19 (default 3)")
+      ->check(CLI::Range(1, 19).description(""))
+      ->type_name("N");
+  app.add_option("--fraction", o.fraction, "hot working set, a fraction of the image in\n(0, 1] (default 0.10)")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            char* end = nullptr;
+            const double f = std::strtod(text.c_str(), &end);
+            return !text.empty() && *end == 0 && f > 0 && f <= 1 ? std::string() : "expected a number in (0, 1], got '" + text + "'";
+          },
+          ""))
+      ->type_name("F");
+  app.add_option("--cache", o.cache,
+                 "cold (the snapshot file's pages evicted before\n"
+                 "each restore), warm (the file read into the page\n"
+                 "cache first) or both (default)")
+      ->check(CLI::IsMember({"cold", "warm", "both"}).description(""))
+      ->type_name("MODE");
+  CLI::Option* cold = sample::add_cold_flag(app, o.cold_global);
+  app.add_option("--workers", o.workers,
+                 "decompression threads of the lazy restores, 1 to\n"
+                 "64 (default: one per CPU, as many as the eager\nrestore uses)")
+      ->check(CLI::Range(1, 64).description(""))
+      ->type_name("N");
+  app.add_flag("--drain", o.drain, "lazy-ws also loads the rest of the image in the\nbackground");
+  app.add_flag("--fresh", o.fresh, "make a new image and snapshot even if one is there");
+  app.callback([&o, cold] {
+    if (cold->count() && o.cache == "warm") throw CLI::ValidationError("--cold", "needs cold runs (--cache cold or both)");
+  });
+  return cli::run(app, argc, argv, [&] { return run(o); });
 }

@@ -5,10 +5,12 @@
 # on the first run, reused afterwards), queried through faultline and through
 # plain mmap. Extra arguments go to lazy_dataset (try --help).
 #
-# Installs missing build dependencies with apt-get (needs root). As root the
-# sample also drops the page cache before each run and faultline can open
-# /dev/userfaultfd; without root it runs in user-mode-only userfaultfd mode and
-# evicts only the data file's pages.
+# Before each run the sample evicts the data file's pages from the page cache
+# (posix_fadvise DONTNEED): both runs start cold, and nothing else on the
+# machine is disturbed. `scripts/demo.sh --cold` drops the whole page cache
+# instead (root). Installs missing build dependencies with apt-get (needs
+# root). As root faultline can open /dev/userfaultfd; without root it runs in
+# user-mode-only userfaultfd mode.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -38,7 +40,4 @@ fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DFAULTLINE_BUILD_SAMPLES=ON
 cmake --build build -j"$(nproc)" --target lazy_dataset
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "demo.sh: note: not root, so the page cache is not dropped globally before each run" >&2
-fi
 exec build/samples/lazy_dataset "$@"
