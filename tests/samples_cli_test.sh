@@ -22,30 +22,8 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/faultline-samples-cli.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 failures=0
 
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-
-# run EXPECTED_STATUS CMD...: runs CMD, keeps stdout/stderr in $out/$err.
-run() {
-  local want=$1
-  shift
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local got=$?
-  out=$(cat "$tmp/out")
-  err=$(cat "$tmp/err")
-  if [[ $got -ne $want ]]; then
-    fail "'$*' exited $got, expected $want; stdout: $out; stderr: $err"
-    return 1
-  fi
-  return 0
-}
-expect_in() {  # expect_in WHAT TEXT NEEDLE
-  if [[ $2 != *"$3"* ]]; then
-    fail "$1 does not contain '$3': $2"
-  fi
-}
+# fail, run, expect_in
+source "$(dirname "${BASH_SOURCE[0]}")/cli_test_lib.sh"
 expect_not_in() {  # expect_not_in WHAT TEXT NEEDLE
   if [[ $2 == *"$3"* ]]; then
     fail "$1 contains '$3': $2"

@@ -22,30 +22,8 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/faultline-snapshot-cli.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 failures=0
 
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-
-# run EXPECTED_STATUS CMD...: runs CMD, keeps stdout/stderr in $out/$err.
-run() {
-  local want=$1
-  shift
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local got=$?
-  out=$(cat "$tmp/out")
-  err=$(cat "$tmp/err")
-  if [[ $got -ne $want ]]; then
-    fail "'$*' exited $got, expected $want; stdout: $out; stderr: $err"
-    return 1
-  fi
-  return 0
-}
-expect_in() {  # expect_in WHAT TEXT NEEDLE
-  if [[ $2 != *"$3"* ]]; then
-    fail "$1 does not contain '$3': $2"
-  fi
-}
+# fail, run, expect_in
+source "$(dirname "${BASH_SOURCE[0]}")/cli_test_lib.sh"
 
 # Input: 1,000,000 bytes of text, 2,000,000 zero bytes (at least 29 whole
 # 64 KiB chunks), 2,000,123 random bytes: 5,000,123 bytes, 77 chunks of 64 KiB.
