@@ -137,22 +137,34 @@ void wait_for_disconnects(const CliProcess& server, size_t n) {
   REQUIRE(seen >= n);
 }
 
-// Maps the object served at `address` and compares it with `want`, byte for byte.
-void check_served(const std::string& address, const std::vector<std::byte>& want, const std::string& secret = "") {
-  RemoteOptions ro;
-  ro.address = address;
-  ro.secret = secret;
-  auto remote = connect_remote(ro);
-  REQUIRE(remote->size() == want.size());
-  Runtime rt;
-  for (uint32_t fill : {4096u, 65536u}) {
-    RegionOptions o;
-    o.fill_size = fill;
-    Region r = rt.map(remote, o);
-    INFO(address << " fill " << fill);
-    REQUIRE(first_mismatch(r.data(), want.data(), want.size()) == -1);
-    CHECK(r.stats().errors == 0);
+// Maps the object served at `address` and compares it with `want`, byte for
+// byte. Returns "" or what differed; uses no Catch macro, so that a second
+// client thread can run it (Catch's assertions are not thread-safe).
+std::string serve_mismatch(const std::string& address, const std::vector<std::byte>& want,
+                           const std::string& secret = "") {
+  try {
+    RemoteOptions ro;
+    ro.address = address;
+    ro.secret = secret;
+    auto remote = connect_remote(ro);
+    if (remote->size() != want.size()) return address + ": size " + std::to_string(remote->size());
+    Runtime rt;
+    for (uint32_t fill : {4096u, 65536u}) {
+      RegionOptions o;
+      o.fill_size = fill;
+      Region r = rt.map(remote, o);
+      const long at = first_mismatch(r.data(), want.data(), want.size());
+      if (at != -1) return address + " fill " + std::to_string(fill) + ": first mismatch at " + std::to_string(at);
+      if (r.stats().errors != 0) return address + " fill " + std::to_string(fill) + ": read errors";
+    }
+    return "";
+  } catch (const std::exception& e) {
+    return address + ": " + e.what();
   }
+}
+
+void check_served(const std::string& address, const std::vector<std::byte>& want, const std::string& secret = "") {
+  REQUIRE(serve_mismatch(address, want, secret) == "");
 }
 
 std::string unix_path(const char* tag) {
@@ -178,9 +190,12 @@ TEST_CASE("faultline serve: port 0 and a Unix socket, every byte, clean exit on 
   check_served(tcp, data);
   check_served(local, data);
   // Two clients at once.
-  std::thread other([&] { check_served(tcp, data); });
-  check_served(local, data);
+  std::string other_result;
+  std::thread other([&] { other_result = serve_mismatch(tcp, data); });
+  const std::string local_result = serve_mismatch(local, data);
   other.join();
+  REQUIRE(other_result == "");
+  REQUIRE(local_result == "");
 
   wait_for_disconnects(server, 4);
   server.signal(sig);
