@@ -4,7 +4,8 @@
 # mapped with faultline and viewed as a numpy record array. Only the pages
 # the slices touch are loaded.
 #
-# usage: python_dataset.py [FILE]   (without FILE: writes a 64 MiB one to $TMPDIR)
+# usage: python_dataset.py [FILE]   (without FILE: writes a 64 MiB one in a
+#                                    new directory under $TMPDIR, removed after)
 import os
 import sys
 import tempfile
@@ -26,10 +27,16 @@ def make_dataset(path, count):
 
 def main():
     if len(sys.argv) > 1:
-        path = sys.argv[1]
-    else:
-        path = os.path.join(tempfile.gettempdir(), "faultline-python-dataset.bin")
+        show(sys.argv[1])
+        return
+    # A directory of our own: a fixed name in /tmp could be another user's file.
+    with tempfile.TemporaryDirectory(prefix="faultline-python-dataset-") as tmp:
+        path = os.path.join(tmp, "records.bin")
         make_dataset(path, 256 * 1024)  # 64 MiB
+        show(path)
+
+
+def show(path):
     size = os.path.getsize(path)
 
     runtime = faultline.Runtime()
