@@ -42,6 +42,10 @@ run_ctest() {
   else
     counts[$name]="0 0 0"
   fi
+  if ((skipped)); then
+    echo "why they were skipped (from their output):"
+    grep -h -A1 'SKIPPED:' "$dir/Testing/Temporary/LastTest.log" | grep -v '^--$' | sed 's/^ */  /' || true
+  fi
   rm -f "$log"
   names+=("$name")
   if [[ $rc -ne 0 ]]; then
