@@ -44,7 +44,9 @@ run_ctest() {
   fi
   if ((skipped)); then
     echo "why they were skipped (from their output):"
-    grep -h -A1 'SKIPPED:' "$dir/Testing/Temporary/LastTest.log" | grep -v '^--$' | sed 's/^ */  /' || true
+    awk '/^[0-9]+\/[0-9]+ Testing: / { sub(/^[0-9]+\/[0-9]+ Testing: /, ""); test = $0 }
+         /SKIPPED:/ && !/Regex=/ { sub(/^ */, ""); print "  " test ": " $0 }' \
+      "$dir/Testing/Temporary/LastTest.log"
   fi
   rm -f "$log"
   names+=("$name")

@@ -290,7 +290,7 @@ TEST_CASE("destroying the runtime while faults are pending still serves them", "
 TEST_CASE("write(2) from an unfilled page works in kernel-fault mode", "[runtime]") {
   Runtime rt;
   if (rt.mode().user_mode_only) {
-    WARN("SKIPPED: user-mode-only userfaultfd (no privilege): kernel accesses to unfilled pages fail with EFAULT");
+    WARN("SKIPPED: needs kernel-mode faults (user-mode-only uffd here)");
     return;
   }
   auto data = pattern(3 * kMiB, 13);
