@@ -1,34 +1,119 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-"""Turns a faultline-bench --json file into the Markdown tables of docs/benchmarks.md.
+"""Turns faultline-bench --json files into the Markdown tables of
+docs/benchmarks.md (the default) or into PNG plots (--plots DIR).
 
-usage: bench/report.py RESULTS.json > tables.md
+  bench/report.py RESULTS.json > tables.md
+  bench/report.py --plots docs/img RESULTS.json...
+
+The plots need matplotlib (Debian: python3-matplotlib) and are drawn with its
+Agg backend (no display). Each input FILE.json gives, in DIR:
+  FILE-throughput-WORKLOAD.png  GB/s by configuration (median; bars: fastest
+                                and slowest repeat), one per workload
+  FILE-latency-WORKLOAD.png     fault latency p50 and p99 by configuration,
+                                for the workloads that measure it (rand, mt-rand)
+  FILE-restore.png              restore times of the restore workload
+  FILE-targets.png              each measured target: value / threshold, met or not
+A file that is not a faultline-bench result is an error naming the file and
+the field (exit 1); bad arguments exit 2.
 """
+import argparse
 import json
+import math
+import os
 import sys
+import textwrap
 
+
+class BadResult(Exception):
+    """A file that is not a faultline-bench result (the message says where)."""
+
+
+# --- reading and checking ------------------------------------------------------------------------
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def expect(obj, key, where, kind, nullable=False):
+    """obj[key], which must be of `kind` ("number", "string", "bool", "list", "object")."""
+    if not isinstance(obj, dict):
+        raise BadResult(f"{where}: expected an object, got {json.dumps(obj)[:40]}")
+    if key not in obj:
+        raise BadResult(f"{where}: missing field '{key}'")
+    v = obj[key]
+    if v is None and nullable:
+        return v
+    ok = {"number": is_number, "string": lambda x: isinstance(x, str), "bool": lambda x: isinstance(x, bool),
+          "list": lambda x: isinstance(x, list), "object": lambda x: isinstance(x, dict)}[kind](v)
+    if not ok:
+        raise BadResult(f"{where}.{key}: expected {'a' if kind != 'object' else 'an'} {kind}"
+                        f"{' or null' if nullable else ''}, got {json.dumps(v)[:40]}")
+    return v
+
+
+def check(d):
+    """Raises BadResult unless d has every field the tables and plots read."""
+    if not isinstance(d, dict):
+        raise BadResult(f"expected a JSON object with 'machine', 'params', 'results' and 'targets', "
+                        f"got {type(d).__name__}")
+    expect(d, "machine", "top level", "object")
+    params = expect(d, "params", "top level", "object")
+    expect(params, "size", "params", "number")
+    expect(params, "repeat", "params", "number")
+    for i, r in enumerate(expect(d, "results", "top level", "list")):
+        where = f"results[{i}]"
+        for key in ("workload", "config", "cache"):
+            expect(r, key, where, "string")
+        expect(r, "bytes", where, "number")
+        expect(r, "ok", where, "bool")
+        for key in ("seconds", "gb_per_s", "fault_p50_us", "fault_p99_us"):
+            expect(r, key, where, "number", nullable=True)
+        for j, s in enumerate(expect(r, "seconds_all", where, "list")):
+            if s is not None and not is_number(s):
+                raise BadResult(f"{where}.seconds_all[{j}]: expected a number or null, got {json.dumps(s)[:40]}")
+    for i, t in enumerate(expect(d, "targets", "top level", "list")):
+        where = f"targets[{i}]"
+        expect(t, "name", where, "string")
+        expect(t, "detail", where, "string")
+        expect(t, "value", where, "number", nullable=True)
+        expect(t, "threshold", where, "number", nullable=True)
+        expect(t, "met", where, "bool", nullable=True)
+    if d.get("reserve") is not None:
+        for i, r in enumerate(expect(d, "reserve", "top level", "list")):
+            expect(r, "config", f"reserve[{i}]", "string")
+
+
+def load(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            d = json.load(fh)
+    except UnicodeDecodeError as e:
+        raise BadResult(f"not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise BadResult(f"not JSON: line {e.lineno} column {e.colno}: {e.msg}") from None
+    check(d)
+    return d
+
+
+# --- Markdown tables -----------------------------------------------------------------------------
 
 def f(v, fmt):
     return "–" if v is None else fmt.format(v)
 
 
-def main():
-    if len(sys.argv) != 2:
-        sys.stderr.write(__doc__)
-        sys.exit(2)
-    with open(sys.argv[1]) as fh:
-        d = json.load(fh)
+def print_tables(d):
     m, p = d["machine"], d["params"]
-    print(f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['kernel']}, {m['mem_total_mb']} MiB RAM, "
-          f"THP `{m['thp']}`, dataset on `{m['dataset_disk']}` (read_ahead_kb {m['read_ahead_kb']}); "
-          f"uffd: {m['uffd_mode']}; drop_caches: {m['drop_caches']}; {m['date']}; "
+    print(f"Machine: {m.get('cpu_model')}, {m.get('cores')} cores, {m.get('kernel')}, {m.get('mem_total_mb')} MiB RAM, "
+          f"THP `{m.get('thp')}`, dataset on `{m.get('dataset_disk')}` (read_ahead_kb {m.get('read_ahead_kb')}); "
+          f"uffd: {m.get('uffd_mode')}; drop_caches: {m.get('drop_caches')}; {m.get('date')}; "
           f"load average {m.get('loadavg_start')} at start, {m.get('loadavg_end')} at end.")
     print()
-    print(f"Dataset {p['size'] >> 20} MiB, {p['repeat']} repeats (medians), seed {p['seed']}, "
-          f"mt-rand {p['threads']} threads (disjoint pages), zipf s={p['zipf_s']}, "
+    print(f"Dataset {int(p['size']) >> 20} MiB, {p['repeat']} repeats (medians), seed {p.get('seed')}, "
+          f"mt-rand {p.get('threads')} threads (disjoint pages), zipf s={p.get('zipf_s')}, "
           f"thread placement {p.get('pin', 'none')}"
           + (f", custom `{p['custom']}`" if p.get('custom') else "")
-          + f", total {p['total_seconds']:.0f} s.")
+          + f", total {f(p.get('total_seconds'), '{:.0f}')} s.")
     print()
     cur = None
     for r in d["results"]:
@@ -41,10 +126,10 @@ def main():
                   "| service p50 µs | peak RSS MB | RSS Δ MB |")
             print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         ok = "" if r["ok"] else " (ERROR)"
-        print(f"| {r['config']}{ok} | {r['cache']} | {f(r['seconds'], '{:.4f}')} | {f(r['ns_per_page'], '{:.0f}')} "
-              f"| {f(r['gb_per_s'], '{:.3f}')} | {f(r['faults'], '{:.0f}')} | {f(r['fault_p50_us'], '{:.2f}')} "
+        print(f"| {r['config']}{ok} | {r['cache']} | {f(r['seconds'], '{:.4f}')} | {f(r.get('ns_per_page'), '{:.0f}')} "
+              f"| {f(r['gb_per_s'], '{:.3f}')} | {f(r.get('faults'), '{:.0f}')} | {f(r['fault_p50_us'], '{:.2f}')} "
               f"| {f(r['fault_p99_us'], '{:.1f}')} | {f(r.get('service_p50_us'), '{:.2f}')} "
-              f"| {f(r['peak_rss_mb'], '{:.0f}')} | {f(r['rss_delta_mb'], '{:.0f}')} |")
+              f"| {f(r.get('peak_rss_mb'), '{:.0f}')} | {f(r.get('rss_delta_mb'), '{:.0f}')} |")
     if d.get("reserve"):
         print()
         print("**reserve** (1 TiB, nothing touched)")
@@ -52,9 +137,9 @@ def main():
         print("| config | map ms | Runtime() ms | RSS Δ map MiB | RSS Δ runtime+map MiB | unmap ms | zeros ok |")
         print("|---|---:|---:|---:|---:|---:|---|")
         for r in d["reserve"]:
-            print(f"| {r['config']} | {f(r['map_ms'], '{:.3f}')} | {f(r['runtime_ms'], '{:.3f}')} "
-                  f"| {f(r['rss_map_mb'], '{:.2f}')} | {f(r['rss_total_mb'], '{:.2f}')} | {f(r['unmap_ms'], '{:.3f}')} "
-                  f"| {r['zeros_ok']} |")
+            print(f"| {r['config']} | {f(r.get('map_ms'), '{:.3f}')} | {f(r.get('runtime_ms'), '{:.3f}')} "
+                  f"| {f(r.get('rss_map_mb'), '{:.2f}')} | {f(r.get('rss_total_mb'), '{:.2f}')} "
+                  f"| {f(r.get('unmap_ms'), '{:.3f}')} | {r.get('zeros_ok')} |")
     rows = [r for r in d["results"] if r.get("rss_check") and r["config"].startswith("faultline")]
     if rows:
         print()
@@ -64,8 +149,8 @@ def main():
         print("|---|---|---|---:|---:|---:|---|")
         for r in rows:
             c = r["rss_check"]
-            print(f"| {r['workload']} | {r['config']} | {r['cache']} | {f(r['rss_delta_mb'], '{:.1f}')} "
-                  f"| {f(r['installed_mb'], '{:.1f}')} | {f(c['limit_mb'], '{:.1f}')} | {c['ok']} |")
+            print(f"| {r['workload']} | {r['config']} | {r['cache']} | {f(r.get('rss_delta_mb'), '{:.1f}')} "
+                  f"| {f(r.get('installed_mb'), '{:.1f}')} | {f(c.get('limit_mb'), '{:.1f}')} | {c.get('ok')} |")
     print()
     print("**targets**")
     print()
@@ -74,6 +159,223 @@ def main():
     for t in d["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
         print(f"| {t['name']} | {f(t['value'], '{:.3f}')} | {met} | {t['detail']} |")
+
+
+# --- plots ---------------------------------------------------------------------------------------
+
+# faultline's configurations (the runtime, and the zstd restores through it),
+# the kernel's mmap baselines, and the userfaultfd floors written in the bench.
+FAMILY_COLOURS = {"faultline": "#1f77b4", "mmap": "#8c8c8c", "floor": "#2ca02c"}
+
+
+def family(config):
+    if config.startswith(("faultline", "zstd")):
+        return "faultline"
+    if config.startswith("mmap"):
+        return "mmap"
+    return "floor"
+
+
+def label(r):
+    return f"{r['config']} ({r['cache']})" + ("" if r["ok"] else " ERROR")
+
+
+def spread(r, per_run):
+    """(median, below, above): the median figure and the distances to the
+    lowest and highest of the repeats' figures (per_run maps seconds to it)."""
+    runs = [per_run(s) for s in r["seconds_all"] if s is not None and s > 0]
+    median = per_run(r["seconds"]) if r["seconds"] else None
+    if median is None or not runs:
+        return median, 0.0, 0.0
+    return median, max(0.0, median - min(runs)), max(0.0, max(runs) - median)
+
+
+class Plotter:
+    """Draws one result file's PNGs into a directory, named after the file."""
+
+    def __init__(self, plt, d, path, out_dir):
+        self.plt, self.d, self.out_dir = plt, d, out_dir
+        self.stem = os.path.splitext(os.path.basename(path))[0]
+        p, m = d["params"], d["machine"]
+        self.subtitle = (f"{os.path.basename(path)}: {int(p['size']) >> 20} MiB, {p['repeat']} repeats, "
+                         f"pin {p.get('pin', 'none')}, {m.get('date', '')}")
+        self.written = []
+
+    def figure(self, rows, width=8.0):
+        fig, ax = self.plt.subplots(figsize=(width, 0.9 + 0.24 * rows))
+        return fig, ax
+
+    def save(self, fig, ax, title, name):
+        ax.set_title(title, fontsize=10, loc="left")
+        fig.text(0.99, 0.005, self.subtitle, fontsize=6, color="#666666", ha="right", va="bottom")
+        fig.tight_layout(rect=(0, 0.02, 1, 1))
+        out = os.path.join(self.out_dir, f"{self.stem}-{name}.png")
+        fig.savefig(out, dpi=100, metadata={"Software": None}, pil_kwargs={"optimize": True})
+        self.plt.close(fig)
+        self.written.append(out)
+
+    def hbars(self, ax, rows, values, below, above, unit):
+        ys = list(range(len(rows)))
+        colours = [FAMILY_COLOURS[family(r["config"])] for r in rows]
+        hatches = ["//" if r["cache"] == "cold" else "" for r in rows]
+        bars = ax.barh(ys, values, xerr=[below, above], color=colours, edgecolor="white",
+                       error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"})
+        for bar, hatch in zip(bars, hatches):
+            bar.set_hatch(hatch)
+        ax.set_yticks(ys, [label(r) for r in rows], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(unit, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        positive = [v for v in values if v > 0]
+        if positive and max(positive) / min(positive) > 30:
+            ax.set_xscale("log")
+        ax.grid(axis="x", linewidth=0.3)
+        for v, up, y in zip(values, above, ys):  # right of the error bar
+            ax.text(v + up, y, f" {v:.3g}", va="center", fontsize=6)
+        handles = [self.plt.Rectangle((0, 0), 1, 1, color=c) for c in FAMILY_COLOURS.values()]
+        handles.append(self.plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="#555555", hatch="//"))
+        ax.legend(handles, ["faultline", "mmap baselines", "uffd floors", "cold cache"], fontsize=6,
+                  loc="lower right", framealpha=0.8)
+
+    def workloads(self):
+        seen = []
+        for r in self.d["results"]:
+            if r["workload"] not in seen:
+                seen.append(r["workload"])
+        return seen
+
+    def throughput(self, workload):
+        rows = [r for r in self.d["results"] if r["workload"] == workload and r["gb_per_s"] is not None
+                and r["seconds"]]
+        if not rows:
+            return
+        stats = [spread(r, lambda s, b=r["bytes"]: b / s / 1e9) for r in rows]
+        fig, ax = self.figure(len(rows))
+        self.hbars(ax, rows, [s[0] for s in stats], [s[1] for s in stats], [s[2] for s in stats], "GB/s")
+        self.save(fig, ax, f"{workload}: throughput, median (bars: slowest and fastest repeat)",
+                  f"throughput-{workload}")
+
+    def latency(self, workload):
+        rows = [r for r in self.d["results"] if r["workload"] == workload and r["fault_p50_us"] is not None
+                and r["fault_p99_us"] is not None]
+        if not rows:
+            return
+        fig, ax = self.figure(len(rows) * 1.4)
+        ys = [1.6 * i for i in range(len(rows))]
+        colours = [FAMILY_COLOURS[family(r["config"])] for r in rows]
+        p50 = [r["fault_p50_us"] for r in rows]
+        p99 = [r["fault_p99_us"] for r in rows]
+        ax.barh([y - 0.35 for y in ys], p50, height=0.7, color=colours, label="p50")
+        ax.barh([y + 0.35 for y in ys], p99, height=0.7, color=colours, alpha=0.45, label="p99")
+        for y, a, b in zip(ys, p50, p99):
+            ax.text(a, y - 0.35, f" {a:.3g}", va="center", fontsize=6)
+            ax.text(b, y + 0.35, f" {b:.4g}", va="center", fontsize=6)
+        ax.set_yticks(ys, [label(r) for r in rows], fontsize=7)
+        ax.invert_yaxis()
+        if min(p50) > 0:
+            ax.set_xscale("log")
+        ax.set_xlabel("fault latency, µs (p50 solid, p99 light; medians over the repeats)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", linewidth=0.3)
+        self.save(fig, ax, f"{workload}: 4 KiB fault latency p50 / p99 by configuration", f"latency-{workload}")
+
+    def restore(self):
+        rows = [r for r in self.d["results"] if r["workload"] == "restore" and r["seconds"]]
+        if not rows:
+            return
+        stats = [spread(r, lambda s: s) for r in rows]
+        fig, ax = self.figure(len(rows))
+        self.hbars(ax, rows, [s[0] for s in stats], [s[1] for s in stats], [s[2] for s in stats], "seconds")
+        ax.get_legend().remove()
+        self.save(fig, ax, "restore: time to restore, median (bars: fastest and slowest repeat)", "restore")
+
+    def targets(self):
+        measured = [t for t in self.d["targets"] if t["value"] is not None and t["threshold"] is not None]
+        if not measured:
+            return
+        left_out = len(self.d["targets"]) - len(measured)
+        fig, ax = self.figure(len(measured), width=10.0)
+        colour = {True: "#2ca02c", False: "#d62728", None: "#aaaaaa"}
+        verdict = {True: "met", False: "MISSED", None: "n/a"}
+        ys = list(range(len(measured)))
+        for y, t in zip(ys, measured):
+            text = f" {t['value']:.3g} vs {t['threshold']:.3g}: {verdict[t['met']]}"
+            if t["threshold"] > 0 and t["value"] > 0:
+                ratio = t["value"] / t["threshold"]
+                ax.barh(y, ratio - 1, left=1, color=colour[t["met"]])  # from the threshold to the value
+                ax.text(ratio, y, text, va="center", fontsize=6)
+            else:  # a count that must stay at its threshold (runs over a limit): no ratio
+                ax.plot([1], [y], marker="D", color=colour[t["met"]])
+                ax.text(1, y, text + " (count)", va="center", fontsize=6)
+        ax.axvline(1, color="#333333", linewidth=0.8)
+        ax.set_xscale("log")
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(min(lo, 0.5), max(hi, 2) * 4)  # room for the text right of the bars
+        ax.set_yticks(ys, [textwrap.shorten(t["name"], 95, placeholder="…") for t in measured], fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xlabel("measured / threshold (1 = the threshold; whether higher or lower passes is in each name)",
+                      fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", linewidth=0.3)
+        note = f"; {left_out} not measured, left out" if left_out else ""
+        self.save(fig, ax, f"targets: green met, red missed, grey unknown{note}", "targets")
+
+    def all(self):
+        for w in self.workloads():
+            if w != "restore":
+                self.throughput(w)
+        for w in self.workloads():
+            self.latency(w)
+        self.restore()
+        self.targets()
+        return self.written
+
+
+def write_plots(files, out_dir):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise SystemExit(f"report.py: --plots needs matplotlib (Debian: python3-matplotlib): {e}")
+    for path, d in files:
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            written = Plotter(plt, d, path, out_dir).all()
+        except OSError as e:
+            raise SystemExit(f"report.py: cannot write into {out_dir}: {e.strerror}")
+        if not written:
+            sys.stderr.write(f"report.py: {path}: nothing measured to plot\n")
+        for out in written:
+            print(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        prog="report.py", description=__doc__.split("\n\n")[0],
+        epilog="Without --plots: Markdown tables on standard output.")
+    parser.add_argument("files", nargs="+", metavar="RESULTS.json", help="faultline-bench --json output")
+    parser.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR (created if missing)")
+    args = parser.parse_args()
+    files = []
+    for path in args.files:
+        try:
+            files.append((path, load(path)))
+        except OSError as e:
+            sys.stderr.write(f"report.py: {path}: cannot read: {e.strerror}\n")
+            sys.exit(1)
+        except BadResult as e:
+            sys.stderr.write(f"report.py: {path}: not a faultline-bench result: {e}\n")
+            sys.exit(1)
+    if args.plots is not None:
+        if not args.plots:
+            parser.error("--plots: empty directory name")
+        write_plots(files, args.plots)
+        return
+    for i, (_, d) in enumerate(files):
+        if i:
+            print()
+        print_tables(d)
 
 
 if __name__ == "__main__":
