@@ -202,17 +202,25 @@ class Plotter:
         self.written = []
 
     def figure(self, rows, width=8.0):
-        fig, ax = self.plt.subplots(figsize=(width, 0.9 + 0.24 * rows))
+        fig, ax = self.plt.subplots(figsize=(width, max(2.4, 0.9 + 0.24 * rows)))  # room for the legend
         return fig, ax
 
     def save(self, fig, ax, title, name):
         ax.set_title(title, fontsize=10, loc="left")
         fig.text(0.99, 0.005, self.subtitle, fontsize=6, color="#666666", ha="right", va="bottom")
-        fig.tight_layout(rect=(0, 0.02, 1, 1))
+        fig.tight_layout(rect=(0, 0.25 / fig.get_figheight(), 1, 1))  # a quarter inch for the footer
         out = os.path.join(self.out_dir, f"{self.stem}-{name}.png")
         fig.savefig(out, dpi=100, metadata={"Software": None}, pil_kwargs={"optimize": True})
         self.plt.close(fig)
         self.written.append(out)
+
+    def family_legend(self, fig):
+        """The colours' and the hatch's key, in the footer left of the subtitle
+        (inside the axes it would hide bars)."""
+        handles = [self.plt.Rectangle((0, 0), 1, 1, color=c) for c in FAMILY_COLOURS.values()]
+        handles.append(self.plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="#555555", hatch="//"))
+        fig.legend(handles, ["faultline", "mmap baselines", "uffd floors", "cold cache"], fontsize=6, ncol=4,
+                   loc="lower left", bbox_to_anchor=(0, 0), frameon=False)
 
     def hbars(self, ax, rows, values, below, above, unit):
         ys = list(range(len(rows)))
@@ -232,10 +240,7 @@ class Plotter:
         ax.grid(axis="x", linewidth=0.3)
         for v, up, y in zip(values, above, ys):  # right of the error bar
             ax.text(v + up, y, f" {v:.3g}", va="center", fontsize=6)
-        handles = [self.plt.Rectangle((0, 0), 1, 1, color=c) for c in FAMILY_COLOURS.values()]
-        handles.append(self.plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="#555555", hatch="//"))
-        ax.legend(handles, ["faultline", "mmap baselines", "uffd floors", "cold cache"], fontsize=6,
-                  loc="lower right", framealpha=0.8)
+        self.family_legend(ax.figure)
 
     def workloads(self):
         seen = []
@@ -277,6 +282,7 @@ class Plotter:
         ax.set_xlabel("fault latency, µs (p50 solid, p99 light; medians over the repeats)", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", linewidth=0.3)
+        self.family_legend(fig)
         self.save(fig, ax, f"{workload}: 4 KiB fault latency p50 / p99 by configuration", f"latency-{workload}")
 
     def restore(self):
@@ -286,7 +292,6 @@ class Plotter:
         stats = [spread(r, lambda s: s) for r in rows]
         fig, ax = self.figure(len(rows))
         self.hbars(ax, rows, [s[0] for s in stats], [s[1] for s in stats], [s[2] for s in stats], "seconds")
-        ax.get_legend().remove()
         self.save(fig, ax, "restore: time to restore, median (bars: fastest and slowest repeat)", "restore")
 
     def targets(self):
@@ -303,7 +308,7 @@ class Plotter:
             if t["threshold"] > 0 and t["value"] > 0:
                 ratio = t["value"] / t["threshold"]
                 ax.barh(y, ratio - 1, left=1, color=colour[t["met"]])  # from the threshold to the value
-                ax.text(ratio, y, text, va="center", fontsize=6)
+                ax.text(max(ratio, 1), y, text, va="center", fontsize=6)
             else:  # a count that must stay at its threshold (runs over a limit): no ratio
                 ax.plot([1], [y], marker="D", color=colour[t["met"]])
                 ax.text(1, y, text + " (count)", va="center", fontsize=6)
