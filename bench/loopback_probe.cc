@@ -142,6 +142,7 @@ double quantile_us(std::vector<uint64_t>& v, double q) {
 
 void probe(bool unix_socket, double seconds) {
   Listener l = listen_on(unix_socket);
+  std::fflush(stdout);  // the child must not inherit (and print again) the lines above
   pid_t child = ::fork();
   if (child < 0) die("fork");
   if (child == 0) {
