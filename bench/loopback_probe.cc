@@ -25,10 +25,10 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
+
+#include "cli.h"
 
 namespace {
 
@@ -40,10 +40,8 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "faultline-loopback-probe: %s: %s\n", what.c_str(), std::strerror(errno));
-  std::exit(1);
-}
+// A failed system call: "WHAT: strerror", exit 1 (through cli::run).
+[[noreturn]] void die(const std::string& what) { faultline::throw_errno(what, errno); }
 
 bool write_all(int fd, const void* p, size_t n) {
   const char* c = static_cast<const char*>(p);
@@ -144,6 +142,7 @@ double quantile_us(std::vector<uint64_t>& v, double q) {
 
 void probe(bool unix_socket, double seconds) {
   Listener l = listen_on(unix_socket);
+  std::fflush(stdout);  // the child must not inherit (and print again) the lines above
   pid_t child = ::fork();
   if (child < 0) die("fork");
   if (child == 0) {
@@ -203,24 +202,23 @@ void probe(bool unix_socket, double seconds) {
 
 int main(int argc, char** argv) {
   double seconds = 2.0;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--seconds" && i + 1 < argc) {
-      char* end = nullptr;
-      seconds = std::strtod(argv[++i], &end);
-      if (*end != '\0' || !(seconds > 0 && seconds <= 60)) {
-        std::fprintf(stderr, "faultline-loopback-probe: --seconds: expected 0 < S <= 60, got '%s'\n", argv[i]);
-        return 2;
-      }
-    } else {
-      std::printf("usage: faultline-loopback-probe [--seconds S]\n"
-                  "Measures loopback TCP and Unix-socket bandwidth and request/response latency\n"
-                  "between two processes (S seconds per measurement, default 2).\n");
-      return a == "-h" || a == "--help" ? 0 : 2;
-    }
-  }
-  signal(SIGPIPE, SIG_IGN);
-  probe(false, seconds);
-  probe(true, seconds);
-  return 0;
+  CLI::App app("Measures loopback TCP and Unix-socket bandwidth and request/response latency\n"
+               "between two processes.",
+               "faultline-loopback-probe");
+  faultline::cli::add_version(app, "faultline-loopback-probe");
+  app.add_option("--seconds", seconds, "seconds per measurement, more than 0 and at most 60 (default 2)")
+      ->type_name("S")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            double v = 0;
+            if (CLI::detail::lexical_cast(text, v) && v > 0 && v <= 60) return std::string();
+            return "expected a number of seconds more than 0 and at most 60, got '" + text + "'";
+          },
+          ""));
+  return faultline::cli::run(app, argc, argv, [&seconds] {
+    signal(SIGPIPE, SIG_IGN);
+    probe(false, seconds);
+    probe(true, seconds);
+    return 0;
+  });
 }

@@ -13,12 +13,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "cli.h"
 #include "faultline/faultline.h"
 
 namespace {
@@ -32,39 +32,51 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "faultline-stress-writeback: %s\n", what.c_str());
-  std::exit(2);
-}
+// A failure of the stress itself (not of the bytes): exit 1 through cli::run.
+[[noreturn]] void die(const std::string& what) { throw faultline::Error(what); }
 
-uint64_t arg_u64(const char* s, const char* name) {
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(s, &end, 10);
-  if (!*s || *end) die(std::string(name) + ": not a number: '" + s + "'");
-  return v;
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
+// The command line; sizes take the suffixes of tools/cli/cli.h.
+struct StressArgs {
   std::string path = "/var/tmp/faultline-stress-writeback.dat";
-  uint64_t seconds = 60, data_mib = 256, budget_mib = 64, writers = 4, fill_kib = 64;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) die(a + ": missing value");
-      return argv[++i];
-    };
-    if (a == "--seconds") seconds = arg_u64(value(), "--seconds");
-    else if (a == "--data-mib") data_mib = arg_u64(value(), "--data-mib");
-    else if (a == "--budget-mib") budget_mib = arg_u64(value(), "--budget-mib");
-    else if (a == "--writers") writers = arg_u64(value(), "--writers");
-    else if (a == "--fill-kib") fill_kib = arg_u64(value(), "--fill-kib");
-    else if (a == "--file") path = value();
-    else die("unknown argument '" + a + "' (--seconds N --data-mib N --budget-mib N --writers N --fill-kib N --file PATH)");
-  }
-  if (writers < 1 || writers > 64 || data_mib < 4 || budget_mib < 1 || budget_mib >= data_mib) die("bad sizes");
-  const uint64_t size = data_mib << 20, pages = size / kPage;
+  uint64_t seconds = 60, writers = 4;
+  uint64_t data = 256ull << 20, budget = 64ull << 20;
+  uint32_t fill = 64 << 10;
+};
+
+void add_options(CLI::App& app, StressArgs& a) {
+  app.description(
+      "Writer threads, evictions under a memory budget and flushes race on one write-back region for S\n"
+      "seconds; then every byte of the file is compared with the writers' shadow copy (exit 1 if any is\n"
+      "lost or wrong).");
+  faultline::cli::add_version(app, "faultline-stress-writeback");
+  app.add_option("--seconds", a.seconds, "how long the writers run (default 60)")
+      ->type_name("S")
+      ->check(CLI::Range(1, 86400));
+  faultline::cli::add_size(app, "--data", a.data, "size of the region and its file, 4M to 64G (default 256M)",
+                           4ull << 20, 64ull << 30)
+      ->check(faultline::cli::multiple_of(kPage));
+  faultline::cli::add_size(app, "--budget", a.budget, "the region's memory budget, below --data (default 64M)", kPage)
+      ->check(faultline::cli::multiple_of(kPage));
+  app.add_option("--writers", a.writers, "writer threads (default 4)")->type_name("N")->check(CLI::Range(1, 64));
+  faultline::cli::add_size(app, "--fill", a.fill, "the region's fill size, 4K to 2M (default 64K)", kPage, 2u << 20)
+      ->check(faultline::cli::power_of_two());
+  app.add_option("--file", a.path, "the file, created or truncated, and removed if no byte is wrong "
+                                   "(default /var/tmp/faultline-stress-writeback.dat)")
+      ->type_name("PATH");
+  app.final_callback([&a] {
+    if (a.budget >= a.data)
+      throw CLI::ValidationError("--budget", "must be below --data (" + std::to_string(a.data) + " bytes), got " +
+                                                 std::to_string(a.budget));
+    if (a.budget < 4ull * a.fill)  // the runtime's rule, checked before the file is written
+      throw CLI::ValidationError("--budget", "must hold at least 4 fills (4 x --fill " + std::to_string(a.fill) +
+                                                 " bytes), got " + std::to_string(a.budget));
+  });
+}
+
+int stress(const StressArgs& args) {
+  const std::string& path = args.path;
+  const uint64_t seconds = args.seconds, writers = args.writers;
+  const uint64_t size = args.data, pages = size / kPage;
 
   // The file starts with known bytes; the shadow starts equal to it.
   auto* shadow = static_cast<std::byte*>(mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -91,13 +103,14 @@ int main(int argc, char** argv) {
     faultline::RegionOptions o;
     o.writable = true;
     o.write_back = true;
-    o.fill_size = static_cast<uint32_t>(fill_kib << 10);
-    o.budget.bytes = budget_mib << 20;
+    o.fill_size = args.fill;
+    o.budget.bytes = args.budget;
     faultline::Region region = rt.map(std::make_shared<faultline::FileBackend>(path, fo), o);
     std::byte* mem = region.data();
-    std::printf("stress: %llu MiB write-back region, budget %llu MiB, %llu writers, fill %llu KiB, %llu s; %s\n",
-                (unsigned long long)data_mib, (unsigned long long)budget_mib, (unsigned long long)writers,
-                (unsigned long long)fill_kib, (unsigned long long)seconds, rt.mode().describe().c_str());
+    std::printf("stress: %.0f MiB write-back region, budget %.0f MiB, %llu writers, fill %u KiB, %llu s; %s\n",
+                static_cast<double>(size) / (1 << 20), static_cast<double>(args.budget) / (1 << 20),
+                (unsigned long long)writers, args.fill >> 10, (unsigned long long)seconds,
+                rt.mode().describe().c_str());
     std::fflush(stdout);
 
     std::atomic<bool> stop{false};
@@ -182,4 +195,13 @@ int main(int argc, char** argv) {
   std::printf("compared %llu bytes with the shadow copy: %llu WRONG (first at offset %llu); file kept: %s\n",
               (unsigned long long)size, (unsigned long long)wrong, (unsigned long long)first_wrong, path.c_str());
   return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  StressArgs args;
+  CLI::App app("", "faultline-stress-writeback");
+  add_options(app, args);
+  return faultline::cli::run(app, argc, argv, [&args] { return stress(args); });
 }

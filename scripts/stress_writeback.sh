@@ -5,9 +5,9 @@
 # and flushes race on one write-back region; then every byte of the file is
 # compared with the writers' shadow copy. Exits non-zero on any lost or
 # wrong byte. Needs userfaultfd (root here) and Linux 6.8+ (WP_ASYNC, MOVE).
-# Extra arguments go to the program: --seconds N --data-mib N --budget-mib N
-# --writers N --fill-kib N --file PATH (defaults 60, 256, 64, 4, 64,
-# /var/tmp/faultline-stress-writeback.dat).
+# Extra arguments go to the program: --seconds N --data SIZE --budget SIZE
+# --writers N --fill SIZE --file PATH (defaults 60, 256M, 64M, 4, 64K,
+# /var/tmp/faultline-stress-writeback.dat; sizes as everywhere: 64K, 2MiB...).
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -2,20 +2,25 @@
 # SPDX-License-Identifier: Apache-2.0
 # faultline-bench's command line and JSON report, run by ctest (test name
 # bench_cli). Usage: bench_cli_test.sh PATH_TO_FAULTLINE_BENCH PATH_TO_REPORT_PY
+# PATH_TO_LOOPBACK_PROBE PATH_TO_STRESS_WRITEBACK
 #
 # --version and --help exit 0 with the version and the options; bad options,
 # values and sizes exit 2 naming the option and the text; a tiny real run
 # (4 MiB, one repeat, warm, memory-backed and mmap configurations, plus the
 # 1 TiB reserve) writes JSON with every top-level key, the runtime's snapshot
-# embedded as an object, and bench/report.py reads it. Nothing is timed.
+# embedded as an object, and bench/report.py reads it. The two bench helpers
+# (faultline-loopback-probe, faultline-stress-writeback): --help, --version,
+# usage errors (exit 2, named) and a short real run each. Nothing is timed.
 set -uo pipefail
 
-if [[ $# -ne 2 ]]; then
-  echo "usage: $0 PATH_TO_FAULTLINE_BENCH PATH_TO_REPORT_PY" >&2
+if [[ $# -ne 4 ]]; then
+  echo "usage: $0 PATH_TO_FAULTLINE_BENCH PATH_TO_REPORT_PY PATH_TO_LOOPBACK_PROBE PATH_TO_STRESS_WRITEBACK" >&2
   exit 2
 fi
 bench=$(readlink -f "$1")
 report=$(readlink -f "$2")
+probe=$(readlink -f "$3")
+stress=$(readlink -f "$4")
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/faultline-bench-cli.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 failures=0
@@ -102,6 +107,70 @@ fi
 # A --json file that cannot be written: exit 1 naming it, after the run.
 run 1 "$bench" --size 4M --repeat 1 --caches warm --configs mmap --workloads seq --dir "$tmp/data" \
   --json "$tmp/no/such/dir/r.json" && expect_in "stderr" "$err" "cannot write --json $tmp/no/such/dir/r.json"
+
+# faultline-loopback-probe.
+run 0 "$probe" --version && [[ $out =~ ^faultline-loopback-probe\ [0-9]+\.[0-9]+ ]] ||
+  fail "loopback probe --version prints '$out'"
+if run 0 "$probe" --help; then
+  for opt in --seconds --version "Unix-socket"; do expect_in "loopback probe --help" "$out" "$opt"; done
+fi
+# probe_error NEEDLE ARGS...: exit 2, NEEDLE on stderr, nothing measured.
+probe_error() {
+  local needle=$1
+  shift
+  run 2 "$probe" "$@" || return
+  expect_in "loopback probe stderr of '$*'" "$err" "$needle"
+  [[ -z $out ]] || fail "loopback probe '$*' printed on stdout: $out"
+}
+probe_error "--bogus" --bogus
+probe_error "--seconds: expected a number of seconds more than 0 and at most 60, got '0'" --seconds 0
+probe_error "--seconds: expected a number of seconds more than 0 and at most 60, got '61'" --seconds 61
+probe_error "--seconds: expected a number of seconds more than 0 and at most 60, got '-1'" --seconds -1
+probe_error "--seconds: expected a number of seconds more than 0 and at most 60, got 'abc'" --seconds abc
+probe_error "--seconds" --seconds
+probe_error "The following argument was not expected: extra" extra
+# A short real run: one line per transport.
+if run 0 "$probe" --seconds 0.05; then
+  expect_in "loopback probe output" "$out" "tcp 127.0.0.1  stream"
+  expect_in "loopback probe output" "$out" "unix           stream"
+  [[ $(grep -c "round trips)" <<<"$out") -eq 2 ]] || fail "loopback probe printed: $out"
+fi
+
+# faultline-stress-writeback.
+run 0 "$stress" --version && [[ $out =~ ^faultline-stress-writeback\ [0-9]+\.[0-9]+ ]] ||
+  fail "stress --version prints '$out'"
+if run 0 "$stress" --help; then
+  for opt in --seconds --data --budget --writers --fill --file --version; do
+    expect_in "stress --help" "$out" "$opt"
+  done
+fi
+# stress_error NEEDLE ARGS...: exit 2, NEEDLE on stderr, no file written.
+stress_error() {
+  local needle=$1
+  shift
+  run 2 "$stress" --file "$tmp/never.dat" "$@" || return
+  expect_in "stress stderr of '$*'" "$err" "$needle"
+  [[ -z $out ]] || fail "stress '$*' printed on stdout: $out"
+  [[ ! -e $tmp/never.dat ]] || fail "stress '$*' created --file"
+}
+stress_error "--bogus" --bogus
+stress_error "--data: expected a size such as 4096, 64K, 2M or 1G, got '4X'" --data 4X
+stress_error "--data: must be from 4194304" --data 1M
+stress_error "--data: must be a multiple of 4096, got '4194305'" --data 4194305
+stress_error "--budget: must be below --data (268435456 bytes), got 268435456" --budget 256M
+stress_error "--budget: must hold at least 4 fills (4 x --fill 65536 bytes), got 131072" --budget 128K
+stress_error "--fill: must be a power of two, got '12K'" --fill 12K
+stress_error "--fill: must be from 4096 to 2097152" --fill 4M
+stress_error "--writers" --writers 0
+stress_error "--writers" --writers 65
+stress_error "--seconds" --seconds 0
+stress_error "--file" --file
+# A short real run with suffixed sizes: every byte compared, file removed.
+if run 0 "$stress" --seconds 1 --data 4MiB --budget 1M --fill 16k --writers 2 --file "$tmp/stress.dat"; then
+  expect_in "stress output" "$out" "stress: 4 MiB write-back region, budget 1 MiB, 2 writers, fill 16 KiB, 1 s"
+  expect_in "stress output" "$out" "compared 4194304 bytes with the shadow copy: 0 lost or wrong"
+  [[ ! -e $tmp/stress.dat ]] || fail "stress left its file behind after a clean run"
+fi
 
 if [[ $failures -ne 0 ]]; then
   echo "$failures failure(s)" >&2
