@@ -67,6 +67,11 @@ class BuildWithCMake(build_ext):
         shutil.copyfile(built[0], target)
 
 
+# Not build/ (where the CMake builds of a checkout usually live) and not the
+# top of the tree: everything setuptools writes goes under build-python/.
+BUILD_BASE = "build-python"
+os.makedirs(os.path.join(ROOT, BUILD_BASE), exist_ok=True)
+
 setup(
     name="faultline",
     version=project_version(),
@@ -75,7 +80,6 @@ setup(
     python_requires=">=3.9",
     ext_modules=[CMakeModule()],
     cmdclass={"build_ext": BuildWithCMake},
-    # Not build/: that is where the CMake builds of a checkout usually live.
-    options={"build": {"build_base": "build-python"}},
+    options={"build": {"build_base": BUILD_BASE}, "egg_info": {"egg_base": BUILD_BASE}},
     zip_safe=False,
 )

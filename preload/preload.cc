@@ -3,8 +3,8 @@
 // programs through faultline (LD_PRELOAD; docs/preload.md).
 //
 // mmap() of a regular file, PROT_READ only, MAP_PRIVATE or MAP_SHARED, not
-// MAP_FIXED, whose path matches FAULTLINE_PRELOAD and whose length is at
-// least FAULTLINE_PRELOAD_MIN becomes a faultline Region over a FileBackend
+// MAP_FIXED, through a read-only descriptor, whose path matches
+// FAULTLINE_PRELOAD and whose length is at least FAULTLINE_PRELOAD_MIN becomes a faultline Region over a FileBackend
 // of that file, at an address laid out like the real mapping:
 //
 //   [start, start + served)        the Region (uffd-registered, DONTFORK)
@@ -328,7 +328,8 @@ void* intercept(size_t len, int prot, int flags, int fd, off_t off, uint64_t fil
   std::lock_guard lock(s.mu);
   auto m = std::make_unique<Mapped>();
   m->length = (len + kPage - 1) & ~(kPage - 1);
-  uint64_t served_bytes = std::min<uint64_t>(len, file_size - static_cast<uint64_t>(off));
+  // To the end of the last page asked for, as the page cache would show it.
+  uint64_t served_bytes = std::min<uint64_t>(m->length, file_size - static_cast<uint64_t>(off));
   m->served = (served_bytes + kPage - 1) & ~(kPage - 1);
   m->prot = prot;
   m->flags = flags;
@@ -403,6 +404,8 @@ void* shim_mmap(MmapFn real_mmap, void* addr, size_t len, int prot, int flags, i
     skip = "shorter than FAULTLINE_PRELOAD_MIN";
   else if (off >= st.st_size)
     skip = "starts past the end of the file";
+  else if (int fl = fcntl(fd, F_GETFL); fl < 0 || (fl & O_ACCMODE) != O_RDONLY)
+    skip = "the descriptor is open for writing";  // writes through it must show in the mapping
   if (skip) {
     Shim& s = shim();
     std::lock_guard lock(s.mu);

@@ -5,8 +5,8 @@
 // test runs it with and without LD_PRELOAD=libfaultline-preload.so.
 //
 //   read FILE                 map all of it
-//   offset FILE OFF LEN       map LEN bytes at OFF; pages past the file's last
-//                             page must raise SIGBUS
+//   offset FILE OFF LEN       map LEN bytes at OFF: the whole pages read as
+//                             the file; pages past its last page raise SIGBUS
 //   partial FILE              munmap the middle third, check the rest
 //   mremap FILE               shrink, then grow (may move), check
 //   madvise FILE              MADV_WILLNEED, read, MADV_DONTNEED, read again
@@ -105,11 +105,13 @@ int main(int argc, char** argv) {
     if (argc != 5) die("usage: preload-probe offset FILE OFF LEN");
     size_t off = std::strtoull(argv[3], nullptr, 0), len = std::strtoull(argv[4], nullptr, 0);
     unsigned char* p = map(fd, len, static_cast<off_t>(off));
-    size_t data_pages = (size - off + kPage - 1) / kPage * kPage;  // the file's pages, the last one padded with zeros
-    size_t readable = std::min(len, data_pages);
+    // Whole pages: the file's, the last one padded with zeros, then SIGBUS.
+    size_t data_pages = (size - off + kPage - 1) / kPage * kPage;
+    size_t len_pages = (len + kPage - 1) / kPage * kPage;
+    size_t readable = std::min(len_pages, data_pages);
     check(p, file, off, 0, readable, "offset");
     size_t sigbus = 0;
-    for (size_t at = readable; at < len; at += kPage) {
+    for (size_t at = readable; at < len_pages; at += kPage) {
       if (!raises_sigbus(p + at)) die("no SIGBUS at byte " + std::to_string(at) + ", past the file's last page");
       ++sigbus;
     }

@@ -66,23 +66,28 @@ else
     SELECT count(*), sum(n), sum(length(v)), min(v), max(v) FROM t;
     SELECT id, v FROM t WHERE id IN (1, 30000, 59999);
     SELECT n, count(*), min(id) FROM t WHERE n BETWEEN 10 AND 14 GROUP BY n;"
-  run 0 sqlite3 "$db" "$query" && want=$out
+  run 0 sqlite3 -readonly "$db" "$query" && want=$out
 
   # Under timeout: a wrapper that maps nothing must not replace the program's stats.
-  run 0 shim "$tmp/*.db" timeout 300 sqlite3 "$db" "$query" && {
+  run 0 shim "$tmp/*.db" timeout 300 sqlite3 -readonly "$db" "$query" && {
     same "sqlite3" "$want" "$out"
     no_stderr "sqlite3"
     expect_stats "sqlite3" "$db" '^[1-9][0-9]* [1-9][0-9]* [0-9]+ 0 -$'
   }
-  run 0 shim "$tmp/*.nothing" sqlite3 "$db" "$query" && {
+  # Read-write, sqlite3 writes with pwrite(2) and reads the mapping: not intercepted.
+  run 0 shim "$tmp/*.db" sqlite3 "$db" "$query" && {
+    same "sqlite3, read-write" "$want" "$out"
+    expect_stats "sqlite3, read-write" "$db" '^0 0 0 0 the_descriptor_is_open_for_writing'
+  }
+  run 0 shim "$tmp/*.nothing" sqlite3 -readonly "$db" "$query" && {
     same "sqlite3, glob not matching" "$want" "$out"
     expect_stats "sqlite3, glob not matching" "$db" '^0 0 0 0 does_not_match_FAULTLINE_PRELOAD'
   }
-  run 0 shim "$db" env FAULTLINE_PRELOAD_MIN=1G sqlite3 "$db" "$query" && {
+  run 0 shim "$db" env FAULTLINE_PRELOAD_MIN=1G sqlite3 -readonly "$db" "$query" && {
     same "sqlite3, below the minimum" "$want" "$out"
     expect_stats "sqlite3, below the minimum" "$db" '^0 0 0 0 shorter_than_FAULTLINE_PRELOAD_MIN'
   }
-  run 0 shim "$db" env FAULTLINE_PRELOAD_MIN=12Q sqlite3 "$db" "$query" && {
+  run 0 shim "$db" env FAULTLINE_PRELOAD_MIN=12Q sqlite3 -readonly "$db" "$query" && {
     same "sqlite3, bad FAULTLINE_PRELOAD_MIN" "$want" "$out"
     expect_in "stderr for FAULTLINE_PRELOAD_MIN=12Q" "$err" \
       "faultline-preload: FAULTLINE_PRELOAD_MIN = '12Q': expected a size such as 4096, 64K, 2M or 1G; intercepting nothing"
@@ -130,6 +135,13 @@ expect_in "probe offset without the shim" "$want" "ok offset 1048576: 3952640 by
 run 0 shim "$tmp/*.bin" "$probe" offset "$bin" 1048576 8388608 && {
   same "probe offset" "$want" "$out"
   expect_stats "probe offset" "$bin" '^1 [1-9][0-9]* 0 0 -$'
+}
+# 1.5 MiB and 100 bytes: the last page is the file's, whole, as the page cache shows it.
+run 0 "$probe" offset "$bin" 0 1572964 && want=$out
+expect_in "probe offset 0 without the shim" "$want" "ok offset 0: 1576960 bytes read, 0 pages raise SIGBUS"
+run 0 shim "$tmp/*.bin" "$probe" offset "$bin" 0 1572964 && {
+  same "probe offset 0" "$want" "$out"
+  expect_stats "probe offset 0" "$bin" '^1 [1-9][0-9]* 0 0 -$'
 }
 # No descriptor left for the runtime: the real mmap, one line on stderr.
 run 0 shim "$tmp/*.bin" "$probe" emfile "$bin" && {
