@@ -530,7 +530,11 @@ __attribute__((visibility("default"))) int madvise(void* addr, size_t len, int a
     uintptr_t a = reinterpret_cast<uintptr_t>(addr);
     for (auto& [start, m] : s.mapped) {
       uintptr_t lo = std::max<uintptr_t>(a, start), hi = std::min<uintptr_t>(a + len, start + m->served);
-      if (lo < hi) m->region.prefetch(lo - start, hi - lo);
+      try {
+        if (lo < hi) m->region.prefetch(lo - start, hi - lo);
+      } catch (const faultline::Error&) {
+        // Only the zero padding of the file's last page: nothing to read.
+      }
     }
   }
   // MADV_DONTNEED drops the pages; the runtime loads them again from the
