@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# preload_test.sh LIBFAULTLINE_PRELOAD PRELOAD_PROBE: libfaultline-preload.so
+# preload_test.sh LIBFAULTLINE_PRELOAD PRELOAD_PROBE [SANITIZER_RUNTIME]: libfaultline-preload.so
 # under real, unmodified programs (Debian's sqlite3 and python3 with numpy)
 # and under preload-probe for the calls those do not make. Every output is
 # compared with a run of the same program without the shim, and
-# FAULTLINE_STATS shows what was served.
+# FAULTLINE_STATS shows what was served. SANITIZER_RUNTIME (an ASan build's
+# libasan.so) is preloaded first, as ASan requires, with leak detection off:
+# the leaks at exit would be the programs' own.
 set -uo pipefail
 lib=$1
 probe=$2
+if [[ -n ${3:-} ]]; then
+  lib="$3 $lib"
+  export ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}
+fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Debian's interpreter explicitly: a python3 first on PATH (pyenv) may lack numpy.
 py=/usr/bin/python3
@@ -144,14 +150,18 @@ run 0 shim "$tmp/*.bin" "$probe" offset "$bin" 0 1572964 && {
   expect_stats "probe offset 0" "$bin" '^1 [1-9][0-9]* 0 0 -$'
 }
 # No descriptor left for the runtime: the real mmap, one line on stderr.
-run 0 shim "$tmp/*.bin" "$probe" emfile "$bin" && {
+# Not under a sanitizer runtime, whose own checks need descriptors (UBSan's
+# vptr check tests memory through a pipe, and reports a false error without one).
+if [[ -n ${3:-} ]]; then
+  echo "preload_test.sh: the no-descriptor fallback case is not run under $3"
+elif run 0 shim "$tmp/*.bin" "$probe" emfile "$bin"; then
   expect_in "probe emfile" "$out" "ok emfile: read 5000000 bytes"
   lines=$(printf '%s\n' "$err" | grep -c .)
   if [[ $lines -ne 1 ]]; then fail "probe emfile: $lines lines on stderr, expected 1: $err"; fi
   expect_in "probe emfile stderr" "$err" "faultline-preload: $bin: cannot open a userfaultfd"
   expect_in "probe emfile stderr" "$err" "Too many open files; mapped without faultline"
   expect_stats "probe emfile" "$bin" '^0 0 0 1 -$'
-}
+fi
 # Without FAULTLINE_PRELOAD the shim does nothing, and writes no statistics.
 rm -f "$tmp/stats.json"
 run 0 env LD_PRELOAD="$lib" FAULTLINE_STATS="$tmp/stats.json" "$probe" read "$bin"
