@@ -24,11 +24,13 @@ else
 fi
 
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
-if command -v ccache >/dev/null; then
+# ccache where its cache is writable (not for a user without a home).
+if command -v ccache >/dev/null && cache=$(ccache -k cache_dir 2>/dev/null) &&
+  mkdir -p "$cache" 2>/dev/null && [[ -w $cache ]]; then
   # Paths relative to $tmp: the next run of this test hits the cache.
   export CMAKE_CXX_COMPILER_LAUNCHER=ccache CCACHE_BASEDIR=$tmp CCACHE_NOHASHDIR=1
 fi
-if ! "$py" -m pip install --no-build-isolation --no-deps --no-index --target "$tmp/site" "$tmp/src" >"$tmp/pip.log" 2>&1; then
+if ! "$py" -m pip install --no-build-isolation --no-deps --no-index --no-cache-dir --target "$tmp/site" "$tmp/src" >"$tmp/pip.log" 2>&1; then
   echo "FAIL: pip install of the source tree failed:" >&2
   tail -40 "$tmp/pip.log" >&2
   exit 1
