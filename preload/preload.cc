@@ -264,8 +264,10 @@ bool touches_region(void* addr, size_t len) {
   return it->second->start + it->second->served > a;
 }
 
-// The whole munmap of an intercepted mapping: the Region goes (unmapping
-// its part), then the tail.
+// The whole munmap of an intercepted mapping: the runtime forgets the
+// Region without unmapping it, and the caller's munmap then takes the whole
+// range in one call. (Were the Region's part unmapped first, another thread
+// could be given that hole before the tail went, and lose it with the tail.)
 bool unmap_whole(void* addr, size_t len) {
   Shim& s = shim();
   std::lock_guard lock(s.mu);
@@ -276,6 +278,8 @@ bool unmap_whole(void* addr, size_t len) {
   s.unmapped.push_back(record_of(*m, false));
   {
     InRuntime in;
+    t.keep_at = addr;
+    t.keep_len = m->served;
     m->region.reset();
   }
   delete m;
@@ -352,6 +356,11 @@ void* intercept(size_t len, int prot, int flags, int fd, off_t off, uint64_t fil
     auto backend = std::make_shared<faultline::FileBackend>("/proc/self/fd/" + std::to_string(dup));
     t.place_at = start;
     t.place_len = m->served;
+    // Should the map fail after placing its reservation, the reservation
+    // stays until the munmap below takes the whole range at once (see
+    // unmap_whole).
+    t.keep_at = start;
+    t.keep_len = m->served;
     m->region = rt.map(std::move(backend), o);
     if (m->region.data() != start) {
       m->region.reset();

@@ -12,6 +12,9 @@
 //   madvise FILE              MADV_WILLNEED, read, MADV_DONTNEED, read again
 //   fork FILE                 the child reads all of the mapping
 //   emfile FILE               no descriptor left when mapping
+//   threads FILE              4 threads map, check and unmap it (whole, or in
+//                             two halves) 20 times each, all starting at once
+//                             (the first mapping creates the runtime)
 //
 // Prints one "ok ..." line and exits 0, or a message and exits 1.
 #include <fcntl.h>
@@ -27,7 +30,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -178,6 +183,31 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &before);
     check(p, file, 0, 0, size, "emfile");
     std::printf("ok emfile: read %zu bytes\n", size);
+  } else if (mode == "threads") {
+    constexpr int kThreads = 4, kRounds = 20;
+    std::atomic<int> waiting{kThreads};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i)
+      threads.emplace_back([&] {
+        waiting.fetch_sub(1);
+        while (waiting.load() > 0) {
+        }
+        size_t half = size / 2 / kPage * kPage;
+        for (int round = 0; round < kRounds; ++round) {
+          unsigned char* p = map(fd, size, 0);
+          check(p, file, 0, 0, size, "threads");
+          if (round % 2 == 0) {
+            if (munmap(p, size) != 0) die(std::string("munmap: ") + std::strerror(errno));
+            continue;
+          }
+          // In two halves: the first is a partial munmap.
+          if (munmap(p, half) != 0) die(std::string("munmap: ") + std::strerror(errno));
+          check(p, file, 0, half, size, "threads, second half");
+          if (munmap(p + half, size - half) != 0) die(std::string("munmap: ") + std::strerror(errno));
+        }
+      });
+    for (std::thread& t : threads) t.join();
+    std::printf("ok threads: %d mappings checked\n", kThreads * kRounds);
   } else {
     die("unknown mode " + mode);
   }

@@ -135,6 +135,13 @@ for mode in read partial mremap madvise fork; do
     esac
   }
 done
+# Threads mapping and unmapping at once, from the first mapping (which creates the runtime) on.
+run 0 "$probe" threads "$bin" && want=$out
+run 0 shim "$tmp/*.bin" "$probe" threads "$bin" && {
+  same "probe threads" "$want" "$out"
+  no_stderr "probe threads"
+  expect_stats "probe threads" "$bin" '^80 [1-9][0-9]* 80 0 -$'
+}
 # 8 MiB from offset 1 MiB of a 4.8 MiB file: the pages past its last page raise SIGBUS.
 run 0 "$probe" offset "$bin" 1048576 8388608 && want=$out
 expect_in "probe offset without the shim" "$want" "ok offset 1048576: 3952640 bytes read, 1083 pages raise SIGBUS"
