@@ -4,9 +4,9 @@
 // faultline::Error as faultline.Error. See docs/python.md.
 //
 // GIL: every call that can block (map, connect, prefetch, drain, flush,
-// close, write_snapshot) runs without it. Touching region memory from Python
-// (numpy reading a view) faults with the GIL held; that is fine, because the
-// fault thread is C++ only and never takes the GIL.
+// take_dirty, close, write_snapshot) runs without it. Touching region
+// memory from Python (numpy reading a view) faults with the GIL held; that
+// is fine, because the fault thread is C++ only and never takes the GIL.
 //
 // Lifetime: a buffer view holds a reference to its Region object (view->obj),
 // so the memory outlives every view; close() while views exist raises
@@ -246,6 +246,16 @@ PYBIND11_MODULE(faultline, m) {
           py::arg("offsets"))
       .def("drain", [](PyRegion& r) { r.call([](faultline::Region& reg) { reg.drain(); }); })
       .def("flush", [](PyRegion& r) { r.call([](faultline::Region& reg) { reg.flush(); }); })
+      .def(
+          "take_dirty",
+          [](PyRegion& r) {
+            auto runs = r.call([](faultline::Region& reg) { return reg.take_dirty(); });
+            py::list out;
+            for (const faultline::DirtyRange& d : runs) out.append(py::make_tuple(d.offset, d.length));
+            return out;
+          },
+          "The pages written since the previous call (or since the map), as a list of (offset, length) "
+          "tuples in region bytes, in order. Needs track_dirty=True.")
       .def("touched_chunks",
            [](PyRegion& r) { return r.call([](faultline::Region& reg) { return reg.touched_chunks(); }); })
       .def("stats",
