@@ -440,6 +440,10 @@ asio::awaitable<void> HttpBackend::Impl::probe(Connection& c, std::string* error
       auto it = h.find(f);
       return it == h.end() ? std::string() : std::string(it->value());
     };
+    if (status == 200 && p.content_length() && *p.content_length() == 0) {
+      *error = "the object is empty: nothing to map";
+      co_return;
+    }
     if (status == 200) {
       *error = "the server ignores Range requests (it answered 200 with the whole object to 'Range: bytes=0-0'); "
                "faultline needs a server that answers 206 Partial Content";
@@ -582,8 +586,13 @@ asio::awaitable<void> HttpBackend::Impl::run_connection(Connection& c) {
     }
     Outcome o;
     if (!c.open) o = co_await connect(c);
-    if (o.kind == Outcome::kOk && !stopping_)
-      o = c.tls ? co_await exchange(*c.tls, c) : co_await exchange(*c.plain, c);
+    // (Not a ?: of two co_awaits: GCC 12 miscompiles that.)
+    if (o.kind == Outcome::kOk && !stopping_) {
+      if (c.tls)
+        o = co_await exchange(*c.tls, c);
+      else
+        o = co_await exchange(*c.plain, c);
+    }
     if (stopping_) break;
     if (o.kind != Outcome::kOk) {
       c.close();
