@@ -191,9 +191,21 @@ struct Http {
 using HttpPlain = Http<false>;
 using HttpTls = Http<true>;
 
+// A zstd snapshot read through an HttpBackend (its index and chunks).
+struct ZstdOverHttp {
+  static Subject open(const Bytes& bytes) {
+    auto dir = std::make_shared<t::TempDir>();
+    auto snap = t::read_bytes(write_test_snapshot(*dir, bytes));
+    Bytes file(snap.size());
+    std::memcpy(file.data(), snap.data(), snap.size());
+    Subject http = HttpPlain::open(file);
+    return {http.keep, open_zstd_snapshot(http.backend, zstd_options())};
+  }
+};
+
 #define CONTRACT_BACKENDS                                                                                       \
   Memory, FileIoUring, FilePread, FileDirectIoUring, FileDirectPread, FileReadWrite, Zstd, Remote, RemoteSmall, \
-      HttpPlain, HttpTls
+      HttpPlain, HttpTls, ZstdOverHttp
 
 // A backend set up so that reads overlapping [offset, offset + length)
 // fail, with -err, and the rest succeed.

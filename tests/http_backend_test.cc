@@ -24,6 +24,8 @@
 #include "faultline/http_backend.h"
 #include "faultline/region.h"
 #include "faultline/runtime.h"
+#include "faultline/snapshot.h"
+#include "faultline/zstd_snapshot_backend.h"
 #include "nginx_fixture.h"
 #include "test_util.h"
 
@@ -451,4 +453,62 @@ TEST_CASE("bad URLs and options are refused with the field named; a query is nev
   o.url = "http://127.0.0.1:" + std::to_string(port) + "/image";
   o.deadline = 2000ms;
   CHECK_THROWS_WITH(HttpBackend(o), Catch::Contains("connect to 127.0.0.1:" + std::to_string(port)));
+}
+
+TEST_CASE("a zstd snapshot served by nginx restores every byte, through a region and a SnapshotReader", "[http]") {
+  SKIP_WITHOUT_NGINX();
+  // Random, zero and text-like stretches: stored, compressed and zero chunks.
+  std::vector<std::byte> data = t::pattern(5 * kMiB + 4321, 36);
+  std::fill(data.begin() + kMiB, data.begin() + 2 * kMiB, std::byte{0});
+  for (size_t i = 3 * kMiB; i < 4 * kMiB; ++i) data[i] = std::byte(static_cast<uint8_t>('a' + (i / 7) % 26));
+  for (bool tls : {false, true}) {
+    INFO((tls ? "https" : "http"));
+    t::Nginx server(tls);
+    SnapshotWriteOptions w;
+    w.chunk_size = 64 * kKiB;
+    w.threads = 1;
+    write_snapshot(data, server.root() + "/snap", w);
+    HttpOptions o = options_for(server, "snap");
+    ZstdSnapshotOptions zo;
+    zo.workers = 2;
+    auto http = std::make_shared<HttpBackend>(o);
+    auto snap = std::make_shared<ZstdSnapshotBackend>(http, zo);
+    CHECK(snap->size() == data.size());
+    CHECK(snap->name() == "zstd snapshot http " + server.url("snap"));
+    Runtime rt;
+    for (uint32_t fill : {4096u, 65536u}) {
+      INFO("fill " << fill);
+      RegionOptions ro;
+      ro.fill_size = fill;
+      Region r = rt.map(snap, ro);
+      REQUIRE(t::first_mismatch(r.data(), data.data(), data.size()) == -1);
+      CHECK(r.stats().errors == 0);
+    }
+    CHECK(snap->counters().corrupt_chunks == 0);
+    CHECK(snap->counters().zero_chunks > 0);
+    CHECK(http->counters().bytes > 0);
+
+    HttpBackend reader_source(o);
+    SnapshotReader reader = SnapshotReader::open(
+        "http " + server.url("snap"), reader_source.size(), [&](void* buf, size_t n, uint64_t offset) {
+          int64_t got = reader_source.read_range(offset, {static_cast<std::byte*>(buf), n});
+          if (got < 0) errno = static_cast<int>(-got);
+          return got == int64_t(n);
+        });
+    CHECK(reader.info().size == data.size());
+    std::vector<std::byte> chunk(64 * kKiB);
+    for (uint64_t i = 0; i < reader.info().chunk_count; ++i) {
+      reader.read_chunk(i, chunk);
+      REQUIRE(t::first_mismatch(chunk.data(), data.data() + i * chunk.size(), reader.chunk_length(i)) == -1);
+    }
+  }
+}
+
+TEST_CASE("a snapshot URL that is not a snapshot is refused at open, naming the URL and field", "[http]") {
+  SKIP_WITHOUT_NGINX();
+  t::Nginx server;
+  write_file(server.root() + "/raw", t::pattern(256 * kKiB, 37));
+  auto http = std::make_shared<HttpBackend>(options_for(server, "raw"));
+  CHECK_THROWS_WITH(ZstdSnapshotBackend(http, {}),
+                    Catch::Contains("snapshot http " + server.url("raw")) && Catch::Contains("wrong magic bytes"));
 }
