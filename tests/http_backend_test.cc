@@ -512,3 +512,64 @@ TEST_CASE("a snapshot URL that is not a snapshot is refused at open, naming the 
   CHECK_THROWS_WITH(ZstdSnapshotBackend(http, {}),
                     Catch::Contains("snapshot http " + server.url("raw")) && Catch::Contains("wrong magic bytes"));
 }
+
+#ifdef FAULTLINE_CLI_PATH
+namespace {
+
+// Runs `faultline ARGS` through the shell; its exit status and output (stdout and stderr).
+std::pair<int, std::string> run_cli(const std::string& args) {
+  std::string cmd = std::string(FAULTLINE_CLI_PATH) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+}  // namespace
+
+TEST_CASE("faultline snapshot inspect and verify read a snapshot from an http(s) URL", "[http][cli]") {
+  SKIP_WITHOUT_NGINX();
+  std::vector<std::byte> data = t::pattern(3 * kMiB + 99, 38);
+  std::fill(data.begin(), data.begin() + kMiB, std::byte{0});
+  for (bool tls : {false, true}) {
+    INFO((tls ? "https" : "http"));
+    t::Nginx server(tls);
+    SnapshotWriteOptions w;
+    w.threads = 1;
+    write_snapshot(data, server.root() + "/snap", w);
+    std::string ca = tls ? " --ca-file " + server.ca_file() : "";
+    std::string url = server.url("snap");
+    auto [rc, out] = run_cli("snapshot inspect '" + url + "?sig=hush'" + ca);
+    INFO(out);
+    CHECK(rc == 0);
+    CHECK(out.find("file:              http " + url + "?...") != std::string::npos);
+    CHECK(out.find("uncompressed size: " + std::to_string(data.size())) != std::string::npos);
+    CHECK(out.find("zero chunks:       16") != std::string::npos);
+    CHECK(out.find("hush") == std::string::npos);
+    auto [vrc, vout] = run_cli("snapshot verify --threads 3 " + url + ca);
+    INFO(vout);
+    CHECK(vrc == 0);
+    CHECK(vout.find(": ok: 49 chunks (16 zero)") != std::string::npos);
+    if (tls) {
+      auto [brc, bout] = run_cli("snapshot verify " + url);
+      INFO(bout);
+      CHECK(brc == 1);
+      CHECK(bout.find("certificate verify failed") != std::string::npos);
+      auto [irc, iout] = run_cli("snapshot inspect --insecure " + url);
+      CHECK(irc == 0);
+    }
+    // A corrupt chunk in the served file is found and named.
+    auto bytes = t::read_bytes(server.root() + "/snap");
+    bytes[bytes.size() / 2] ^= 0xff;
+    t::write_bytes(server.root() + "/snap", bytes);
+    auto [crc, cout] = run_cli("snapshot verify " + url + ca);
+    INFO(cout);
+    CHECK(crc == 1);
+    CHECK(cout.find("FAILED: 1 of 49 chunks bad") != std::string::npos);
+  }
+}
+#endif  // FAULTLINE_CLI_PATH
