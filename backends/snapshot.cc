@@ -92,13 +92,22 @@ ChunkEntry decode_entry(const unsigned char in[kSnapshotEntryBytes]) {
 }
 
 SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file_bytes) {
+  return read_snapshot_index([fd](void* buf, size_t n, uint64_t offset) { return pread_exact(fd, buf, n, offset); },
+                             path, file_bytes);
+}
+
+SnapshotIndex read_snapshot_index(const ReadAt& read_at, const std::string& path, uint64_t file_bytes) {
+  auto pread_exact = [&](void* buf, size_t n, uint64_t offset) {
+    errno = 0;
+    return read_at(buf, n, offset);
+  };
   const std::string what = "snapshot " + path + ": ";
   auto bad = [&](const std::string& problem) { throw Error(what + problem); };
   if (file_bytes < kSnapshotHeaderBytes)
     bad("truncated: the file is " + std::to_string(file_bytes) + " bytes, shorter than the " +
         std::to_string(kSnapshotHeaderBytes) + "-byte header");
   unsigned char h[kSnapshotHeaderBytes];
-  if (!pread_exact(fd, h, sizeof h, 0)) throw_errno(what + "cannot read the header", errno ? errno : EIO);
+  if (!pread_exact(h, sizeof h, 0)) throw_errno(what + "cannot read the header", errno ? errno : EIO);
   if (std::memcmp(h, kSnapshotMagic, 8) != 0) bad("magic: not a faultline snapshot (wrong magic bytes)");
   SnapshotHeader hd;
   hd.version = static_cast<uint32_t>(get_le(h + 8, 4));
@@ -150,7 +159,7 @@ SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file
         std::to_string(file_bytes - hd.index_offset - index_bytes) + " bytes follow it");
 
   std::vector<unsigned char> raw(index_bytes);
-  if (index_bytes > 0 && !pread_exact(fd, raw.data(), raw.size(), hd.index_offset))
+  if (index_bytes > 0 && !pread_exact(raw.data(), raw.size(), hd.index_offset))
     throw_errno(what + "cannot read the index", errno ? errno : EIO);
   computed = crc32c(raw.data(), raw.size());
   if (computed != hd.index_checksum)
@@ -159,7 +168,7 @@ SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file
   SnapshotIndex index;
   if (has_dict) {
     std::vector<unsigned char> dict(hd.dict_length);
-    if (!pread_exact(fd, dict.data(), dict.size(), kSnapshotHeaderBytes))
+    if (!pread_exact(dict.data(), dict.size(), kSnapshotHeaderBytes))
       throw_errno(what + "cannot read the dictionary", errno ? errno : EIO);
     computed = crc32c(dict.data(), dict.size());
     if (computed != hd.dict_checksum)
@@ -663,6 +672,7 @@ class SnapshotReader::Impl {
  public:
   std::string path;
   UniqueFd fd;
+  detail::ReadAt read_at;  // over fd, or the caller's
   detail::SnapshotIndex index;
 
   // Decompression contexts, reused across read_chunk() calls (creating one
@@ -692,6 +702,16 @@ SnapshotReader SnapshotReader::open(const std::string& path) {
   impl->path = path;
   const struct stat st = open_file(impl->fd, path, "snapshot ", false);
   impl->index = detail::read_snapshot_index(impl->fd.get(), path, static_cast<uint64_t>(st.st_size));
+  int fd = impl->fd.get();
+  impl->read_at = [fd](void* buf, size_t n, uint64_t offset) { return detail::pread_exact(fd, buf, n, offset); };
+  return SnapshotReader(std::move(impl));
+}
+
+SnapshotReader SnapshotReader::open(const std::string& name, uint64_t file_bytes, ReadAt read_at) {
+  auto impl = std::make_shared<Impl>();
+  impl->path = name;
+  impl->read_at = std::move(read_at);
+  impl->index = detail::read_snapshot_index(impl->read_at, name, file_bytes);
   return SnapshotReader(std::move(impl));
 }
 
@@ -728,7 +748,8 @@ void SnapshotReader::read_chunk(uint64_t index, std::span<std::byte> out) const 
     return;
   }
   auto frame = std::make_unique_for_overwrite<std::byte[]>(e.length);
-  if (!detail::pread_exact(impl_->fd.get(), frame.get(), e.length, e.offset)) {
+  errno = 0;
+  if (!impl_->read_at(frame.get(), e.length, e.offset)) {
     if (errno) throw_errno(where + "cannot read " + std::to_string(e.length) + " bytes", errno);
     throw Error(where + "truncated: the file ends before the chunk's " + std::to_string(e.length) + " bytes");
   }

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -101,6 +102,11 @@ struct SnapshotIndex {
 // Reads and checks the header and index of the snapshot open as fd (a file
 // of file_bytes bytes). Throws Error naming `path` and the field at fault.
 SnapshotIndex read_snapshot_index(int fd, const std::string& path, uint64_t file_bytes);
+// The same through `read_at`, which reads n bytes at offset into buf and
+// returns whether it got them all (errno set on failure): a snapshot that is
+// not a local file (an HttpBackend's object).
+using ReadAt = SnapshotReader::ReadAt;
+SnapshotIndex read_snapshot_index(const ReadAt& read_at, const std::string& path, uint64_t file_bytes);
 
 // The outcome of decoding one chunk.
 struct ChunkCheck {

@@ -25,7 +25,9 @@
 #include "faultline/zstd_snapshot_backend.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -153,11 +155,39 @@ struct DCtxDeleter {
   void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
 };
 
+// A blocking read of n bytes at offset through a Backend nobody else drives
+// yet (the source, while the snapshot backend is being opened): submit,
+// then reap until the completion comes (the source bounds its time).
+bool read_through(Backend& source, void* buf, size_t n, uint64_t offset) {
+  auto* p = static_cast<std::byte*>(buf);
+  while (n > 0) {
+    uint32_t len = static_cast<uint32_t>(std::min<size_t>(n, 1u << 20));
+    ReadRequest r{offset, len, p, 0, true};
+    source.submit({&r, 1});
+    ReadCompletion c;
+    while (source.reap({&c, 1}) == 0) {
+      pollfd pfd{source.completion_fd(), POLLIN, 0};
+      if (pfd.fd < 0 || ::poll(&pfd, 1, 1) > 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    if (c.result <= 0) {
+      errno = c.result < 0 ? static_cast<int>(-c.result) : 0;
+      return false;
+    }
+    if (c.zero) std::memset(p, 0, static_cast<size_t>(c.result));
+    else if (c.data) std::memcpy(p, c.data, static_cast<size_t>(c.result));
+    p += c.result;
+    n -= static_cast<size_t>(c.result);
+    offset += static_cast<uint64_t>(c.result);
+  }
+  return true;
+}
+
 }  // namespace
 
 class ZstdSnapshotBackend::Impl {
  public:
   Impl(const std::string& path, const ZstdSnapshotOptions& options);
+  Impl(std::shared_ptr<Backend> source, const ZstdSnapshotOptions& options);
   ~Impl();
 
   void submit(std::span<const ReadRequest> reads);
@@ -169,8 +199,18 @@ class ZstdSnapshotBackend::Impl {
   UniqueFd file_;
   UniqueFd efd_;
   Counters counters_;
+  // Compressed bytes come from this Backend rather than file_ (a snapshot
+  // served over HTTP). completion_fd() is then epoll_, holding efd_ and the
+  // source's completion fd, both edge-triggered.
+  std::shared_ptr<Backend> source_;
+  UniqueFd epoll_;
 
  private:
+  void start_threads();
+  // The reads of the source: queued, submitted and reaped like reader_'s.
+  void submit_source();
+  size_t reap_source(std::span<UringCompletion> out);
+  uint32_t source_in_flight_ = 0;
   void add_piece(Request* req, uint64_t chunk, uint32_t from, uint32_t len, std::byte* dest, bool urgent);
   void start_reads();
   void submit_ring();
@@ -232,6 +272,34 @@ ZstdSnapshotBackend::Impl::Impl(const std::string& path, const ZstdSnapshotOptio
   unsigned entries = std::clamp<unsigned>(options.queue_depth, 8, 1024);
   if (int r = reader_.init({.entries = entries, .async_large_reads = true}, efd_.get()); r < 0)
     throw_errno("cannot set up io_uring for snapshot " + path, -r);
+  start_threads();
+}
+
+ZstdSnapshotBackend::Impl::Impl(std::shared_ptr<Backend> source, const ZstdSnapshotOptions& options)
+    : path_(source->name()), options_(options), source_(std::move(source)), cache_(options.cache_bytes) {
+  check_option_range("ZstdSnapshotOptions.queue_depth", options.queue_depth, 1, kMaxQueueDepth, path_);
+  check_option_range("ZstdSnapshotOptions.workers", options.workers, 1, kMaxWorkers, path_);
+  Backend& src = *source_;
+  index_ = detail::read_snapshot_index(
+      [&src](void* buf, size_t n, uint64_t offset) { return read_through(src, buf, n, offset); }, path_, src.size());
+  if (index_.info.size == 0) throw Error("snapshot " + path_ + " is empty: nothing to map", EINVAL);
+  efd_ = detail::make_eventfd();
+  if (!efd_) throw_errno("cannot create the completion eventfd for snapshot " + path_, errno);
+  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) throw_errno("cannot create an epoll fd for snapshot " + path_, errno);
+  for (int fd : {efd_.get(), src.completion_fd()}) {
+    if (fd < 0) continue;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLET;
+    ev.data.fd = fd;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw_errno("epoll_ctl for snapshot " + path_, errno);
+  }
+  start_threads();
+}
+
+void ZstdSnapshotBackend::Impl::start_threads() {
+  const std::string& path = path_;
+  const ZstdSnapshotOptions& options = options_;
   try {
     for (unsigned i = 0; i < options.workers; ++i) {
       workers_.emplace_back([this] { work(); });
@@ -257,8 +325,42 @@ ZstdSnapshotBackend::Impl::~Impl() {
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
+  // Reads of the source still in flight land in our buffers: wait for them
+  // (the source completes every read in bounded time).
+  while (source_ && source_in_flight_ > 0) {
+    UringCompletion done[64];
+    if (reap_source(done) == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
   // Then reader_ waits (bounded) for reads still in flight, before the
   // buffers they land in are freed.
+}
+
+void ZstdSnapshotBackend::Impl::submit_source() {
+  std::vector<ReadRequest> batch;
+  while (!unsubmitted_.empty() && source_in_flight_ + batch.size() < source_->queue_depth()) {
+    ReadBuf* buf = unsubmitted_.front();
+    unsubmitted_.pop_front();
+    bool urgent = false;
+    for (const ChunkJob* job : buf->jobs) urgent |= job->urgent;
+    batch.push_back({buf->offset, buf->length, buf->bytes.get(), reinterpret_cast<uint64_t>(buf), urgent});
+  }
+  if (batch.empty()) return;
+  source_in_flight_ += static_cast<uint32_t>(batch.size());
+  source_->submit(batch);
+}
+
+size_t ZstdSnapshotBackend::Impl::reap_source(std::span<UringCompletion> out) {
+  ReadCompletion got[64];
+  size_t n = source_->reap(std::span(got, std::min(out.size(), std::size(got))));
+  for (size_t i = 0; i < n; ++i) {
+    auto* buf = reinterpret_cast<ReadBuf*>(got[i].tag);
+    int64_t r = got[i].result;
+    if (r > 0 && got[i].zero) std::memset(buf->bytes.get(), 0, static_cast<size_t>(r));
+    if (r > 0 && got[i].data) std::memcpy(buf->bytes.get(), got[i].data, static_cast<size_t>(r));
+    out[i] = UringCompletion{got[i].tag, static_cast<int32_t>(r), true};
+  }
+  source_in_flight_ -= static_cast<uint32_t>(n);
+  return n;
 }
 
 Request* ZstdSnapshotBackend::Impl::new_request() {
@@ -405,6 +507,7 @@ void ZstdSnapshotBackend::Impl::start_reads() {
 // Starts the reads that wait, as many as the SQ holds (so a batch is one
 // io_uring_submit); the rest wait for room, made by reap().
 void ZstdSnapshotBackend::Impl::submit_ring() {
+  if (source_) return submit_source();
   size_t queued = 0;
   while (!unsubmitted_.empty() && reader_.in_flight() + queued < reader_.sq_entries()) {
     ReadBuf* buf = unsubmitted_.front();
@@ -429,7 +532,7 @@ void ZstdSnapshotBackend::Impl::harvest_cqes() {
   std::vector<ChunkJob*>& failed = finished_local_;
   bool queued = false;
   for (;;) {
-    size_t got = reader_.reap(done);
+    size_t got = source_ ? reap_source(done) : reader_.reap(done);
     for (size_t i = 0; i < got; ++i) {
       auto* buf = reinterpret_cast<ReadBuf*>(done[i].tag);
       int res = done[i].result;
@@ -514,6 +617,13 @@ void ZstdSnapshotBackend::Impl::finish_job(ChunkJob* job) {
 }
 
 size_t ZstdSnapshotBackend::Impl::reap(std::span<ReadCompletion> out) {
+  if (epoll_) {
+    // Empties our epoll's ready list, so the runtime's epoll sees the next
+    // completion (of the source or of a worker) as a new edge.
+    epoll_event events[4];
+    while (::epoll_wait(epoll_.get(), events, 4, 0) == 4) {
+    }
+  }
   harvest_cqes();
   submit_ring();  // reads that waited for room
   {
@@ -611,12 +721,14 @@ void ZstdSnapshotBackend::Impl::decode(ChunkJob* job, ZSTD_DCtx* dctx) {
 
 ZstdSnapshotBackend::ZstdSnapshotBackend(const std::string& path, const ZstdSnapshotOptions& options)
     : impl_(std::make_unique<Impl>(path, options)) {}
+ZstdSnapshotBackend::ZstdSnapshotBackend(std::shared_ptr<Backend> source, const ZstdSnapshotOptions& options)
+    : impl_(std::make_unique<Impl>(std::move(source), options)) {}
 ZstdSnapshotBackend::~ZstdSnapshotBackend() = default;
 
 uint64_t ZstdSnapshotBackend::size() const { return impl_->index_.info.size; }
 std::string ZstdSnapshotBackend::name() const { return "zstd snapshot " + impl_->path_; }
 uint32_t ZstdSnapshotBackend::queue_depth() const { return impl_->options_.queue_depth; }
-int ZstdSnapshotBackend::completion_fd() const { return impl_->efd_.get(); }
+int ZstdSnapshotBackend::completion_fd() const { return impl_->epoll_ ? impl_->epoll_.get() : impl_->efd_.get(); }
 void ZstdSnapshotBackend::submit(std::span<const ReadRequest> reads) { impl_->submit(reads); }
 size_t ZstdSnapshotBackend::reap(std::span<ReadCompletion> out) { return impl_->reap(out); }
 uint32_t ZstdSnapshotBackend::chunk_size() const { return impl_->index_.info.chunk_size; }
@@ -635,6 +747,10 @@ ZstdSnapshotCounters ZstdSnapshotBackend::counters() const {
 
 std::shared_ptr<Backend> open_zstd_snapshot(const std::string& path, const ZstdSnapshotOptions& options) {
   return std::make_shared<ZstdSnapshotBackend>(path, options);
+}
+
+std::shared_ptr<Backend> open_zstd_snapshot(std::shared_ptr<Backend> source, const ZstdSnapshotOptions& options) {
+  return std::make_shared<ZstdSnapshotBackend>(std::move(source), options);
 }
 
 }  // namespace faultline

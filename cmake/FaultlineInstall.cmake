@@ -65,7 +65,7 @@ faultline_pc(faultline-core "faultline core: userfaultfd runtime, file and memor
 faultline_pc(faultline-snapshot "faultline compressed snapshots (zstd)"
   "faultline-core = ${PROJECT_VERSION}" "libzstd liburing" "-L\${libdir} -lfaultline-snapshot")
 faultline_pc(faultline-remote "faultline page server and remote backend"
-  "faultline-core = ${PROJECT_VERSION}" "libcrypto" "-L\${libdir} -lfaultline-remote")
+  "faultline-core = ${PROJECT_VERSION}" "libssl libcrypto" "-L\${libdir} -lfaultline-remote")
 faultline_pc(faultline "faultline: user-space paging with userfaultfd (all parts)"
   "faultline-snapshot = ${PROJECT_VERSION}, faultline-remote = ${PROJECT_VERSION}, faultline-core = ${PROJECT_VERSION}"
   "" "")

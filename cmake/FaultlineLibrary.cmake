@@ -10,9 +10,9 @@
 #   part      library               links                    public headers
 #   core      libfaultline-core     liburing, threads        runtime/include, backends/include
 #   snapshot  libfaultline-snapshot core, libzstd, liburing  (same directories)
-#   remote    libfaultline-remote   core, libcrypto          (same directories)
+#   remote    libfaultline-remote   core, libssl, libcrypto  (same directories)
 #
-# Boost (Asio, header-only) is used to compile the remote part and appears
+# Boost (Asio and Beast, header-only) is used to compile the remote part and appears
 # in no public header (pimpl), so nothing that uses faultline ever needs it.
 #
 # Each part is compiled once, as position-independent objects, and linked
@@ -95,7 +95,7 @@ function(faultline_library)
   _faultline_part(snapshot SOURCES ${arg_SNAPSHOT} DEPENDS core
     LINK PkgConfig::LIBZSTD PkgConfig::LIBURING)
   _faultline_part(remote SOURCES ${arg_REMOTE} DEPENDS core
-    LINK OpenSSL::Crypto COMPILE_ONLY Boost::headers)
+    LINK OpenSSL::SSL OpenSSL::Crypto COMPILE_ONLY Boost::headers)
 
   # All parts at once (what faultline/faultline.h declares).
   foreach(kind static shared)

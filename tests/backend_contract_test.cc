@@ -16,6 +16,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <random>
@@ -26,11 +27,13 @@
 #include "backend_test_util.h"
 #include "faultline/backend.h"
 #include "faultline/file_backend.h"
+#include "faultline/http_backend.h"
 #include "faultline/memory_backend.h"
 #include "faultline/page_server.h"
 #include "faultline/remote_backend.h"
 #include "faultline/snapshot.h"
 #include "faultline/zstd_snapshot_backend.h"
+#include "nginx_fixture.h"
 #include "snapshot_test_util.h"
 #include "test_util.h"
 
@@ -164,8 +167,45 @@ struct RemoteSmall {
   }
 };
 
-#define CONTRACT_BACKENDS \
-  Memory, FileIoUring, FilePread, FileDirectIoUring, FileDirectPread, FileReadWrite, Zstd, Remote, RemoteSmall
+// An HttpBackend over a real nginx on loopback serving the bytes as a file
+// (tests/nginx_fixture.h), over http or https; small ranges and few
+// connections, so reads are merged, pipelined and queued.
+template <bool kTls>
+struct Http {
+  static Subject open(const Bytes& bytes, std::chrono::milliseconds deadline = std::chrono::milliseconds(10000)) {
+    auto server = std::make_shared<t::Nginx>(kTls);
+    std::ofstream(server->root() + "/image", std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    HttpOptions o;
+    o.url = server->url("image");
+    o.ca_file = server->ca_file();
+    o.queue_depth = kQueueDepth;
+    o.connections = 2;
+    o.requests_per_connection = 3;
+    o.max_request_bytes = 256 * 1024;
+    o.deadline = deadline;
+    o.log = [](LogLevel, std::string_view) {};
+    return {server, std::make_shared<HttpBackend>(o)};
+  }
+};
+using HttpPlain = Http<false>;
+using HttpTls = Http<true>;
+
+// A zstd snapshot read through an HttpBackend (its index and chunks).
+struct ZstdOverHttp {
+  static Subject open(const Bytes& bytes) {
+    auto dir = std::make_shared<t::TempDir>();
+    auto snap = t::read_bytes(write_test_snapshot(*dir, bytes));
+    Bytes file(snap.size());
+    std::memcpy(file.data(), snap.data(), snap.size());
+    Subject http = HttpPlain::open(file);
+    return {http.keep, open_zstd_snapshot(http.backend, zstd_options())};
+  }
+};
+
+#define CONTRACT_BACKENDS                                                                                       \
+  Memory, FileIoUring, FilePread, FileDirectIoUring, FileDirectPread, FileReadWrite, Zstd, Remote, RemoteSmall, \
+      HttpPlain, HttpTls, ZstdOverHttp
 
 // A backend set up so that reads overlapping [offset, offset + length)
 // fail, with -err, and the rest succeed.
@@ -217,7 +257,16 @@ struct RemoteServerGone {
   }
 };
 
-#define FAILING_BACKENDS ZstdCorruptChunk, RemoteSourceError, RemoteServerGone
+// nginx is killed: every read fails with -ETIMEDOUT once its deadline passes.
+struct HttpServerGone {
+  static Failing open(const Bytes& bytes) {
+    Subject s = HttpPlain::open(bytes, std::chrono::milliseconds(1000));
+    static_cast<t::Nginx*>(s.keep.get())->kill();
+    return {std::move(s), 0, bytes.size(), ETIMEDOUT};
+  }
+};
+
+#define FAILING_BACKENDS ZstdCorruptChunk, RemoteSourceError, RemoteServerGone, HttpServerGone
 
 // ---- Driving a backend ----------------------------------------------------------
 

@@ -3,8 +3,10 @@
 // (docs/snapshot-format.md). Arguments through CLI11 (tools/cli/cli.h):
 //
 //   faultline snapshot create INPUT OUTPUT [--chunk-size SIZE] [--level N] [--threads N] [--dictionary SIZE]
-//   faultline snapshot inspect FILE
-//   faultline snapshot verify FILE [--threads N]
+//   faultline snapshot inspect FILE|URL [--ca-file PEM] [--insecure] [--auth-file FILE]
+//   faultline snapshot verify FILE|URL [--threads N] [--ca-file PEM] [--insecure] [--auth-file FILE]
+//
+// A URL (http:// or https://) is read with range requests (HttpBackend).
 //
 // Long work (create, verify) draws a progress bar on stderr, only when stderr
 // is a terminal: logs and pipes get the final summary alone.
@@ -25,6 +27,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "faultline/error.h"
+#include "faultline/http_backend.h"
 #include "faultline/snapshot.h"
 
 namespace faultline::tools {
@@ -58,13 +61,17 @@ constexpr const char* kInspectFooter =
     "compressed bytes and the compression ratio. Chunk data is not read: use\n"
     "`faultline snapshot verify` for that.\n"
     "\n"
+    "FILE may be an http:// or https:// URL (read with range requests; see\n"
+    "docs/http.md): --ca-file, --insecure and --auth-file apply to it.\n"
+    "\n"
     "Exit status: 0 a valid header and index, 1 not (the message says which\n"
     "field) or the output cannot be written, 2 bad arguments.";
 
 constexpr const char* kVerifyFooter =
     "Reads and decompresses every chunk of the snapshot FILE and checks its\n"
     "length and checksum. Prints each bad chunk (index, file offset, problem)\n"
-    "on stderr and a summary.\n"
+    "on stderr and a summary. FILE may be an http:// or https:// URL, as for\n"
+    "`faultline snapshot inspect`.\n"
     "\n"
     "Exit status: 0 every chunk is good, 1 a chunk, the header or the index is\n"
     "bad (or the file cannot be read), 2 bad arguments.";
@@ -127,8 +134,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 // An Error whose message names `path`: the library's messages usually do;
 // where one does not, the path is put in front.
+// (A URL's messages name it without its query, which may be a credential:
+// they are passed on as they are.)
 Error naming(const std::string& path, const std::exception& e) {
   const std::string what = e.what();
+  if (is_http_url(path)) return Error(what);
   return Error(what.find(path) != std::string::npos ? what : path + ": " + what);
 }
 
@@ -167,12 +177,46 @@ int create(CreateArgs& a) {
   return 0;
 }
 
-int inspect(const std::string& path) {
+// How to reach a snapshot given as a URL.
+struct UrlArgs {
+  std::string ca_file;
+  bool insecure = false;
+  std::string auth_file;
+
+  void add_to(CLI::App& cmd) {
+    cmd.add_option("--ca-file", ca_file, "for an https URL: trust the CA certificates in\nthis PEM file (default: the system's)")
+        ->type_name("PEM");
+    cmd.add_flag("--insecure", insecure, "for an https URL: do not verify the certificate\n(tests only)");
+    cmd.add_option("--auth-file", auth_file,
+                   "for a URL: send the header in this file, a line\n"
+                   "'Name: value' or a bare bearer token")
+        ->type_name("FILE");
+  }
+};
+
+// A reader of the snapshot at `path`, a file or a URL. Readers of a URL
+// share one HttpBackend, whose read_range() any thread may call.
+SnapshotReader open_reader(const std::string& path, const UrlArgs& u) {
+  if (!is_http_url(path)) return SnapshotReader::open(path);
+  HttpOptions o;
+  o.url = path;
+  o.ca_file = u.ca_file;
+  o.insecure_skip_verify = u.insecure;
+  o.auth_file = u.auth_file;
+  auto http = std::make_shared<HttpBackend>(o);
+  return SnapshotReader::open(http->name(), http->size(), [http](void* buf, size_t n, uint64_t offset) {
+    int64_t got = http->read_range(offset, {static_cast<std::byte*>(buf), n});
+    errno = got < 0 ? static_cast<int>(-got) : 0;
+    return got == static_cast<int64_t>(n);
+  });
+}
+
+int inspect(const std::string& path, const UrlArgs& u) {
   try {
-    const SnapshotReader reader = SnapshotReader::open(path);
+    const SnapshotReader reader = open_reader(path, u);
     const SnapshotInfo& i = reader.info();
     const uint64_t stored = i.chunk_count - i.zero_chunks;
-    std::printf("file:              %s\n", path.c_str());
+    std::printf("file:              %s\n", reader.path().c_str());
     std::printf("format version:    %" PRIu32 "\n", i.version);
     std::printf("chunk size:        %" PRIu32 " (%s)\n", i.chunk_size, human_bytes(i.chunk_size).c_str());
     std::printf("flags:             0x%" PRIx32 "%s\n", i.flags, (i.flags & 1) ? " (dictionary)" : "");
@@ -192,19 +236,20 @@ int inspect(const std::string& path) {
   return 0;
 }
 
-int verify(const std::string& path, unsigned threads) {
+int verify(const std::string& path, unsigned threads, const UrlArgs& u) {
   std::vector<SnapshotReader> readers;
   try {
-    readers.push_back(SnapshotReader::open(path));
+    readers.push_back(open_reader(path, u));
     const uint64_t chunks = readers[0].info().chunk_count;
     if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
     threads = static_cast<unsigned>(std::min<uint64_t>(threads, std::max<uint64_t>(1, chunks)));
     // One reader per thread: each has its own descriptor and buffers.
-    while (readers.size() < threads) readers.push_back(SnapshotReader::open(path));
+    while (readers.size() < threads) readers.push_back(is_http_url(path) ? readers[0] : SnapshotReader::open(path));
   } catch (const std::exception& e) {
     throw naming(path, e);
   }
   const SnapshotInfo info = readers[0].info();
+  const std::string shown = readers[0].path();  // (a URL without its query)
 
   // Chunks are handed out in batches from a shared counter, so the threads
   // read the file roughly front to back together.
@@ -244,19 +289,19 @@ int verify(const std::string& path, unsigned threads) {
   std::sort(bad.begin(), bad.end());
   constexpr size_t kShown = 20;
   for (size_t k = 0; k < bad.size() && k < kShown; ++k) {
-    if (bad[k].second.find(path) != std::string::npos)  // the reader's message names the file and chunk
+    if (bad[k].second.find(shown) != std::string::npos)  // the reader's message names the file and chunk
       std::fprintf(stderr, "faultline snapshot verify: %s\n", bad[k].second.c_str());
     else
-      std::fprintf(stderr, "faultline snapshot verify: %s: chunk %" PRIu64 ": %s\n", path.c_str(), bad[k].first,
+      std::fprintf(stderr, "faultline snapshot verify: %s: chunk %" PRIu64 ": %s\n", shown.c_str(), bad[k].first,
                    bad[k].second.c_str());
   }
-  if (bad.size() > kShown) std::fprintf(stderr, "faultline snapshot verify: %s: ... and %zu more bad chunks\n", path.c_str(), bad.size() - kShown);
+  if (bad.size() > kShown) std::fprintf(stderr, "faultline snapshot verify: %s: ... and %zu more bad chunks\n", shown.c_str(), bad.size() - kShown);
   if (!bad.empty()) {
-    std::fprintf(stderr, "faultline snapshot verify: %s: FAILED: %zu of %" PRIu64 " chunks bad\n", path.c_str(), bad.size(),
+    std::fprintf(stderr, "faultline snapshot verify: %s: FAILED: %zu of %" PRIu64 " chunks bad\n", shown.c_str(), bad.size(),
                  info.chunk_count);
     return 1;
   }
-  std::printf("%s: ok: %" PRIu64 " chunks (%" PRIu64 " zero), %s checked in %.2f s (%.0f MB/s)\n", path.c_str(),
+  std::printf("%s: ok: %" PRIu64 " chunks (%" PRIu64 " zero), %s checked in %.2f s (%.0f MB/s)\n", shown.c_str(),
               info.chunk_count, info.zero_chunks, human_bytes(info.size).c_str(), secs,
               secs > 0 ? static_cast<double>(info.size) / secs / 1e6 : 0.0);
   return 0;
@@ -304,13 +349,17 @@ int snapshot_command(int argc, char** argv) {
   std::string inspect_path;
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "print the header, chunk counts and compression ratio");
   inspect_cmd->footer(kInspectFooter);
-  inspect_cmd->add_option("FILE", inspect_path, "the snapshot")->required()->type_name("");
+  inspect_cmd->add_option("FILE", inspect_path, "the snapshot (a file or an http(s) URL)")->required()->type_name("");
+  UrlArgs inspect_url;
+  inspect_url.add_to(*inspect_cmd);
 
   std::string verify_path;
   unsigned verify_threads = 0;
   CLI::App* verify_cmd = app.add_subcommand("verify", "decompress and check every chunk");
   verify_cmd->footer(kVerifyFooter);
-  verify_cmd->add_option("FILE", verify_path, "the snapshot")->required()->type_name("");
+  verify_cmd->add_option("FILE", verify_path, "the snapshot (a file or an http(s) URL)")->required()->type_name("");
+  UrlArgs verify_url;
+  verify_url.add_to(*verify_cmd);
   verify_cmd->add_option("--threads", verify_threads,
                          "checking threads, up to 1024 (default 0: one\n"
                          "per CPU)")
@@ -321,8 +370,8 @@ int snapshot_command(int argc, char** argv) {
 
   return cli::run(app, argc, argv, [&] {
     if (create_cmd->parsed()) return create(c);
-    if (inspect_cmd->parsed()) return inspect(inspect_path);
-    return verify(verify_path, verify_threads);
+    if (inspect_cmd->parsed()) return inspect(inspect_path, inspect_url);
+    return verify(verify_path, verify_threads, verify_url);
   });
 }
 

@@ -79,6 +79,12 @@ struct SnapshotInfo {
 class SnapshotReader {
  public:
   static SnapshotReader open(const std::string& path);
+  // A snapshot that is not a local file: `read_at(buf, n, offset)` reads n
+  // bytes of its file_bytes into buf and returns whether it got them all
+  // (errno says why not); it may be called from many threads at once (e.g.
+  // over HttpBackend::read_range). `name` stands for the file in errors.
+  using ReadAt = std::function<bool(void* buf, size_t n, uint64_t offset)>;
+  static SnapshotReader open(const std::string& name, uint64_t file_bytes, ReadAt read_at);
 
   const std::string& path() const;
   const SnapshotInfo& info() const;

@@ -49,6 +49,11 @@ class ZstdSnapshotBackend final : public Backend {
   // Opens and checks the snapshot's header and index. Throws Error naming
   // the file and the field at fault, or the option at fault.
   explicit ZstdSnapshotBackend(const std::string& path, const ZstdSnapshotOptions& options = {});
+  // The snapshot is the object of `source` (e.g. an HttpBackend over its
+  // URL): the index is read through it at once, chunks as they are needed.
+  // The source is this backend's alone: it drives it from the same threads
+  // (the runtime's fault loop) and must be its only user.
+  explicit ZstdSnapshotBackend(std::shared_ptr<Backend> source, const ZstdSnapshotOptions& options = {});
   ~ZstdSnapshotBackend() override;
 
   uint64_t size() const override;
@@ -70,5 +75,7 @@ class ZstdSnapshotBackend final : public Backend {
 // A Backend over the snapshot at `path` (a ZstdSnapshotBackend). Throws Error
 // at open on a bad header or index, naming the file and field.
 std::shared_ptr<Backend> open_zstd_snapshot(const std::string& path, const ZstdSnapshotOptions& options = {});
+// The same over the compressed bytes of `source` (see the constructor).
+std::shared_ptr<Backend> open_zstd_snapshot(std::shared_ptr<Backend> source, const ZstdSnapshotOptions& options = {});
 
 }  // namespace faultline
