@@ -584,22 +584,21 @@ TEMPLATE_TEST_CASE("Backend contract: a failed read completes once, with a negat
   b.attach_staging(slots.span());
   INFO(b.name() << ": reads over [" << f.offset << ", " << f.offset + f.length << ") fail with errno " << f.err);
   const uint64_t size = image().size(), bad_end = f.offset + f.length;
-  // First, in one batch: reads over the bad range that reach its edges, and
-  // their good neighbours right before and after it with the same urgency
-  // (a backend that merges adjacent reads must still fail only the reads
-  // over the bad range); then pieces elsewhere.
-  std::vector<Read> reads = {{f.offset, static_cast<uint32_t>(std::min<uint64_t>(f.length, kMaxRead)), true},
-                             {f.offset, 100},
-                             {f.offset + 100, 1000},
-                             {bad_end - 1000, 1000}};
-  if (f.offset >= kPiece) {
-    reads.push_back({f.offset - kPiece, kPiece, true});
-    reads.push_back({f.offset - 4096, 4096});
-  }
-  if (bad_end + kPiece <= size) {
-    reads.push_back({bad_end, kPiece, true});
-    reads.push_back({bad_end, 4096});
-  }
+  // First, in one batch and in offset order (as the loop submits a run of
+  // chunks): reads over the bad range that reach its edges, each run with
+  // good neighbours right before and after it of the same urgency, so that a
+  // backend that merges adjacent reads (the remote one, into one request)
+  // has to fail only the reads over the bad range. Then pieces elsewhere.
+  const bool before = f.offset >= kPiece, after = bad_end + kPiece <= size;
+  std::vector<Read> reads;
+  if (before) reads.push_back({f.offset - kPiece, kPiece, true});
+  reads.push_back({f.offset, static_cast<uint32_t>(std::min<uint64_t>(f.length, kMaxRead)), true});
+  if (after) reads.push_back({bad_end, kPiece, true});
+  if (before) reads.push_back({f.offset - 4096, 4096});
+  reads.push_back({f.offset, 100});
+  reads.push_back({f.offset + 100, 1000});
+  reads.push_back({bad_end - 1000, 1000});
+  if (after) reads.push_back({bad_end, 4096});
   for (uint64_t piece : {0, 2, 8, 11, 20, 41, 77, 100})
     if ((piece + 1) * kPiece <= size) reads.push_back({piece * kPiece, kPiece - 1, piece % 2 == 0});
   auto is_bad = [&](const Read& r) { return r.offset < bad_end && f.offset < r.offset + r.length; };
