@@ -675,6 +675,9 @@ class SnapshotReader::Impl {
   detail::ReadAt read_at;  // over fd, or the caller's
   detail::SnapshotIndex index;
 
+  // Throws Error naming the file if chunk `i` does not exist.
+  void check_index(uint64_t i) const;
+
   // Decompression contexts, reused across read_chunk() calls (creating one
   // costs more than decompressing a small chunk); one per concurrent caller.
   using DCtx = std::unique_ptr<ZSTD_DCtx, ZstdDCtxDeleter>;
@@ -718,24 +721,24 @@ SnapshotReader SnapshotReader::open(const std::string& name, uint64_t file_bytes
 const std::string& SnapshotReader::path() const { return impl_->path; }
 const SnapshotInfo& SnapshotReader::info() const { return impl_->index.info; }
 
-static void check_index(const SnapshotReader::Impl& impl, uint64_t index) {
-  if (index >= impl.index.info.chunk_count)
-    throw Error("snapshot " + impl.path + ": chunk " + std::to_string(index) + " does not exist (" +
-                std::to_string(impl.index.info.chunk_count) + " chunks)");
+void SnapshotReader::Impl::check_index(uint64_t i) const {
+  if (i >= index.info.chunk_count)
+    throw Error("snapshot " + path + ": chunk " + std::to_string(i) + " does not exist (" +
+                std::to_string(index.info.chunk_count) + " chunks)");
 }
 
 uint64_t SnapshotReader::chunk_length(uint64_t index) const {
-  check_index(*impl_, index);
+  impl_->check_index(index);
   return impl_->index.chunk_length(index);
 }
 
 bool SnapshotReader::chunk_is_zero(uint64_t index) const {
-  check_index(*impl_, index);
+  impl_->check_index(index);
   return impl_->index.entries[index].zero();
 }
 
 void SnapshotReader::read_chunk(uint64_t index, std::span<std::byte> out) const {
-  check_index(*impl_, index);
+  impl_->check_index(index);
   const detail::ChunkEntry& e = impl_->index.entries[index];
   uint64_t length = impl_->index.chunk_length(index);
   std::string where = "snapshot " + impl_->path + ": chunk " + std::to_string(index) + " at offset " +

@@ -185,8 +185,6 @@ faultline::RuntimeOptions runtime_options(Keywords& k) {
   faultline::RuntimeOptions o;
   k.take("staging_bytes", o.staging_bytes);
   k.take("read_retries", o.read_retries);
-  k.take("use_uffdio_poison", o.use_uffdio_poison);
-  k.take("evict_with_move", o.evict_with_move);
   take_budget(k, o.budget);
   k.take("stats_file", o.stats_file);
   double interval = -1;

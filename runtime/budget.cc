@@ -160,7 +160,7 @@ uint64_t Engine::evict(RegionState* only, uint64_t bytes) {
             c.drops = std::move(done);
             send(std::move(c));
           },
-          uffd(), mode().move && options_.evict_with_move, options_.log);
+          uffd(), mode().move && test_.evict_with_move, options_.log);
     evictor_->submit(std::move(drops));
   }
   return chosen;
@@ -196,7 +196,10 @@ void Engine::on_dropped(const std::vector<Drop>& drops) {
   // Held placements try again now (one may be held again).
   std::vector<ReadOp*> held;
   held.swap(held_);
-  for (ReadOp* op : held) install(op, false);
+  for (ReadOp* op : held) {
+    op->expect(ReadOp::Stage::kHeld);
+    install(op, false);
+  }
   flush_wakes();
 }
 

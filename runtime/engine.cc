@@ -30,8 +30,8 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-Engine::Engine(const RuntimeOptions& options)
-    : options_(options), staging_(options.staging_bytes) {
+Engine::Engine(const RuntimeOptions& options, const EngineTestOptions& test)
+    : options_(options), test_(test), staging_(options.staging_bytes) {
   if (options.read_retries < 0)
     throw Error("RuntimeOptions.read_retries = " + std::to_string(options.read_retries) + ": must be >= 0");
   if (options.budget.bytes) {

@@ -2,7 +2,8 @@
 // The runtime's private state: the Engine owns the userfaultfd, the epoll
 // loop and its thread; a RegionState is what the loop knows of one region.
 // The fault path itself (messages, dispatch, completions, installs) is in
-// fault_loop.cc; engine.cc holds set-up, control commands and tear-down.
+// fault_loop.cc, a read in flight is a ReadOp (read_op.h); engine.cc holds
+// set-up, control commands and tear-down.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +28,10 @@
 #include "evictor.h"
 #include "log.h"
 #include "poisoner.h"
+#include "read_op.h"
 #include "readahead.h"
 #include "staging.h"
+#include "test_options.h"
 #include "thread_checks.h"
 #include "uffd.h"
 #include "uffd_space.h"
@@ -39,30 +42,6 @@ namespace faultline::detail {
 
 struct RegionState;
 struct BackendSlot;
-
-// One chunk read from a backend and placed into a region.
-struct ReadOp {
-  enum class Kind { kDemand, kReadahead, kReadaround, kPrefetch, kDrain };
-
-  RegionState* region = nullptr;
-  uint64_t chunk = 0;
-  Kind kind = Kind::kDemand;
-  uint64_t offset = 0;   // byte offset of the chunk in the region
-  uint32_t length = 0;   // bytes placed (whole pages)
-  uint32_t valid = 0;    // bytes the backend holds for it; the rest is zero
-  uint32_t want = 0;     // bytes read: valid rounded up to the backend's alignment
-  uint32_t got = 0;      // bytes read so far
-  uint32_t placed = 0;   // bytes placed so far (an install can be deferred)
-  int attempts = 0;          // reads in a row that made no progress
-  uint64_t deferred_since = 0;  // first EAGAIN of a placement still pending (ns)
-  uint32_t drain_bytes = 0;     // counted in Engine::drain_in_flight_ until finished
-  bool zero = false;     // place with ZEROPAGE
-  uint32_t reserved = 0;  // bytes counted against the budgets while its placement is under way
-  bool stale = false;    // read while its chunk was being written back and dropped: read again
-  std::byte* staging = nullptr;
-  const std::byte* source = nullptr;  // the backend's own copy of the bytes, if it lent one
-  std::vector<uint64_t> waiters;  // read times (ns) of the faults waiting on it
-};
 
 // What map() decides about a region; fixed from then on.
 struct RegionLayout {
@@ -159,7 +138,7 @@ struct BackendSlot {
 
 class Engine {
  public:
-  explicit Engine(const RuntimeOptions& options);
+  explicit Engine(const RuntimeOptions& options, const EngineTestOptions& test = {});
   ~Engine();
 
   const UffdMode& mode() const { return own_->uffd.mode; }
@@ -215,7 +194,13 @@ class Engine {
   void reap(BackendSlot* slot);
   void complete(ReadOp* op, const ReadCompletion& c, bool alone);
   void retry(ReadOp* op);
-  void install(ReadOp* op, bool wake_now);
+  void install(ReadOp* op, bool wake_now);  // and its steps:
+  void hold_or_reread_stale(ReadOp* op);
+  bool hold_for_drops(ReadOp* op);
+  PlaceResult place_pages(ReadOp* op, bool wake);
+  bool defer_placement(ReadOp* op);
+  void note_installed(ReadOp* op);
+  void queue_wakes(ReadOp* op, bool woken, bool hit_existing);
   void fail(ReadOp* op, int err);
   void poison(RegionState* r, uintptr_t addr, uint64_t len);
   void finish(ReadOp* op);
@@ -240,6 +225,7 @@ class Engine {
   void on_dropped(const std::vector<Drop>& drops);
 
   RuntimeOptions options_;
+  EngineTestOptions test_;
   // Every userfaultfd served; the first is the runtime's own (own_).
   std::vector<std::unique_ptr<UffdSpace>> spaces_;
   UffdSpace* own_ = nullptr;

@@ -202,8 +202,8 @@ class AdaptivePolicy final : public ChunkPolicy {
 }  // namespace
 
 // The one place a policy is chosen: a new EvictionPolicy value gets its
-// case here (-Wswitch names this switch when one is missing) and never
-// falls back to another policy silently.
+// case here and in is_policy() below (-Wswitch names either switch when one
+// is missing) and never falls back to another policy silently.
 std::unique_ptr<ChunkPolicy> make_policy(EvictionPolicy kind, uint64_t chunks, uint64_t capacity) {
   switch (kind) {
     case EvictionPolicy::kAdaptive:
@@ -212,6 +212,15 @@ std::unique_ptr<ChunkPolicy> make_policy(EvictionPolicy kind, uint64_t chunks, u
       return std::make_unique<FifoPolicy>(chunks);
   }
   throw Error("RegionOptions.eviction = " + std::to_string(static_cast<int>(kind)) + ": not an EvictionPolicy");
+}
+
+bool is_policy(EvictionPolicy kind) {
+  switch (kind) {  // no default: -Wswitch names a policy missing here
+    case EvictionPolicy::kAdaptive:
+    case EvictionPolicy::kFifo:
+      return true;
+  }
+  return false;
 }
 
 }  // namespace faultline::detail

@@ -62,5 +62,8 @@ class ChunkPolicy {
 // holds (sizes the adaptive policy's ghost lists). Throws Error when the
 // state array cannot be reserved.
 std::unique_ptr<ChunkPolicy> make_policy(EvictionPolicy kind, uint64_t chunks, uint64_t capacity);
+// Whether `kind` is a value of EvictionPolicy (Runtime::map() rejects others
+// whether or not the region has a budget).
+bool is_policy(EvictionPolicy kind);
 
 }  // namespace faultline::detail

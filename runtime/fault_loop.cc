@@ -10,9 +10,13 @@
 //                   poison what cannot be served
 //   install         place the chunk (UFFDIO_COPY, or ZEROPAGE for zeros),
 //                   DONTWAKE in batches, then one UFFDIO_WAKE per run of
-//                   chunks that threads wait on
+//                   chunks that threads wait on. A placement may first wait
+//                   for drops in flight (memory budgets, write-back), and
+//                   one the kernel refuses for now (EAGAIN) is deferred
 //
-// Everything here runs on the engine's single loop thread.
+// Each read moves through the stages of ReadOp::Stage (read_op.h) as it
+// goes; docs/design.md draws them. Everything here runs on the engine's
+// single loop thread.
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -55,6 +59,23 @@ bool page_mapped(uintptr_t addr) {
 constexpr uint64_t kGiveUpPlacingNs = 30ull * 1000 * 1000 * 1000;
 
 bool transient(int err) { return err == EAGAIN || err == EINTR || err == EBUSY; }
+
+// Moves lent bytes into staging: they are only valid until the next reap.
+void keep_in_staging(ReadOp* op) {
+  if (!op->source) return;
+  std::memcpy(op->staging, op->source, op->valid);
+  op->source = nullptr;
+}
+
+// The bytes past the backend's data are zeros; a chunk of zeros only is
+// placed with ZEROPAGE.
+void complete_bytes(ReadOp* op) {
+  if (op->valid < op->length) {
+    keep_in_staging(op);
+    std::memset(op->staging + op->valid, 0, op->length - op->valid);
+  }
+  op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
+}
 
 }  // namespace
 
@@ -248,6 +269,7 @@ ReadOp* Engine::new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind) {
   op->valid = static_cast<uint32_t>(op->offset < r->data_end ? std::min<uint64_t>(op->length, r->data_end - op->offset) : 0);
   op->want = static_cast<uint32_t>(std::min<uint64_t>(op->length, round_up(op->valid, r->backend->alignment())));
   op->zero = op->valid == 0;
+  op->advance(ReadOp::Stage::kQueued);
   r->loop.ops.emplace(chunk, op);
   return op;
 }
@@ -256,6 +278,7 @@ ReadOp* Engine::new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind) {
 // Returns false if the backend's queue or the staging memory is full.
 bool Engine::start(ReadOp* op) {
   FAULTLINE_ASSERT_LOOP(loop_);
+  op->expect(ReadOp::Stage::kQueued);
   RegionState* r = op->region;
   if (op->zero) {  // past the end of the backend: nothing to read
     install(op, true);
@@ -281,6 +304,7 @@ bool Engine::start(ReadOp* op) {
   req.tag = reinterpret_cast<uint64_t>(op);
   req.urgent = !op->waiters.empty();
   slot->batch.push_back(req);
+  op->advance(ReadOp::Stage::kReading);
   r->loop.in_flight++;
   return true;
 }
@@ -378,6 +402,7 @@ void Engine::reap(BackendSlot* slot) {
 
 void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
   FAULTLINE_ASSERT_LOOP(loop_);
+  op->expect(ReadOp::Stage::kReading);
   RegionState* r = op->region;
   r->loop.in_flight--;
   if (r->loop.dead) {
@@ -419,50 +444,83 @@ void Engine::retry(ReadOp* op) {
   FAULTLINE_ASSERT_LOOP(loop_);
   op->attempts++;
   count(op->region, &Stats::retries, 1);
+  op->advance(ReadOp::Stage::kQueued);
   demand_.push_front(op);  // it holds staging already: let it finish first
 }
 
 // ---- Placing pages --------------------------------------------------------
-
-// Moves lent bytes into staging: they are only valid until the next reap.
-static void keep_in_staging(ReadOp* op) {
-  if (!op->source) return;
-  std::memcpy(op->staging, op->source, op->valid);
-  op->source = nullptr;
-}
+//
+// install() places a chunk whose bytes are in hand, in order: a stale read
+// waits or reads again; the bytes are completed (zero tail, all-zero
+// chunks go as ZEROPAGE); a budget may hold the placement for drops; the
+// pages are placed; a transient failure defers it, any other poisons it;
+// success is accounted and the waiters woken. Each step is a function of
+// its own below; those returning bool say whether they took the op away.
 
 void Engine::install(ReadOp* op, bool wake_now) {
   FAULTLINE_ASSERT_LOOP(loop_);
-  RegionState* r = op->region;
-  if (op->stale && op->placed == 0) {
-    if (r->loop.dropping_bits.test(op->chunk)) {  // wait for the drop to be reported
-      held_.push_back(op);
+  op->advance(ReadOp::Stage::kPlacing);
+  if (op->placed == 0) {  // not begun yet: a deferred placement goes on where it stopped
+    if (op->stale) {
+      hold_or_reread_stale(op);
       return;
     }
-    op->stale = false;  // read again: now the backend has what was written back
-    op->got = 0;
-    op->source = nullptr;
-    op->zero = op->valid == 0;
-    demand_.push_front(op);
-    room_ = true;  // let the loop try it even if the last dispatch found no room
+    if (!op->zero) complete_bytes(op);
+  }
+  if (hold_for_drops(op)) return;
+  bool wake = wake_now && !op->waiters.empty();
+  PlaceResult res = place_pages(op, wake);
+  if (res.error == 0) {
+    note_installed(op);
+    queue_wakes(op, wake, res.hit_existing);
+    finish(op);
     return;
   }
-  if (!op->zero && op->placed == 0) {
-    if (op->valid < op->length) {  // the tail past the data is zero
-      keep_in_staging(op);
-      std::memset(op->staging + op->valid, 0, op->length - op->valid);
-    }
-    op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
+  if ((res.error == EAGAIN || res.error == ENOMEM) && defer_placement(op)) return;
+  if (res.error == ENOENT || res.error == ESRCH) {  // unmapped, or the process is exiting
+    finish(op);
+    return;
   }
-  if (r->loop.policy && !op->reserved && hold_for_budget(op)) {
-    // Until the drops in flight finish: this chunk's own (placing it now
-    // would race with its zap), or the ones that make room for it.
-    keep_in_staging(op);
+  logf(options_.log, LogLevel::kError, "placing %u bytes at %p failed: %s", op->length - op->placed,
+       reinterpret_cast<void*>(op->region->base() + op->offset + op->placed), std::strerror(res.error));
+  fail(op, res.error);
+}
+
+// Read while its write-back chunk was being dropped: the bytes may be older
+// than the ones written back. Waits for the drop to be reported, then reads
+// again (the backend has the written-back bytes by then).
+void Engine::hold_or_reread_stale(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  if (op->region->loop.dropping_bits.test(op->chunk)) {
+    op->advance(ReadOp::Stage::kHeld);
     held_.push_back(op);
     return;
   }
-  bool wake = wake_now && !op->waiters.empty();
-  uintptr_t dst = r->base() + op->offset;
+  op->stale = false;
+  op->got = 0;
+  op->source = nullptr;
+  op->zero = op->valid == 0;
+  op->advance(ReadOp::Stage::kQueued);
+  demand_.push_front(op);
+  room_ = true;  // let the loop try it even if the last dispatch found no room
+}
+
+// Under a budget: until the drops in flight finish, this chunk's own
+// (placing it now would race with its zap) or the ones that make room for it.
+bool Engine::hold_for_drops(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  if (!op->region->loop.policy || op->reserved || !hold_for_budget(op)) return false;
+  keep_in_staging(op);
+  op->advance(ReadOp::Stage::kHeld);
+  held_.push_back(op);
+  return true;
+}
+
+// UFFDIO_COPY, or ZEROPAGE for zeros, of what is not placed yet; without
+// a wake unless `wake`.
+PlaceResult Engine::place_pages(ReadOp* op, bool wake) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  RegionState* r = op->region;
   const std::byte* src = op->zero ? nullptr : (op->source ? op->source : op->staging) + op->placed;
   Place how = op->zero ? Place::kZero : Place::kCopy;
   if (r->dirty) {
@@ -471,31 +529,34 @@ void Engine::install(ReadOp* op, bool wake_now) {
     how = Place::kCopy;
     if (op->zero) src = r->dirty->zeros();
   }
-  PlaceResult res = uffd_place(r->space->fd(), how, dst + op->placed, src, op->length - op->placed, wake, r->dirty != nullptr);
+  PlaceResult res = uffd_place(r->space->fd(), how, r->base() + op->offset + op->placed, src,
+                               op->length - op->placed, wake, r->dirty != nullptr);
   op->placed += static_cast<uint32_t>(res.done);
-  if (res.error == EAGAIN || res.error == ENOMEM) {
-    // Events are pending (a REMOVE or UNMAP not read yet: not a failure,
-    // however long the application keeps making them) or memory is short:
-    // read the messages, then try the rest again. Only a placement stuck
-    // for a long time is given up, so nothing can wait forever.
-    uint64_t now = now_ns();
-    if (op->deferred_since == 0) op->deferred_since = now;
-    if (now - op->deferred_since < kGiveUpPlacingNs) {
-      keep_in_staging(op);
-      deferred_.push_back(op);
-      return;
-    }
-  }
-  if (res.error == ENOENT || res.error == ESRCH) {  // unmapped, or the process is exiting
-    finish(op);
-    return;
-  }
-  if (res.error != 0) {
-    logf(options_.log, LogLevel::kError, "placing %u bytes at %p failed: %s", op->length - op->placed,
-                 reinterpret_cast<void*>(dst + op->placed), std::strerror(res.error));
-    fail(op, res.error);
-    return;
-  }
+  return res;
+}
+
+// EAGAIN: events are pending (a REMOVE or UNMAP not read yet: not a
+// failure, however long the application keeps making them); ENOMEM: memory
+// is short. The loop reads the messages, then tries the rest again. Only a
+// placement stuck for kGiveUpPlacingNs is given up (false: poison it), so
+// nothing waits forever.
+bool Engine::defer_placement(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  uint64_t now = now_ns();
+  if (op->deferred_since == 0) op->deferred_since = now;
+  if (now - op->deferred_since >= kGiveUpPlacingNs) return false;
+  keep_in_staging(op);
+  op->advance(ReadOp::Stage::kDeferred);
+  deferred_.push_back(op);
+  return true;
+}
+
+// The chunk is present: resident for its budgets (which may start an
+// eviction), and counted.
+void Engine::note_installed(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  RegionState* r = op->region;
+  op->advance(ReadOp::Stage::kInstalled);
   r->loop.present.set(op->chunk);
   unreserve(op);
   note_resident(r, op->chunk);
@@ -504,15 +565,24 @@ void Engine::install(ReadOp* op, bool wake_now) {
   count(r, &Stats::pages_installed, pages);
   count(r, &Stats::bytes_installed, op->length);
   if (op->zero) count(r, &Stats::zero_pages, pages);
-  if ((!op->waiters.empty() && !wake) || res.hit_existing) r->space->wakes.emplace_back(dst, op->length);
+}
+
+// Waiters not woken by the placement itself, and every waiter after
+// EEXIST (a page already there wakes nobody), get a UFFDIO_WAKE in the
+// next flush_wakes(); their latencies are recorded then.
+void Engine::queue_wakes(ReadOp* op, bool woken, bool hit_existing) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  RegionState* r = op->region;
+  if ((!op->waiters.empty() && !woken) || hit_existing)
+    r->space->wakes.emplace_back(r->base() + op->offset, op->length);
   for (uint64_t t : op->waiters) latencies_.emplace_back(r, t);
-  finish(op);
 }
 
 // The backend cannot serve this chunk: the pages get SIGBUS for whoever
 // touches them, as an mmap of a file does on an I/O error.
 void Engine::fail(ReadOp* op, int err) {
   FAULTLINE_ASSERT_LOOP(loop_);
+  op->advance(ReadOp::Stage::kPoisoned);
   RegionState* r = op->region;
   count(r, &Stats::errors, 1);
   logf(options_.log, LogLevel::kError, "%s: cannot read %u bytes at offset %llu (%s); the pages get SIGBUS",
@@ -526,7 +596,7 @@ void Engine::fail(ReadOp* op, int err) {
 
 void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
   FAULTLINE_ASSERT_LOOP(loop_);
-  if (r->space->uffd.mode.poison && options_.use_uffdio_poison) {
+  if (r->space->uffd.mode.poison && test_.use_uffdio_poison) {
     PlaceResult res = uffd_place(r->space->fd(), Place::kPoison, addr, nullptr, len, true);
     if (res.error == 0) {
       if (res.hit_existing) uffd_wake(r->space->fd(), addr, len);
@@ -550,6 +620,7 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
 
 void Engine::finish(ReadOp* op) {
   FAULTLINE_ASSERT_LOOP(loop_);
+  op->advance(ReadOp::Stage::kFree);
   RegionState* r = op->region;
   unreserve(op);
   if (op->staging) staging_.release(op->staging, op->length);
@@ -568,7 +639,10 @@ void Engine::retry_deferred() {
   if (deferred_.empty()) return;
   std::vector<ReadOp*> ops;
   ops.swap(deferred_);
-  for (ReadOp* op : ops) install(op, false);
+  for (ReadOp* op : ops) {
+    op->expect(ReadOp::Stage::kDeferred);
+    install(op, false);
+  }
   flush_wakes();
 }
 

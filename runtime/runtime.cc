@@ -12,6 +12,7 @@
 #include "engine.h"
 #include "faultline/error.h"
 #include "stats_writer.h"
+#include "test_options.h"
 
 namespace faultline {
 
@@ -45,7 +46,7 @@ void validate(const Backend& backend, const RegionOptions& o, const RuntimeOptio
   if (o.readahead && (o.readahead_max < o.fill_size || o.readahead_max > (uint64_t{1} << 30)))
     throw Error(field("readahead_max", o.readahead_max) + ": must be at least fill_size (" +
                 std::to_string(o.fill_size) + ") and at most 1 GiB");
-  if (o.eviction != EvictionPolicy::kAdaptive && o.eviction != EvictionPolicy::kFifo)
+  if (!detail::is_policy(o.eviction))
     throw Error(field("eviction", static_cast<uint64_t>(o.eviction)) + ": not an EvictionPolicy");
   if (o.budget.bytes) {
     detail::validate_budget("RegionOptions.budget", o.budget);
@@ -82,12 +83,18 @@ void validate(const Backend& backend, const RegionOptions& o, const RuntimeOptio
 
 }  // namespace
 
-Runtime::Runtime(const RuntimeOptions& options) {
+Runtime::Runtime(const RuntimeOptions& options) : Runtime(options, detail::EngineTestOptions{}) {}
+
+Runtime detail::make_runtime(const RuntimeOptions& options, const EngineTestOptions& test) {
+  return Runtime(options, test);
+}
+
+Runtime::Runtime(const RuntimeOptions& options, const detail::EngineTestOptions& test) {
   if (!options.stats_file.empty() &&
       (options.stats_interval < std::chrono::milliseconds(10) || options.stats_interval > std::chrono::hours(24)))
     throw Error("RuntimeOptions.stats_interval = " + std::to_string(options.stats_interval.count()) +
                 " ms: must be from 10 ms to 1 day");
-  engine_ = std::make_shared<detail::Engine>(options);
+  engine_ = std::make_shared<detail::Engine>(options, test);
   if (!options.stats_file.empty())
     stats_writer_ = std::make_unique<detail::StatsWriter>(
         options.stats_file, options.stats_interval, [engine = engine_] { return engine->stats().to_json(); },

@@ -16,6 +16,7 @@
 
 #include "eviction.h"
 #include "faultline/faultline.h"
+#include "test_options.h"
 #include "test_util.h"
 
 using namespace faultline;
@@ -101,9 +102,9 @@ size_t simulate_misses(detail::ChunkPolicy& policy, const std::vector<uint64_t>&
 TEST_CASE("a scan four times the budget never holds more than the budget (mincore)", "[budget]") {
   const size_t size = 32 * kMiB, budget = 4 * kMiB;
   auto source = pattern(size, 7);
-  RuntimeOptions ro;
-  ro.evict_with_move = GENERATE(true, false);  // UFFDIO_MOVE, or MADV_DONTNEED and its REMOVE events
-  Runtime runtime(ro);
+  detail::EngineTestOptions test;
+  test.evict_with_move = GENERATE(true, false);  // UFFDIO_MOVE, or MADV_DONTNEED and its REMOVE events
+  Runtime runtime = detail::make_runtime({}, test);
   RegionOptions o;
   o.budget.bytes = budget;
   o.eviction = GENERATE(EvictionPolicy::kAdaptive, EvictionPolicy::kFifo);
@@ -300,9 +301,9 @@ TEST_CASE("a region budget inside a runtime budget: the tighter one holds", "[bu
 TEST_CASE("readers racing with eviction always see the right bytes", "[budget][threads]") {
   const size_t size = 16 * kMiB, budget = 2 * kMiB;
   auto source = pattern(size, 41);
-  RuntimeOptions ro;
-  ro.evict_with_move = GENERATE(true, false);
-  Runtime runtime(ro);
+  detail::EngineTestOptions test;
+  test.evict_with_move = GENERATE(true, false);
+  Runtime runtime = detail::make_runtime({}, test);
   RegionOptions o;
   o.fill_size = 16 * 1024;
   o.budget.bytes = budget;

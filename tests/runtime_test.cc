@@ -15,6 +15,7 @@
 
 #include "faultline/version.h"
 #include "stats_internal.h"
+#include "test_options.h"
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -165,9 +166,9 @@ TEST_CASE("a backend error gives SIGBUS to the access and everything else keeps 
             auto data = pattern(4 * kMiB, 5);
             auto failing = std::make_shared<ScriptedBackend>(data);
             failing->fail_at(3 * 64 * kKiB + 100, 1, EIO);  // chunk 3 cannot be read
-            RuntimeOptions ro;
-            ro.use_uffdio_poison = use_poison;
-            Runtime rt(ro);
+            detail::EngineTestOptions test;
+            test.use_uffdio_poison = use_poison;
+            Runtime rt = detail::make_runtime({}, test);
             RegionOptions o;
             o.readahead = false;
             Region bad = rt.map(failing, o);
@@ -632,9 +633,10 @@ TEST_CASE("poisoning without UFFDIO_POISON uses one thread however many ranges f
   auto failing = std::make_shared<ScriptedBackend>(data);
   for (uint64_t c = 0; c < 64; c += 2) failing->fail_at(c * 64 * kKiB, 1, EIO);  // every other chunk
   RuntimeOptions ro;
-  ro.use_uffdio_poison = false;
   ro.read_retries = 0;
-  Runtime rt(ro);
+  detail::EngineTestOptions test;
+  test.use_uffdio_poison = false;
+  Runtime rt = detail::make_runtime(ro, test);
   RegionOptions o;
   o.readahead = false;
   size_t before = all_threads();

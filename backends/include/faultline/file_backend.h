@@ -58,9 +58,8 @@ class FileBackend final : public Backend {
   // "io_uring" or "pread".
   std::string engine() const;
 
-  class Impl;
-
  private:
+  class Impl;
   std::unique_ptr<Impl> impl_;
 };
 

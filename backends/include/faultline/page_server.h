@@ -75,9 +75,8 @@ class PageServer {
   void stop();
   PageServerStats stats() const;
 
-  class Impl;
-
  private:
+  class Impl;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -99,9 +99,8 @@ class SnapshotReader {
   // may then hold garbage.
   void read_chunk(uint64_t index, std::span<std::byte> out) const;
 
-  class Impl;
-
  private:
+  class Impl;
   explicit SnapshotReader(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<const Impl> impl_;
 };

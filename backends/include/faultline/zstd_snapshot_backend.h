@@ -66,9 +66,8 @@ class ZstdSnapshotBackend final : public Backend {
   ZstdSnapshotCounters counters() const;
   uint32_t chunk_size() const;
 
-  class Impl;
-
  private:
+  class Impl;
   std::unique_ptr<Impl> impl_;
 };
 

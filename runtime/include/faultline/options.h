@@ -85,15 +85,6 @@ struct RuntimeOptions {
   // How often a failed or short backend read is retried before its pages are
   // poisoned (SIGBUS for the access).
   int read_retries = 3;
-  // Unservable pages are poisoned with UFFDIO_POISON where the kernel has it
-  // (6.6+). Otherwise, or when this is false, the runtime maps an empty file
-  // over them, which gives the same SIGBUS. false exists to test that path.
-  bool use_uffdio_poison = true;
-  // Evicted chunks leave with UFFDIO_MOVE where the kernel has it (6.8+),
-  // which raises no event; otherwise, or when this is false, with
-  // MADV_DONTNEED, whose REMOVE event costs a round trip with the fault
-  // thread per chunk. false exists to test that path.
-  bool evict_with_move = true;
   // Resident memory of all regions together (staging not included).
   // bytes must be 0 or at least 64 KiB, and at least 4 fills of every
   // region mapped. Each region evicts with its own RegionOptions::eviction.

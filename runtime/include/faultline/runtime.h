@@ -21,10 +21,16 @@
 
 namespace faultline {
 
+class Runtime;
+
 namespace detail {
 class Engine;
 class StatsWriter;
-}
+struct EngineTestOptions;
+// A Runtime with the switches that test its fallback paths
+// (runtime/test_options.h, a private header: for the tests and the bench).
+Runtime make_runtime(const RuntimeOptions& options, const EngineTestOptions& test);
+}  // namespace detail
 
 // How the userfaultfd was opened, and what the kernel offers.
 struct UffdMode {
@@ -73,6 +79,9 @@ class Runtime {
   StatsSnapshot stats() const;
 
  private:
+  friend Runtime detail::make_runtime(const RuntimeOptions&, const detail::EngineTestOptions&);
+  Runtime(const RuntimeOptions& options, const detail::EngineTestOptions& test);
+
   std::shared_ptr<detail::Engine> engine_;
   std::unique_ptr<detail::StatsWriter> stats_writer_;  // RuntimeOptions::stats_file; stops before the engine
 };
