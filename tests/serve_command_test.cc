@@ -41,13 +41,18 @@ namespace {
 class CliProcess {
  public:
   // `env`: extra NAME=VALUE entries for the child's environment.
-  explicit CliProcess(std::vector<std::string> args, std::vector<std::string> env = {})
+  // `stdout_path`: stdout goes to that file instead (read_line() sees EOF).
+  explicit CliProcess(std::vector<std::string> args, std::vector<std::string> env = {},
+                      const std::string& stdout_path = "")
       : err_path_(make_err_path()) {
     int out[2];
     REQUIRE(pipe2(out, O_CLOEXEC) == 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    if (stdout_path.empty())
+      posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    else
+      posix_spawn_file_actions_addopen(&fa, 1, stdout_path.c_str(), O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     args.insert(args.begin(), FAULTLINE_CLI_PATH);
     std::vector<char*> argv;
@@ -299,11 +304,16 @@ TEST_CASE("faultline serve: errors name the problem", "[serve][fork]") {
   { std::ofstream(empty_secret) << "\n"; }
   const std::vector<Case> cases = {
       {{"serve"}, 2, "missing FILE"},
-      {{"serve", file.path(), "--bogus"}, 2, "unknown option '--bogus'"},
+      {{"serve", file.path(), "--bogus"}, 2, "not expected: --bogus"},
       {{"serve", file.path(), "--secret", "x"}, 2, "--secret-file"},
       {{"serve", file.path(), "--max-connections", "0"}, 2, "--max-connections"},
       {{"serve", file.path(), "--max-request", "12Q"}, 2, "--max-request"},
-      {{"serve", file.path(), "--listen"}, 2, "--listen: missing value"},
+      {{"serve", file.path(), "--listen"}, 2, "--listen: 1 required ADDR missing"},
+      {{"serve", file.path(), "--listen", ""}, 2, "--listen: empty value"},
+      {{"serve", file.path(), "--max-request", "8M", "--max-in-flight", "4M"}, 2, "must be at least --max-request"},
+      {{"serve", "--snapshot", file.path(), "--direct"}, 2, "--direct applies to FILE"},
+      {{"serve", file.path(), "--listen", "127.0.0.1:7", "--metrics", "127.0.0.1:7"}, 2, "also a --listen address"},
+      {{"serve", file.path(), "--listen", "127.0.0.1:0", "--metrics", "nonsense"}, 1, "'nonsense': expected HOST:PORT"},
       {{"serve", missing, "--listen", "127.0.0.1:0"}, 1, missing},
       {{"serve", file.path(), "--listen", "127.0.0.1:0", "--secret-file", missing}, 1, missing},
       {{"serve", file.path(), "--listen", "127.0.0.1:0", "--secret-file", empty_secret}, 1, "empty"},
@@ -337,9 +347,38 @@ TEST_CASE("faultline serve: errors name the problem", "[serve][fork]") {
   INFO("first server's stderr: " << first.stderr_text());
   CHECK(first_status == 0);
 
+}
+
+TEST_CASE("faultline serve --help lists every option and what is printed", "[serve][fork]") {
   CliProcess help({"serve", "--help"});
-  CHECK(help.read_line().rfind("usage: faultline serve", 0) == 0);
+  std::string text;
+  for (std::string line = help.read_line(); !line.empty() || text.find("Exit status") == std::string::npos;
+       line = help.read_line()) {
+    text += line + "\n";
+    if (text.size() > 100000) break;
+  }
   CHECK(help.wait() == 0);
+  INFO(text);
+  CHECK(text.find("Usage: faultline serve [OPTIONS] [FILE]") != std::string::npos);
+  for (const char* option : {"--listen ADDR", "--secret-file FILE", "--secret SECRET", "--max-connections N",
+                             "--max-request SIZE", "--max-in-flight SIZE", "--idle-timeout SEC", "--direct",
+                             "--snapshot SNAPSHOT", "--workers N", "--metrics ADDR", "-h,--help"})
+    CHECK(text.find(option) != std::string::npos);
+  CHECK(text.find("the metrics URL") != std::string::npos);  // what --metrics prints
+  CHECK(text.find("(http://HOST:PORT/metrics") != std::string::npos);
+}
+
+TEST_CASE("faultline serve: endpoints that cannot be written to stdout are an error, exit 1", "[serve][fork]") {
+  TempFile file(pattern(8192, 69));
+  const std::string sock = unix_path("full");
+  CliProcess server({"serve", file.path(), "--listen", "unix:" + sock}, {}, "/dev/full");
+  const int status = server.wait();
+  const std::string err = server.stderr_text();
+  INFO("stderr: " << err);
+  CHECK(status == 1);
+  CHECK(err.find("faultline serve: cannot write to standard output") != std::string::npos);
+  struct stat st {};
+  CHECK(::lstat(sock.c_str(), &st) != 0);  // it did not stay to serve, and cleaned up
 }
 
 // CPU seconds (user + system) process `pid` has used, from /proc/PID/stat.
