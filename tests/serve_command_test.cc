@@ -12,8 +12,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <utility>  // (before Asio: 1.74's awaitable.hpp uses std::exchange without it)
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <map>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -27,6 +33,10 @@
 #include "faultline/remote_backend.h"
 #include "faultline/snapshot.h"
 #include "test_util.h"
+#ifdef FAULTLINE_CLI_PATH  // (the tool's targets exist)
+#include "metrics_http.h"
+#include "serve_metrics.h"
+#endif
 
 extern char** environ;
 
@@ -446,6 +456,261 @@ TEST_CASE("faultline serve refuses a Unix socket another server listens on", "[s
   CHECK(first.wait() == 0);
   struct stat st {};
   CHECK(::lstat(sock.c_str(), &st) != 0);
+}
+
+namespace {
+
+// An HTTP/1.1 exchange with Boost.Beast, everything within 10 s: the
+// status, Content-Type and body, or `error` if there was no HTTP answer.
+struct HttpReply {
+  int status = 0;
+  std::string content_type, body, error;
+};
+HttpReply http_request(const std::string& host_port, boost::beast::http::verb verb, const std::string& target) {
+  namespace asio = boost::asio;
+  namespace beast = boost::beast;
+  namespace http = beast::http;
+  HttpReply reply;
+  const size_t colon = host_port.rfind(':');
+  asio::io_context io;
+  asio::ip::tcp::resolver resolver(io);
+  boost::system::error_code ec;
+  const auto where = resolver.resolve(host_port.substr(0, colon), host_port.substr(colon + 1), ec);
+  if (ec) return {0, "", "", "resolve: " + ec.message()};
+  beast::tcp_stream stream(io);
+  stream.expires_after(std::chrono::seconds(10));
+  http::request<http::empty_body> request{verb, target, 11};
+  request.set(http::field::host, host_port);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  stream.async_connect(where, [&](beast::error_code e, const asio::ip::tcp::endpoint&) {
+    if (e) return void(reply.error = "connect: " + e.message());
+    http::async_write(stream, request, [&](beast::error_code e, size_t) {
+      if (e) return void(reply.error = "write: " + e.message());
+      http::async_read(stream, buffer, response, [&](beast::error_code e, size_t) {
+        if (e) return void(reply.error = "read: " + e.message());
+        reply.status = static_cast<int>(response.result_int());
+        reply.content_type = std::string(response[http::field::content_type]);
+        reply.body = response.body();
+      });
+    });
+  });
+  io.run();
+  return reply;
+}
+
+// A Prometheus text exposition, checked for form: every sample's metric has
+// one "# HELP" and one "# TYPE" line before it. Samples by name with labels
+// ("x_bucket{le=\"0.001\"}"), in order of appearance in `order`.
+struct Exposition {
+  std::map<std::string, double> samples;
+  std::map<std::string, std::string> types;
+  std::vector<std::string> order;
+  std::string problem;  // the first malformed line, if any
+
+  explicit Exposition(const std::string& text) {
+    std::map<std::string, int> helps;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream words(line);
+      std::string a, b, c;
+      words >> a >> b >> c;
+      if (a == "#" && b == "HELP") {
+        helps[c]++;
+      } else if (a == "#" && b == "TYPE") {
+        types[c] = line.substr(line.rfind(' ') + 1);
+      } else if (!a.empty() && a[0] != '#' && !b.empty() && c.empty()) {
+        std::string family = a.substr(0, a.find('{'));
+        for (const char* suffix : {"_bucket", "_sum", "_count"})
+          if (!types.count(family) && family.size() > std::strlen(suffix) &&
+              family.compare(family.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+            family.resize(family.size() - std::strlen(suffix));
+        if (helps[family] != 1 || !types.count(family)) problem = "no single HELP and TYPE before: " + line;
+        samples[a] = std::stod(b);
+        order.push_back(a);
+      } else if (problem.empty()) {
+        problem = "malformed: " + line;
+      }
+    }
+  }
+  double at(const std::string& name) const {
+    auto it = samples.find(name);
+    return it == samples.end() ? -1 : it->second;
+  }
+};
+
+// Checks the latency histogram of `e`: cumulative buckets that never
+// decrease, ending in +Inf, which equals _count; returns _count.
+double check_histogram(const Exposition& e) {
+  const std::string h = "faultline_page_server_request_duration_seconds";
+  CHECK(e.types.at(h) == "histogram");
+  double previous = 0;
+  size_t buckets = 0;
+  std::string last;
+  for (const std::string& name : e.order) {
+    if (name.rfind(h + "_bucket{", 0) != 0) continue;
+    CHECK(e.at(name) >= previous);
+    previous = e.at(name);
+    last = name;
+    ++buckets;
+  }
+  CHECK(buckets == kPageServerLatencyBoundsUs.size() + 1);
+  CHECK(last == h + "_bucket{le=\"+Inf\"}");
+  CHECK(e.at(h + "_count") == previous);
+  return e.at(h + "_count");
+}
+
+std::string metrics_host_port(const std::string& url) {  // "http://H:P/metrics" -> "H:P"
+  REQUIRE(url.rfind("http://", 0) == 0);
+  REQUIRE(url.size() > 15);
+  REQUIRE(url.compare(url.size() - 8, 8, "/metrics") == 0);
+  return url.substr(7, url.size() - 15);
+}
+
+}  // namespace
+
+TEST_CASE("faultline serve --metrics: Prometheus counters match what a client read", "[serve][fork][metrics]") {
+  const auto data = pattern(2 * 1024 * 1024, 80);
+  TempFile file(data);
+  const std::string sock = unix_path("metrics");
+  CliProcess server({"serve", file.path(), "--listen", "127.0.0.1:0", "--listen", "unix:" + sock, "--metrics",
+                     "127.0.0.1:0"});
+  const std::string tcp = server.read_line();
+  REQUIRE(server.read_line() == "unix:" + sock);
+  const std::string url = server.read_line();
+  INFO("stderr: " << server.stderr_text());
+  const std::string metrics = metrics_host_port(url);
+  REQUIRE(metrics.rfind("127.0.0.1:", 0) == 0);
+  REQUIRE(metrics != "127.0.0.1:0");
+
+  // Nothing read yet: zeros, well formed.
+  {
+    const HttpReply r = http_request(metrics, boost::beast::http::verb::get, "/metrics");
+    REQUIRE(r.error == "");
+    CHECK(r.status == 200);
+    CHECK(r.content_type == "text/plain; version=0.0.4; charset=utf-8");
+    const Exposition e(r.body);
+    CHECK(e.problem == "");
+    CHECK(e.at("faultline_page_server_requests_total") == 0);
+    CHECK(e.at("faultline_page_server_connections_total") == 0);
+    CHECK(check_histogram(e) == 0);
+  }
+
+  // Known reads: 64 KiB fills, no read-ahead, every other chunk of the first
+  // MiB over TCP and all of the second MiB over the Unix socket.
+  uint64_t bytes_read = 0;
+  for (const std::string& address : {tcp, "unix:" + sock}) {
+    RemoteOptions ro;
+    ro.address = address;
+    Runtime rt;
+    RegionOptions o;
+    o.fill_size = 65536;
+    o.readahead = false;
+    Region r = rt.map(connect_remote(ro), o);
+    const size_t first = address == tcp ? 0 : 1024 * 1024;
+    const size_t step = address == tcp ? 2 * 65536 : 65536;
+    for (size_t at = first; at < first + 1024 * 1024; at += step)
+      REQUIRE(first_mismatch(r.data() + at, data.data() + at, 65536) == -1);
+    CHECK(r.stats().errors == 0);
+    bytes_read += r.stats().bytes_read;
+  }
+  CHECK(bytes_read == 8 * 65536 + 16 * 65536);
+  wait_for_disconnects(server, 2);
+
+  const HttpReply r = http_request(metrics, boost::beast::http::verb::get, "/metrics");
+  REQUIRE(r.error == "");
+  REQUIRE(r.status == 200);
+  const Exposition e(r.body);
+  INFO("metrics:\n" << r.body);
+  CHECK(e.problem == "");
+  CHECK(e.at("faultline_page_server_bytes_sent_total") == double(bytes_read));
+  CHECK(e.at("faultline_page_server_zero_bytes_total") == 0);
+  const double requests = e.at("faultline_page_server_requests_total");
+  CHECK(requests > 0);
+  CHECK(check_histogram(e) == requests);
+  CHECK(e.at("faultline_page_server_request_duration_seconds_sum") > 0);
+  CHECK(e.at("faultline_page_server_connections_total") == 2);
+  CHECK(e.at("faultline_page_server_connections_open") == 0);
+  CHECK(e.types.at("faultline_page_server_connections_open") == "gauge");
+  CHECK(e.types.at("faultline_page_server_bytes_sent_total") == "counter");
+  for (const char* zero : {"faultline_page_server_read_errors_total", "faultline_page_server_protocol_errors_total",
+                           "faultline_page_server_auth_failures_total", "faultline_page_server_idle_timeouts_total",
+                           "faultline_page_server_connections_rejected_total"})
+    CHECK(e.at(zero) == 0);
+
+  // Only GET /metrics.
+  CHECK(http_request(metrics, boost::beast::http::verb::get, "/").status == 404);
+  CHECK(http_request(metrics, boost::beast::http::verb::get, "/metricsx").status == 404);
+  CHECK(http_request(metrics, boost::beast::http::verb::post, "/metrics").status == 405);
+  CHECK(http_request(metrics, boost::beast::http::verb::delete_, "/metrics").status == 405);
+
+  // The metrics endpoint is no page server, and a page server speaks no HTTP
+  // (it counts the attempt as a protocol error).
+  RemoteOptions ro;
+  ro.address = metrics;
+  ro.deadline = std::chrono::milliseconds(1000);
+  CHECK_THROWS_AS(connect_remote(ro), Error);
+  const HttpReply wrong = http_request(tcp, boost::beast::http::verb::get, "/metrics");
+  CHECK(wrong.status == 0);
+  CHECK(wrong.error != "");
+  REQUIRE(wait_until([&] {
+    return Exposition(http_request(metrics, boost::beast::http::verb::get, "/metrics").body)
+               .at("faultline_page_server_protocol_errors_total") == 1;
+  }));
+
+  // A scraper holding its connection open does not keep the server from stopping.
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket idle(io);
+  idle.connect({boost::asio::ip::make_address("127.0.0.1"),
+                static_cast<unsigned short>(std::stoi(metrics.substr(metrics.rfind(':') + 1)))});
+  server.signal(SIGTERM);
+  CHECK(server.wait() == 0);
+  CHECK(server.stderr_text().find("metrics at " + url) != std::string::npos);
+  CHECK(http_request(metrics, boost::beast::http::verb::get, "/metrics").error.rfind("connect: ", 0) == 0);
+}
+
+TEST_CASE("MetricsHttpServer serves a PageServer's counters while clients read (in process)", "[serve][metrics]") {
+  // In process, so that the thread sanitizer sees the HTTP thread reading
+  // counters while the server thread updates them.
+  const auto data = pattern(1024 * 1024, 81);
+  PageServer server(std::make_shared<MemoryBackend>(data), {});
+  tools::MetricsHttpServer http("127.0.0.1:0", [&server] { return tools::page_server_metrics_text(server.stats()); });
+  RemoteOptions ro;
+  ro.address = server.endpoints().at(0);
+  std::string reader_problem;
+  uint64_t bytes_read = 0;
+  std::thread reader([&] {
+    try {
+      Runtime rt;
+      RegionOptions o;
+      o.fill_size = 4096;
+      o.readahead = false;
+      Region r = rt.map(connect_remote(ro), o);
+      if (first_mismatch(r.data(), data.data(), data.size()) != -1) reader_problem = "bytes differ";
+      bytes_read = r.stats().bytes_read;
+    } catch (const std::exception& e) {
+      reader_problem = e.what();
+    }
+  });
+  double last_requests = 0;
+  for (int i = 0; i < 20; ++i) {  // scrapes during the reads
+    const HttpReply r = http_request(http.endpoint(), boost::beast::http::verb::get, "/metrics");
+    REQUIRE(r.status == 200);
+    const Exposition e(r.body);
+    REQUIRE(e.problem == "");
+    CHECK(e.at("faultline_page_server_requests_total") >= last_requests);  // counters never go back
+    last_requests = e.at("faultline_page_server_requests_total");
+  }
+  reader.join();
+  REQUIRE(reader_problem == "");
+  CHECK(bytes_read == data.size());
+  REQUIRE(wait_until([&] { return server.stats().connections_open == 0; }));
+  const Exposition e(http_request(http.endpoint(), boost::beast::http::verb::get, "/metrics").body);
+  CHECK(e.at("faultline_page_server_bytes_sent_total") == double(data.size()));
+  CHECK(check_histogram(e) == e.at("faultline_page_server_requests_total"));
+  CHECK(e.at("faultline_page_server_requests_total") == double(server.stats().requests));
+  http.stop();
+  CHECK(http_request(http.endpoint(), boost::beast::http::verb::get, "/metrics").error.rfind("connect: ", 0) == 0);
 }
 
 #endif  // FAULTLINE_CLI_PATH
