@@ -33,7 +33,9 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -159,6 +161,46 @@ void clear_stale_socket(const std::string& path, const SocketAddress& a) {
     throw Error(where + "cannot tell whether " + path + " is in use: connect: " + std::strerror(err));
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno(where + "removing the stale socket " + path, errno);
 }
+
+// Serialises servers starting on one Unix socket path, so that two never
+// both find a stale socket there and both take the path (the later bind
+// would replace the earlier server's socket). It is an flock on PATH.lock
+// beside the socket, created 0600, held from the probe to listen(). Its
+// holder removes the file before it unlocks, so none is left behind; a
+// taker therefore checks that the file it locked is still the one at that
+// path, and starts over if not.
+class StartLock {
+ public:
+  explicit StartLock(const std::string& socket_path) : path_(socket_path + ".lock") {
+    const std::string where = "page server: cannot listen on 'unix:" + socket_path + "': ";
+    // Others hold it for a few system calls; 10 s means something is wrong.
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      fd_ = detail::UniqueFd(::open(path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!fd_) throw_errno(where + "cannot open the lock file " + path_, errno);
+      if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR) throw_errno(where + "cannot lock " + path_, errno);
+        if (Clock::now() > deadline)
+          throw Error(where + path_ + " has been locked for 10 s by another process starting a server on " +
+                      socket_path);
+        fd_ = {};
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      struct stat held, named;
+      if (::fstat(fd_.get(), &held) != 0) throw_errno(where + "fstat of " + path_, errno);
+      if (::lstat(path_.c_str(), &named) == 0 && named.st_dev == held.st_dev && named.st_ino == held.st_ino) return;
+      fd_ = {};  // (its holder removed it after we opened it)
+    }
+  }
+  ~StartLock() { ::unlink(path_.c_str()); }  // (still ours: nobody else removes it while we hold it)
+  StartLock(const StartLock&) = delete;
+  StartLock& operator=(const StartLock&) = delete;
+
+ private:
+  std::string path_;
+  detail::UniqueFd fd_;  // closed (unlocked) after the destructor has removed the file
+};
 
 // Removes the socket file of `s` if the path still names it: a successor
 // may have replaced it, and its socket is not ours to remove. Call it while
@@ -295,7 +337,11 @@ void PageServer::Impl::listen_all() {
       Protocol::endpoint ep(&a.storage, a.length);
       auto acceptor = std::make_unique<Acceptor>(io_);
       boost::system::error_code ec;
-      if (a.family() == AF_UNIX) clear_stale_socket(address.substr(5), a);
+      std::optional<StartLock> start_lock;  // (released once we listen, or have failed to)
+      if (a.family() == AF_UNIX) {
+        start_lock.emplace(address.substr(5));
+        clear_stale_socket(address.substr(5), a);
+      }
       acceptor->open(ep.protocol(), ec);
       if (!ec && a.family() != AF_UNIX) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
       if (!ec) acceptor->bind(ep, ec);

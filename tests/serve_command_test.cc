@@ -8,7 +8,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -456,6 +458,47 @@ TEST_CASE("faultline serve refuses a Unix socket another server listens on", "[s
   CHECK(first.wait() == 0);
   struct stat st {};
   CHECK(::lstat(sock.c_str(), &st) != 0);
+}
+
+TEST_CASE("two faultline serve started together on one stale Unix socket: one serves, one refuses", "[serve][fork]") {
+  const auto data = pattern(128 * 1024, 82);
+  TempFile file(data);
+  const std::string sock = unix_path("race");
+  for (int round = 0; round < 10; ++round) {  // (without the lock, a few rounds see both take the path)
+    INFO("round " << round);
+    {
+      // The socket file of a server that died without removing it.
+      int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      REQUIRE(s >= 0);
+      sockaddr_un un{};
+      un.sun_family = AF_UNIX;
+      std::memcpy(un.sun_path, sock.c_str(), sock.size() + 1);
+      REQUIRE(::bind(s, reinterpret_cast<sockaddr*>(&un), sizeof un) == 0);
+      REQUIRE(::listen(s, 1) == 0);
+      ::close(s);
+    }
+    CliProcess a({"serve", file.path(), "--listen", "unix:" + sock});
+    CliProcess b({"serve", file.path(), "--listen", "unix:" + sock});
+    // The one that lost exits 1 at once; the winner prints its endpoint and serves.
+    REQUIRE(wait_until([&] {
+      return a.stderr_text().find("cannot listen") != std::string::npos ||
+             b.stderr_text().find("cannot listen") != std::string::npos;
+    }));
+    CliProcess& loser = a.stderr_text().find("cannot listen") != std::string::npos ? a : b;
+    CliProcess& winner = &loser == &a ? b : a;
+    INFO("winner's stderr: " << winner.stderr_text() << "\nloser's stderr: " << loser.stderr_text());
+    CHECK(loser.wait() == 1);
+    CHECK(loser.stderr_text().find(sock + " is in use by a running server") != std::string::npos);
+    CHECK(loser.read_line(100).empty());  // no endpoint printed
+    REQUIRE(winner.read_line() == "unix:" + sock);
+    check_served("unix:" + sock, data);
+    REQUIRE(wait_until([&] { return winner.stderr_text().find(": disconnected") != std::string::npos; }));
+    winner.signal(SIGTERM);
+    CHECK(winner.wait() == 0);
+    struct stat st {};
+    CHECK(::lstat(sock.c_str(), &st) != 0);              // the socket removed on exit
+    CHECK(::lstat((sock + ".lock").c_str(), &st) != 0);  // and no lock file left
+  }
 }
 
 namespace {
