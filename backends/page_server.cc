@@ -415,8 +415,11 @@ void PageServer::Impl::maybe_finish_stop() {
   // Reads still in the backend write into our buffers: wait for them.
   if (!stopping_ || !in_backend_.empty()) return;
   if (completion_) completion_->cancel();
+  // No io_.stop(): the handlers of the closed sockets and cancelled timers
+  // are still queued, each holding its connection (a cycle through the
+  // socket's own operation queue). run() goes on until the context runs
+  // out of work, so every one of them runs and lets go.
   work_.reset();
-  io_.stop();
 }
 
 PageServerStats PageServer::Impl::stats() const {

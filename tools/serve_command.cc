@@ -84,22 +84,24 @@ void add_serve_options(CLI::App& app, ServeArgs& a) {
       [](std::string& v) { return v.empty() ? std::string("empty value") : std::string(); }, "");
   app.add_option("FILE", a.file, "the file to serve (or --snapshot)")->type_name("");
   app.add_option("--listen", a.listen,
-                 "where to listen; repeatable. HOST:PORT (TCP; port 0\n"
-                 "picks a free port, printed on stdout; [::1]:PORT for\n"
-                 "IPv6) or unix:/PATH (a Unix socket; a socket file\n"
-                 "left there by a server that is gone is replaced, one\n"
-                 "a running server listens on or a file that is not a\n"
-                 "socket is refused; removed on exit if still ours;\n"
-                 "PATH.lock beside it serialises servers starting\n"
-                 "there). Default 127.0.0.1:7117: only this machine.")
+                 "where to listen; repeatable. HOST:PORT (TCP;\n"
+                 "port 0 picks a free port, printed on stdout;\n"
+                 "[::1]:PORT for IPv6) or unix:/PATH (a Unix\n"
+                 "socket; a socket file left by a server that is\n"
+                 "gone is replaced, one a running server listens\n"
+                 "on or a file that is not a socket is refused;\n"
+                 "removed on exit if still ours; PATH.lock beside\n"
+                 "it serialises servers starting there). Default\n"
+                 "127.0.0.1:7117: only this machine can connect.")
       ->type_name("ADDR")
       ->allow_extra_args(false)  // (one address per --listen: FILE may follow)
       ->check(not_empty);
   app.add_option("--secret-file", a.secret_file,
-                 "require clients to prove they know the secret in\n"
-                 "FILE (HMAC-SHA256 challenge and response; the secret\n"
-                 "never crosses the wire). One trailing newline is\n"
-                 "ignored. Never pass a secret on the command line.")
+                 "require clients to prove they know the secret\n"
+                 "in FILE (HMAC-SHA256 challenge and response;\n"
+                 "the secret never crosses the wire). One trailing\n"
+                 "newline is ignored. Never pass a secret on the\n"
+                 "command line.")
       ->type_name("FILE")
       ->check(not_empty);
   app.add_option("--secret",
@@ -111,8 +113,8 @@ void add_serve_options(CLI::App& app, ServeArgs& a) {
                  "refused: use --secret-file")
       ->type_name("SECRET");
   app.add_option("--max-connections", a.server.max_connections,
-                 "connections at once, 1 to 65536; more are closed at\n"
-                 "once (default 64)")
+                 "connections at once, 1 to 65536; more are\n"
+                 "closed at once (default 64)")
       ->check(CLI::Range(1, 65536).description(""))
       ->type_name("N");
   cli::add_size(app, "--max-request", a.server.max_request_bytes,
@@ -137,9 +139,9 @@ void add_serve_options(CLI::App& app, ServeArgs& a) {
       ->type_name("N");
   app.add_option("--metrics", a.metrics,
                  "serve Prometheus metrics over HTTP at\n"
-                 "http://ADDR/metrics; HOST:PORT, port 0 picks a free\n"
-                 "port (the URL is printed on stdout after the\n"
-                 "endpoints). Off by default.")
+                 "http://ADDR/metrics; HOST:PORT, port 0 picks a\n"
+                 "free port (the URL is printed on stdout after\n"
+                 "the endpoints). Off by default.")
       ->type_name("ADDR")
       ->check(not_empty);
   app.callback([&a] {
