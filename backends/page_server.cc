@@ -31,9 +31,9 @@
 // page then never waits for the server thread to wake up.
 #include "faultline/page_server.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/socket.h>
