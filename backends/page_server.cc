@@ -31,9 +31,11 @@
 // page then never waits for the server thread to wake up.
 #include "faultline/page_server.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -85,6 +87,7 @@ struct Job {
   uint32_t read_length = 0;
   uint32_t got = 0;
   int attempts = 0;
+  Clock::time_point received;
   std::unique_ptr<std::byte, FreeDeleter> buf;
 };
 
@@ -96,6 +99,9 @@ struct Outgoing {
   std::vector<std::byte> small;
   std::span<const std::byte> payload;
   uint64_t in_flight = 0;  // released when written
+  // For the answer to a READ (data, zeros or an error): when the READ came.
+  std::optional<Clock::time_point> answers;
+  bool zero = false;  // a ZERO frame for job->length bytes
 };
 
 struct Conn : std::enable_shared_from_this<Conn> {
@@ -156,6 +162,46 @@ void clear_stale_socket(const std::string& path, const SocketAddress& a) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno(where + "removing the stale socket " + path, errno);
 }
 
+// Serialises servers starting on one Unix socket path, so that two never
+// both find a stale socket there and both take the path (the later bind
+// would replace the earlier server's socket). It is an flock on PATH.lock
+// beside the socket, created 0600, held from the probe to listen(). Its
+// holder removes the file before it unlocks, so none is left behind; a
+// taker therefore checks that the file it locked is still the one at that
+// path, and starts over if not.
+class StartLock {
+ public:
+  explicit StartLock(const std::string& socket_path) : path_(socket_path + ".lock") {
+    const std::string where = "page server: cannot listen on 'unix:" + socket_path + "': ";
+    // Others hold it for a few system calls; 10 s means something is wrong.
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      fd_ = detail::UniqueFd(::open(path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!fd_) throw_errno(where + "cannot open the lock file " + path_, errno);
+      if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR) throw_errno(where + "cannot lock " + path_, errno);
+        if (Clock::now() > deadline)
+          throw Error(where + path_ + " has been locked for 10 s by another process starting a server on " +
+                      socket_path);
+        fd_ = {};
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      struct stat held, named;
+      if (::fstat(fd_.get(), &held) != 0) throw_errno(where + "fstat of " + path_, errno);
+      if (::lstat(path_.c_str(), &named) == 0 && named.st_dev == held.st_dev && named.st_ino == held.st_ino) return;
+      fd_ = {};  // (its holder removed it after we opened it)
+    }
+  }
+  ~StartLock() { ::unlink(path_.c_str()); }  // (still ours: nobody else removes it while we hold it)
+  StartLock(const StartLock&) = delete;
+  StartLock& operator=(const StartLock&) = delete;
+
+ private:
+  std::string path_;
+  detail::UniqueFd fd_;  // closed (unlocked) after the destructor has removed the file
+};
+
 // Removes the socket file of `s` if the path still names it: a successor
 // may have replaced it, and its socket is not ours to remove. Call it while
 // the listener is open, so the inode cannot have been reused.
@@ -177,8 +223,9 @@ class PageServer::Impl {
 
  private:
   struct Counters {
-    std::atomic<uint64_t> accepted{0}, rejected{0}, open{0}, requests{0}, bytes_sent{0}, protocol_errors{0},
-        auth_failures{0}, idle_timeouts{0}, read_errors{0};
+    std::atomic<uint64_t> accepted{0}, rejected{0}, open{0}, requests{0}, bytes_sent{0}, zero_bytes{0},
+        protocol_errors{0}, auth_failures{0}, idle_timeouts{0}, read_errors{0}, latency_sum_ns{0};
+    std::array<std::atomic<uint64_t>, kPageServerLatencyBoundsUs.size() + 1> latency_buckets{};
   };
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 
@@ -198,10 +245,16 @@ class PageServer::Impl {
   void kick_writer(const std::shared_ptr<Conn>& c);
   // Sends ERROR id 0 naming the problem, logs it, and closes after the write.
   void disconnect(const std::shared_ptr<Conn>& c, ErrorCode code, const std::string& why);
-  void close(const std::shared_ptr<Conn>& c, const std::string& why);
-  void log(const std::string& line) {
-    if (options_.log) options_.log("page server: " + line);
+  void close(const std::shared_ptr<Conn>& c, const std::string& why, LogLevel level = LogLevel::kInfo);
+  void log(LogLevel level, const std::string& line) {
+    const std::string message = "page server: " + line;
+    if (options_.log)
+      options_.log(level, message);
+    else
+      log_to_stderr(level, message);
   }
+  // A READ answered (its response written): counted with its latency.
+  void answered(Clock::time_point received);
 
   // Backend side.
   void drive();
@@ -284,7 +337,11 @@ void PageServer::Impl::listen_all() {
       Protocol::endpoint ep(&a.storage, a.length);
       auto acceptor = std::make_unique<Acceptor>(io_);
       boost::system::error_code ec;
-      if (a.family() == AF_UNIX) clear_stale_socket(address.substr(5), a);
+      std::optional<StartLock> start_lock;  // (released once we listen, or have failed to)
+      if (a.family() == AF_UNIX) {
+        start_lock.emplace(address.substr(5));
+        clear_stale_socket(address.substr(5), a);
+      }
       acceptor->open(ep.protocol(), ec);
       if (!ec && a.family() != AF_UNIX) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
       if (!ec) acceptor->bind(ep, ec);
@@ -358,8 +415,11 @@ void PageServer::Impl::maybe_finish_stop() {
   // Reads still in the backend write into our buffers: wait for them.
   if (!stopping_ || !in_backend_.empty()) return;
   if (completion_) completion_->cancel();
+  // No io_.stop(): the handlers of the closed sockets and cancelled timers
+  // are still queued, each holding its connection (a cycle through the
+  // socket's own operation queue). run() goes on until the context runs
+  // out of work, so every one of them runs and lets go.
   work_.reset();
-  io_.stop();
 }
 
 PageServerStats PageServer::Impl::stats() const {
@@ -373,7 +433,20 @@ PageServerStats PageServer::Impl::stats() const {
   s.auth_failures = counters_.auth_failures.load(std::memory_order_relaxed);
   s.idle_timeouts = counters_.idle_timeouts.load(std::memory_order_relaxed);
   s.read_errors = counters_.read_errors.load(std::memory_order_relaxed);
+  s.zero_bytes = counters_.zero_bytes.load(std::memory_order_relaxed);
+  s.latency_sum_ns = counters_.latency_sum_ns.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < s.latency_buckets.size(); ++i)
+    s.latency_buckets[i] = counters_.latency_buckets[i].load(std::memory_order_relaxed);
   return s;
+}
+
+void PageServer::Impl::answered(Clock::time_point received) {
+  const uint64_t ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - received).count());
+  size_t bucket = 0;
+  while (bucket < kPageServerLatencyBoundsUs.size() && ns > kPageServerLatencyBoundsUs[bucket] * 1000) ++bucket;
+  add(counters_.latency_buckets[bucket]);
+  add(counters_.latency_sum_ns, ns);
+  add(counters_.requests);
 }
 
 // ---- Connections ------------------------------------------------------------
@@ -383,7 +456,7 @@ void PageServer::Impl::accept(size_t listener) {
     if (stopping_) return;
     if (ec) {
       if (ec == asio::error::operation_aborted) return;
-      log("accept failed: " + ec.message());
+      log(LogLevel::kWarning, "accept failed: " + ec.message());
       if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
         // Out of fds: back off instead of spinning on the same error.
         auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(50));
@@ -404,7 +477,7 @@ void PageServer::Impl::on_accept(Protocol::socket socket) {
   std::string peer = describe_peer(socket, number);
   if (conns_.size() >= options_.max_connections) {
     add(counters_.rejected);
-    log(peer + ": rejected, " + std::to_string(conns_.size()) + " connections open (max_connections)");
+    log(LogLevel::kWarning, peer + ": rejected, " + std::to_string(conns_.size()) + " connections open (max_connections)");
     // Best effort: one ERROR frame, then close; never wait for a peer we refuse.
     std::string msg = "server has max_connections (" + std::to_string(options_.max_connections) + ") open";
     std::vector<std::byte> frame;
@@ -427,7 +500,7 @@ void PageServer::Impl::on_accept(Protocol::socket socket) {
   conns_.insert(c);
   add(counters_.accepted);
   add(counters_.open);
-  log(c->peer + ": connected");
+  log(LogLevel::kInfo, c->peer + ": connected");
   Hello hello;
   hello.capabilities = kCapZero | (options_.secret.empty() ? 0 : kCapAuth);
   hello.max_request_bytes = options_.max_request_bytes;
@@ -447,8 +520,10 @@ void PageServer::Impl::start_read(const std::shared_ptr<Conn>& c) {
                               if (ec) {
                                 if (ec == asio::error::eof && c->rx_len > 0) {
                                   add(counters_.protocol_errors);
-                                  close(c, "protocol error: truncated frame (" + std::to_string(c->rx_len) +
-                                               " bytes) at end of stream");
+                                  close(c,
+                                        "protocol error: truncated frame (" + std::to_string(c->rx_len) +
+                                            " bytes) at end of stream",
+                                        LogLevel::kWarning);
                                 } else {
                                   close(c, ec == asio::error::eof ? "disconnected" : "read failed: " + ec.message());
                                 }
@@ -489,8 +564,10 @@ bool PageServer::Impl::handle_frame(const std::shared_ptr<Conn>& c, const ParseR
       break;
     case FrameType::kError: {
       std::string text(reinterpret_cast<const char*>(f.payload.data()), f.payload.size());
-      close(c, "peer reported error " + std::to_string(f.header.code) + " (" +
-                   error_code_name(ErrorCode(f.header.code)) + "): " + text);
+      close(c,
+            "peer reported error " + std::to_string(f.header.code) + " (" +
+                error_code_name(ErrorCode(f.header.code)) + "): " + text,
+            LogLevel::kWarning);
       return false;
     }
     default:  // parse_frame lets only client frames through
@@ -527,7 +604,7 @@ void PageServer::Impl::handle_client_hello(const std::shared_ptr<Conn>& c, const
   send_small(c, FrameType::kWelcome, 0, 0, std::vector<std::byte>(reinterpret_cast<std::byte*>(proof.data()),
                                                                    reinterpret_cast<std::byte*>(proof.data()) + kMacSize),
              true);
-  log(c->peer + ": handshake done" + (options_.secret.empty() ? "" : " (authenticated)"));
+  log(LogLevel::kInfo, c->peer + ": handshake done" + (options_.secret.empty() ? "" : " (authenticated)"));
 }
 
 void PageServer::Impl::handle_read(const std::shared_ptr<Conn>& c, const ParseResult& f) {
@@ -545,8 +622,8 @@ void PageServer::Impl::handle_read(const std::shared_ptr<Conn>& c, const ParseRe
     return disconnect(c, ErrorCode::kInFlightLimit,
                       "READ of " + std::to_string(r.length) + " bytes with " + std::to_string(c->in_flight_bytes) +
                           " in flight, over max_in_flight_bytes " + std::to_string(options_.max_in_flight_bytes) + id);
-  add(counters_.requests);
   auto job = std::make_unique<Job>();
+  job->received = Clock::now();
   job->conn = c;
   job->id = f.header.id;
   job->offset = r.offset;
@@ -568,7 +645,7 @@ void PageServer::Impl::arm_idle(const std::shared_ptr<Conn>& c, Clock::duration 
     if (ec || c->state == Conn::State::kClosed) return;
     Clock::duration quiet = Clock::now() - c->last_activity;
     if (quiet < options_.idle_timeout) return arm_idle(c, options_.idle_timeout - quiet);
-    if (c->state == Conn::State::kClosing) return close(c, "closed: peer does not read");
+    if (c->state == Conn::State::kClosing) return close(c, "closed: peer does not read", LogLevel::kWarning);
     add(counters_.idle_timeouts);
     disconnect(c, ErrorCode::kIdle, "idle for " + std::to_string(options_.idle_timeout.count()) + " ms");
   });
@@ -614,7 +691,8 @@ void PageServer::Impl::kick_writer(const std::shared_ptr<Conn>& c) {
     c->last_activity = Clock::now();
     for (auto& o : c->writing) {
       c->in_flight_bytes -= o->in_flight;
-      if (o->job) add(counters_.bytes_sent, o->payload.size());
+      if (o->answers) answered(*o->answers);
+      if (o->job) add(o->zero ? counters_.zero_bytes : counters_.bytes_sent, o->job->length);
     }
     c->writing.clear();
     kick_writer(c);
@@ -624,7 +702,7 @@ void PageServer::Impl::kick_writer(const std::shared_ptr<Conn>& c) {
 void PageServer::Impl::disconnect(const std::shared_ptr<Conn>& c, ErrorCode code, const std::string& why) {
   if (c->state == Conn::State::kClosed || c->state == Conn::State::kClosing) return;
   if (code != ErrorCode::kIdle && code != ErrorCode::kAuthFailed) add(counters_.protocol_errors);
-  log(c->peer + ": " + (code == ErrorCode::kIdle ? "" : "protocol error: ") + error_code_name(code) + ": " + why +
+  log(LogLevel::kWarning, c->peer + ": " + (code == ErrorCode::kIdle ? "" : "protocol error: ") + error_code_name(code) + ": " + why +
       "; disconnecting");
   c->state = Conn::State::kClosing;
   // Nothing more for this peer but the error: drop queued responses.
@@ -647,7 +725,7 @@ void PageServer::Impl::disconnect(const std::shared_ptr<Conn>& c, ErrorCode code
   }
 }
 
-void PageServer::Impl::close(const std::shared_ptr<Conn>& c, const std::string& why) {
+void PageServer::Impl::close(const std::shared_ptr<Conn>& c, const std::string& why, LogLevel level) {
   if (c->state == Conn::State::kClosed) return;
   c->state = Conn::State::kClosed;
   boost::system::error_code ignored;
@@ -658,7 +736,7 @@ void PageServer::Impl::close(const std::shared_ptr<Conn>& c, const std::string& 
   c->normal_out.clear();
   if (!c->write_active) c->writing.clear();  // (else the write handler still refers to them)
   if (conns_.erase(c)) add(counters_.open, uint64_t(-1));
-  if (!why.empty()) log(c->peer + ": " + why);
+  if (!why.empty()) log(level, c->peer + ": " + why);
 }
 
 // ---- Backend ----------------------------------------------------------------
@@ -741,6 +819,8 @@ void PageServer::Impl::finish_job(std::unique_ptr<Job> job, bool zero) {
   std::shared_ptr<Conn> c = job->conn;
   auto out = std::make_unique<Outgoing>();
   out->in_flight = job->asked;
+  out->answers = job->received;
+  out->zero = zero;
   bool urgent = job->urgent;
   if (zero) {
     out->small.resize(kZeroSize);
@@ -761,9 +841,10 @@ void PageServer::Impl::fail_job(std::unique_ptr<Job> job, int err) {
   std::shared_ptr<Conn> c = job->conn;
   std::string text = "read of " + std::to_string(job->length) + " bytes at offset " + std::to_string(job->offset) +
                      " failed: " + std::strerror(err);
-  log(c->peer + ": " + text);
+  log(LogLevel::kError, c->peer + ": " + text);
   auto out = std::make_unique<Outgoing>();
   out->in_flight = job->asked;
+  out->answers = job->received;
   out->small.assign(reinterpret_cast<const std::byte*>(text.data()),
                     reinterpret_cast<const std::byte*>(text.data()) + text.size());
   out->payload = out->small;

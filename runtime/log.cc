@@ -10,7 +10,8 @@
 
 namespace faultline {
 
-void log_to_stderr(LogLevel, std::string_view message) {
+void log_to_stderr(LogLevel level, std::string_view message) {
+  if (level == LogLevel::kInfo) return;  // (routine: only for a sink that asks)
   // One write, so lines from several threads do not interleave.
   std::string line = "faultline: ";
   line.append(message);

@@ -189,7 +189,9 @@ bool read_line(int fd, std::string& line) {
     faultline::PageServerOptions options;
     options.listen = {a.listen};
     options.secret = secret;
-    options.log = [](const std::string& line) { std::fprintf(stderr, "  [server] %s\n", line.c_str()); };
+    options.log = [](faultline::LogLevel, std::string_view line) {
+      std::fprintf(stderr, "  [server] %.*s\n", static_cast<int>(line.size()), line.data());
+    };
     faultline::PageServer server(source, options);
     write_str(report, "ENDPOINT " + server.endpoints().at(0) + "\n");
     char c;

@@ -44,10 +44,10 @@ constexpr size_t kKiB = 1024, kMiB = 1024 * 1024;
 struct LogLines {
   std::mutex mu;
   std::vector<std::string> lines;
-  std::function<void(const std::string&)> callback() {
-    return [this](const std::string& l) {
+  LogSink callback() {
+    return [this](LogLevel, std::string_view l) {
       std::lock_guard lock(mu);
-      lines.push_back(l);
+      lines.emplace_back(l);
     };
   }
   bool contains(const std::string& needle) {

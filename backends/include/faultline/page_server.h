@@ -9,6 +9,7 @@
 // runs (the Backend contract allows one user at a time).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "faultline/backend.h"
+#include "faultline/log.h"
 
 namespace faultline {
 
@@ -40,21 +42,38 @@ struct PageServerOptions {
   // sleeps, so a client faulting page after page never waits for it to
   // wake up. 0: sleep at once (no CPU burnt while idle-ish).
   std::chrono::microseconds busy_poll{50};
-  // Called on the server thread for connections, disconnections and errors
-  // (one line each, no newline). May be empty.
-  std::function<void(const std::string&)> log;
+  // Where the server's events go (faultline/log.h), one line each, from the
+  // server thread: connections and disconnections as kInfo, peers closed
+  // for a protocol error, a failed challenge or silence as kWarning, backend
+  // reads that failed as kError. Empty: log_to_stderr, which leaves out kInfo.
+  LogSink log;
 };
 
+// Upper bounds of the request-latency histogram, in microseconds (from the
+// READ frame received to its answer written to the socket). Requests slower
+// than the last bound fall in one more, unbounded, bucket.
+inline constexpr std::array<uint64_t, 14> kPageServerLatencyBoundsUs = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000, 5000000};
+
+// The server's counters since it started. stats() reads them one by one while
+// the server runs, so a snapshot taken during traffic may be a few events
+// apart between fields; each field is exact.
 struct PageServerStats {
   uint64_t connections_accepted = 0;
   uint64_t connections_rejected = 0;  // over max_connections
   uint64_t connections_open = 0;
-  uint64_t requests = 0;              // read requests served (with data or an error code)
-  uint64_t bytes_sent = 0;            // payload bytes of read responses
+  uint64_t requests = 0;              // read requests answered (data, zeros or an error), answer written
+  uint64_t bytes_sent = 0;            // bytes of object data sent (DATA payloads)
+  uint64_t zero_bytes = 0;            // bytes answered with a ZERO frame (all zero, not sent)
   uint64_t protocol_errors = 0;       // peers disconnected for a malformed frame or a broken limit
   uint64_t auth_failures = 0;         // peers that failed the challenge
   uint64_t idle_timeouts = 0;         // peers closed for silence
   uint64_t read_errors = 0;           // backend reads that failed (sent as error responses)
+  // Answered requests by latency: latency_buckets[i] counts those above
+  // bound i-1 and at most bound i of kPageServerLatencyBoundsUs; the last
+  // entry, those above every bound. They add up to `requests`.
+  std::array<uint64_t, kPageServerLatencyBoundsUs.size() + 1> latency_buckets{};
+  uint64_t latency_sum_ns = 0;  // the latencies of all answered requests, added up
 };
 
 class PageServer {

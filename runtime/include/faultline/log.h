@@ -18,6 +18,7 @@
 namespace faultline {
 
 enum class LogLevel {
+  kInfo,     // routine events an operator may follow (a page server's connections)
   kWarning,  // handled; worth knowing (a fallback, a retry)
   kError,    // data could not be served or written; pages get SIGBUS or stay in memory
 };
@@ -26,7 +27,7 @@ enum class LogLevel {
 using LogSink = std::function<void(LogLevel level, std::string_view message)>;
 
 // The default sink (an empty LogSink means this): "faultline: MESSAGE\n" on
-// stderr, one write per line.
+// stderr, one write per line, for warnings and errors; kInfo is left out.
 void log_to_stderr(LogLevel level, std::string_view message);
 
 }  // namespace faultline
