@@ -478,6 +478,9 @@ void Engine::install(ReadOp* op, bool wake_now) {
   }
   if ((res.error == EAGAIN || res.error == ENOMEM) && defer_placement(op)) return;
   if (res.error == ENOENT || res.error == ESRCH) {  // unmapped, or the process is exiting
+    // Threads that faulted there are still parked on the uffd: woken, they
+    // fault again on the missing mapping (SIGSEGV, as any unmapped address).
+    if (!op->waiters.empty()) op->region->space->wakes.emplace_back(op->region->base() + op->offset, op->length);
     finish(op);
     return;
   }

@@ -456,6 +456,25 @@ TEST_CASE("unmapping part of a region leaves the rest served", "[runtime]") {
   r.reset();
 }
 
+TEST_CASE("pages unmapped while their read is in flight end the fault with SIGSEGV, not a hang",
+          "[runtime][fork]") {
+  CHECK(run_in_child(
+            [] {
+              auto data = pattern(4 * kMiB, 29);
+              auto backend = std::make_shared<ScriptedBackend>(data);
+              Runtime rt;
+              Region r = rt.map(backend);
+              backend->hold();
+              std::byte* target = r.data() + kMiB + 5;
+              std::thread reader([target] { [[maybe_unused]] volatile std::byte b = *target; });
+              check(wait_until([&] { return backend->pending() >= 1; }), "the fault never reached the backend");
+              check(munmap(r.data() + kMiB, kMiB) == 0, "munmap");
+              backend->release();  // placing now fails with ENOENT; the reader must be woken
+              reader.join();       // not reached: the reader's second fault is a SIGSEGV
+            },
+            15000) == SIGSEGV);
+}
+
 TEST_CASE("a read-only region refuses writes with SIGSEGV", "[runtime][fork]") {
   CHECK(run_in_child([] {
           auto data = pattern(kMiB);
