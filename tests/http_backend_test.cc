@@ -103,7 +103,7 @@ std::map<uint64_t, ReadCompletion> read_all(Backend& b, const std::vector<ReadRe
 #define SKIP_WITHOUT_NGINX()                                            \
   do {                                                                  \
     if (!t::Nginx::available()) {                                       \
-      WARN("no /usr/sbin/nginx (Debian's nginx-light): test skipped"); \
+      WARN("SKIPPED: no /usr/sbin/nginx (Debian's nginx-light)"); \
       return;                                                           \
     }                                                                   \
   } while (0)

@@ -2,7 +2,8 @@
 // `faultline serve` end to end: the real binary, started on port 0 (and a
 // Unix socket), mapped from this process over a RemoteBackend with every
 // byte checked, then stopped with SIGTERM and expected to exit 0. Also
-// --snapshot, a secret file, and the errors: bad arguments, a missing file,
+// --snapshot, a file and a snapshot read over http(s) from a real nginx,
+// a secret file, and the errors: bad arguments, a missing file,
 // a file that is not a snapshot, an address in use.
 #include <fcntl.h>
 #include <poll.h>
@@ -34,6 +35,7 @@
 #include "faultline/page_server.h"
 #include "faultline/remote_backend.h"
 #include "faultline/snapshot.h"
+#include "nginx_fixture.h"
 #include "test_util.h"
 #ifdef FAULTLINE_CLI_PATH  // (the tool's targets exist)
 #include "metrics_http.h"
@@ -274,6 +276,49 @@ TEST_CASE("faultline serve --snapshot: the snapshot's uncompressed bytes", "[ser
   CHECK(server.wait() == 0);
   CHECK(server.stderr_text().find(snap) != std::string::npos);
   ::unlink(snap.c_str());
+}
+
+TEST_CASE("faultline serve URL and --snapshot URL: a page server in front of a web server", "[serve][fork][http]") {
+  if (!Nginx::available()) {
+    WARN("SKIPPED: no /usr/sbin/nginx (Debian's nginx-light)");
+    return;
+  }
+  auto data = pattern(2 * 1024 * 1024 + 5000, 66);
+  std::fill(data.begin() + 65536, data.begin() + 3 * 65536, std::byte{0});  // zero chunks in the snapshot
+  for (const bool tls : {false, true}) {
+    Nginx web(tls);
+    {
+      std::ofstream out(web.root() + "/image", std::ios::binary);
+      out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+    }
+    SnapshotWriteOptions so;
+    so.chunk_size = 64 * 1024;
+    write_snapshot(data, web.root() + "/image.flsnap", so);
+    for (const char* what : {"image", "image.flsnap"}) {
+      const bool snap = std::string(what) == "image.flsnap";
+      std::vector<std::string> args = {"serve", "--listen", "127.0.0.1:0"};
+      if (snap) args.push_back("--snapshot");
+      args.push_back(web.url(what));
+      if (tls) args.insert(args.end(), {"--ca-file", web.ca_file()});
+      CliProcess server(args);
+      const std::string tcp = server.read_line();
+      INFO(web.url(what) << " stderr: " << server.stderr_text());
+      REQUIRE(tcp.rfind("127.0.0.1:", 0) == 0);
+      check_served(tcp, data);
+      wait_for_disconnects(server, 1);
+      server.signal(SIGTERM);
+      CHECK(server.wait() == 0);
+      CHECK(server.stderr_text().find(web.url(what)) != std::string::npos);  // "serving http..."
+    }
+    if (tls) {  // without the CA file the certificate does not verify: exit 1, saying so
+      CliProcess server({"serve", "--listen", "127.0.0.1:0", web.url("image")});
+      CHECK(server.wait() == 1);
+      CHECK_THAT(server.stderr_text(), Catch::Contains("certificate verify failed"));
+    }
+  }
+  CliProcess direct({"serve", "--direct", "http://127.0.0.1:1/image"});
+  CHECK(direct.wait() == 2);
+  CHECK_THAT(direct.stderr_text(), Catch::Contains("--direct applies to a local FILE, not to a URL"));
 }
 
 TEST_CASE("faultline serve: a shared secret from a file", "[serve][fork]") {

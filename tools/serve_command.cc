@@ -32,8 +32,10 @@
 #include "faultline/error.h"
 #include "faultline/file_backend.h"
 #include "faultline/page_server.h"
+#include "faultline/http_backend.h"
 #include "faultline/zstd_snapshot_backend.h"
 #include "metrics_http.h"
+#include "url_source.h"
 #include "serve_metrics.h"
 #include "unique_fd.h"
 
@@ -46,7 +48,9 @@ constexpr const char* kAbout =
     "Serves FILE, or the uncompressed contents of a compressed snapshot\n"
     "(decompressed chunk by chunk as clients ask), read-only to faultline\n"
     "clients (connect_remote() in faultline/remote_backend.h) over TCP or Unix\n"
-    "sockets.";
+    "sockets. FILE and SNAPSHOT may be http:// or https:// URLs, read with\n"
+    "range requests (docs/http.md): a page server in front of a web server or\n"
+    "an object store.";
 
 constexpr const char* kFooter =
     "Prints each bound --listen endpoint on stdout, one per line in the order\n"
@@ -75,6 +79,7 @@ struct ServeArgs {
   PageServerOptions server;
   unsigned idle_timeout_s = 60;
   bool direct = false;
+  UrlArgs url;
 };
 
 // Adds serve's options to `app`, writing into `a`; the checks that involve
@@ -82,7 +87,7 @@ struct ServeArgs {
 void add_serve_options(CLI::App& app, ServeArgs& a) {
   auto not_empty = CLI::Validator(
       [](std::string& v) { return v.empty() ? std::string("empty value") : std::string(); }, "");
-  app.add_option("FILE", a.file, "the file to serve (or --snapshot)")->type_name("");
+  app.add_option("FILE", a.file, "the file (or http(s) URL) to serve (or --snapshot)")->type_name("");
   app.add_option("--listen", a.listen,
                  "where to listen; repeatable. HOST:PORT (TCP;\n"
                  "port 0 picks a free port, printed on stdout;\n"
@@ -131,7 +136,7 @@ void add_serve_options(CLI::App& app, ServeArgs& a) {
       ->check(CLI::Range(1, 7 * 86400).description(""))
       ->type_name("SEC");
   app.add_flag("--direct", a.direct, "read FILE with O_DIRECT (bypass the page cache)");
-  app.add_option("--snapshot", a.snapshot, "serve this compressed snapshot instead of a FILE")
+  app.add_option("--snapshot", a.snapshot, "serve this compressed snapshot (a file or an\nhttp(s) URL) instead of a FILE")
       ->type_name("SNAPSHOT")
       ->check(not_empty);
   app.add_option("--workers", a.workers, "decompression threads for --snapshot, 1 to 256\n(default 1)")
@@ -144,11 +149,13 @@ void add_serve_options(CLI::App& app, ServeArgs& a) {
                  "the endpoints). Off by default.")
       ->type_name("ADDR")
       ->check(not_empty);
+  a.url.add_to(app);
   app.callback([&a] {
     if (a.file.empty() && a.snapshot.empty()) throw CLI::ValidationError("missing FILE (or --snapshot SNAPSHOT) to serve");
     if (!a.file.empty() && !a.snapshot.empty())
       throw CLI::ValidationError("both FILE '" + a.file + "' and --snapshot '" + a.snapshot + "': serve one");
     if (!a.snapshot.empty() && a.direct) throw CLI::ValidationError("--direct applies to FILE, not to --snapshot");
+    if (a.direct && is_http_url(a.file)) throw CLI::ValidationError("--direct applies to a local FILE, not to a URL");
     if (a.server.max_in_flight_bytes < a.server.max_request_bytes)
       throw CLI::ValidationError("--max-in-flight (" + std::to_string(a.server.max_in_flight_bytes) +
                                  ") must be at least --max-request (" + std::to_string(a.server.max_request_bytes) +
@@ -258,7 +265,10 @@ int serve(const ServeArgs& args) {
   if (!args.snapshot.empty()) {
     ZstdSnapshotOptions snapshot_options;
     snapshot_options.workers = args.workers;
-    source = open_zstd_snapshot(args.snapshot, snapshot_options);
+    source = is_http_url(args.snapshot) ? open_zstd_snapshot(args.url.open(args.snapshot), snapshot_options)
+                                        : open_zstd_snapshot(args.snapshot, snapshot_options);
+  } else if (is_http_url(args.file)) {
+    source = args.url.open(args.file);
   } else {
     FileBackendOptions file_options;
     file_options.direct = args.direct;

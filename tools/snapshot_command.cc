@@ -28,6 +28,7 @@
 #include "commands.h"
 #include "faultline/error.h"
 #include "faultline/http_backend.h"
+#include "url_source.h"
 #include "faultline/snapshot.h"
 
 namespace faultline::tools {
@@ -177,33 +178,11 @@ int create(CreateArgs& a) {
   return 0;
 }
 
-// How to reach a snapshot given as a URL.
-struct UrlArgs {
-  std::string ca_file;
-  bool insecure = false;
-  std::string auth_file;
-
-  void add_to(CLI::App& cmd) {
-    cmd.add_option("--ca-file", ca_file, "for an https URL: trust the CA certificates in\nthis PEM file (default: the system's)")
-        ->type_name("PEM");
-    cmd.add_flag("--insecure", insecure, "for an https URL: do not verify the certificate\n(tests only)");
-    cmd.add_option("--auth-file", auth_file,
-                   "for a URL: send the header in this file, a line\n"
-                   "'Name: value' or a bare bearer token")
-        ->type_name("FILE");
-  }
-};
-
 // A reader of the snapshot at `path`, a file or a URL. Readers of a URL
 // share one HttpBackend, whose read_range() any thread may call.
 SnapshotReader open_reader(const std::string& path, const UrlArgs& u) {
   if (!is_http_url(path)) return SnapshotReader::open(path);
-  HttpOptions o;
-  o.url = path;
-  o.ca_file = u.ca_file;
-  o.insecure_skip_verify = u.insecure;
-  o.auth_file = u.auth_file;
-  auto http = std::make_shared<HttpBackend>(o);
+  auto http = u.open(path);
   return SnapshotReader::open(http->name(), http->size(), [http](void* buf, size_t n, uint64_t offset) {
     int64_t got = http->read_range(offset, {static_cast<std::byte*>(buf), n});
     errno = got < 0 ? static_cast<int>(-got) : 0;
