@@ -12,7 +12,7 @@ lib=$1
 probe=$2
 if [[ -n ${3:-} ]]; then
   lib="$3 $lib"
-  export ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}
+  export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0  # last one wins: scripts/test.sh exports detect_leaks=1
 fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Debian's interpreter explicitly: a python3 first on PATH (pyenv) may lack numpy.
