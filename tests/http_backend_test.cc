@@ -27,11 +27,13 @@
 #include "faultline/snapshot.h"
 #include "faultline/zstd_snapshot_backend.h"
 #include "nginx_fixture.h"
+#include "read_all.h"
 #include "test_util.h"
 
 using namespace faultline;
 using namespace std::chrono_literals;
 namespace t = faultline::test;
+using t::read_all;
 
 namespace {
 
@@ -82,23 +84,6 @@ struct Log {
   }
 };
 
-// Submits `reads` at once and reaps until each completed (or 60 s passed).
-std::map<uint64_t, ReadCompletion> read_all(Backend& b, const std::vector<ReadRequest>& reads) {
-  b.submit(reads);
-  std::map<uint64_t, ReadCompletion> done;
-  auto until = std::chrono::steady_clock::now() + 60s;
-  ReadCompletion out[8];
-  while (done.size() < reads.size() && std::chrono::steady_clock::now() < until) {
-    size_t n = b.reap(out);
-    for (size_t k = 0; k < n; ++k) REQUIRE(done.emplace(out[k].tag, out[k]).second);
-    if (n == 0) {
-      pollfd p{b.completion_fd(), POLLIN, 0};
-      ::poll(&p, 1, 10);
-    }
-  }
-  REQUIRE(done.size() == reads.size());
-  return done;
-}
 
 #define SKIP_WITHOUT_NGINX()                                            \
   do {                                                                  \

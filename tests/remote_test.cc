@@ -30,6 +30,7 @@
 #include "faultline/zstd_snapshot_backend.h"
 #include "remote_protocol.h"
 #include "snapshot_test_util.h"
+#include "read_all.h"
 #include "test_util.h"
 
 using namespace faultline;
@@ -938,24 +939,6 @@ TEST_CASE("a server killed mid-transfer gives SIGBUS after the deadline; a resta
 
 namespace {
 
-// Submits `reads` at once and reaps until each has completed (or 60 s
-// passed): the completions by tag, each seen exactly once.
-std::map<uint64_t, ReadCompletion> read_all(Backend& b, const std::vector<ReadRequest>& reads) {
-  b.submit(reads);
-  std::map<uint64_t, ReadCompletion> done;
-  auto until = std::chrono::steady_clock::now() + 60s;
-  ReadCompletion out[8];
-  while (done.size() < reads.size() && std::chrono::steady_clock::now() < until) {
-    size_t n = b.reap(out);
-    for (size_t k = 0; k < n; ++k) REQUIRE(done.emplace(out[k].tag, out[k]).second);
-    if (n == 0) {
-      pollfd p{b.completion_fd(), POLLIN, 0};
-      ::poll(&p, 1, 10);
-    }
-  }
-  REQUIRE(done.size() == reads.size());
-  return done;
-}
 
 // Reads every page of r in order, one byte each (a SIGBUS is caught), then
 // compares every page that did not fail with `data`. The pages that failed.
