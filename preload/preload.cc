@@ -203,6 +203,22 @@ Record record_of(const Mapped& m, bool mapped) {
   return {m.path, static_cast<uint64_t>(m.offset), m.length, mapped, m.region.stats().to_json()};
 }
 
+// Destroys an intercepted mapping's Region without unmapping its range
+// (whoever replaces or unmaps the range does that) and erases `it`. The
+// caller holds s.mu.
+void forget(Shim& s, std::map<uintptr_t, Mapped*>::iterator it) {
+  Mapped* m = it->second;
+  {
+    InRuntime in;
+    t.keep_at = reinterpret_cast<void*>(m->start);
+    t.keep_len = m->served;
+    m->region.reset();
+  }
+  delete m;
+  s.mapped.erase(it);
+  s.live.fetch_sub(1);
+}
+
 // Maps the file for real over the Region's part (MAP_FIXED: one step, no
 // hole), then destroys the Region without unmapping that range. The caller
 // holds s.mu; `it` is erased. False (errno set) if the mapping failed; the
@@ -213,15 +229,7 @@ bool to_file_mapping(Shim& s, std::map<uintptr_t, Mapped*>::iterator it, bool re
   void* p = real().mmap(reinterpret_cast<void*>(m->start), m->served, m->prot, flags, m->fd.get(), m->offset);
   if (p == MAP_FAILED) return false;
   if (record) s.unmapped.push_back(record_of(*m, false));
-  {
-    InRuntime in;
-    t.keep_at = reinterpret_cast<void*>(m->start);
-    t.keep_len = m->served;
-    m->region.reset();
-  }
-  delete m;
-  s.mapped.erase(it);
-  s.live.fetch_sub(1);
+  forget(s, it);
   return true;
 }
 
@@ -276,15 +284,7 @@ bool unmap_whole(void* addr, size_t len) {
   Mapped* m = it->second;
   if (((len + kPage - 1) & ~(kPage - 1)) != m->length) return false;
   s.unmapped.push_back(record_of(*m, false));
-  {
-    InRuntime in;
-    t.keep_at = addr;
-    t.keep_len = m->served;
-    m->region.reset();
-  }
-  delete m;
-  s.mapped.erase(it);
-  s.live.fetch_sub(1);
+  forget(s, it);
   return true;
 }
 
