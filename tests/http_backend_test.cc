@@ -28,6 +28,7 @@
 #include "faultline/zstd_snapshot_backend.h"
 #include "nginx_fixture.h"
 #include "read_all.h"
+#include "snapshot_test_util.h"
 #include "test_util.h"
 
 using namespace faultline;
