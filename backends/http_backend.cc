@@ -77,6 +77,7 @@ using boost::system::error_code;
 using detail::check_option_range;
 
 constexpr size_t kBounceBytes = 256 * 1024;
+constexpr size_t kReadBytes = 64 * 1024;  // Beast's largest read (read_size's limit)
 constexpr auto kFirstBackoff = std::chrono::milliseconds(1);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
 // Error bodies up to this long are read and dropped, keeping the connection.
@@ -110,7 +111,12 @@ struct Outcome {
 };
 
 struct Connection {
-  explicit Connection(asio::io_context& io) : wake(io), pause(io), bounce(new std::byte[kBounceBytes]) {}
+  explicit Connection(asio::io_context& io) : wake(io), pause(io), bounce(new std::byte[kBounceBytes]) {
+    // Beast reads from the socket into `buffer` as much as it has room for
+    // (at most 64 KiB a read): without this room a body comes 512 bytes a
+    // recvmsg, and a 4 MiB range takes ~8000 of them.
+    buffer.reserve(kReadBytes);
+  }
   std::optional<beast::tcp_stream> plain;
   std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
   beast::flat_buffer buffer;
