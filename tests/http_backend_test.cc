@@ -6,6 +6,7 @@
 // TLS verification and option errors.
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <atomic>

@@ -59,10 +59,15 @@ std::string make_temp_dir() {
 
 }  // namespace
 
-bool NginxServer::available() { return ::access(kBinary, X_OK) == 0; }
+std::string NginxServer::binary() {
+  const char* env = std::getenv("FAULTLINE_NGINX");
+  return env && *env ? env : kBinary;
+}
+
+bool NginxServer::available() { return ::access(binary().c_str(), X_OK) == 0; }
 
 std::string NginxServer::why_unavailable() {
-  return available() ? "" : std::string("nginx is not installed (no ") + kBinary + "; Debian: apt-get install nginx-light)";
+  return available() ? "" : "nginx is not installed (no " + binary() + "; Debian: apt-get install nginx-light)";
 }
 
 NginxServer::NginxServer(const NginxOptions& options) : options_(options), dir_(make_temp_dir()) {
@@ -155,8 +160,8 @@ void NginxServer::start() {
     port_ = free_port();
     write_config();
     std::filesystem::remove(dir_ + "/nginx.pid");
-    const std::string prefix = dir_ + "/", conf = dir_ + "/nginx.conf", elog = dir_ + "/error.log";
-    const char* argv[] = {kBinary, "-p", prefix.c_str(), "-c", conf.c_str(), "-e", elog.c_str(), nullptr};
+    const std::string prefix = dir_ + "/", conf = dir_ + "/nginx.conf", elog = dir_ + "/error.log", bin = binary();
+    const char* argv[] = {bin.c_str(), "-p", prefix.c_str(), "-c", conf.c_str(), "-e", elog.c_str(), nullptr};
     pid_ = ::fork();
     if (pid_ < 0) throw_errno("cannot fork for nginx", errno);
     if (pid_ == 0) {
@@ -164,7 +169,7 @@ void NginxServer::start() {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       const int null = ::open("/dev/null", O_RDWR);
       ::dup2(null, 0), ::dup2(null, 1), ::dup2(null, 2);
-      ::execv(kBinary, const_cast<char**>(argv));
+      ::execv(bin.c_str(), const_cast<char**>(argv));
       ::_exit(127);
     }
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);

@@ -35,6 +35,9 @@ struct NginxOptions {
 class NginxServer {
  public:
   static constexpr const char* kBinary = "/usr/sbin/nginx";
+  // kBinary, or $FAULTLINE_NGINX if set (a test of what happens without
+  // nginx points it at nothing).
+  static std::string binary();
   // Whether nginx is installed; if not, why_unavailable() says so.
   static bool available();
   static std::string why_unavailable();
