@@ -194,6 +194,9 @@ struct Context {
   std::string dir;                  // for scratch files (sparse 1 TiB file)
   // faultline-remote*: the page server process's endpoints (remote_runs.cc)
   std::string remote_tcp, remote_unix;
+  // faultline-http*: URLs of the dataset file and of the VM image's snapshot
+  // (restore) on the bench's nginx (http_runs.cc)
+  std::string http_dataset_url, http_vm_snap_url;
   uint64_t budget_data = 0;         // budget workloads: bytes of the dataset they use (its start)
   // zstd snapshots (zstd_runs.cc, prepare_zstd()).
   std::string snap_path;            // snapshot of the dataset file (faultline-zstd)
@@ -238,7 +241,8 @@ RunResult run_budget(const Context& ctx, BudgetConfig cfg, const Plan& plan);
 
 // ---------------------------------------------------------------------------
 // faultline runs (faultline_runs.cc).
-enum class FlConfig { kFile, kMemory, kMemory4k, kFileCustom, kMemoryCustom, kRemote, kRemote4k, kRemoteUnix };
+enum class FlConfig { kFile, kMemory, kMemory4k, kFileCustom, kMemoryCustom, kRemote, kRemote4k, kRemoteUnix, kHttp,
+                      kHttp4k };
 // Describes the runtime's uffd mode, or throws faultline::Error.
 std::string faultline_mode();
 RunResult run_faultline(const Context& ctx, FlConfig cfg, const Plan& plan);
@@ -263,6 +267,15 @@ std::string stop_remote_server(RemoteServerProcess& server);
 bool is_remote(FlConfig cfg);
 // A RemoteBackend connected to the server process (ctx.remote_tcp or ctx.remote_unix).
 std::shared_ptr<faultline::Backend> make_remote_backend(const Context& ctx, FlConfig cfg);
+
+// ---------------------------------------------------------------------------
+// faultline-http runs (http_runs.cc): an HttpBackend with its default
+// options reading the dataset file (or, restore, the VM image's snapshot)
+// from a private nginx on loopback that setup.cc starts.
+bool is_http(FlConfig cfg);
+std::shared_ptr<faultline::Backend> make_http_backend(const std::string& url);
+
+// ---------------------------------------------------------------------------
 // zstd snapshot runs (zstd_runs.cc).
 //   kFaultline: the dataset's snapshot served to a Region (the access workloads);
 //   restore workload over the VM-like image's snapshot:
@@ -290,7 +303,9 @@ ZstdSetup prepare_zstd(Context& ctx, bool dataset_snapshot, bool vm_image, const
 // same for every repeat: a working set is only worth recording if the next
 // restore touches the same memory.
 Plan make_restore_plan(size_t npages, double fraction);
-RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan);
+// over_http: the snapshot is read from ctx.http_vm_snap_url (faultline-http's
+// restore) instead of the local file.
+RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan, bool over_http = false);
 
 struct ReserveResult {
   bool ok = true;

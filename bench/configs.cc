@@ -43,6 +43,17 @@ const std::vector<ConfigDef>& all_configs() {
     d.push_back({"faultline-remote-4k", Kind::kFaultline, {}, FlConfig::kRemote4k, 0, false,
                  {Workload::kRand, Workload::kMtRand},
                  "same, fill_size 4096, readahead off (one 4 KiB request per fault; rand, mt-rand only)"});
+    // HTTP (issue #16): nginx on loopback serving the dataset file from the
+    // page cache, as the page server serves it from memory. restore is
+    // zstd-lazy-ws's restore with the snapshot read over HTTP.
+    auto w_http = kAccessWorkloads;
+    w_http.push_back(Workload::kRestore);
+    d.push_back({"faultline-http", Kind::kFaultline, {}, FlConfig::kHttp, 0, false, w_http,
+                 "HttpBackend (default HttpOptions) over loopback to a private nginx serving the dataset file, "
+                 "default RegionOptions; restore: zstd-lazy-ws with the snapshot read over HTTP"});
+    d.push_back({"faultline-http-4k", Kind::kFaultline, {}, FlConfig::kHttp4k, 0, false,
+                 {Workload::kRand, Workload::kMtRand},
+                 "same, fill_size 4096, readahead off (one 4 KiB range request per fault; rand, mt-rand only)"});
     d.push_back({"faultline-remote-unix", Kind::kFaultline, {}, FlConfig::kRemoteUnix, 0, false, kAccessWorkloads,
                  "RemoteBackend over a Unix socket to the same server process (extra)", true});
     d.push_back({"mmap-msync", Kind::kMmap, MmapConfig::kNormal, {}, 0, false, {Workload::kWriteFlush},

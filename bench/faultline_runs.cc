@@ -11,6 +11,7 @@ namespace {
 
 std::shared_ptr<faultline::Backend> make_backend(const Context& ctx, FlConfig cfg) {
   if (is_remote(cfg)) return make_remote_backend(ctx, cfg);
+  if (is_http(cfg)) return make_http_backend(ctx.http_dataset_url);
   if (cfg == FlConfig::kFile) return std::make_shared<faultline::FileBackend>(ctx.path);
   if (cfg == FlConfig::kFileCustom) {
     faultline::FileBackendOptions fo;
@@ -23,7 +24,7 @@ std::shared_ptr<faultline::Backend> make_backend(const Context& ctx, FlConfig cf
 
 faultline::RegionOptions region_options(const Context& ctx, FlConfig cfg) {
   faultline::RegionOptions o;  // defaults: 64 KiB fill, read-ahead on
-  if (cfg == FlConfig::kMemory4k || cfg == FlConfig::kRemote4k) {
+  if (cfg == FlConfig::kMemory4k || cfg == FlConfig::kRemote4k || cfg == FlConfig::kHttp4k) {
     o.fill_size = 4096;
     o.readahead = false;
   } else if (cfg == FlConfig::kFileCustom || cfg == FlConfig::kMemoryCustom) {

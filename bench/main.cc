@@ -24,7 +24,7 @@ namespace {
 int bench_main(Bench& b) {
   const Options& o = b.o;
   const double t_start = now_s();
-  const std::vector<Case> cases = make_cases(o);
+  std::vector<Case> cases = make_cases(o);
   install_sigbus_report();
   if (mkdir(o.dir.c_str(), 0755) != 0 && errno != EEXIST) {
     std::fprintf(stderr, "faultline-bench: cannot create --dir %s: %s\n", o.dir.c_str(), std::strerror(errno));
@@ -47,6 +47,7 @@ int bench_main(Bench& b) {
 
   print_table(b, stdout);
   if (p.any_remote) std::printf("\npage server process: %s\n", remote_stats.c_str());
+  for (const auto& s : b.skipped) std::printf("\nSKIPPED %s: %s\n", s.config.c_str(), s.reason.c_str());
   print_budget(b, stdout);
   const std::vector<Target> targets = compute_targets(b);
   print_targets(targets, stdout);

@@ -201,7 +201,8 @@ void add_options(CLI::App& app, Options& o) {
   CLI::Option* configs = add_parsed(
       app, "--configs", "LIST", [&o](const std::string& v) { parse_configs(v, o); },
       "comma-separated subset of: mmap,mmap-seq,mmap-rand,mmap-willneed,mmap-populate,mmap-msync,faultline-file,"
-      "faultline-memory,faultline-memory-4k,faultline-remote,faultline-remote-4k,uffd-textbook,uffdio-copy-bulk,"
+      "faultline-memory,faultline-memory-4k,faultline-remote,faultline-remote-4k,faultline-http,faultline-http-4k,"
+      "uffd-textbook,uffdio-copy-bulk,"
       "uffdio-copy-bulk-64k,faultline-zstd,zstd-eager,zstd-lazy,zstd-lazy-ws,zstd-full,faultline-file-budget,"
       "faultline-file-budget-fifo,mmap-cgroup; extras, run only when named: faultline-file-custom,"
       "faultline-memory-custom, faultline-remote-unix");

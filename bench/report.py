@@ -81,6 +81,10 @@ def check(d):
     if d.get("reserve") is not None:
         for i, r in enumerate(expect(d, "reserve", "top level", "list")):
             expect(r, "config", f"reserve[{i}]", "string")
+    if d.get("skipped") is not None:  # (results from before it have none)
+        for i, s in enumerate(expect(d, "skipped", "top level", "list")):
+            expect(s, "config", f"skipped[{i}]", "string")
+            expect(s, "reason", f"skipped[{i}]", "string")
 
 
 def load(path):
@@ -151,6 +155,9 @@ def print_tables(d):
             print(f"| {r['workload']} | {r['config']} | {r['cache']} | {f(r.get('rss_delta_mb'), '{:.1f}')} "
                   f"| {f(r.get('installed_mb'), '{:.1f}')} | {f(c.get('limit_mb'), '{:.1f}')} | {c.get('ok')} |")
     print()
+    for s in d.get("skipped") or []:
+        print(f"skipped: {s['config']}: {s['reason']}")
+        print()
     print("**targets**")
     print()
     print("| target | value | met | detail |")

@@ -158,11 +158,14 @@ void write_json(const Bench& b, const std::vector<Target>& targets, const std::s
   for (const Agg& a : b.aggs) results.push_back(result(a));
   for (const ReserveSummary& r : b.reserves) reserves.push_back(reserve(r));
   for (const Target& t : targets) target_list.push_back(target(t));
+  Json skipped = Json::array();
+  for (const Bench::Skipped& s : b.skipped) skipped.push_back(Json{{"config", s.config}, {"reason", s.reason}});
   const Json report{{"machine", machine(b)},
                     {"params", params(b)},
                     {"results", std::move(results)},
                     {"reserve", std::move(reserves)},
-                    {"targets", std::move(target_list)}};
+                    {"targets", std::move(target_list)},
+                    {"skipped", std::move(skipped)}};
   // Text from the machine (a CPU model, an error message) may hold bytes
   // that are not UTF-8: replace them rather than fail the whole report.
   const std::string text = report.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";

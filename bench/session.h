@@ -27,6 +27,11 @@ struct Bench {
   double load_start = -1, load_end = -1;
   uint64_t write_runs = 0;  // write-flush: every run writes different bytes
   ZstdSetup zstd;  // what prepare_zstd() made (zstd configurations)
+  // Configurations left out of this run and why (e.g. nginx not installed).
+  struct Skipped {
+    std::string config, reason;
+  };
+  std::vector<Skipped> skipped;
 };
 
 }  // namespace fbench

@@ -3,8 +3,10 @@
 #include "setup.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <thread>
 
@@ -24,7 +26,37 @@ std::string stop_remote(Prepared& p) {
   return stats;
 }
 
-void prepare(Bench& b, const std::vector<Case>& cases, Prepared& p) {
+namespace {
+
+bool is_http_case(const Case& k) { return k.c->kind == Kind::kFaultline && is_http(k.c->fl); }
+
+// nginx for the faultline-http cases, serving symlinks to the dataset file
+// and the VM image's snapshot from its own directory.
+void start_nginx(Bench& b, Prepared& p, bool restore) {
+  try {
+    p.nginx = std::make_unique<faultline::tools::NginxServer>();
+    const std::string root = p.nginx->root();
+    if (symlink(b.ctx.path.c_str(), (root + "/dataset.dat").c_str()) != 0)
+      faultline::throw_errno("symlink to " + b.ctx.path + " in nginx's root", errno);
+    b.ctx.http_dataset_url = p.nginx->url("dataset.dat");
+    if (restore) {
+      if (symlink(b.ctx.vm_snap_path.c_str(), (root + "/vm.flsnap").c_str()) != 0)
+        faultline::throw_errno("symlink to " + b.ctx.vm_snap_path + " in nginx's root", errno);
+      b.ctx.http_vm_snap_url = p.nginx->url("vm.flsnap");
+    }
+    warm_file(b.ctx.path);
+    if (restore) warm_file(b.ctx.vm_snap_path);
+  } catch (const std::exception& e) {
+    p.nginx.reset();
+    b.ctx.http_dataset_url.clear();
+    b.ctx.http_vm_snap_url.clear();
+    p.http_error = e.what();
+  }
+}
+
+}  // namespace
+
+void prepare(Bench& b, std::vector<Case>& cases, Prepared& p) {
   const Options& o = b.o;
   try {
     b.uffd_mode = faultline_mode();
@@ -57,7 +89,23 @@ void prepare(Bench& b, const std::vector<Case>& cases, Prepared& p) {
   }
   // zstd snapshots: after the page server's fork (prepare_zstd starts threads).
   b.ctx.zstd_workers = o.zstd_workers ? o.zstd_workers : std::max(1u, std::thread::hardware_concurrency());
-  bool zstd_dataset = false, zstd_vm = false;
+  // faultline-http*: without nginx, those cases are skipped (and said so).
+  if (std::any_of(cases.begin(), cases.end(), is_http_case) && !faultline::tools::NginxServer::available()) {
+    const std::string why = faultline::tools::NginxServer::why_unavailable();
+    for (const auto& k : cases)
+      if (is_http_case(k) && std::none_of(b.skipped.begin(), b.skipped.end(), [&](const Bench::Skipped& s) {
+            return s.config == k.c->name;
+          }))
+        b.skipped.push_back({k.c->name, why});
+    cases.erase(std::remove_if(cases.begin(), cases.end(), is_http_case), cases.end());
+  }
+  bool any_http = false, http_restore = false;
+  for (const auto& k : cases)
+    if (is_http_case(k)) {
+      any_http = true;
+      http_restore = http_restore || k.w == Workload::kRestore;
+    }
+  bool zstd_dataset = false, zstd_vm = http_restore;  // faultline-http's restore reads the VM image's snapshot
   for (const auto& k : cases)
     if (k.c->kind == Kind::kZstd) (k.c->zc == ZstdConfig::kFaultline ? zstd_dataset : zstd_vm) = true;
   if (zstd_dataset || zstd_vm) {
@@ -68,8 +116,10 @@ void prepare(Bench& b, const std::vector<Case>& cases, Prepared& p) {
       throw faultline::Error(std::string("zstd snapshots: ") + e.what());
     }
   }
+  if (any_http) start_nginx(b, p, http_restore);
   bool need_mem = false;
-  for (const auto& k : cases) need_mem = need_mem || (k.c->kind != Kind::kMmap && !k.c->file_cache);
+  for (const auto& k : cases)
+    need_mem = need_mem || (k.c->kind != Kind::kMmap && !k.c->file_cache && !is_http_case(k));
   if (need_mem) {
     p.mem = load_dataset(b.ctx.path, o.size);
     p.mem_size = o.size;
@@ -101,6 +151,12 @@ void print_header(const Bench& b, const Prepared& p, size_t ncases) {
     std::printf("page server process: %s\n",
                 p.remote_error.empty() ? (b.ctx.remote_tcp + " and " + b.ctx.remote_unix).c_str()
                                        : ("FAILED: " + p.remote_error + " (the faultline-remote runs fail)").c_str());
+  if (p.nginx)
+    std::printf("nginx: %s (pid %d), serving the dataset%s\n", p.nginx->url("").c_str(), static_cast<int>(p.nginx->pid()),
+                b.ctx.http_vm_snap_url.empty() ? "" : " and the VM image's snapshot");
+  else if (!p.http_error.empty())
+    std::printf("nginx: FAILED: %s (the faultline-http runs fail)\n", p.http_error.c_str());
+  for (const auto& s : b.skipped) std::printf("SKIPPED %s: %s\n", s.config.c_str(), s.reason.c_str());
   std::fflush(stdout);
 }
 

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
+#include <string>
 
 #include "report_text.h"
 
@@ -23,6 +25,15 @@ struct CaseName {
   const char* config;
   bool cold;
 };
+
+// Why a target has no value: a configuration skipped (and why), or else
+// filtered out or failed.
+std::string not_measured(const Bench& b, std::initializer_list<const char*> configs) {
+  for (const char* c : configs)
+    for (const auto& s : b.skipped)
+      if (s.config == c) return "not measured: " + s.config + " skipped (" + s.reason + ")";
+  return kNotMeasured;
+}
 
 const Agg* find_agg(const Bench& b, const CaseName& c) {
   for (const auto& a : b.aggs)
@@ -61,7 +72,7 @@ Target ratio(const Bench& b, const Ratio& r) {
   const Agg* x = find_agg(b, r.x);
   const Agg* y = find_agg(b, r.y);
   if (!x || !y || !x->all_ok || !y->all_ok) {
-    tg.detail = kNotMeasured;
+    tg.detail = not_measured(b, {r.x.config, r.y.config});
     return tg;
   }
   const double vx = measure(*x, r.measure), vy = measure(*y, r.measure);
@@ -259,6 +270,15 @@ std::vector<Target> compute_targets(const Bench& b) {
                         kLower, Measure::kFaultP50}));
   t.push_back(at_least_gb_per_s(b, "faultline-remote seq >= 1.0 GB/s (loopback TCP, read-ahead on)",
                                 {W::kSeq, "faultline-remote", kWarm}, 1.0));
+  // HTTP (issue #16): nginx on loopback against the page server, in one run.
+  t.push_back(ratio(b, {"faultline-http seq GB/s >= 0.7 x faultline-remote seq GB/s",
+                        {W::kSeq, "faultline-http", kWarm}, {W::kSeq, "faultline-remote", kWarm}, 0.7, kHigher,
+                        Measure::kGbPerS}));
+  const Ratio http4k{"faultline-http-4k rand fault p50 <= 1.5 x faultline-remote-4k rand fault p50",
+                     {W::kRand, "faultline-http-4k", kWarm}, {W::kRand, "faultline-remote-4k", kWarm}, 1.5, kLower,
+                     Measure::kFaultP50};
+  t.push_back(ratio(b, http4k));
+  mark_unreliable_p50(b, http4k, t.back());
   t.push_back(ratio(b, {"faultline-file cold mt-rand throughput >= 1.5 x mmap cold mt-rand",
                         {W::kMtRand, "faultline-file", kCold}, {W::kMtRand, "mmap", kCold}, 1.50, kHigher,
                         Measure::kRunsPerSecond}));

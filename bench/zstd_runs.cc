@@ -96,9 +96,12 @@ uint64_t zstd3_size(const std::byte* data, uint64_t size, const std::string& scr
   return n;
 }
 
-std::shared_ptr<faultline::ZstdSnapshotBackend> open_backend(const Context& ctx, const std::string& path) {
+// The snapshot at `path`, or (over_http) at ctx.http_vm_snap_url.
+std::shared_ptr<faultline::ZstdSnapshotBackend> open_backend(const Context& ctx, const std::string& path,
+                                                             bool over_http = false) {
   faultline::ZstdSnapshotOptions zo;
   zo.workers = ctx.zstd_workers;
+  if (over_http) return std::make_shared<faultline::ZstdSnapshotBackend>(make_http_backend(ctx.http_vm_snap_url), zo);
   return std::make_shared<faultline::ZstdSnapshotBackend>(path, zo);
 }
 
@@ -254,7 +257,7 @@ ZstdSetup prepare_zstd(Context& ctx, bool dataset_snapshot, bool vm, const Plan*
   return setup;
 }
 
-RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan) {
+RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan, bool over_http) {
   RunResult r;
   try {
     if (cfg == ZstdConfig::kEager) {
@@ -285,7 +288,7 @@ RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan) {
     faultline::Runtime rt;
     if (!restore) backend = open_backend(ctx, path);
     const uint64_t t0 = now_ns();
-    if (restore) backend = open_backend(ctx, path);
+    if (restore) backend = open_backend(ctx, path, over_http);
     pin_app();
     faultline::Region region = rt.map(backend, ro);
     if (cfg == ZstdConfig::kLazyWs) {
@@ -305,7 +308,7 @@ RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan) {
     record_runtime_stats(r, s);
     if (zc.corrupt_chunks) {
       r.ok = false;
-      r.error = std::to_string(zc.corrupt_chunks) + " corrupt chunks in " + path;
+      r.error = std::to_string(zc.corrupt_chunks) + " corrupt chunks in " + (over_http ? ctx.http_vm_snap_url : path);
     } else if (out.sum != run_plan->expected_sum) {
       r.ok = false;
       r.error = "checksum mismatch (runtime returned wrong bytes)";

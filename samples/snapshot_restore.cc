@@ -20,11 +20,14 @@
 // faults, and bytes read; it checks every page the workload read against the
 // generator. A cold restore starts with the snapshot file's pages evicted
 // from the page cache (--cold: the whole cache dropped; sample_util.h).
-// Run with --help for the options.
+// --snapshot restores a snapshot made earlier instead, from a file or from
+// an http(s) URL (a web server or an object store: open_snapshot() below is
+// all it takes). Run with --help for the options.
 //
 // Exit status: 0 success, 1 wrong contents or a failed restore, 2 bad
 // arguments.
 #include <faultline/faultline.h>
+#include <faultline/http_backend.h>
 #include <faultline/snapshot.h>
 #include <faultline/zstd_snapshot_backend.h>
 
@@ -71,7 +74,30 @@ struct Options {
   unsigned workers = std::max(1u, std::thread::hardware_concurrency());
   bool drain = false;
   bool fresh = false;
+  std::string snapshot;  // --snapshot FILE|URL: restore this one instead of making one
 };
+
+// A snapshot is a file or an http(s) URL; over HTTP, the reader's reads and
+// the backend's chunk reads are range requests (HttpBackend).
+faultline::SnapshotReader open_reader(const std::string& snap) {
+  if (!faultline::is_http_url(snap)) return faultline::SnapshotReader::open(snap);
+  faultline::HttpOptions ho;  // the defaults; ca_file, auth_header... for a real store
+  ho.url = snap;
+  auto http = std::make_shared<faultline::HttpBackend>(ho);
+  return faultline::SnapshotReader::open(http->name(), http->size(), [http](void* buf, size_t n, uint64_t offset) {
+    const int64_t got = http->read_range(offset, {static_cast<std::byte*>(buf), n});
+    errno = got < 0 ? static_cast<int>(-got) : 0;
+    return got == static_cast<int64_t>(n);
+  });
+}
+
+std::shared_ptr<faultline::ZstdSnapshotBackend> open_snapshot(const std::string& snap,
+                                                              const faultline::ZstdSnapshotOptions& zo) {
+  if (!faultline::is_http_url(snap)) return std::make_shared<faultline::ZstdSnapshotBackend>(snap, zo);
+  faultline::HttpOptions ho;
+  ho.url = snap;
+  return std::make_shared<faultline::ZstdSnapshotBackend>(faultline::open_http(ho), zo);
+}
 
 uint64_t process_faults() {
   rusage ru{};
@@ -149,7 +175,7 @@ Result restore_eager(const std::string& snap, uint64_t size, const std::vector<u
   const uint64_t f0 = process_faults();
   const double c0 = process_cpu_ms();
   const auto t0 = Clock::now();
-  faultline::SnapshotReader first_reader = faultline::SnapshotReader::open(snap);
+  faultline::SnapshotReader first_reader = open_reader(snap);
   const faultline::SnapshotInfo info = first_reader.info();
   void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) throw faultline::Error("eager: cannot allocate " + std::to_string(size) + " bytes", errno);
@@ -172,7 +198,7 @@ Result restore_eager(const std::string& snap, uint64_t size, const std::vector<u
     }
   };
   std::vector<faultline::SnapshotReader> readers;
-  for (unsigned t = 1; t < threads; ++t) readers.push_back(faultline::SnapshotReader::open(snap));
+  for (unsigned t = 1; t < threads; ++t) readers.push_back(open_reader(snap));
   std::vector<std::thread> pool;
   for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work, std::cref(readers[t - 1]));
   work(first_reader);
@@ -207,7 +233,7 @@ Result restore_lazy(const std::string& snap, uint64_t size, const std::vector<ui
   const auto t0 = Clock::now();
   faultline::ZstdSnapshotOptions zo;
   zo.workers = o.workers;
-  auto backend = std::make_shared<faultline::ZstdSnapshotBackend>(snap, zo);
+  auto backend = open_snapshot(snap, zo);
   faultline::Runtime runtime;
   faultline::RegionOptions ro;
   ro.fill_size = std::min<uint32_t>(o.chunk_size, 2u << 20);
@@ -296,18 +322,23 @@ void make_snapshot(const Options& o, const std::string& snap) {
               ms_between(t1, t2) / 1e3);
 }
 
-int run(const Options& o) {
+int run(Options o) {
   struct sigaction sa {};
   sa.sa_handler = on_sigbus;
   sigaction(SIGBUS, &sa, nullptr);
 
   if (mkdir(o.dir.c_str(), 0755) != 0 && errno != EEXIST) faultline::throw_errno("cannot create --dir " + o.dir, errno);
-  const std::string snap = o.dir + "/vm-image-v1-" + std::to_string(o.size) + "-" + std::to_string(o.chunk_size) +
-                           "-l" + std::to_string(o.level) + ".flsnap";
-  const std::string ws_path = snap + ".ws";
+  const bool url = faultline::is_http_url(o.snapshot);
+  const std::string snap = !o.snapshot.empty() ? o.snapshot
+                                               : o.dir + "/vm-image-v1-" + std::to_string(o.size) + "-" +
+                                                     std::to_string(o.chunk_size) + "-l" + std::to_string(o.level) +
+                                                     ".flsnap";
+  // A URL's working set is kept in --dir, named after the URL's last segment.
+  const std::string no_query = snap.substr(0, snap.find('?'));
+  const std::string ws_path = url ? o.dir + "/" + no_query.substr(no_query.rfind('/') + 1) + ".ws" : snap + ".ws";
   {
-    bool reuse = false;
-    if (!o.fresh && access(snap.c_str(), F_OK) == 0) {
+    bool reuse = !o.snapshot.empty();
+    if (!reuse && !o.fresh && access(snap.c_str(), F_OK) == 0) {
       try {
         const faultline::SnapshotInfo info = faultline::SnapshotReader::open(snap).info();
         reuse = info.size == o.size && info.chunk_size == o.chunk_size;
@@ -316,8 +347,10 @@ int run(const Options& o) {
       }
     }
     if (!reuse) make_snapshot(o, snap);
-    else std::printf("reusing %s (--fresh makes it again)\n", snap.c_str());
-    const faultline::SnapshotInfo info = faultline::SnapshotReader::open(snap).info();
+    else if (o.snapshot.empty()) std::printf("reusing %s (--fresh makes it again)\n", snap.c_str());
+    const faultline::SnapshotInfo info = open_reader(snap).info();
+    o.size = info.size;  // (--snapshot: the image's size and chunk size are the snapshot's)
+    o.chunk_size = info.chunk_size;
     std::printf("snapshot: %.2f GiB image, %llu chunks of %u KiB (%llu zero), %.1f MiB on disk (ratio %.2f)\n",
                 static_cast<double>(info.size) / (1ull << 30), static_cast<unsigned long long>(info.chunk_count),
                 info.chunk_size / 1024, static_cast<unsigned long long>(info.zero_chunks),
@@ -329,13 +362,15 @@ int run(const Options& o) {
     std::printf("workload: reads every byte of %zu hot 64 KiB extents (%.1f MiB, %.1f%% of the image)\n", hot.size(),
                 static_cast<double>(hot.size() * vm_image::kExtent) / (1 << 20),
                 100.0 * static_cast<double>(hot.size() * vm_image::kExtent) / static_cast<double>(o.size));
-    if (o.cache != "warm") std::printf("%s\n", sample::cold_note(snap, o.cold_global).c_str());
+    if (url) std::printf("over HTTP: the server's cache is its own, the restores run warm only\n");
+    else if (o.cache != "warm") std::printf("%s\n", sample::cold_note(snap, o.cold_global).c_str());
     std::printf("\n%-8s %-5s %10s %10s %9s %10s %10s %12s %12s %8s  %s\n", "restore", "cache", "first ms", "finish ms",
                 "cpu ms", "rt faults", "pg faults", "installedMiB", "snap readMiB", "pf hits", "check");
     bool all_ok = true;
     for (bool cold : {true, false}) {
-      if (o.cache != "both" && o.cache != (cold ? "cold" : "warm")) continue;
+      if ((o.cache != "both" && o.cache != (cold ? "cold" : "warm")) || (cold && url)) continue;
       auto prepare = [&] {
+        if (url) return;
         if (cold) sample::start_cold(snap, o.cold_global);
         else sample::warm_file(snap);
       };
@@ -416,8 +451,16 @@ int main(int argc, char** argv) {
       ->type_name("N");
   app.add_flag("--drain", o.drain, "lazy-ws also loads the rest of the image in the\nbackground");
   app.add_flag("--fresh", o.fresh, "make a new image and snapshot even if one is there");
+  app.add_option("--snapshot", o.snapshot,
+                 "restore this snapshot (made by an earlier run) instead:\n"
+                 "a file, or an http:// or https:// URL of one (a web\n"
+                 "server, an object store); its size and chunk size\n"
+                 "replace --size and --chunk-size; over HTTP, warm only")
+      ->type_name("FILE|URL");
   app.callback([&o, cold] {
     if (cold->count() && o.cache == "warm") throw CLI::ValidationError("--cold", "needs cold runs (--cache cold or both)");
+    if (faultline::is_http_url(o.snapshot) && o.cache == "cold")
+      throw CLI::ValidationError("--cache", "cold does not apply to a URL (the server's cache is its own)");
   });
   return cli::run(app, argc, argv, [&] { return run(o); });
 }

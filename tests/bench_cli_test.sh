@@ -78,7 +78,8 @@ if run 0 "$bench" --size 4M --repeat 1 --caches warm --configs faultline-memory,
   python3 - "$json" <<'PY' || fail "the JSON report is not what it should be (above)"
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert list(d) == ["machine", "params", "results", "reserve", "targets"], list(d)
+assert list(d) == ["machine", "params", "results", "reserve", "targets", "skipped"], list(d)
+assert d["skipped"] == [], d["skipped"]
 p = d["params"]
 assert p["size"] == 4 << 20 and p["repeat"] == 1 and p["quick"] is False and p["seed"] == 1, p
 got = sorted((r["workload"], r["config"], r["cache"]) for r in d["results"])
@@ -102,6 +103,43 @@ PY
     expect_in "report.py" "$out" "| faultline-memory | warm |"
     expect_in "report.py" "$out" "**targets**"
   fi
+fi
+
+# faultline-http*: a real nginx on loopback (its directory under $TMPDIR)
+# serving the dataset and the VM image's snapshot; every sum checked, nginx
+# gone and its directory removed at the end. Without nginx
+# (FAULTLINE_NGINX naming nothing) they are skipped, and said so.
+json=$tmp/http.json
+mkdir -p "$tmp/nginx-tmp"
+if run 0 env TMPDIR="$tmp/nginx-tmp" "$bench" --size 4M --repeat 1 --configs faultline-http,faultline-http-4k \
+  --workloads seq,rand,mt-rand,restore --dir "$tmp/data" --json="$json"; then
+  expect_in "faultline-http run" "$out" "nginx: http://127.0.0.1:"
+  python3 - "$json" <<'PY' || fail "the faultline-http JSON report is not what it should be (above)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+got = sorted((r["workload"], r["config"]) for r in d["results"])
+want = sorted([("seq", "faultline-http"), ("rand", "faultline-http"), ("mt-rand", "faultline-http"),
+               ("restore", "faultline-http"), ("rand", "faultline-http-4k"), ("mt-rand", "faultline-http-4k")])
+assert got == want, got
+for r in d["results"]:
+    assert r["ok"] is True and r["errors"] == [], r
+assert d["skipped"] == [], d["skipped"]
+PY
+  left=$(ls -A "$tmp/nginx-tmp")
+  [[ -z $left ]] || fail "faultline-bench left nginx's files behind: $left"
+fi
+if run 0 env FAULTLINE_NGINX="$tmp/no-nginx" "$bench" --size 4M --repeat 1 --configs faultline-http,faultline-remote \
+  --workloads seq --dir "$tmp/data" --json="$tmp/skip.json"; then
+  expect_in "faultline-http without nginx" "$out" "SKIPPED faultline-http: nginx is not installed (no $tmp/no-nginx"
+  python3 - "$tmp/skip.json" <<'PY' || fail "the JSON report of a skipped faultline-http is not what it should be (above)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert [s["config"] for s in d["skipped"]] == ["faultline-http"], d["skipped"]
+assert "nginx is not installed" in d["skipped"][0]["reason"], d["skipped"]
+assert [(r["workload"], r["config"], r["ok"]) for r in d["results"]] == [("seq", "faultline-remote", True)], d["results"]
+t = [t for t in d["targets"] if t["name"].startswith("faultline-http seq")]
+assert len(t) == 1 and t[0]["met"] is None and t[0]["detail"].startswith("not measured: faultline-http skipped"), t
+PY
 fi
 
 # A --json file that cannot be written: exit 1 naming it, after the run.

@@ -6,6 +6,7 @@
 // TLS verification and option errors.
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -28,6 +29,7 @@
 #include "faultline/zstd_snapshot_backend.h"
 #include "nginx_fixture.h"
 #include "read_all.h"
+#include "snapshot_test_util.h"
 #include "test_util.h"
 
 using namespace faultline;

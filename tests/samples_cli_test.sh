@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The samples' command lines, run by ctest (test name samples_cli). Usage:
-# samples_cli_test.sh LAZY_DATASET REMOTE_PAGES SNAPSHOT_RESTORE
+# samples_cli_test.sh LAZY_DATASET REMOTE_PAGES SNAPSHOT_RESTORE WITH_NGINX
 #
 # Each sample: --help and --version exit 0; an unknown option and a bad value
 # exit 2 naming the option. Then a small run of each: lazy_dataset verifies
 # every record it reads (and a corrupted record fails it, exit 1, named);
 # snapshot_restore restores cold and warm without root, cold meaning only
-# the snapshot file's pages were evicted; remote_pages with its defaults
+# the snapshot file's pages were evicted, and restores the same snapshot
+# over HTTP from a real nginx (WITH_NGINX, tools/nginx/with_nginx.cc);
+# remote_pages with its defaults
 # fetches only a small part of the table, and says how much.
 set -uo pipefail
 
-if [[ $# -ne 3 ]]; then
-  echo "usage: $0 LAZY_DATASET REMOTE_PAGES SNAPSHOT_RESTORE" >&2
+if [[ $# -ne 4 ]]; then
+  echo "usage: $0 LAZY_DATASET REMOTE_PAGES SNAPSHOT_RESTORE WITH_NGINX" >&2
   exit 2
 fi
 lazy=$(readlink -f "$1")
 remote=$(readlink -f "$2")
 restore=$(readlink -f "$3")
+with_nginx=$(readlink -f "$4")
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/faultline-samples-cli.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 failures=0
@@ -77,6 +80,27 @@ done
 run 2 "$restore" --cold --cache warm && expect_in "snapshot_restore --cold --cache warm" "$err" "--cold: needs cold runs"
 run 2 "$restore" --size 3000K && expect_in "snapshot_restore --size" "$err" "must be a multiple of 1048576, got"
 run 2 "$restore" --cache hot && expect_in "snapshot_restore --cache" "$err" "--cache"
+
+# snapshot_restore --snapshot URL: the same snapshot served by a private nginx
+# on loopback, restored eagerly and lazily over HTTP, every page checked
+# (warm only); a URL with nothing there fails naming it (exit 1).
+snapfile=$(cd "$tmp/sr" && ls vm-image-v1-*.flsnap)
+if [[ ! -x /usr/sbin/nginx ]]; then
+  echo "samples_cli: SKIPPED the HTTP restore: nginx is not installed (Debian: nginx-light)"
+elif run 0 "$with_nginx" "$tmp/sr" -- "$restore" --snapshot "{url}/$snapfile" --dir "$tmp/sr-http"; then
+  expect_in "snapshot_restore --snapshot URL" "$out" "over HTTP: the server's cache is its own"
+  for mode in eager lazy lazy-ws; do
+    line=$(grep -E "^$mode +warm " <<<"$out")
+    [[ $line == *" ok" ]] || fail "snapshot_restore --snapshot URL: no '$mode warm ... ok' row: $out"
+  done
+  grep -qE "^[a-z-]+ +cold " <<<"$out" && fail "snapshot_restore --snapshot URL ran a cold restore: $out"
+  [[ -s $tmp/sr-http/$snapfile.ws ]] || fail "snapshot_restore --snapshot URL saved no working set in --dir"
+  run 1 "$with_nginx" "$tmp/sr" -- "$restore" --snapshot "{url}/missing.flsnap" --dir "$tmp/sr-http" &&
+    expect_in "snapshot_restore --snapshot (no such URL)" "$err" "missing.flsnap"
+  expect_in "snapshot_restore --snapshot (no such URL)" "$err" "404"
+fi
+run 2 "$restore" --snapshot http://127.0.0.1:9/x.flsnap --cache cold &&
+  expect_in "snapshot_restore --snapshot URL --cache cold" "$err" "--cache: cold does not apply to a URL"
 
 # remote_pages with its defaults: the query fetches a small part of the table.
 run 0 "$remote"

@@ -36,6 +36,7 @@
 #include "faultline/remote_backend.h"
 #include "faultline/snapshot.h"
 #include "nginx_fixture.h"
+#include "snapshot_test_util.h"
 #include "test_util.h"
 #ifdef FAULTLINE_CLI_PATH  // (the tool's targets exist)
 #include "metrics_http.h"
