@@ -230,7 +230,7 @@ TEST_CASE("a page sent in an early round and written again arrives with its last
   REQUIRE(m.rounds.size() >= 2);
   CHECK(m.rounds.size() <= (mode == MigrationMode::kPrecopy ? 4u : 3u));
   // Round 1 re-sent pages written after round 0 had sent them (round 0
-  // copies 8 MiB while three threads write)...
+  // copies 8 MiB while two threads write)...
   CHECK(m.rounds[1].pages > 0);
   CHECK(m.rounds[1].pages < m.rounds[0].pages);
   // ...and the destination holds what the source held at the stop.
@@ -338,4 +338,184 @@ TEST_CASE("a garbage peer gets an error, never a crash or a hang", "[migration]"
     INFO(error);
     CHECK(!error.empty());
   }
+}
+
+namespace {
+
+// A child process running `body`, killed (if still there) with the object.
+class Child {
+ public:
+  explicit Child(const std::function<void()>& body) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      try {
+        body();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child: %s\n", e.what());
+        _exit(1);
+      }
+      _exit(0);
+    }
+  }
+  ~Child() { kill(); }
+  void kill() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+std::string unix_address(const char* what) {
+  return "unix:/tmp/faultline-mig-" + std::string(what) + "-" + std::to_string(getpid());
+}
+
+// A region full of data that takes a while to send (256 MiB: round 0 lasts
+// far longer than the tests wait before killing the peer).
+Region big_region(Runtime& rt, uint64_t size, uint8_t fill) {
+  RegionOptions o;
+  o.writable = true;
+  o.track_dirty = true;
+  o.length = size;
+  Region r = rt.map(std::make_shared<MemoryBackend>(std::vector<std::byte>(kPage)), o);
+  std::memset(r.data(), fill, r.size());
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("the destination dying during pre-copy leaves the source running, with an error", "[migration][fork]") {
+  Runtime probe;
+  if (!probe.mode().wp_async) {
+    WARN("SKIPPED: dirty tracking needs UFFD_FEATURE_WP_ASYNC (Linux 6.7+)");
+    return;
+  }
+  std::string address = unix_address("dest-dies");
+  MigrationOptions o = options_for(MigrationMode::kPrecopy);
+  o.deadline = std::chrono::milliseconds(3000);
+  Child dest([&] {
+    Runtime rt;
+    MigrationListener listener(address, o);
+    listener.accept(rt, std::chrono::seconds(20));
+    std::this_thread::sleep_for(std::chrono::seconds(20));
+  });
+  Workload w({kMiB}, 2);
+  Region big = big_region(w.rt, 256 * kMiB, 0x5a);
+  std::vector<Region*> regions = {&w.regions[0], &big};
+  // The child may still be binding: retry the connect for a while.
+  std::string error;
+  auto killer = std::async(std::launch::async, [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    dest.kill();
+  });
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    try {
+      migrate_out(regions, address, w.hooks(), o);
+      error = "";
+      break;
+    } catch (const Error& e) {
+      error = e.what();
+      if (e.sys_errno() != ECONNREFUSED) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  killer.get();
+  INFO(error);
+  CHECK(!error.empty());
+  CHECK(w.stops == 0);  // never stopped: the writers went on throughout
+  uint64_t before = w.writes.load();
+  CHECK(faultline::test::wait_until([&] { return w.writes.load() > before + 100; }));
+  // Untouched by the failed migration.
+  CHECK(big.data()[big.size() - 1] == std::byte(0x5a));
+  CHECK(big.take_dirty().size() <= 1);  // only what the writers do (they write the small region)
+}
+
+TEST_CASE("the source dying during pre-copy fails the destination's accept", "[migration][fork]") {
+  Runtime probe;
+  if (!probe.mode().wp_async) {
+    WARN("SKIPPED: dirty tracking needs UFFD_FEATURE_WP_ASYNC (Linux 6.7+)");
+    return;
+  }
+  MigrationOptions o = options_for(MigrationMode::kPrecopy);
+  o.deadline = std::chrono::milliseconds(3000);
+  MigrationListener listener("127.0.0.1:0", o);
+  std::string address = listener.endpoint();
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  Child source([&] {
+    Runtime rt;
+    Region big = big_region(rt, 256 * kMiB, 0x33);
+    Region* r = &big;
+    MigrationHooks h;
+    h.stop = [] {};
+    (void)!::write(ready[1], "x", 1);  // filled: the migration starts now
+    migrate_out(std::span<Region* const>(&r, 1), address, h, o);
+  });
+  ::close(ready[1]);
+  auto killer = std::async(std::launch::async, [&] {
+    char c;
+    (void)!::read(ready[0], &c, 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    source.kill();
+  });
+  std::string error;
+  Runtime rt;
+  try {
+    listener.accept(rt, std::chrono::seconds(20));
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  killer.get();
+  ::close(ready[0]);
+  INFO(error);
+  CHECK(error.find("closed the connection") != std::string::npos);
+}
+
+TEST_CASE("post-copy: with the source gone, a fault on a page not yet there gets SIGBUS", "[migration][fork]") {
+  Runtime probe;
+  if (!probe.mode().wp_async) {
+    WARN("SKIPPED: dirty tracking needs UFFD_FEATURE_WP_ASYNC (Linux 6.7+)");
+    return;
+  }
+  int sig = faultline::test::run_in_child(
+      [] {
+        faultline::test::catch_fault_signals();
+        MigrationOptions o = options_for(MigrationMode::kPostcopy);
+        o.postcopy_deadline = std::chrono::milliseconds(500);
+        o.deadline = std::chrono::milliseconds(2000);
+        MigrationListener listener("127.0.0.1:0", o);
+        std::string address = listener.endpoint();
+        Child source([&] {
+          Runtime rt;
+          Region big = big_region(rt, 256 * kMiB, 0x77);
+          Region* r = &big;
+          MigrationHooks h;
+          h.stop = [] {};
+          migrate_out(std::span<Region* const>(&r, 1), address, h, o);
+        });
+        Runtime rt;
+        IncomingMigration in = listener.accept(rt, std::chrono::seconds(20));
+        Region& r = in.regions()[0];
+        std::byte b{};
+        // The first page is there or comes at once (the push starts there).
+        faultline::test::check(faultline::test::read_signal(r.data(), &b) == 0 && b == std::byte(0x77),
+                               "first page read");
+        source.kill();
+        // The push had no time to reach the last page: its fault waits for
+        // the source for postcopy_deadline, then SIGBUS.
+        faultline::test::check(faultline::test::read_signal(r.data() + r.size() - 1) == SIGBUS,
+                               "SIGBUS on a page the dead source never sent");
+        bool failed = false;
+        try {
+          in.wait();
+        } catch (const Error&) {
+          failed = true;
+        }
+        faultline::test::check(failed, "wait() reports the failure");
+      },
+      60000);
+  CHECK(sig == 0);
 }
