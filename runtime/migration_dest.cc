@@ -149,6 +149,9 @@ void IncomingMigration::Impl::handshake(Runtime& runtime) {
     // fetch the same pages twice.
     if (m_.mode != MigrationMode::kPrecopy) ro.readahead = false;
     regions.push_back(runtime.map(pages_, ro));
+    // Every page comes in round 0: let the runtime place the zero chunks the
+    // receiver writes into in the background, instead of one fault at a time.
+    if (m_.mode != MigrationMode::kPostcopy) regions.back().prefetch(0, sizes_[i]);
   }
   fill_ = options_.dest_region.fill_size;
   std::array<uint8_t, remote::kMacSize> proof{};
@@ -190,6 +193,7 @@ void IncomingMigration::Impl::run_until_resume(Runtime& runtime) {
       if (f.id != round) protocol_error("ROUND_END " + std::to_string(f.id) + ", expected " + std::to_string(round));
       round++;
       m_.rounds.emplace_back();
+      ch_.send(Frame::kRoundEnd, 0, f.id, {});  // the source measures and stops by this
     } else if (f.type == Frame::kStale) {
       if (m_.mode != MigrationMode::kHybrid || round == 0) protocol_error("STALE outside a hybrid switch-over");
       if (f.payload.size() % 16) protocol_error("a STALE frame of " + std::to_string(f.payload.size()) + " bytes");
@@ -215,7 +219,7 @@ void IncomingMigration::Impl::run_until_resume(Runtime& runtime) {
         pages_->mark_missing_all();
         m_.final_pages = object_size_ / kPage;
       }
-      state = std::move(f.payload);
+      state.assign(f.payload.begin(), f.payload.end());
       break;
     }
   }

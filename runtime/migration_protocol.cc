@@ -293,8 +293,9 @@ Received Channel::receive(std::initializer_list<Allowed> allowed) {
   if (length > limit)
     throw bad(remote::ErrorCode::kTooLarge, std::string(frame_name(r.type)) + " frame length " + std::to_string(length) +
                                                 " over the limit " + std::to_string(limit));
-  r.payload.resize(length);
-  read_all(r.payload.data(), length);
+  if (rx_.size() < length) rx_.resize(length);
+  read_all(rx_.data(), length);
+  r.payload = std::span<const std::byte>(rx_.data(), length);
   uint32_t want = remote::crc32c(remote::crc32c(0, h, 16), r.payload.data(), r.payload.size());
   if (want != crc)
     throw bad(remote::ErrorCode::kBadChecksum, std::string(frame_name(r.type)) + " frame with a bad checksum");

@@ -34,7 +34,7 @@ enum class Frame : uint8_t {
   kAccept = 34,    // D -> S: proof_d
   kPages = 35,     // S -> D: id = object offset; payload = whole pages
   kZero = 36,      // S -> D: id = object offset; payload = length u64: zero pages
-  kRoundEnd = 37,  // S -> D: id = round
+  kRoundEnd = 37,  // S -> D: id = round; D -> S: the same, once everything before it is in place
   kStale = 38,     // S -> D: (offset u64, length u64) pairs the destination must fetch
   kSwitch = 39,    // S -> D: flags: kSwitchPostcopy, kSwitchAllStale; payload = state blob
   kResumed = 40,   // D -> S
@@ -89,7 +89,8 @@ struct Received {
   uint8_t flags = 0;
   uint16_t code = 0;
   uint64_t id = 0;
-  std::vector<std::byte> payload;
+  // Into the channel's buffer: valid until its next receive().
+  std::span<const std::byte> payload;
   std::string text() const;  // an ERROR's message
 };
 
@@ -125,6 +126,7 @@ class Channel {
   std::chrono::milliseconds deadline_;
   std::string peer_;
   uint64_t bytes_sent_ = 0;
+  std::vector<std::byte> rx_;  // grows to the largest payload seen, never shrinks
 };
 
 // Connects to "HOST:PORT" / "unix:/path" within `deadline`. Throws Error.

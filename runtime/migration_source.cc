@@ -352,6 +352,10 @@ MigrationMetrics Source::run() {
           send_dirty(carry, &c);
         }
         ch_->send(Frame::kRoundEnd, 0, round, {});
+        // The destination's answer: everything sent is in place there, so
+        // the rate is end to end and nothing is queued when the stop comes.
+        Received ack = ch_->receive({{Frame::kRoundEnd, 0}});
+        if (ack.id != round) throw Error("migrate_out: " + destination_ + " acknowledged round " + std::to_string(ack.id) + ", expected " + std::to_string(round), EPROTO);
         MigrationRound mr;
         mr.pages = c.pages;
         mr.zero_pages = c.zero_pages;
