@@ -40,7 +40,9 @@ void SourcePages::submit(std::span<const ReadRequest> reads) {
       uint64_t extent = i + 1 < bases_.size() ? bases_[i + 1] - bases_[i] : size_ - bases_[i];
       uint64_t take = std::min(n - done, extent - in_region);
       uint64_t real = in_region < regions_[i]->size() ? std::min<uint64_t>(take, regions_[i]->size() - in_region) : 0;
-      if (real) std::memcpy(r.dest + done, regions_[i]->data() + in_region, real);
+      // (The source is stopped; atomic loads only tell TSan so, which does
+      // not see the order the sockets give.)
+      if (real) copy_live(r.dest + done, regions_[i]->data() + in_region, real);
       if (real < take) std::memset(r.dest + done + real, 0, take - real);  // the last page's tail
       done += take;
     }

@@ -72,6 +72,7 @@ class IncomingMigration::Impl {
   std::shared_ptr<DestPages> pages_;
   MigrationMetrics m_;
   uint64_t fill_ = 64 * 1024;
+  std::vector<uint64_t> ready_;  // prefetch_ready()'s chunks
   std::thread receiver_;
   std::mutex mu_;
   bool finished_ = false, stopping_ = false;
@@ -127,6 +128,12 @@ void IncomingMigration::Impl::handshake(Runtime& runtime) {
   m_.mode = static_cast<MigrationMode>(offer.mode);
   sizes_ = offer.region_sizes;
   bases_ = region_bases(sizes_, &object_size_);
+  if (object_size_ > options_.max_bytes) {
+    ch_.send_error(remote::ErrorCode::kTooLarge, "regions over the destination's MigrationOptions.max_bytes");
+    throw Error("migration: " + ch_.peer() + " offers " + std::to_string(object_size_) +
+                    " bytes of regions, over MigrationOptions.max_bytes = " + std::to_string(options_.max_bytes),
+                EFBIG);
+  }
   std::shared_ptr<Backend> urgent;
   if (m_.mode != MigrationMode::kPrecopy) {
     if (offer.urgent_address.empty()) protocol_error("a post-copy OFFER without an urgent lane address");
@@ -239,10 +246,10 @@ void IncomingMigration::Impl::prefetch_ready(uint64_t offset, uint64_t length) {
   size_t i = static_cast<size_t>(std::upper_bound(bases_.begin(), bases_.end(), offset) - bases_.begin()) - 1;
   uint64_t at = offset - bases_[i];
   uint64_t first = at / fill_ * fill_, end = std::min(sizes_[i], at + length);
-  for (uint64_t c = first; c < end; c += fill_) {
-    uint64_t n = std::min(fill_, sizes_[i] - c);
-    if (pages_->available(bases_[i] + c, n)) regions[i].prefetch(c, n);
-  }
+  ready_.clear();
+  for (uint64_t c = first; c < end; c += fill_)
+    if (pages_->available(bases_[i] + c, std::min(fill_, sizes_[i] - c))) ready_.push_back(c);
+  if (!ready_.empty()) regions[i].prefetch_chunks(ready_);  // one command to the runtime per frame
 }
 
 // After the push (or without it, if its connection broke): whatever is still

@@ -33,17 +33,6 @@ bool zero_page(const std::byte* p) {
   return acc == 0;
 }
 
-// The application may be writing these pages: word by word with atomic
-// loads, so the race is a defined one (a torn page is resent: the write
-// is in the dirty log).
-void copy_live(std::byte* dst, const std::byte* src, size_t n) {
-  size_t words = n / 8;
-  auto* d = reinterpret_cast<uint64_t*>(dst);
-  auto* s = reinterpret_cast<const std::atomic<uint64_t>*>(src);
-  for (size_t i = 0; i < words; ++i) d[i] = s[i].load(std::memory_order_relaxed);
-  for (size_t i = words * 8; i < n; ++i) dst[i] = reinterpret_cast<const std::atomic<std::byte>*>(src)[i].load(std::memory_order_relaxed);
-}
-
 struct Counts {
   uint64_t pages = 0, zero_pages = 0;
 };
@@ -154,7 +143,9 @@ void Source::handshake() {
     po.listen = {urgent_address()};
     po.secret = options_.secret;
     po.max_connections = 4;
-    po.idle_timeout = std::max<std::chrono::milliseconds>(options_.deadline * 6, std::chrono::minutes(1));
+    // Silent by design through the pre-copy rounds; the migration's own
+    // deadlines guard the peer, and the server stops with the call.
+    po.idle_timeout = std::chrono::hours(24);
     server_ = std::make_unique<PageServer>(pages_, po);
     offer.urgent_address = server_->endpoints().at(0);
   }

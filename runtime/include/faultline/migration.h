@@ -65,8 +65,10 @@ struct MigrationOptions {
   // writable are set by the migration). fill_size is the unit a post-copy
   // fault fetches.
   RegionOptions dest_region = {};
-  // Destination: the largest state blob it accepts.
+  // Destination: the largest state blob, and the most bytes of regions, it
+  // accepts from a source (it keeps one byte of state per page).
   uint64_t max_state_bytes = 64u << 20;
+  uint64_t max_bytes = uint64_t{1} << 40;
 };
 
 // One pre-copy round, as the source sent it.
