@@ -158,7 +158,10 @@ void IncomingMigration::Impl::handshake(Runtime& runtime) {
     regions.push_back(runtime.map(pages_, ro));
     // Every page comes in round 0: let the runtime place the zero chunks the
     // receiver writes into in the background, instead of one fault at a time.
-    if (m_.mode != MigrationMode::kPostcopy) regions.back().prefetch(0, sizes_[i]);
+    // Not in hybrid: there STALE frames come before the source stops, and no
+    // read may reach the source before SWITCH (the receiver's own writes
+    // are all done by the first STALE; a prefetch could still be running).
+    if (m_.mode == MigrationMode::kPrecopy) regions.back().prefetch(0, sizes_[i]);
   }
   fill_ = options_.dest_region.fill_size;
   std::array<uint8_t, remote::kMacSize> proof{};

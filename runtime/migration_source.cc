@@ -55,6 +55,7 @@ class Source {
   void send_dirty(const std::vector<std::vector<DirtyRange>>& dirty, Counts* counts);
   void switch_precopy(std::vector<std::vector<DirtyRange>> carry);
   void switch_postcopy(std::vector<std::vector<DirtyRange>> carry, bool all);
+  void send_stale(const std::vector<std::vector<DirtyRange>>& set);
   void push(std::vector<uint8_t>& todo);
   std::string urgent_address() const;
 
@@ -237,38 +238,40 @@ void Source::switch_precopy(std::vector<std::vector<DirtyRange>> carry) {
   m_.downtime_ns = ns_since(stop_at_);
 }
 
+// The pages of `set` as STALE runs: the destination drops them and fetches
+// them after the switch-over.
+void Source::send_stale(const std::vector<std::vector<DirtyRange>>& set) {
+  std::vector<std::byte> stale;
+  for (size_t i = 0; i < set.size(); ++i) {
+    for (const DirtyRange& d : set[i]) {
+      uint64_t at = bases_[i] + d.offset, len = (d.length + kPage - 1) / kPage * kPage;
+      std::byte pair[16];
+      for (int b = 0; b < 8; ++b) pair[b] = std::byte(at >> (8 * b));
+      for (int b = 0; b < 8; ++b) pair[8 + b] = std::byte(len >> (8 * b));
+      stale.insert(stale.end(), pair, pair + 16);
+      if (stale.size() >= kMaxPagesPayload) {
+        ch_->send(Frame::kStale, 0, 0, stale);
+        stale.clear();
+      }
+    }
+  }
+  if (!stale.empty()) ch_->send(Frame::kStale, 0, 0, stale);
+}
+
 void Source::switch_postcopy(std::vector<std::vector<DirtyRange>> carry, bool all) {
   uint64_t pages = 0;
   auto late = take_all(&pages);
   const uint64_t page_count = object_size_ / kPage;
   std::vector<uint8_t> todo(page_count, all ? 1 : 0);
   if (!all) {
+    // The carry went out as STALE before the stop; what was written since
+    // goes now.
+    send_stale(late);
     for (auto* set : {&carry, &late})
       for (size_t i = 0; i < set->size(); ++i)
         for (const DirtyRange& d : (*set)[i])
           for (uint64_t p = d.offset / kPage; p * kPage < d.offset + d.length; ++p) todo[bases_[i] / kPage + p] = 1;
-    // The stale pages, as runs: the destination drops them and fetches them.
-    std::vector<std::byte> stale;
-    auto flush = [&] {
-      if (!stale.empty()) ch_->send(Frame::kStale, 0, 0, stale);
-      stale.clear();
-    };
-    for (uint64_t p = 0; p < page_count;) {
-      if (!todo[p]) {
-        ++p;
-        continue;
-      }
-      uint64_t q = p;
-      while (q < page_count && todo[q]) ++q;
-      std::byte pair[16];
-      for (int b = 0; b < 8; ++b) pair[b] = std::byte((p * kPage) >> (8 * b));
-      for (int b = 0; b < 8; ++b) pair[8 + b] = std::byte(((q - p) * kPage) >> (8 * b));
-      stale.insert(stale.end(), pair, pair + 16);
-      m_.final_pages += q - p;
-      if (stale.size() >= kMaxPagesPayload) flush();
-      p = q;
-    }
-    flush();
+    for (uint8_t t : todo) m_.final_pages += t;
   } else {
     m_.final_pages = page_count;
   }
@@ -365,6 +368,9 @@ MigrationMetrics Source::run() {
         if (round + 1 >= limit || fits) break;
       }
     }
+    // Hybrid: the pages known stale go before the stop, so the destination
+    // drops them (one madvise and REMOVE event per run) outside the downtime.
+    if (options_.mode == MigrationMode::kHybrid) send_stale(carry);
     stop_at_ = Clock::now();
     hooks_.stop();
     stopped_ = true;

@@ -214,8 +214,10 @@ void print_metrics(const faultline::MigrationMetrics& m, const Args& a) {
   std::printf("source: %s migration of %s\n", faultline::migration_mode_name(m.mode), sample::human_bytes(static_cast<double>(a.size)).c_str());
   std::printf("  setup %s, total %s, downtime (stop to resume) %s\n", sample::human_ns(m.setup_ns).c_str(),
               sample::human_ns(m.total_ns).c_str(), sample::human_ns(m.downtime_ns).c_str());
-  std::printf("  sent %s (%llu pages) at %s/s\n", sample::human_bytes(static_cast<double>(m.bytes_sent)).c_str(),
-              static_cast<unsigned long long>(m.pages_sent), sample::human_bytes(m.bandwidth_bytes_per_s).c_str());
+  std::printf("  sent %s (%llu pages)", sample::human_bytes(static_cast<double>(m.bytes_sent)).c_str(),
+              static_cast<unsigned long long>(m.pages_sent));
+  if (!m.rounds.empty()) std::printf(" at %s/s in the rounds", sample::human_bytes(m.bandwidth_bytes_per_s).c_str());
+  std::printf("\n");
   for (size_t i = 0; i < m.rounds.size(); ++i)
     std::printf("  round %zu: %llu pages (%llu zero), %s in %s, dirty rate %.0f pages/s\n", i,
                 static_cast<unsigned long long>(m.rounds[i].pages), static_cast<unsigned long long>(m.rounds[i].zero_pages),
