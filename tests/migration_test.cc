@@ -5,6 +5,7 @@
 #include <faultline/error.h>
 #include <faultline/memory_backend.h>
 #include <faultline/migration.h>
+#include <faultline/page_server.h>
 #include <faultline/runtime.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -115,6 +116,7 @@ struct DestResult {
   std::string error;
   long mismatch_at_resume = -2, mismatch_after = -2;
   size_t mismatch_region = 0;
+  uint64_t faults_reading = 0;  // faults while reading every byte after the resume
   std::vector<std::byte> state;
   MigrationMetrics metrics;
 };
@@ -136,7 +138,11 @@ DestResult receive_and_check(MigrationListener& listener, std::future<std::vecto
         d.mismatch_region = i;
       }
     };
+    uint64_t faults_before = 0;
+    for (Region& r : in.regions()) faults_before += r.stats().faults;
     compare(&d.mismatch_at_resume);
+    for (Region& r : in.regions()) d.faults_reading += r.stats().faults;
+    d.faults_reading -= faults_before;
     d.metrics = in.wait();
     compare(&d.mismatch_after);
     d.state = in.state();
@@ -201,6 +207,9 @@ TEST_CASE("migration moves every byte in each mode while writers run", "[migrati
     CHECK(m.pages_sent >= pages);
   }
   if (mode == MigrationMode::kHybrid) CHECK(m.rounds.size() <= o.hybrid_rounds);
+  // Pre-copy placed every page before the resume: reading them all faults
+  // nowhere. Post-copy reads fault (that is how the pages come).
+  if (mode == MigrationMode::kPrecopy) CHECK(d.faults_reading == 0);
   // The JSON names what a user looks for.
   std::string json = m.to_json();
   CHECK(json.find("\"downtime_ms\"") != std::string::npos);
@@ -316,6 +325,20 @@ TEST_CASE("a garbage peer gets an error, never a crash or a hang", "[migration]"
     peer.join();
     INFO(error);
     CHECK(!error.empty());
+    CHECK(w.stops == 0);
+  }
+
+  SECTION("a page server where a migration destination should be") {
+    PageServer server(std::make_shared<MemoryBackend>(pattern(kMiB)), {});
+    Workload w({kMiB}, 1);
+    std::string error;
+    try {
+      migrate_out(w.pointers, server.endpoints()[0], w.hooks(), o);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    INFO(error);
+    CHECK(error.find("not allowed") != std::string::npos);
     CHECK(w.stops == 0);
   }
 
