@@ -12,6 +12,7 @@
 #include "faultline/http_backend.h"
 #include "faultline/log.h"
 #include "faultline/memory_backend.h"
+#include "faultline/migration.h"
 #include "faultline/options.h"
 #include "faultline/page_server.h"
 #include "faultline/region.h"

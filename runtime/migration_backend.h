@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: Apache-2.0
+// The two Backends of a post-copy migration (docs/migration.md):
+//
+// SourcePages serves the source's regions, laid end to end as one object,
+// to the page server of the urgent lane. The source is stopped by then, so
+// the bytes do not change under it.
+//
+// DestPages is what the destination's regions are mapped over. Before the
+// switch-over it reads as zeros (the receiver writes the pre-copy pages into
+// the regions itself, before anyone else sees them). From the switch-over on
+// it knows, per page, whether the region holds it already, whether the
+// background push has delivered it (then it is served from its store,
+// without the network), or whether it must be fetched: then the read goes to
+// the urgent lane (a RemoteBackend to the source's page server), which
+// serves demand faults before anything else.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "faultline/backend.h"
+#include "faultline/region.h"
+#include "unique_fd.h"
+
+namespace faultline::migration {
+
+// Copies bytes the application may be writing: word by word with atomic
+// loads, so the race is a defined one (a torn page is sent again: its write
+// is in the dirty log). `src` is 8-byte aligned.
+inline void copy_live(std::byte* dst, const std::byte* src, size_t n) {
+  size_t words = n / 8;
+  auto* d = reinterpret_cast<uint64_t*>(dst);
+  auto* s = reinterpret_cast<const std::atomic<uint64_t>*>(src);
+  for (size_t i = 0; i < words; ++i) d[i] = s[i].load(std::memory_order_relaxed);
+  auto* tail = reinterpret_cast<const std::atomic<std::byte>*>(src);
+  for (size_t i = words * 8; i < n; ++i) dst[i] = tail[i].load(std::memory_order_relaxed);
+}
+
+class SourcePages : public Backend {
+ public:
+  // `regions` outlive the backend; `bases` from region_bases().
+  SourcePages(std::vector<Region*> regions, std::vector<uint64_t> bases, uint64_t object_size);
+  uint64_t size() const override { return size_; }
+  std::string name() const override { return "migration source (" + std::to_string(size_) + " bytes)"; }
+  uint32_t queue_depth() const override { return 256; }
+  uint32_t alignment() const override { return 4096; }
+  int completion_fd() const override { return -1; }
+  void submit(std::span<const ReadRequest> reads) override;
+  size_t reap(std::span<ReadCompletion> out) override;
+
+  // The end of the last page asked for: where the background push goes on.
+  uint64_t last_request_end() const { return last_end_.load(std::memory_order_relaxed); }
+
+ private:
+  std::vector<Region*> regions_;
+  std::vector<uint64_t> bases_;
+  uint64_t size_;
+  std::vector<ReadCompletion> done_;
+  std::atomic<uint64_t> last_end_{UINT64_MAX};
+};
+
+class DestPages : public Backend {
+ public:
+  enum State : uint8_t { kLocal = 0, kMissing = 1, kStored = 2, kStoredZero = 3 };
+
+  // `urgent` is null in pre-copy (every read is then zeros).
+  DestPages(uint64_t object_size, std::shared_ptr<Backend> urgent);
+
+  uint64_t size() const override { return size_; }
+  std::string name() const override { return "migration destination (" + std::to_string(size_) + " bytes)"; }
+  uint32_t queue_depth() const override { return urgent_ ? urgent_->queue_depth() : 256; }
+  uint32_t alignment() const override { return 4096; }
+  int completion_fd() const override { return urgent_ ? urgent_->completion_fd() : -1; }
+  void submit(std::span<const ReadRequest> reads) override;
+  size_t reap(std::span<ReadCompletion> out) override;
+
+  // At the switch-over, before the regions are exposed: these object ranges
+  // (or every page) must come from the source.
+  void mark_missing_all();
+  void mark_missing(uint64_t offset, uint64_t length);
+  // From the receiver: pushed pages. A page no longer missing (fetched by a
+  // fault meanwhile) is dropped. Returns pages taken.
+  uint64_t store(uint64_t offset, std::span<const std::byte> bytes);
+  uint64_t store_zero(uint64_t offset, uint64_t length);
+  // Whether every page of [offset, offset + length) is no longer missing
+  // (a prefetch of it will not need the network).
+  bool available(uint64_t offset, uint64_t length) const;
+  uint64_t pages_pending() const { return pending_.load(std::memory_order_acquire); }
+  // Once nothing is pending: frees the store (nothing reads it any more).
+  void release_store();
+
+  struct Figures {
+    uint64_t pages_requested = 0, requests = 0, blocked_ns = 0;
+    std::vector<uint64_t> latencies_ns;  // urgent reads
+  };
+  Figures figures() const;
+
+ private:
+  struct Forwarded {
+    uint64_t tag, offset, start_ns;
+    uint32_t length;
+    bool urgent;
+  };
+  uint8_t state(uint64_t page) const { return pages_[page].load(std::memory_order_acquire); }
+  void settle(uint64_t offset, uint64_t length);  // pages now in the runtime's hands
+
+  uint64_t size_;
+  uint64_t page_count_;
+  std::unique_ptr<std::atomic<uint8_t>[]> pages_;
+  std::atomic<uint64_t> pending_{0};  // pages not kLocal
+  detail::Mapping store_;
+  std::shared_ptr<Backend> urgent_;
+  std::vector<ReadCompletion> done_;
+  std::unordered_map<uint64_t, Forwarded> forwarded_;
+  uint64_t next_tag_ = 1;
+  std::vector<ReadRequest> batch_;
+  std::vector<ReadCompletion> inner_;
+  mutable std::mutex figures_mu_;
+  Figures figures_;
+};
+
+}  // namespace faultline::migration
