@@ -26,6 +26,7 @@
 #include "faultline/memory_backend.h"
 #include "faultline/snapshot.h"
 #include "faultline/zstd_snapshot_backend.h"
+#include "run_cli.h"
 #include "snapshot_test_util.h"
 #include "test_util.h"
 
@@ -359,6 +360,22 @@ TEST_CASE("a missing, replaced or corrupt parent is reported by open, restore an
     r.read_chunk(5, buf);  // the child's own chunk
     CHECK(buf[100] == std::byte{42});
   }
+  SECTION("format version 2 fields are checked") {
+    auto c = faultline::test::read_bytes(child);
+    auto bad = c;
+    patch_header(bad, [](auto& h) { h.parent_path_length = 0; });
+    faultline::test::write_bytes(child, bad);
+    REQUIRE_THROWS_WITH(SnapshotReader::open(child), Contains("parent_path_length = 0: must be 1..4096"));
+    bad = c;
+    patch_header(bad, [](auto& h) { h.flags = 0; });
+    faultline::test::write_bytes(child, bad);
+    REQUIRE_THROWS_WITH(SnapshotReader::open(child), Contains("must be 0 without the parent flag"));
+    bad = base_bytes;  // version 1: nothing may be inherited
+    patch_entry(bad, 3, [](auto& e) { e = detail::ChunkEntry{detail::kInheritedOffset, 0, 0}; });
+    faultline::test::write_bytes(base, bad);
+    REQUIRE_THROWS_WITH(SnapshotReader::open(base), Contains("chunks[3]: inherited from a parent") &&
+                                                        Contains("the file has no parent"));
+  }
   SECTION("a corrupt parent header") {
     auto bytes = base_bytes;
     bytes[30] ^= 1;
@@ -482,3 +499,84 @@ TEST_CASE("a live snapshot killed at any point leaves no valid file and never da
   WARN("rounds: " << complete << " with a complete child, " << killed_before << " killed before; " << leftovers
                   << " temporary files left, " << whole_leftovers << " of them whole");
 }
+
+#ifdef FAULTLINE_CLI_PATH
+TEST_CASE("faultline snapshot inspect, verify and flatten on a chain of live snapshots", "[live][cli]") {
+  std::string why;
+  if (!can_run(&why)) {
+    WARN("SKIPPED: " << why);
+    return;
+  }
+  TempDir dir;
+  const size_t len = 4 << 20;  // 64 chunks
+  AnonMemory mem(len);
+  const std::vector<std::byte> initial = initial_contents(len);
+  std::memcpy(mem.p, initial.data(), len);
+  LiveSnapshotter snap(mem.p, len);
+  const std::string a = dir.file("a.flsnap"), b = dir.file("b.flsnap"), c = dir.file("c.flsnap");
+  snap.snapshot(a);
+  mem.p[3 * 65536] = std::byte{1};
+  snap.snapshot_child(b);
+  mem.p[7 * 65536] = std::byte{2};
+  mem.p[8 * 65536] = std::byte{3};
+  snap.snapshot_child(c);
+  const std::string ids[3] = {SnapshotReader::open_layer(c).info().id, SnapshotReader::open_layer(b).info().id,
+                              SnapshotReader::open_layer(a).info().id};
+
+  auto [rc, out] = run_cli("snapshot inspect " + c);
+  CHECK(rc == 0);
+  CHECK_THAT(out, Contains("format version:    2") && Contains("layers:            3 (newest first)"));
+  CHECK_THAT(out, Contains("layer 0: " + c + "  id " + ids[0].substr(0, 16)) &&
+                      Contains("2 chunks stored, 62 from its parent") && Contains("parent b.flsnap"));
+  CHECK_THAT(out, Contains("layer 1: " + b) && Contains("1 chunks stored, 63 from its parent") &&
+                      Contains("parent a.flsnap"));
+  CHECK_THAT(out, Contains("layer 2: " + a) && Contains("64 chunks stored, 0 from its parent"));
+
+  std::tie(rc, out) = run_cli("snapshot verify " + c);
+  CHECK(rc == 0);
+  CHECK_THAT(out, Contains(c + ": ok: 2 chunks") && Contains("62 more from its parent b.flsnap") &&
+                      Contains(a + ": ok: 64 chunks") && Contains("a chain of 3 layers"));
+
+  const std::string flat = dir.file("flat.flsnap");
+  std::tie(rc, out) = run_cli("snapshot flatten " + c + " " + flat + " --threads 2");
+  CHECK(rc == 0);
+  CHECK_THAT(out, Contains(flat) && Contains("self-contained"));
+  std::vector<std::byte> want(mem.p, mem.p + len);
+  CHECK(read_image(flat) == want);
+  std::tie(rc, out) = run_cli("snapshot inspect " + flat);
+  CHECK_THAT(out, Contains("format version:    1") && !Contains("layers:"));
+
+  std::tie(rc, out) = run_cli("snapshot flatten --help");
+  CHECK(rc == 0);
+  CHECK_THAT(out, Contains("self-contained") && Contains("CHAIN") && Contains("OUTPUT"));
+  std::tie(rc, out) = run_cli("snapshot --help");
+  CHECK_THAT(out, Contains("flatten"));
+
+  // A corrupt chunk in the middle layer fails verify naming that layer.
+  auto bytes = read_bytes(b);
+  auto e = entry_of(bytes, 3);
+  bytes[e.offset + 1] ^= 0x55;
+  write_bytes(b, bytes);
+  std::tie(rc, out) = run_cli("snapshot verify " + c);
+  CHECK(rc == 1);
+  CHECK_THAT(out, Contains(b) && Contains("chunk 3") && Contains("FAILED: 1 of 64 chunks bad"));
+  std::tie(rc, out) = run_cli("snapshot flatten " + c + " " + dir.file("x"));
+  CHECK(rc == 1);
+  CHECK_THAT(out, Contains(b) && Contains("chunk 3"));
+  CHECK(!std::filesystem::exists(dir.file("x")));
+
+  // A missing parent: verify, inspect and flatten name it.
+  std::filesystem::remove(a);
+  for (const char* cmd : {"verify", "inspect"}) {
+    std::tie(rc, out) = run_cli(std::string("snapshot ") + cmd + " " + c);
+    INFO(cmd);
+    CHECK(rc == 1);
+    CHECK_THAT(out, Contains("snapshot " + b + ": its parent " + a + " is missing"));
+  }
+  // A wrong parent: another valid snapshot under its name.
+  write_snapshot(std::vector<std::byte>(len, std::byte{9}), a);
+  std::tie(rc, out) = run_cli("snapshot verify " + c);
+  CHECK(rc == 1);
+  CHECK_THAT(out, Contains("its parent " + a + " is the wrong file") && Contains(ids[2]));
+}
+#endif  // FAULTLINE_CLI_PATH
