@@ -125,6 +125,9 @@ class LiveSnapshotter::Impl {
   void copy_chunk(uint64_t c);
   void compress_loop();
   std::vector<std::byte> take_buffer();
+  // After a failed snapshot: chunks it still needed become plain protected
+  // ones (a write un-protects them), and copies queued for it are dropped.
+  void abandon() noexcept;
 
   uintptr_t base_;
   uint64_t length_;
@@ -403,6 +406,25 @@ void LiveSnapshotter::Impl::compress_loop() {
   }
 }
 
+void LiveSnapshotter::Impl::abandon() noexcept {
+  auto reset = [this] {
+    for (uint64_t c = 0; c < chunks_; ++c) {
+      uint8_t s = kNeeded;
+      state_[c].compare_exchange_strong(s, kClean, std::memory_order_acq_rel);
+    }
+    std::lock_guard lock(q_mu_);
+    queue_.clear();
+  };
+  try {
+    on_handler(reset);  // the handler is the other thread that copies
+  } catch (...) {
+    // The eventfd cannot be written: the handler may be copying a chunk as
+    // we go, and a stale copy is never used (the next snapshot's protect
+    // step drops the queue and sets every state again).
+    reset();
+  }
+}
+
 LiveSnapshotStats LiveSnapshotter::Impl::take(const std::string& path, bool child) {
   const std::string what = "live snapshot " + path;
   if (child && !options_.track_writes)
@@ -437,9 +459,24 @@ LiveSnapshotStats LiveSnapshotter::Impl::take(const std::string& path, bool chil
     pushed_ = 0;
   }
 
+  struct Abandon {
+    Impl* self;
+    bool armed = true;
+    ~Abandon() {
+      if (armed) self->abandon();
+    }
+  } abandon_on_failure{this};
+
   // The instant: protect what the snapshot needs, on the handler thread.
   const auto t0 = Clock::now();
   on_handler([&] {
+    {
+      // Copies the handler made before the instant are not this image's.
+      std::lock_guard lock(q_mu_);
+      queue_.clear();
+      outstanding_ = 0;
+      pushed_ = 0;
+    }
     auto needed = [&](uint64_t c) { return !child || state_[c].load() == kUnprotected; };
     if (populate_ && ::madvise(reinterpret_cast<void*>(base_), length_, MADV_POPULATE_READ) != 0)
       throw_errno(what + ": MADV_POPULATE_READ (needed without UFFD_FEATURE_WP_UNPOPULATED)", errno);
@@ -550,6 +587,7 @@ LiveSnapshotStats LiveSnapshotter::Impl::take(const std::string& path, bool chil
   detail::encode_header(h, header.data());
   file.write_at(0, header.data(), header.size());
   file.commit();
+  abandon_on_failure.armed = false;
   st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   st.stored_bytes = stored_bytes_;
   st.file_bytes = pos_ + raw.size();

@@ -401,9 +401,23 @@ TEST_CASE("a faultline Region cannot be live-snapshotted: a clear error", "[live
   o = LiveSnapshotOptions{};
   o.track_writes = false;
   TempDir dir;
-  LiveSnapshotter s(mem.p, mem.len, o);
-  s.snapshot(dir.file("a"));
-  REQUIRE_THROWS_WITH(s.snapshot_child(dir.file("b")), Contains("track_writes"));
+  {
+    LiveSnapshotter s(mem.p, mem.len, o);
+    s.snapshot(dir.file("a"));
+    REQUIRE_THROWS_WITH(s.snapshot_child(dir.file("b")), Contains("track_writes"));
+    // One snapshotter per range.
+    REQUIRE_THROWS_WITH(LiveSnapshotter(mem.p, mem.len), Contains("another live snapshotter"));
+  }
+  // A failed snapshot leaves nothing, and the next child has no parent.
+  LiveSnapshotter t(mem.p, mem.len);
+  t.snapshot(dir.file("c"));
+  REQUIRE_THROWS_WITH(t.snapshot(dir.file("missing/d")), Contains(dir.file("missing/d")));
+  REQUIRE_THROWS_WITH(t.snapshot_child(dir.file("e")), Contains("no parent"));
+  mem.p[0] = std::byte{7};  // (a write after a failure is let through)
+  t.snapshot(dir.file("f"));
+  mem.p[70000] = std::byte{8};
+  CHECK(t.snapshot_child(dir.file("g")).stored_chunks == 1);
+  CHECK(read_image(dir.file("g")) == std::vector<std::byte>(mem.p, mem.p + mem.len));
 }
 
 TEST_CASE("a live snapshot killed at any point leaves no valid file and never damages its parent", "[live][fork]") {

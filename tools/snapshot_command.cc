@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// `faultline snapshot`: create, inspect and verify compressed snapshots
+// `faultline snapshot`: create, inspect, verify and flatten compressed snapshots
 // (docs/snapshot-format.md). Arguments through CLI11 (tools/cli/cli.h):
 //
 //   faultline snapshot create INPUT OUTPUT [--chunk-size SIZE] [--level N] [--threads N] [--dictionary SIZE]
