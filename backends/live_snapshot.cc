@@ -470,6 +470,7 @@ LiveSnapshotStats LiveSnapshotter::Impl::take(const std::string& path, bool chil
   // The instant: protect what the snapshot needs, on the handler thread.
   const auto t0 = Clock::now();
   on_handler([&] {
+    const auto p0 = Clock::now();
     {
       // Copies the handler made before the instant are not this image's.
       std::lock_guard lock(q_mu_);
@@ -500,9 +501,9 @@ LiveSnapshotStats LiveSnapshotter::Impl::take(const std::string& path, bool chil
       needed_[c] = needed(c);
       state_[c].store(needed_[c] ? kNeeded : kClean, std::memory_order_release);
     }
+    st.protect_seconds = std::chrono::duration<double>(Clock::now() - p0).count();
     if (options_.at_instant) options_.at_instant();
   });
-  st.protect_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
   unsigned threads = options_.threads ? options_.threads : std::max(1u, std::thread::hardware_concurrency());
   threads = std::max(1u, threads);

@@ -55,7 +55,7 @@ struct LiveSnapshotOptions {
 // What one snapshot took.
 struct LiveSnapshotStats {
   double seconds = 0;          // from the start of the protect step to the rename
-  double protect_seconds = 0;  // the protect step (the only pause of writers)
+  double protect_seconds = 0;  // the protect step on the snapshotter's thread (the only pause of writers)
   uint64_t stored_chunks = 0;  // chunks in the file with data or the zero flag
   uint64_t inherited_chunks = 0;  // chunks left to the parent (a child)
   uint64_t stored_bytes = 0;   // uncompressed bytes of the stored chunks
