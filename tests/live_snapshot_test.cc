@@ -303,6 +303,21 @@ TEST_CASE("incremental live snapshots: each layer holds only written chunks, res
     REQUIRE(r.size() == len);
     CHECK(first_mismatch(r.data(), image.data(), len) == -1);
   }
+  // Working-set prefetch and drain over the chain: every page arrives
+  // without a demand fault, from the right layer.
+  {
+    const std::vector<std::byte> want = read_image(paths[3]);
+    RegionOptions ro;
+    ro.readahead = false;
+    Region r = rt.map(open_zstd_snapshot(paths[3]), ro);
+    std::vector<uint64_t> hot;
+    for (uint64_t c = 0; c < hot_chunks; ++c) hot.push_back(c * o.chunk_size);
+    r.prefetch_chunks(hot);
+    r.drain();
+    REQUIRE(wait_until([&] { return r.stats().pages_installed == len / kPage; }));
+    CHECK(r.stats().faults == 0);
+    CHECK(first_mismatch(r.data(), want.data(), len) == -1);
+  }
   // Flattened: one self-contained file with the newest image.
   const std::string flat = dir.file("flat.flsnap");
   flatten_snapshot(paths[3], flat);
