@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <zdict.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -61,8 +63,9 @@ bool pread_exact(int fd, void* buf, size_t n, uint64_t offset) {
 
 }  // namespace
 
-void encode_header(const SnapshotHeader& h, unsigned char out[kSnapshotHeaderBytes]) {
-  std::memset(out, 0, kSnapshotHeaderBytes);
+void encode_header(const SnapshotHeader& h, unsigned char* out) {
+  const uint32_t bytes = header_bytes_of(h.version);
+  std::memset(out, 0, bytes);
   std::memcpy(out, kSnapshotMagic, 8);
   put_le(out + 8, h.version, 4);
   put_le(out + 12, h.header_bytes, 4);
@@ -74,7 +77,51 @@ void encode_header(const SnapshotHeader& h, unsigned char out[kSnapshotHeaderByt
   put_le(out + 48, h.index_checksum, 4);
   put_le(out + 52, h.dict_length, 4);
   put_le(out + 56, h.dict_checksum, 4);
-  put_le(out + 60, crc32c(out, 60), 4);
+  if (bytes == kSnapshotHeaderBytesV2) {
+    put_le(out + 60, h.parent_path_length, 4);
+    std::memcpy(out + 64, h.parent_id.data(), kSnapshotIdBytes);
+  }
+  put_le(out + bytes - 4, crc32c(out, bytes - 4), 4);
+}
+
+SnapshotHeader decode_header(const unsigned char* h) {
+  SnapshotHeader hd;
+  hd.version = static_cast<uint32_t>(get_le(h + 8, 4));
+  hd.header_bytes = static_cast<uint32_t>(get_le(h + 12, 4));
+  hd.chunk_size = static_cast<uint32_t>(get_le(h + 16, 4));
+  hd.flags = static_cast<uint32_t>(get_le(h + 20, 4));
+  hd.size = get_le(h + 24, 8);
+  hd.chunk_count = get_le(h + 32, 8);
+  hd.index_offset = get_le(h + 40, 8);
+  hd.index_checksum = static_cast<uint32_t>(get_le(h + 48, 4));
+  hd.dict_length = static_cast<uint32_t>(get_le(h + 52, 4));
+  hd.dict_checksum = static_cast<uint32_t>(get_le(h + 56, 4));
+  if (hd.version == kSnapshotVersion2) {
+    hd.parent_path_length = static_cast<uint32_t>(get_le(h + 60, 4));
+    std::memcpy(hd.parent_id.data(), h + 64, kSnapshotIdBytes);
+  }
+  return hd;
+}
+
+SnapshotId sha256(std::initializer_list<std::span<const unsigned char>> parts) {
+  SnapshotId id{};
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  unsigned int len = 0;
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error("cannot start SHA-256 (OpenSSL)");
+  for (auto part : parts)
+    if (EVP_DigestUpdate(ctx.get(), part.data(), part.size()) != 1) throw Error("SHA-256 failed (OpenSSL)");
+  if (EVP_DigestFinal_ex(ctx.get(), id.data(), &len) != 1 || len != kSnapshotIdBytes) throw Error("SHA-256 failed (OpenSSL)");
+  return id;
+}
+
+std::string to_hex(const SnapshotId& id) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : id) {
+    out += digits[b >> 4];
+    out += digits[b & 15];
+  }
+  return out;
 }
 
 void encode_entry(const ChunkEntry& e, unsigned char out[kSnapshotEntryBytes]) {
@@ -106,31 +153,43 @@ SnapshotIndex read_snapshot_index(const ReadAt& read_at, const std::string& path
   if (file_bytes < kSnapshotHeaderBytes)
     bad("truncated: the file is " + std::to_string(file_bytes) + " bytes, shorter than the " +
         std::to_string(kSnapshotHeaderBytes) + "-byte header");
-  unsigned char h[kSnapshotHeaderBytes];
-  if (!pread_exact(h, sizeof h, 0)) throw_errno(what + "cannot read the header", errno ? errno : EIO);
+  unsigned char h[kSnapshotHeaderBytesV2];
+  if (!pread_exact(h, kSnapshotHeaderBytes, 0)) throw_errno(what + "cannot read the header", errno ? errno : EIO);
   if (std::memcmp(h, kSnapshotMagic, 8) != 0) bad("magic: not a faultline snapshot (wrong magic bytes)");
-  SnapshotHeader hd;
-  hd.version = static_cast<uint32_t>(get_le(h + 8, 4));
-  if (hd.version != kSnapshotVersion)
-    bad("version = " + std::to_string(hd.version) + ": this build reads version " + std::to_string(kSnapshotVersion));
-  uint32_t stored = static_cast<uint32_t>(get_le(h + 60, 4)), computed = crc32c(h, 60);
+  const uint32_t version = static_cast<uint32_t>(get_le(h + 8, 4));
+  if (version != kSnapshotVersion && version != kSnapshotVersion2)
+    bad("version = " + std::to_string(version) + ": this build reads versions 1 and 2");
+  const uint32_t hbytes = header_bytes_of(version);
+  if (hbytes > kSnapshotHeaderBytes) {
+    if (file_bytes < hbytes)
+      bad("truncated: the file is " + std::to_string(file_bytes) + " bytes, shorter than the " + std::to_string(hbytes) +
+          "-byte header of version " + std::to_string(version));
+    if (!pread_exact(h + kSnapshotHeaderBytes, hbytes - kSnapshotHeaderBytes, kSnapshotHeaderBytes))
+      throw_errno(what + "cannot read the header", errno ? errno : EIO);
+  }
+  uint32_t stored = static_cast<uint32_t>(get_le(h + hbytes - 4, 4)), computed = crc32c(h, hbytes - 4);
   if (stored != computed)
     bad("header_checksum = " + hex(stored) + " but the header's CRC-32C is " + hex(computed) + " (corrupt header)");
-  hd.header_bytes = static_cast<uint32_t>(get_le(h + 12, 4));
-  hd.chunk_size = static_cast<uint32_t>(get_le(h + 16, 4));
-  hd.flags = static_cast<uint32_t>(get_le(h + 20, 4));
-  hd.size = get_le(h + 24, 8);
-  hd.chunk_count = get_le(h + 32, 8);
-  hd.index_offset = get_le(h + 40, 8);
-  hd.index_checksum = static_cast<uint32_t>(get_le(h + 48, 4));
-  if (hd.header_bytes != kSnapshotHeaderBytes)
-    bad("header_bytes = " + std::to_string(hd.header_bytes) + ": must be " + std::to_string(kSnapshotHeaderBytes));
+  SnapshotHeader hd = decode_header(h);
+  if (hd.header_bytes != hbytes)
+    bad("header_bytes = " + std::to_string(hd.header_bytes) + ": must be " + std::to_string(hbytes) + " in version " +
+        std::to_string(version));
   if (hd.chunk_size < kMinChunkSize || hd.chunk_size > kMaxChunkSize || !std::has_single_bit(hd.chunk_size))
     bad("chunk_size = " + std::to_string(hd.chunk_size) + ": must be a power of two from " +
         std::to_string(kMinChunkSize) + " to " + std::to_string(kMaxChunkSize));
-  hd.dict_length = static_cast<uint32_t>(get_le(h + 52, 4));
-  hd.dict_checksum = static_cast<uint32_t>(get_le(h + 56, 4));
-  if (hd.flags & ~kKnownFlags) bad("flags = " + hex(hd.flags) + ": unknown flag bits for version 1");
+  const uint32_t known = version == kSnapshotVersion ? kKnownFlags : kKnownFlagsV2;
+  if (hd.flags & ~known) bad("flags = " + hex(hd.flags) + ": unknown flag bits for version " + std::to_string(version));
+  const bool has_parent = hd.flags & kFlagParent;
+  if (version == kSnapshotVersion2) {
+    if (!has_parent && (hd.parent_path_length != 0 || hd.parent_id != SnapshotId{}))
+      bad("parent_path_length = " + std::to_string(hd.parent_path_length) +
+          ": it and parent_id must be 0 without the parent flag");
+    if (has_parent && (hd.parent_path_length == 0 || hd.parent_path_length > kMaxParentPath))
+      bad("parent_path_length = " + std::to_string(hd.parent_path_length) + ": must be 1.." +
+          std::to_string(kMaxParentPath));
+    for (int i = 96; i < 124; ++i)
+      if (h[i] != 0) bad("header byte " + std::to_string(i) + " is reserved and must be 0");
+  }
   const bool has_dict = hd.flags & kFlagDictionary;
   if (!has_dict && (hd.dict_length != 0 || hd.dict_checksum != 0))
     bad("dict_length = " + std::to_string(hd.dict_length) + ", dict_checksum = " + hex(hd.dict_checksum) +
@@ -146,7 +205,8 @@ SnapshotIndex read_snapshot_index(const ReadAt& read_at, const std::string& path
   // chunk_count <= 2^36 here, so the index length cannot overflow.
   uint64_t index_bytes = hd.chunk_count * kSnapshotEntryBytes;
   // Chunk data lies between the dictionary and the index.
-  const uint64_t data_start = uint64_t{kSnapshotHeaderBytes} + hd.dict_length;
+  const uint64_t dict_start = uint64_t{hbytes} + hd.parent_path_length;
+  const uint64_t data_start = dict_start + hd.dict_length;
   if (hd.index_offset < data_start || hd.index_offset > file_bytes)
     bad("index_offset = " + std::to_string(hd.index_offset) + ": outside the file (" + std::to_string(file_bytes) +
         " bytes, chunk data from " + std::to_string(data_start) + ")");
@@ -166,9 +226,21 @@ SnapshotIndex read_snapshot_index(const ReadAt& read_at, const std::string& path
     bad("index_checksum = " + hex(hd.index_checksum) + " but the index's CRC-32C is " + hex(computed) + " (corrupt index)");
 
   SnapshotIndex index;
+  std::vector<unsigned char> parent(hd.parent_path_length);
+  if (has_parent) {
+    if (!pread_exact(parent.data(), parent.size(), hbytes))
+      throw_errno(what + "cannot read the parent path", errno ? errno : EIO);
+    index.has_parent = true;
+    index.parent_path.assign(parent.begin(), parent.end());
+    index.parent_id = hd.parent_id;
+    if (index.parent_path.find('\0') != std::string::npos) bad("parent path: contains a NUL byte");
+  }
+  // What a child names this file by: everything but the chunk data, which
+  // the index's checksums vouch for.
+  index.id = sha256({{h, hbytes}, {parent.data(), parent.size()}, {raw.data(), raw.size()}});
   if (has_dict) {
     std::vector<unsigned char> dict(hd.dict_length);
-    if (!pread_exact(dict.data(), dict.size(), kSnapshotHeaderBytes))
+    if (!pread_exact(dict.data(), dict.size(), dict_start))
       throw_errno(what + "cannot read the dictionary", errno ? errno : EIO);
     computed = crc32c(dict.data(), dict.size());
     if (computed != hd.dict_checksum)
@@ -185,13 +257,23 @@ SnapshotIndex read_snapshot_index(const ReadAt& read_at, const std::string& path
   index.info.size = hd.size;
   index.info.chunk_count = hd.chunk_count;
   index.info.file_bytes = file_bytes;
+  index.info.id = to_hex(index.id);
+  if (has_parent) {
+    index.info.parent = index.parent_path;
+    index.info.parent_id = to_hex(index.parent_id);
+  }
   index.entries.resize(hd.chunk_count);
   const uint64_t bound = ZSTD_compressBound(hd.chunk_size);
   std::vector<uint64_t> stored_chunks;
   for (uint64_t i = 0; i < hd.chunk_count; ++i) {
     ChunkEntry e = decode_entry(raw.data() + i * kSnapshotEntryBytes);
     std::string field = "chunks[" + std::to_string(i) + "]";
-    if (e.zero()) {
+    if (e.inherited()) {
+      if (!has_parent)
+        bad(field + ": inherited from a parent (offset " + hex(e.offset) + "), but the file has no parent");
+      if (e.checksum != 0) bad(field + ": an inherited chunk must have checksum 0, has " + hex(e.checksum));
+      index.info.inherited_chunks++;
+    } else if (e.zero()) {
       if (e.offset != 0 || e.checksum != 0)
         bad(field + ": a zero chunk (length 0) must have offset 0 and checksum 0, has offset " +
             std::to_string(e.offset) + " checksum " + hex(e.checksum));
@@ -392,6 +474,7 @@ struct Source {
   std::span<const std::byte> memory;
   const InputFile* file = nullptr;
   int fd = -1;
+  const SnapshotReader* chain = nullptr;  // flatten_snapshot(): the image of a chain
   std::string name;
   uint64_t size = 0;
   mode_t mode = 0666;  // of the snapshot, before the umask
@@ -415,7 +498,7 @@ std::vector<unsigned char> train_dictionary(const Source& src, const SnapshotWri
   if (o.dictionary_bytes == 0 || wanted < 32) return {};
   std::vector<unsigned char> train, judge;
   std::vector<size_t> train_sizes, judge_sizes;
-  std::vector<unsigned char> buf(piece);
+  std::vector<unsigned char> buf(src.chain ? o.chunk_size : piece);
   uint64_t seen = 0, stored = 0;
   for (uint64_t k = 0; k < wanted; ++k) {
     uint64_t chunk = k * chunks / wanted;
@@ -424,6 +507,13 @@ std::vector<unsigned char> train_dictionary(const Source& src, const SnapshotWri
     const unsigned char* p;
     if (src.fd >= 0) {
       if (!detail::pread_exact(src.fd, buf.data(), n, off)) return {};  // the main pass reports it
+      p = buf.data();
+    } else if (src.chain) {
+      try {
+        src.chain->read_chunk(chunk, {reinterpret_cast<std::byte*>(buf.data()), src.chain->chunk_length(chunk)});
+      } catch (const Error&) {
+        return {};  // the main pass reports it
+      }
       p = buf.data();
     } else {
       p = reinterpret_cast<const unsigned char*>(src.memory.data() + off);
@@ -506,7 +596,7 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
 
   auto compress_loop = [&] {
     std::unique_ptr<ZSTD_CCtx, ZstdCCtxDeleter> cctx(ZSTD_createCCtx());
-    std::vector<std::byte> in(src.fd >= 0 ? chunk_size : 0);
+    std::vector<std::byte> in(src.fd >= 0 || src.chain ? chunk_size : 0);
     std::string setup_error;
     if (!cctx) setup_error = "cannot create a zstd compression context";
     else if (ZSTD_isError(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, o.level)))
@@ -535,6 +625,13 @@ void write_snapshot_impl(const Source& src, const std::string& path, const Snaps
             slot.error = errno ? "cannot read " + src.name + " at offset " + std::to_string(off) + ": " + std::strerror(errno)
                                : src.name + " shrank while being read (end of file at offset " + std::to_string(off) +
                                      ", expected " + std::to_string(src.size) + " bytes)";
+        } else if (src.chain) {
+          try {
+            src.chain->read_chunk(i, {in.data(), n});
+            data = in.data();
+          } catch (const std::exception& e) {
+            slot.error = e.what();
+          }
         } else {
           data = src.memory.data() + off;
         }
@@ -666,17 +763,50 @@ void write_snapshot_from_file(const std::string& input_path, const std::string& 
   write_snapshot_impl(src, path, options);
 }
 
+void flatten_snapshot(const std::string& chain_path, const std::string& path, const SnapshotWriteOptions& options) {
+  const SnapshotReader chain = SnapshotReader::open(chain_path);
+  SnapshotWriteOptions o = options;
+  // Chunks are read whole from the chain: the output keeps its geometry.
+  o.chunk_size = chain.info().chunk_size;
+  Source src;
+  src.chain = &chain;
+  src.name = "chain " + chain_path;
+  src.size = chain.info().size;
+  write_snapshot_impl(src, path, o);
+}
+
 // ---- Reader ------------------------------------------------------------------
+
+namespace detail {
+UniqueFd open_regular_file(const std::string& path, const std::string& what, uint64_t* bytes) {
+  UniqueFd fd;
+  const struct stat st = open_file(fd, path, what, false);
+  *bytes = static_cast<uint64_t>(st.st_size);
+  return fd;
+}
+}  // namespace detail
 
 class SnapshotReader::Impl {
  public:
   std::string path;
-  UniqueFd fd;
-  detail::ReadAt read_at;  // over fd, or the caller's
-  detail::SnapshotIndex index;
+  // The chain (one layer for open_layer() and a URL), with one read
+  // function per layer: over its fd, or the caller's.
+  detail::SnapshotChain chain;
+  std::vector<detail::ReadAt> read_at;
+  std::vector<SnapshotLayer> layers;
+  const detail::SnapshotIndex& index() const { return chain.merged; }
 
   // Throws Error naming the file if chunk `i` does not exist.
   void check_index(uint64_t i) const;
+  void describe_layers() {
+    for (const auto& l : chain.layers) layers.push_back(SnapshotLayer{l.path, l.index.info});
+  }
+  void read_at_fds() {
+    for (const auto& l : chain.layers) {
+      int fd = l.fd->get();
+      read_at.push_back([fd](void* buf, size_t n, uint64_t offset) { return detail::pread_exact(fd, buf, n, offset); });
+    }
+  }
 
   // Decompression contexts, reused across read_chunk() calls (creating one
   // costs more than decompressing a small chunk); one per concurrent caller.
@@ -700,49 +830,85 @@ class SnapshotReader::Impl {
   mutable std::vector<DCtx> spare;  // guarded by mu
 };
 
+namespace {
+// A chain of one layer, its index used as it is (inherited entries stay).
+detail::SnapshotChain single_layer(const std::string& path, std::shared_ptr<const UniqueFd> fd,
+                                   detail::SnapshotIndex index) {
+  detail::SnapshotChain chain;
+  chain.merged = index;
+  chain.layer_of.assign(index.info.chunk_count, 0);
+  chain.layers.push_back(detail::ChainLayer{path, std::move(fd), std::move(index)});
+  return chain;
+}
+}  // namespace
+
 SnapshotReader SnapshotReader::open(const std::string& path) {
   auto impl = std::make_shared<Impl>();
   impl->path = path;
-  const struct stat st = open_file(impl->fd, path, "snapshot ", false);
-  impl->index = detail::read_snapshot_index(impl->fd.get(), path, static_cast<uint64_t>(st.st_size));
-  int fd = impl->fd.get();
-  impl->read_at = [fd](void* buf, size_t n, uint64_t offset) { return detail::pread_exact(fd, buf, n, offset); };
+  impl->chain = detail::open_snapshot_chain(path);
+  impl->read_at_fds();
+  impl->describe_layers();
+  return SnapshotReader(std::move(impl));
+}
+
+SnapshotReader SnapshotReader::open_layer(const std::string& path) {
+  auto impl = std::make_shared<Impl>();
+  impl->path = path;
+  uint64_t bytes = 0;
+  UniqueFd fd = detail::open_regular_file(path, "snapshot ", &bytes);
+  detail::SnapshotIndex index = detail::read_snapshot_index(fd.get(), path, bytes);
+  impl->chain = single_layer(path, std::make_shared<const UniqueFd>(std::move(fd)), std::move(index));
+  impl->read_at_fds();
+  impl->describe_layers();
   return SnapshotReader(std::move(impl));
 }
 
 SnapshotReader SnapshotReader::open(const std::string& name, uint64_t file_bytes, ReadAt read_at) {
   auto impl = std::make_shared<Impl>();
   impl->path = name;
-  impl->read_at = std::move(read_at);
-  impl->index = detail::read_snapshot_index(impl->read_at, name, file_bytes);
+  detail::SnapshotIndex index = detail::read_snapshot_index(read_at, name, file_bytes);
+  impl->chain = single_layer(name, std::make_shared<const UniqueFd>(), std::move(index));
+  impl->read_at.push_back(std::move(read_at));
+  impl->describe_layers();
   return SnapshotReader(std::move(impl));
 }
 
 const std::string& SnapshotReader::path() const { return impl_->path; }
-const SnapshotInfo& SnapshotReader::info() const { return impl_->index.info; }
+const SnapshotInfo& SnapshotReader::info() const { return impl_->index().info; }
+const std::vector<SnapshotLayer>& SnapshotReader::layers() const { return impl_->layers; }
 
 void SnapshotReader::Impl::check_index(uint64_t i) const {
-  if (i >= index.info.chunk_count)
+  if (i >= index().info.chunk_count)
     throw Error("snapshot " + path + ": chunk " + std::to_string(i) + " does not exist (" +
-                std::to_string(index.info.chunk_count) + " chunks)");
+                std::to_string(index().info.chunk_count) + " chunks)");
 }
 
 uint64_t SnapshotReader::chunk_length(uint64_t index) const {
   impl_->check_index(index);
-  return impl_->index.chunk_length(index);
+  return impl_->index().chunk_length(index);
 }
 
 bool SnapshotReader::chunk_is_zero(uint64_t index) const {
   impl_->check_index(index);
-  return impl_->index.entries[index].zero();
+  return impl_->index().entries[index].zero();
+}
+
+bool SnapshotReader::chunk_is_inherited(uint64_t index) const {
+  impl_->check_index(index);
+  return impl_->index().entries[index].inherited();
 }
 
 void SnapshotReader::read_chunk(uint64_t index, std::span<std::byte> out) const {
   impl_->check_index(index);
-  const detail::ChunkEntry& e = impl_->index.entries[index];
-  uint64_t length = impl_->index.chunk_length(index);
-  std::string where = "snapshot " + impl_->path + ": chunk " + std::to_string(index) + " at offset " +
+  const detail::ChunkEntry& e = impl_->index().entries[index];
+  const uint32_t layer = impl_->chain.layer_of[index];
+  const std::string& file = impl_->chain.layers[layer].path;
+  uint64_t length = impl_->index().chunk_length(index);
+  std::string where = "snapshot " + file + ": chunk " + std::to_string(index) + " at offset " +
                       std::to_string(e.offset) + ": ";
+  if (e.inherited())
+    throw Error("snapshot " + file + ": chunk " + std::to_string(index) + " is held by its parent " +
+                impl_->index().parent_path + ", not by this layer");
   if (out.size() < length)
     throw Error(where + "output buffer of " + std::to_string(out.size()) + " bytes is too small for " +
                 std::to_string(length));
@@ -752,13 +918,13 @@ void SnapshotReader::read_chunk(uint64_t index, std::span<std::byte> out) const 
   }
   auto frame = std::make_unique_for_overwrite<std::byte[]>(e.length);
   errno = 0;
-  if (!impl_->read_at(frame.get(), e.length, e.offset)) {
+  if (!impl_->read_at[layer](frame.get(), e.length, e.offset)) {
     if (errno) throw_errno(where + "cannot read " + std::to_string(e.length) + " bytes", errno);
     throw Error(where + "truncated: the file ends before the chunk's " + std::to_string(e.length) + " bytes");
   }
   Impl::DCtx dctx = impl_->take_dctx();
   if (!dctx) throw Error(where + "cannot create a zstd decompression context");
-  detail::ChunkCheck c = detail::decode_chunk(dctx.get(), impl_->index.dictionary.get(), {frame.get(), e.length},
+  detail::ChunkCheck c = detail::decode_chunk(dctx.get(), impl_->chain.dictionary_of(index), {frame.get(), e.length},
                                               out.data(), length, e);
   impl_->give_back(std::move(dctx));
   if (c.status != detail::ChunkCheck::kOk) throw Error(where + detail::describe(c, length, e));

@@ -98,6 +98,7 @@ struct ChunkJob {
 // One io_uring read, covering the frames of one or more jobs.
 struct ReadBuf {
   std::unique_ptr<std::byte[]> bytes;
+  int fd = -1;  // the layer's file (a chain has one per layer)
   uint32_t capacity = 0;
   uint64_t offset = 0;
   uint32_t length = 0;
@@ -195,8 +196,10 @@ class ZstdSnapshotBackend::Impl {
 
   std::string path_;
   ZstdSnapshotOptions options_;
+  // The snapshot and its parents (one layer for a self-contained file), and
+  // their merged index: each chunk's entry in the newest layer holding it.
+  detail::SnapshotChain chain_;
   detail::SnapshotIndex index_;
-  UniqueFd file_;
   UniqueFd efd_;
   Counters counters_;
   // Compressed bytes come from this Backend rather than file_ (a snapshot
@@ -259,12 +262,8 @@ ZstdSnapshotBackend::Impl::Impl(const std::string& path, const ZstdSnapshotOptio
     : path_(path), options_(options), cache_(options.cache_bytes) {
   check_option_range("ZstdSnapshotOptions.queue_depth", options.queue_depth, 1, kMaxQueueDepth, path);
   check_option_range("ZstdSnapshotOptions.workers", options.workers, 1, kMaxWorkers, path);
-  file_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!file_) throw_errno("cannot open snapshot " + path, errno);
-  struct stat st {};
-  if (::fstat(file_.get(), &st) != 0) throw_errno("cannot stat snapshot " + path, errno);
-  if (!S_ISREG(st.st_mode)) throw Error("snapshot " + path + " is not a regular file", EINVAL);
-  index_ = detail::read_snapshot_index(file_.get(), path, static_cast<uint64_t>(st.st_size));
+  chain_ = detail::open_snapshot_chain(path);
+  index_ = chain_.merged;
   if (index_.info.size == 0) throw Error("snapshot " + path + " is empty: nothing to map", EINVAL);
 
   efd_ = detail::make_eventfd();
@@ -282,6 +281,12 @@ ZstdSnapshotBackend::Impl::Impl(std::shared_ptr<Backend> source, const ZstdSnaps
   Backend& src = *source_;
   index_ = detail::read_snapshot_index(
       [&src](void* buf, size_t n, uint64_t offset) { return read_through(src, buf, n, offset); }, path_, src.size());
+  if (index_.has_parent)
+    throw Error("snapshot " + path_ + " is an incremental layer (its parent is " + index_.parent_path +
+                    "): chains are served from local files; flatten it (faultline snapshot flatten) to serve it here",
+                EINVAL);
+  chain_.layer_of.assign(index_.info.chunk_count, 0);
+  chain_.layers.push_back(detail::ChainLayer{path_, nullptr, index_});
   if (index_.info.size == 0) throw Error("snapshot " + path_ + " is empty: nothing to map", EINVAL);
   efd_ = detail::make_eventfd();
   if (!efd_) throw_errno("cannot create the completion eventfd for snapshot " + path_, errno);
@@ -483,17 +488,22 @@ void ZstdSnapshotBackend::Impl::add_piece(Request* req, uint64_t chunk, uint32_t
 // Puts this submit's new jobs into reads: by file offset, neighbours merged.
 void ZstdSnapshotBackend::Impl::start_reads() {
   if (new_jobs_.empty()) return;
+  // By layer, then file offset: only neighbours in one file are merged.
   auto offset_of = [&](const ChunkJob* j) { return index_.entries[j->chunk].offset; };
-  std::sort(new_jobs_.begin(), new_jobs_.end(), [&](ChunkJob* a, ChunkJob* b) { return offset_of(a) < offset_of(b); });
+  auto layer_of = [&](const ChunkJob* j) { return chain_.layer_of[j->chunk]; };
+  std::sort(new_jobs_.begin(), new_jobs_.end(), [&](ChunkJob* a, ChunkJob* b) {
+    return layer_of(a) != layer_of(b) ? layer_of(a) < layer_of(b) : offset_of(a) < offset_of(b);
+  });
   for (size_t i = 0; i < new_jobs_.size();) {
     uint64_t start = offset_of(new_jobs_[i]);
     uint64_t stop = start + index_.entries[new_jobs_[i]->chunk].length;
     size_t j = i + 1;
-    while (j < new_jobs_.size() && offset_of(new_jobs_[j]) == stop &&
+    while (j < new_jobs_.size() && layer_of(new_jobs_[j]) == layer_of(new_jobs_[i]) && offset_of(new_jobs_[j]) == stop &&
            stop - start + index_.entries[new_jobs_[j]->chunk].length <= kMaxMergedRead)
       stop += index_.entries[new_jobs_[j++]->chunk].length;
     ReadBuf* buf = new_buf(static_cast<uint32_t>(stop - start));
     buf->offset = start;
+    buf->fd = source_ ? -1 : chain_.fd_of(new_jobs_[i]->chunk);
     buf->jobs.assign(new_jobs_.begin() + static_cast<ptrdiff_t>(i), new_jobs_.begin() + static_cast<ptrdiff_t>(j));
     buf->jobs_left = static_cast<uint32_t>(j - i);
     for (ChunkJob* job : buf->jobs) job->buf = buf;
@@ -512,7 +522,7 @@ void ZstdSnapshotBackend::Impl::submit_ring() {
   while (!unsubmitted_.empty() && reader_.in_flight() + queued < reader_.sq_entries()) {
     ReadBuf* buf = unsubmitted_.front();
     unsubmitted_.pop_front();
-    reader_.queue({file_.get(), buf->offset, buf->length, buf->bytes.get(), reinterpret_cast<uint64_t>(buf)});
+    reader_.queue({buf->fd, buf->offset, buf->length, buf->bytes.get(), reinterpret_cast<uint64_t>(buf)});
     ++queued;
   }
   if (queued == 0) return;
@@ -694,7 +704,7 @@ void ZstdSnapshotBackend::Impl::decode(ChunkJob* job, ZSTD_DCtx* dctx) {
     own = std::make_shared_for_overwrite<std::byte[]>(len);
     dst = own.get();
   }
-  detail::ChunkCheck check = detail::decode_chunk(dctx, index_.dictionary.get(), {job->frame, e.length}, dst, len, e);
+  detail::ChunkCheck check = detail::decode_chunk(dctx, chain_.dictionary_of(job->chunk), {job->frame, e.length}, dst, len, e);
   counters_.chunks_decompressed.fetch_add(1, std::memory_order_relaxed);
   if (check.status != detail::ChunkCheck::kOk) {
     counters_.corrupt_chunks.fetch_add(1, std::memory_order_relaxed);

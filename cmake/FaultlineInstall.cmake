@@ -63,7 +63,7 @@ endfunction()
 faultline_pc(faultline-core "faultline core: userfaultfd runtime, file and memory backends"
   "" "liburing" "-L\${libdir} -lfaultline-core")
 faultline_pc(faultline-snapshot "faultline compressed snapshots (zstd)"
-  "faultline-core = ${PROJECT_VERSION}" "libzstd liburing" "-L\${libdir} -lfaultline-snapshot")
+  "faultline-core = ${PROJECT_VERSION}" "libzstd liburing libcrypto" "-L\${libdir} -lfaultline-snapshot")
 faultline_pc(faultline-remote "faultline page server and remote backend"
   "faultline-core = ${PROJECT_VERSION}" "libssl libcrypto" "-L\${libdir} -lfaultline-remote")
 faultline_pc(faultline "faultline: user-space paging with userfaultfd (all parts)"

@@ -9,7 +9,7 @@
 #
 #   part      library               links                    public headers
 #   core      libfaultline-core     liburing, threads        runtime/include, backends/include
-#   snapshot  libfaultline-snapshot core, libzstd, liburing  (same directories)
+#   snapshot  libfaultline-snapshot core, libzstd, liburing, libcrypto  (same directories)
 #   remote    libfaultline-remote   core, libssl, libcrypto  (same directories)
 #
 # Boost (Asio and Beast, header-only) is used to compile the remote part and appears
@@ -93,7 +93,7 @@ function(faultline_library)
   _faultline_part(core SOURCES ${arg_CORE}
     LINK PkgConfig::LIBURING COMPILE_ONLY nlohmann_json::nlohmann_json)
   _faultline_part(snapshot SOURCES ${arg_SNAPSHOT} DEPENDS core
-    LINK PkgConfig::LIBZSTD PkgConfig::LIBURING)
+    LINK PkgConfig::LIBZSTD PkgConfig::LIBURING OpenSSL::Crypto)
   _faultline_part(remote SOURCES ${arg_REMOTE} DEPENDS core
     LINK OpenSSL::SSL OpenSSL::Crypto COMPILE_ONLY Boost::headers)
 

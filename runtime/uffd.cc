@@ -153,6 +153,18 @@ Uffd open_uffd() {
   return u;
 }
 
+UniqueFd open_uffd_features(uint64_t wanted, uint64_t* offered) {
+  Method method;
+  {
+    UniqueFd probe = open_first(&method);
+    *offered = api(probe.get(), 0);
+  }
+  UniqueFd fd(open_with(method));
+  if (!fd) throw_errno("cannot reopen the userfaultfd", errno);
+  api(fd.get(), wanted & *offered);
+  return fd;
+}
+
 void uffd_register(int uffd, void* addr, uint64_t len, bool track_writes) {
   uffdio_register r{};
   r.range.start = reinterpret_cast<uintptr_t>(addr);

@@ -23,6 +23,12 @@ struct Uffd {
 // Throws Error explaining why userfaultfd is unavailable.
 Uffd open_uffd();
 
+// Opens a userfaultfd the way open_uffd() does, with the features in
+// `wanted` that the kernel offers (and no others). *offered gets what the
+// kernel offers. For users with their own needs (a live snapshot's
+// synchronous write-protect). Throws Error.
+UniqueFd open_uffd_features(uint64_t wanted, uint64_t* offered);
+
 // Registers [addr, addr + len) in MISSING mode, and in WP mode too when
 // `track_writes` (dirty tracking: needs UffdMode::wp_async). Throws Error.
 void uffd_register(int uffd, void* addr, uint64_t len, bool track_writes = false);

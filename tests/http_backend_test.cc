@@ -29,6 +29,7 @@
 #include "faultline/zstd_snapshot_backend.h"
 #include "nginx_fixture.h"
 #include "read_all.h"
+#include "run_cli.h"
 #include "snapshot_test_util.h"
 #include "test_util.h"
 
@@ -501,22 +502,7 @@ TEST_CASE("a snapshot URL that is not a snapshot is refused at open, naming the 
 }
 
 #ifdef FAULTLINE_CLI_PATH
-namespace {
-
-// Runs `faultline ARGS` through the shell; its exit status and output (stdout and stderr).
-std::pair<int, std::string> run_cli(const std::string& args) {
-  std::string cmd = std::string(FAULTLINE_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-}  // namespace
+using faultline::test::run_cli;
 
 TEST_CASE("faultline snapshot inspect and verify read a snapshot from an http(s) URL", "[http][cli]") {
   SKIP_WITHOUT_NGINX();

@@ -22,6 +22,7 @@ cp "$out/snippet_1.txt" "$out/readme_program.cc.new"
   echo '// Generated from README.md by tests/readme_snippets.sh: do not edit.'
   echo '#include <faultline/faultline.h>'
   echo '#include <cstdio>'
+  echo '#include <cstdlib>'
   echo '#include <span>'
   for f in "$out"/snippet_*.txt; do
     n=${f##*/snippet_}

@@ -158,7 +158,7 @@ if run 2 "$fl" snapshot create "$input" "$tmp/y.flsnap" extra; then
   expect_in "create stderr (extra argument)" "$err" "extra"
 fi
 if run 2 "$fl" snapshot frobnicate; then
-  expect_in "snapshot stderr (unknown subcommand)" "$err" "unknown subcommand 'frobnicate' (subcommands: create, inspect, verify)"
+  expect_in "snapshot stderr (unknown subcommand)" "$err" "unknown subcommand 'frobnicate' (subcommands: create, inspect, verify, flatten)"
 fi
 if run 2 "$fl" snapshot; then
   expect_in "snapshot stderr (no subcommand)" "$err" "create, inspect, verify"

@@ -256,8 +256,8 @@ TEST_CASE("snapshot corruption: bad magic fails at open", "[snapshot][corrupt]")
 TEST_CASE("snapshot corruption: an unknown version fails at open", "[snapshot][corrupt]") {
   TempDir dir;
   auto f = valid_snapshot(dir);
-  patch_header(f, [](auto& h) { h.version = 2; });
-  require_open_fails(dir, f, "version = 2");
+  patch_header(f, [](auto& h) { h.version = 3; });
+  require_open_fails(dir, f, "version = 3");
 }
 
 TEST_CASE("snapshot corruption: a damaged header fails its checksum at open", "[snapshot][corrupt]") {

@@ -51,20 +51,7 @@ inline void write_bytes(const std::string& path, const std::vector<unsigned char
 
 using detail::get_le;
 
-inline detail::SnapshotHeader decode_header_for_test(const unsigned char* h) {
-  detail::SnapshotHeader hd;
-  hd.version = static_cast<uint32_t>(get_le(h + 8, 4));
-  hd.header_bytes = static_cast<uint32_t>(get_le(h + 12, 4));
-  hd.chunk_size = static_cast<uint32_t>(get_le(h + 16, 4));
-  hd.flags = static_cast<uint32_t>(get_le(h + 20, 4));
-  hd.size = get_le(h + 24, 8);
-  hd.chunk_count = get_le(h + 32, 8);
-  hd.index_offset = get_le(h + 40, 8);
-  hd.index_checksum = static_cast<uint32_t>(get_le(h + 48, 4));
-  hd.dict_length = static_cast<uint32_t>(get_le(h + 52, 4));
-  hd.dict_checksum = static_cast<uint32_t>(get_le(h + 56, 4));
-  return hd;
-}
+inline detail::SnapshotHeader decode_header_for_test(const unsigned char* h) { return detail::decode_header(h); }
 
 // Changes header fields and re-encodes the header with a valid checksum.
 inline void patch_header(std::vector<unsigned char>& f, const std::function<void(detail::SnapshotHeader&)>& edit) {

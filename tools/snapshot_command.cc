@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// `faultline snapshot`: create, inspect and verify compressed snapshots
+// `faultline snapshot`: create, inspect, verify and flatten compressed snapshots
 // (docs/snapshot-format.md). Arguments through CLI11 (tools/cli/cli.h):
 //
 //   faultline snapshot create INPUT OUTPUT [--chunk-size SIZE] [--level N] [--threads N] [--dictionary SIZE]
 //   faultline snapshot inspect FILE|URL [--ca-file PEM] [--insecure] [--auth-file FILE]
 //   faultline snapshot verify FILE|URL [--threads N] [--ca-file PEM] [--insecure] [--auth-file FILE]
+//   faultline snapshot flatten CHAIN OUTPUT [--level N] [--threads N] [--dictionary SIZE]
 //
 // A URL (http:// or https://) is read with range requests (HttpBackend).
 //
@@ -62,6 +63,12 @@ constexpr const char* kInspectFooter =
     "compressed bytes and the compression ratio. Chunk data is not read: use\n"
     "`faultline snapshot verify` for that.\n"
     "\n"
+    "An incremental snapshot (format version 2, written by LiveSnapshotter::\n"
+    "snapshot_child) names its parent: inspect opens the whole chain, checks\n"
+    "every link (the parent exists and has the content id the child names)\n"
+    "and prints the image's totals, then one line per layer, newest first:\n"
+    "its path, content id, chunks it stores and chunks it leaves to its parent.\n"
+    "\n"
     "FILE may be an http:// or https:// URL (read with range requests; see\n"
     "docs/http.md): --ca-file, --insecure and --auth-file apply to it.\n"
     "\n"
@@ -74,8 +81,23 @@ constexpr const char* kVerifyFooter =
     "on stderr and a summary. FILE may be an http:// or https:// URL, as for\n"
     "`faultline snapshot inspect`.\n"
     "\n"
+    "For an incremental snapshot, every layer of the chain is checked: each\n"
+    "link first (a missing parent, or one whose content id is not the one the\n"
+    "child names, fails naming both files), then every chunk each layer\n"
+    "stores, including chunks a newer layer hides.\n"
+    "\n"
     "Exit status: 0 every chunk is good, 1 a chunk, the header or the index is\n"
     "bad (or the file cannot be read), 2 bad arguments.";
+
+constexpr const char* kFlattenFooter =
+    "Writes the image of CHAIN (an incremental snapshot and its parents, or\n"
+    "any snapshot) to OUTPUT as one self-contained snapshot (format version\n"
+    "1), with CHAIN's chunk size: each chunk from the newest layer that holds\n"
+    "it. Every link is checked first, and every chunk as it is read. OUTPUT\n"
+    "appears only when complete (temporary file, fsync, rename).\n"
+    "\n"
+    "Exit status: 0 written, 1 failed (the message names the layer or file),\n"
+    "2 bad arguments.";
 
 std::string human_bytes(uint64_t n) {
   char b[64];
@@ -209,21 +231,35 @@ int inspect(const std::string& path, const UrlArgs& u) {
     std::printf("file bytes:        %" PRIu64 " (%s)\n", i.file_bytes, human_bytes(i.file_bytes).c_str());
     std::printf("compression ratio: %.3f (uncompressed size / file bytes)\n",
                 i.file_bytes ? static_cast<double>(i.size) / static_cast<double>(i.file_bytes) : 0.0);
+    std::printf("content id:        %s\n", reader.layers()[0].info.id.c_str());
+    if (!i.parent.empty() || reader.layers().size() > 1) {
+      std::printf("layers:            %zu (newest first)\n", reader.layers().size());
+      for (size_t k = 0; k < reader.layers().size(); ++k) {
+        const SnapshotLayer& l = reader.layers()[k];
+        const uint64_t held = l.info.chunk_count - l.info.inherited_chunks;
+        std::printf("  layer %zu: %s  id %.16s  version %" PRIu32 "  %" PRIu64 " chunks stored, %" PRIu64
+                    " from its parent, %s%s%s\n",
+                    k, l.path.c_str(), l.info.id.c_str(), l.info.version, held, l.info.inherited_chunks,
+                    human_bytes(l.info.file_bytes).c_str(), l.info.parent.empty() ? "" : ", parent ",
+                    l.info.parent.c_str());
+      }
+    }
   } catch (const std::exception& e) {
     throw naming(path, e);
   }
   return 0;
 }
 
-int verify(const std::string& path, unsigned threads, const UrlArgs& u) {
+// Checks every chunk one file holds (not those it leaves to its parent).
+int verify_layer(const std::string& path, unsigned threads, const UrlArgs& u) {
   std::vector<SnapshotReader> readers;
   try {
-    readers.push_back(open_reader(path, u));
+    readers.push_back(is_http_url(path) ? open_reader(path, u) : SnapshotReader::open_layer(path));
     const uint64_t chunks = readers[0].info().chunk_count;
     if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
     threads = static_cast<unsigned>(std::min<uint64_t>(threads, std::max<uint64_t>(1, chunks)));
     // One reader per thread: each has its own descriptor and buffers.
-    while (readers.size() < threads) readers.push_back(is_http_url(path) ? readers[0] : SnapshotReader::open(path));
+    while (readers.size() < threads) readers.push_back(is_http_url(path) ? readers[0] : SnapshotReader::open_layer(path));
   } catch (const std::exception& e) {
     throw naming(path, e);
   }
@@ -247,6 +283,7 @@ int verify(const std::string& path, unsigned threads, const UrlArgs& u) {
       const uint64_t last = std::min(info.chunk_count, first + kBatch);
       for (uint64_t c = first; c < last; ++c) {
         uint64_t chunk_bytes = 0;
+        if (reader.chunk_is_inherited(c)) continue;
         try {
           chunk_bytes = reader.chunk_length(c);
           reader.read_chunk(c, std::span<std::byte>(buffer.data(), chunk_bytes));
@@ -280,9 +317,56 @@ int verify(const std::string& path, unsigned threads, const UrlArgs& u) {
                  info.chunk_count);
     return 1;
   }
-  std::printf("%s: ok: %" PRIu64 " chunks (%" PRIu64 " zero), %s checked in %.2f s (%.0f MB/s)\n", shown.c_str(),
-              info.chunk_count, info.zero_chunks, human_bytes(info.size).c_str(), secs,
+  std::printf("%s: ok: %" PRIu64 " chunks (%" PRIu64 " zero", shown.c_str(), info.chunk_count - info.inherited_chunks,
+              info.zero_chunks);
+  if (info.inherited_chunks) std::printf(", %" PRIu64 " more from its parent %s", info.inherited_chunks, info.parent.c_str());
+  std::printf("), %s checked in %.2f s (%.0f MB/s)\n", human_bytes(info.size).c_str(), secs,
               secs > 0 ? static_cast<double>(info.size) / secs / 1e6 : 0.0);
+  return 0;
+}
+
+// A local file: its chain's links first (opening the chain checks them),
+// then each layer's chunks. A URL: that one object.
+int verify(const std::string& path, unsigned threads, const UrlArgs& u) {
+  if (is_http_url(path)) return verify_layer(path, threads, u);
+  std::vector<SnapshotLayer> layers;
+  try {
+    layers = SnapshotReader::open(path).layers();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "faultline snapshot verify: %s: FAILED: %s\n", path.c_str(), naming(path, e).what());
+    return 1;
+  }
+  int rc = 0;
+  for (const SnapshotLayer& l : layers) rc |= verify_layer(l.path, threads, u);
+  if (rc == 0 && layers.size() > 1)
+    std::printf("%s: ok: a chain of %zu layers, every link and every stored chunk checked\n", path.c_str(),
+                layers.size());
+  return rc;
+}
+
+struct FlattenArgs {
+  std::string chain;
+  std::string output;
+  SnapshotWriteOptions options;
+};
+
+int flatten(FlattenArgs& a) {
+  ProgressBar bar("flatten");
+  a.options.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    flatten_snapshot(a.chain, a.output, a.options);
+  } catch (const std::exception& e) {
+    bar.finish();
+    const std::string what = e.what();
+    if (what.find(a.chain) != std::string::npos || what.find(a.output) != std::string::npos) throw Error(what);
+    throw Error(a.chain + " -> " + a.output + ": " + what);
+  }
+  bar.finish();
+  const SnapshotInfo info = SnapshotReader::open(a.output).info();
+  std::printf("%s: %s in %" PRIu64 " chunks (%" PRIu64 " zero), %s on disk, self-contained, %.2f s\n",
+              a.output.c_str(), human_bytes(info.size).c_str(), info.chunk_count, info.zero_chunks,
+              human_bytes(info.file_bytes).c_str(), seconds_since(t0));
   return 0;
 }
 
@@ -345,11 +429,28 @@ int snapshot_command(int argc, char** argv) {
       ->check(CLI::Range(0, 1024).description(""))
       ->type_name("N");
 
+  FlattenArgs f;
+  CLI::App* flatten_cmd = app.add_subcommand("flatten", "write a chain of incremental snapshots as one file");
+  flatten_cmd->footer(kFlattenFooter);
+  flatten_cmd->add_option("CHAIN", f.chain, "the newest snapshot of the chain")->required()->type_name("");
+  flatten_cmd->add_option("OUTPUT", f.output, "the self-contained snapshot to write")->required()->type_name("");
+  flatten_cmd->add_option("--level", f.options.level, "zstd compression level, 1 to 22 (default 3)")
+      ->check(CLI::Range(1, 22).description(""))
+      ->type_name("N");
+  flatten_cmd->add_option("--threads", f.options.threads, "compression threads, up to 1024 (default 0: one per CPU)")
+      ->check(CLI::Range(0, 1024).description(""))
+      ->type_name("N");
+  cli::add_size(*flatten_cmd, "--dictionary", f.options.dictionary_bytes,
+                "largest zstd dictionary to train and store, up\n"
+                "to 1M (default 64K; 0: none)",
+                0, 1u << 20);
+
   cli::require_subcommand(app, "subcommand");
 
   return cli::run(app, argc, argv, [&] {
     if (create_cmd->parsed()) return create(c);
     if (inspect_cmd->parsed()) return inspect(inspect_path, inspect_url);
+    if (flatten_cmd->parsed()) return flatten(f);
     return verify(verify_path, verify_threads, verify_url);
   });
 }

@@ -15,6 +15,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace faultline {
 
@@ -68,21 +69,47 @@ struct SnapshotInfo {
   uint64_t compressed_bytes = 0;  // the chunks' compressed data, without header and index
   uint64_t file_bytes = 0;     // the whole file
   uint32_t dictionary_bytes = 0;  // the stored zstd dictionary (0 = none)
+  // Incremental snapshots (format version 2). A layer holds only the chunks
+  // written since its parent; the parent is named by path and content id.
+  std::string id;                 // this file's content id (SHA-256, hex)
+  std::string parent;             // the parent's path as stored ("" = none)
+  std::string parent_id;          // the content id the parent must have (hex)
+  uint64_t inherited_chunks = 0;  // chunks this layer leaves to its parent
+  uint32_t layers = 1;            // files in the chain (of an opened chain)
 };
+
+// One file of an open chain: where it is and what its own header and index say.
+struct SnapshotLayer {
+  std::string path;  // the parent path resolved against the child's directory
+  SnapshotInfo info;
+};
+
+// Writes the image of the chain at `chain_path` (a snapshot and its parents)
+// as one self-contained snapshot at `path`, crash-safely like
+// write_snapshot(). Throws Error naming the layer or the file at fault.
+void flatten_snapshot(const std::string& chain_path, const std::string& path,
+                      const SnapshotWriteOptions& options = {});
 
 // A snapshot file opened for reading. open() checks the header and the index
 // completely (bounds, overlaps, overflows, checksums) and throws Error naming
-// the file and the field at fault; chunk data is checked when read.
+// the file and the field at fault; chunk data is checked when read. A file
+// with a parent (an incremental layer) is opened with its whole chain, which
+// then reads as one image: each chunk from the newest layer holding it.
 //
 // Read-only and thread-compatible: const methods may be called from many
 // threads at once. Copies share the open file.
 class SnapshotReader {
  public:
   static SnapshotReader open(const std::string& path);
+  // This one file alone, its parents neither opened nor checked: chunks it
+  // leaves to its parent report chunk_is_inherited(), and read_chunk()
+  // refuses them. For checking each layer of a chain on its own.
+  static SnapshotReader open_layer(const std::string& path);
   // A snapshot that is not a local file: `read_at(buf, n, offset)` reads n
   // bytes of its file_bytes into buf and returns whether it got them all
   // (errno says why not); it may be called from many threads at once (e.g.
   // over HttpBackend::read_range). `name` stands for the file in errors.
+  // Opened like open_layer(): a parent is not followed.
   using ReadAt = std::function<bool(void* buf, size_t n, uint64_t offset)>;
   static SnapshotReader open(const std::string& name, uint64_t file_bytes, ReadAt read_at);
 
@@ -92,6 +119,9 @@ class SnapshotReader {
   // Throws Error if index >= chunk_count (so do the other chunk methods).
   uint64_t chunk_length(uint64_t index) const;
   bool chunk_is_zero(uint64_t index) const;
+  bool chunk_is_inherited(uint64_t index) const;
+  // The files of the chain, newest first (one for a self-contained file).
+  const std::vector<SnapshotLayer>& layers() const;
   // Reads chunk `index`, decompresses it into out and checks its length and
   // checksum. out.size() must be at least chunk_length(index). Throws Error
   // naming the file, chunk index, file offset and problem (read error,

@@ -10,6 +10,7 @@
 #include "faultline/error.h"
 #include "faultline/file_backend.h"
 #include "faultline/http_backend.h"
+#include "faultline/live_snapshot.h"
 #include "faultline/log.h"
 #include "faultline/memory_backend.h"
 #include "faultline/migration.h"
