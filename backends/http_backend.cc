@@ -193,6 +193,7 @@ class HttpBackend::Impl {
 
   void submit(std::span<const ReadRequest> reads);
   size_t reap(std::span<ReadCompletion> out);
+  void make_urgent(uint64_t tag);
   int64_t read_range(uint64_t offset, std::span<std::byte> out);
 
   HttpOptions options_;
@@ -203,7 +204,7 @@ class HttpBackend::Impl {
 
   std::atomic<bool> changed_{false};
   struct Counters {
-    std::atomic<uint64_t> requests{0}, bytes{0}, retries{0}, connects{0}, timeouts{0}, stale{0};
+    std::atomic<uint64_t> requests{0}, bytes{0}, retries{0}, connects{0}, timeouts{0}, stale{0}, raised{0};
   } counters_;
 
  private:
@@ -218,6 +219,7 @@ class HttpBackend::Impl {
   // The pinning request at open: sets size_ and the validators, or throws.
   asio::awaitable<void> probe(Connection& c, std::string* error);
   void enqueue(std::vector<JobPtr> jobs);
+  void raise(uint64_t tag);
   bool take_batch(Connection& c);
   void end_batch(Connection& c, bool requeue);
   void kick();
@@ -507,6 +509,23 @@ void HttpBackend::Impl::enqueue(std::vector<JobPtr> jobs) {
   }
   if (arm) watch_.cancel();  // the watchdog picks up the new deadlines
   kick();
+}
+
+// A demand fault on a background read: its job, if still queued, moves to
+// the urgent queue (and so onto the connection kept free for demand reads).
+// One already on a connection is on the wire: nothing to move.
+void HttpBackend::Impl::raise(uint64_t tag) {
+  for (auto it = normal_.begin(); it != normal_.end(); ++it) {
+    JobPtr& j = *it;
+    if (j->done) continue;
+    if (std::none_of(j->parts.begin(), j->parts.end(), [&](const Part& p) { return p.tag == tag; })) continue;
+    j->urgent = true;
+    urgent_.push_back(std::move(j));
+    normal_.erase(it);
+    counters_.raised.fetch_add(1, std::memory_order_relaxed);
+    kick();
+    return;
+  }
 }
 
 void HttpBackend::Impl::kick() {
@@ -853,6 +872,10 @@ void HttpBackend::Impl::submit(std::span<const ReadRequest> reads) {
   if (!jobs.empty()) asio::post(io_, [this, jobs = std::move(jobs)]() mutable { enqueue(std::move(jobs)); });
 }
 
+void HttpBackend::Impl::make_urgent(uint64_t tag) {
+  asio::post(io_, [this, tag] { raise(tag); });
+}
+
 size_t HttpBackend::Impl::reap(std::span<ReadCompletion> out) {
   std::lock_guard lock(mu_);
   size_t n = std::min(out.size(), done_.size());
@@ -903,6 +926,7 @@ uint32_t HttpBackend::queue_depth() const { return impl_->options_.queue_depth; 
 int HttpBackend::completion_fd() const { return impl_->efd_.get(); }
 void HttpBackend::submit(std::span<const ReadRequest> reads) { impl_->submit(reads); }
 size_t HttpBackend::reap(std::span<ReadCompletion> out) { return impl_->reap(out); }
+void HttpBackend::make_urgent(uint64_t tag) { impl_->make_urgent(tag); }
 int64_t HttpBackend::read_range(uint64_t offset, std::span<std::byte> out) { return impl_->read_range(offset, out); }
 std::string HttpBackend::validator() const { return impl_->etag_.empty() ? impl_->last_modified_ : impl_->etag_; }
 
@@ -915,6 +939,7 @@ HttpCounters HttpBackend::counters() const {
   out.connects = c.connects.load(std::memory_order_relaxed);
   out.timeouts = c.timeouts.load(std::memory_order_relaxed);
   out.stale = c.stale.load(std::memory_order_relaxed);
+  out.raised = c.raised.load(std::memory_order_relaxed);
   return out;
 }
 
