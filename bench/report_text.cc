@@ -61,8 +61,9 @@ void print_table(const Bench& b, FILE* f) {
   for (const auto& a : b.aggs) {
     if (!a.k.c->file_cache || !std::isfinite(a.cache_after_mb)) continue;
     if (!any) {
-      std::fprintf(f, "\npage cache of the file after the run (mincore on a fresh mapping; medians): data held\n"
-                      "twice shows as RSS Δ + cache above what was installed\n");
+      std::fprintf(f, "\npage cache of the file after the run (mincore on a fresh mapping; medians): for faultline,\n"
+                      "data held twice shows as RSS Δ + cache above what was installed (mmap's RSS is\n"
+                      "the cache pages it maps, so its sum counts them twice)\n");
       std::fprintf(f, "  %-11s %-26s %-5s %12s %12s %14s\n", "workload", "config", "cache", "cache MiB", "RSS Δ MiB",
                    "RSS Δ + cache");
       any = true;
