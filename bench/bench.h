@@ -184,6 +184,8 @@ struct CustomOptions {
   uint64_t readahead_max = 4 * 1024 * 1024;
   bool direct = false;        // FileBackend O_DIRECT
   uint32_t queue_depth = 64;  // FileBackend queue depth
+  uint32_t background_reads = 0;  // FileBackend background reads in the ring (0: its default)
+  bool keep_cache = false;        // FileBackend keeps the page cache
   uint64_t staging_bytes = 16 * 1024 * 1024;
   std::string spec;           // as given
 };
