@@ -7,12 +7,19 @@
 //   is completion_fd(). submit() queues one read per request (a fixed-buffer
 //   read when the destination lies in the registered staging memory, which
 //   only O_DIRECT registers) and submits them with one io_uring_submit.
-//   reap() takes the reader's completions and never blocks.
+//   reap() takes the reader's completions and never blocks. Background
+//   reads past FileBackendOptions::background_reads wait in the reader;
+//   make_urgent() sends one in at once.
 //
 // pread engine
 //   pread_threads workers take requests from a mutex-protected queue (urgent
 //   ones first), put completions on a second queue, and write the eventfd
 //   when that queue goes from empty to non-empty.
+//
+// Both engines: buffered reads drop the pages they read from the page cache
+// (POSIX_FADV_DONTNEED) unless keep_cache: the ranges of one reap() are
+// dropped at the start of the next submit() or reap(), once the runtime has
+// placed them, so the fault path does not wait for it.
 //
 // Both engines: if reap() fills `out` and completions are still left, it
 // writes the eventfd itself, so a caller that reaps in small batches still
@@ -33,6 +40,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <unordered_map>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -145,6 +153,14 @@ class PreadPool {
       cv_.notify_all();
   }
 
+  void make_urgent(uint64_t tag) {
+    std::lock_guard lock(mu_);
+    auto it = std::find_if(normal_.begin(), normal_.end(), [&](const ReadRequest& r) { return r.tag == tag; });
+    if (it == normal_.end()) return;  // being read already
+    urgent_.push_back(*it);
+    normal_.erase(it);
+  }
+
   size_t reap(std::span<ReadCompletion> out) {
     size_t n = 0;
     bool more = false;
@@ -206,7 +222,18 @@ class FileBackend::Impl {
 
   void submit(std::span<const ReadRequest> reads);
   size_t reap(std::span<ReadCompletion> out);
+  void make_urgent(uint64_t tag);
   void attach_staging(std::span<std::byte> staging);
+  // Page-cache dropping (not keep_cache, not direct): where each read in
+  // flight starts, and the ranges read since the last drop_read().
+  void note_read(const ReadRequest& r);
+  void note_done(uint64_t tag, int64_t result);
+  void drop_read();
+  bool drop_cache_ = false;
+  std::unordered_map<uint64_t, uint64_t> read_offsets_;  // by tag
+  std::vector<std::pair<uint64_t, uint64_t>> read_ranges_;  // [offset, end)
+  static constexpr uint64_t kDropBlock = 2 << 20;  // the largest page-cache folio
+  std::unordered_map<uint64_t, uint64_t> block_bytes_;  // bytes read of blocks not yet dropped whole
 
   std::string path_;
   FileBackendOptions options_;
@@ -299,9 +326,15 @@ FileBackend::Impl::Impl(const std::string& path, const FileBackendOptions& optio
     throw Error("cannot create the completion eventfd for " + path + ": " + errno_text(err), err);
   }
 
+  drop_cache_ = !options.direct && !options.keep_cache;
+  if (drop_cache_) read_offsets_.reserve(options.queue_depth * 2);
   if (options.engine != Engine::kPread) {
     // O_DIRECT reads are asynchronous anyway: IOSQE_ASYNC only for buffered ones.
-    int err = -reader_.init({.entries = options.queue_depth, .async_large_reads = !options.direct}, efd_.get());
+    unsigned background =
+        options.background_reads ? options.background_reads : detail::default_max_background(options.queue_depth);
+    int err = -reader_.init(
+        {.entries = options.queue_depth, .async_large_reads = !options.direct, .max_background = background},
+        efd_.get());
     if (err == 0) {
       uring_ = true;
     } else if (options.engine == Engine::kIoUring) {
@@ -327,30 +360,96 @@ FileBackend::Impl::Impl(const std::string& path, const FileBackendOptions& optio
           (options.writable ? ", read-write" : "") + ")";
 }
 
-FileBackend::Impl::~Impl() = default;  // the pread workers and the reader stop before the fds close
+// The pread workers and the reader stop before the fds close.
+FileBackend::Impl::~Impl() { drop_read(); }
 
 void FileBackend::Impl::submit(std::span<const ReadRequest> reads) {
+  drop_read();
+  if (drop_cache_)
+    for (const ReadRequest& r : reads) note_read(r);
   if (!uring_) {
     pool_->submit(reads);
     return;
   }
-  for (const ReadRequest& r : reads) reader_.queue(UringRead{file_.get(), r.offset, r.length, r.dest, r.tag});
+  for (const ReadRequest& r : reads)
+    reader_.queue(UringRead{file_.get(), r.offset, r.length, r.dest, r.tag, r.urgent});
   reader_.submit();
 }
 
 size_t FileBackend::Impl::reap(std::span<ReadCompletion> out) {
-  if (!uring_) return pool_->reap(out);
-  UringCompletion done[64];
+  drop_read();
   size_t n = 0;
-  while (n < out.size()) {
-    size_t want = std::min(std::size(done), out.size() - n);
-    size_t got = reader_.reap({done, want});
-    for (size_t i = 0; i < got; ++i) out[n++] = ReadCompletion{done[i].tag, done[i].result, false};
-    if (got < want) break;
+  if (!uring_) {
+    n = pool_->reap(out);
+  } else {
+    UringCompletion done[64];
+    while (n < out.size()) {
+      size_t want = std::min(std::size(done), out.size() - n);
+      size_t got = reader_.reap({done, want});
+      for (size_t i = 0; i < got; ++i) out[n++] = ReadCompletion{done[i].tag, done[i].result, false};
+      if (got < want) break;
+    }
+    // `out` is full and completions are left: re-arm the edge for them.
+    if (n == out.size() && reader_.ready()) signal_eventfd(efd_.get());
   }
-  // `out` is full and completions are left: re-arm the edge for them.
-  if (n == out.size() && reader_.ready()) signal_eventfd(efd_.get());
+  if (drop_cache_)
+    for (size_t i = 0; i < n; ++i) note_done(out[i].tag, out[i].result);
   return n;
+}
+
+void FileBackend::Impl::make_urgent(uint64_t tag) {
+  if (uring_)
+    reader_.make_urgent(tag);
+  else
+    pool_->make_urgent(tag);
+}
+
+void FileBackend::Impl::note_read(const ReadRequest& r) { read_offsets_[r.tag] = r.offset; }
+
+void FileBackend::Impl::note_done(uint64_t tag, int64_t result) {
+  auto it = read_offsets_.find(tag);
+  if (it == read_offsets_.end()) return;
+  if (result > 0) read_ranges_.emplace_back(it->second, it->second + static_cast<uint64_t>(result));
+  read_offsets_.erase(it);
+}
+
+// Drops what the last reap() read from the page cache: one fadvise per run
+// of adjacent ranges. Called before the next submit() or reap(), by when the
+// runtime has placed those bytes. The kernel drops only whole folios inside
+// the range, and a file written or read in bulk sits in large folios (up to
+// 2 MiB), so each aligned kDropBlock is also dropped whole once reads have
+// covered all of it. Pages of a block read only in part that the kernel
+// put in a larger folio, or read ahead past the last read, stay cached.
+void FileBackend::Impl::drop_read() {
+  if (read_ranges_.empty()) return;
+  std::sort(read_ranges_.begin(), read_ranges_.end());
+  auto drop = [&](uint64_t start, uint64_t end) {
+    ::posix_fadvise(file_.get(), static_cast<off_t>(start), static_cast<off_t>(end - start), POSIX_FADV_DONTNEED);
+  };
+  uint64_t start = read_ranges_[0].first, end = read_ranges_[0].second;
+  for (size_t i = 1; i <= read_ranges_.size(); ++i) {
+    if (i < read_ranges_.size() && read_ranges_[i].first <= end) {
+      end = std::max(end, read_ranges_[i].second);
+      continue;
+    }
+    drop(start, end);
+    if (i < read_ranges_.size()) start = read_ranges_[i].first, end = read_ranges_[i].second;
+  }
+  for (auto [from, to] : read_ranges_) {
+    while (from < to) {
+      uint64_t block = from / kDropBlock;
+      uint64_t block_end = std::min(size_, (block + 1) * kDropBlock);
+      uint64_t n = std::min(to, block_end) - from;
+      uint64_t& covered = block_bytes_[block];
+      covered += n;
+      if (covered >= block_end - block * kDropBlock) {  // read all of it (at least once)
+        drop(block * kDropBlock, block_end);
+        block_bytes_.erase(block);
+      }
+      from += n;
+    }
+  }
+  read_ranges_.clear();
 }
 
 void FileBackend::Impl::attach_staging(std::span<std::byte> staging) {
@@ -500,6 +599,7 @@ uint32_t FileBackend::alignment() const { return impl_->alignment_; }
 int FileBackend::completion_fd() const { return impl_->efd_.get(); }
 void FileBackend::submit(std::span<const ReadRequest> reads) { impl_->submit(reads); }
 size_t FileBackend::reap(std::span<ReadCompletion> out) { return impl_->reap(out); }
+void FileBackend::make_urgent(uint64_t tag) { impl_->make_urgent(tag); }
 void FileBackend::attach_staging(std::span<std::byte> staging) { impl_->attach_staging(staging); }
 bool FileBackend::writable() const { return impl_->options_.writable; }
 std::string FileBackend::read_only_reason() const {

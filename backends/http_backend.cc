@@ -265,6 +265,10 @@ void HttpBackend::Impl::submit(std::span<const ReadRequest> reads) {
   if (!jobs.empty()) asio::post(io_, [this, jobs = std::move(jobs)]() mutable { enqueue(std::move(jobs)); });
 }
 
+void HttpBackend::Impl::make_urgent(uint64_t tag) {
+  asio::post(io_, [this, tag] { raise(tag); });
+}
+
 size_t HttpBackend::Impl::reap(std::span<ReadCompletion> out) {
   std::lock_guard lock(mu_);
   size_t n = std::min(out.size(), done_.size());
@@ -315,6 +319,7 @@ uint32_t HttpBackend::queue_depth() const { return impl_->options_.queue_depth; 
 int HttpBackend::completion_fd() const { return impl_->efd_.get(); }
 void HttpBackend::submit(std::span<const ReadRequest> reads) { impl_->submit(reads); }
 size_t HttpBackend::reap(std::span<ReadCompletion> out) { return impl_->reap(out); }
+void HttpBackend::make_urgent(uint64_t tag) { impl_->make_urgent(tag); }
 int64_t HttpBackend::read_range(uint64_t offset, std::span<std::byte> out) { return impl_->read_range(offset, out); }
 std::string HttpBackend::validator() const { return impl_->etag_.empty() ? impl_->last_modified_ : impl_->etag_; }
 
@@ -327,6 +332,7 @@ HttpCounters HttpBackend::counters() const {
   out.connects = c.connects.load(std::memory_order_relaxed);
   out.timeouts = c.timeouts.load(std::memory_order_relaxed);
   out.stale = c.stale.load(std::memory_order_relaxed);
+  out.raised = c.raised.load(std::memory_order_relaxed);
   return out;
 }
 

@@ -127,6 +127,7 @@ class HttpBackend::Impl {
 
   void submit(std::span<const ReadRequest> reads);
   size_t reap(std::span<ReadCompletion> out);
+  void make_urgent(uint64_t tag);
   int64_t read_range(uint64_t offset, std::span<std::byte> out);
 
   HttpOptions options_;
@@ -137,7 +138,7 @@ class HttpBackend::Impl {
 
   std::atomic<bool> changed_{false};
   struct Counters {
-    std::atomic<uint64_t> requests{0}, bytes{0}, retries{0}, connects{0}, timeouts{0}, stale{0};
+    std::atomic<uint64_t> requests{0}, bytes{0}, retries{0}, connects{0}, timeouts{0}, stale{0}, raised{0};
   } counters_;
 
  private:
@@ -152,6 +153,7 @@ class HttpBackend::Impl {
   // The pinning request at open: sets size_ and the validators, or throws.
   http_impl::asio::awaitable<void> probe(http_impl::Connection& c, std::string* error);
   void enqueue(std::vector<http_impl::JobPtr> jobs);
+  void raise(uint64_t tag);
   bool take_batch(http_impl::Connection& c);
   void end_batch(http_impl::Connection& c, bool requeue);
   void kick();

@@ -215,6 +215,23 @@ void HttpBackend::Impl::enqueue(std::vector<JobPtr> jobs) {
   kick();
 }
 
+// A demand fault on a background read: its job, if still queued, moves to
+// the urgent queue (and so onto the connection kept free for demand reads).
+// One already on a connection is on the wire: nothing to move.
+void HttpBackend::Impl::raise(uint64_t tag) {
+  for (auto it = normal_.begin(); it != normal_.end(); ++it) {
+    JobPtr& j = *it;
+    if (j->done) continue;
+    if (std::none_of(j->parts.begin(), j->parts.end(), [&](const Part& p) { return p.tag == tag; })) continue;
+    j->urgent = true;
+    urgent_.push_back(std::move(j));
+    normal_.erase(it);
+    counters_.raised.fetch_add(1, std::memory_order_relaxed);
+    kick();
+    return;
+  }
+}
+
 void HttpBackend::Impl::kick() {
   for (auto& c : connections_)
     if (c->batch.empty()) c->wake.cancel();

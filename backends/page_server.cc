@@ -224,7 +224,7 @@ class PageServer::Impl {
  private:
   struct Counters {
     std::atomic<uint64_t> accepted{0}, rejected{0}, open{0}, requests{0}, bytes_sent{0}, zero_bytes{0},
-        protocol_errors{0}, auth_failures{0}, idle_timeouts{0}, read_errors{0}, latency_sum_ns{0};
+        protocol_errors{0}, auth_failures{0}, idle_timeouts{0}, read_errors{0}, latency_sum_ns{0}, raised{0};
     std::array<std::atomic<uint64_t>, kPageServerLatencyBoundsUs.size() + 1> latency_buckets{};
   };
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
@@ -238,6 +238,7 @@ class PageServer::Impl {
   bool handle_frame(const std::shared_ptr<Conn>& c, const ParseResult& f);
   void handle_client_hello(const std::shared_ptr<Conn>& c, const ParseResult& f);
   void handle_read(const std::shared_ptr<Conn>& c, const ParseResult& f);
+  void handle_raise(const std::shared_ptr<Conn>& c, const ParseResult& f);
   void arm_idle(const std::shared_ptr<Conn>& c, Clock::duration after);
   void send_small(const std::shared_ptr<Conn>& c, FrameType type, uint16_t code, uint64_t id,
                   std::vector<std::byte> payload, bool urgent);
@@ -434,6 +435,7 @@ PageServerStats PageServer::Impl::stats() const {
   s.idle_timeouts = counters_.idle_timeouts.load(std::memory_order_relaxed);
   s.read_errors = counters_.read_errors.load(std::memory_order_relaxed);
   s.zero_bytes = counters_.zero_bytes.load(std::memory_order_relaxed);
+  s.raised = counters_.raised.load(std::memory_order_relaxed);
   s.latency_sum_ns = counters_.latency_sum_ns.load(std::memory_order_relaxed);
   for (size_t i = 0; i < s.latency_buckets.size(); ++i)
     s.latency_buckets[i] = counters_.latency_buckets[i].load(std::memory_order_relaxed);
@@ -502,7 +504,7 @@ void PageServer::Impl::on_accept(Protocol::socket socket) {
   add(counters_.open);
   log(LogLevel::kInfo, c->peer + ": connected");
   Hello hello;
-  hello.capabilities = kCapZero | (options_.secret.empty() ? 0 : kCapAuth);
+  hello.capabilities = kCapZero | kCapRaise | (options_.secret.empty() ? 0 : kCapAuth);
   hello.max_request_bytes = options_.max_request_bytes;
   hello.object_size = object_size_;
   hello.max_in_flight_bytes = options_.max_in_flight_bytes;
@@ -561,6 +563,9 @@ bool PageServer::Impl::handle_frame(const std::shared_ptr<Conn>& c, const ParseR
       break;
     case FrameType::kRead:
       handle_read(c, f);
+      break;
+    case FrameType::kRaise:
+      handle_raise(c, f);
       break;
     case FrameType::kError: {
       std::string text(reinterpret_cast<const char*>(f.payload.data()), f.payload.size());
@@ -637,6 +642,36 @@ void PageServer::Impl::handle_read(const std::shared_ptr<Conn>& c, const ParseRe
   job->buf.reset(static_cast<std::byte*>(std::aligned_alloc(alignment_, job->read_length)));
   if (!job->buf) return fail_job(std::move(job), ENOMEM);
   (job->urgent ? urgent_jobs_ : normal_jobs_).push_back(std::move(job));
+}
+
+// RAISE: a READ of this connection, sent as read-ahead, now has a thread
+// waiting on it. Wherever it is (queued, in the backend, its answer waiting
+// to be written), it moves to the urgent side; an id already answered, or
+// never sent, is ignored (the answer may be on its way).
+void PageServer::Impl::handle_raise(const std::shared_ptr<Conn>& c, const ParseResult& f) {
+  if (c->state != Conn::State::kReady) return disconnect(c, ErrorCode::kBadFrame, "RAISE before the handshake");
+  const uint64_t id = f.header.id;
+  auto mine = [&](const Job& j) { return j.conn == c && j.id == id; };
+  for (auto it = normal_jobs_.begin(); it != normal_jobs_.end(); ++it)
+    if (mine(**it)) {
+      (*it)->urgent = true;
+      urgent_jobs_.push_back(std::move(*it));
+      normal_jobs_.erase(it);
+      return add(counters_.raised);
+    }
+  for (auto& [key, job] : in_backend_)
+    if (mine(*job) && !job->urgent) {
+      job->urgent = true;
+      backend_->make_urgent(reinterpret_cast<uint64_t>(key));
+      return add(counters_.raised);
+    }
+  for (auto it = c->normal_out.begin(); it != c->normal_out.end(); ++it)
+    if ((*it)->job && mine(*(*it)->job)) {
+      c->urgent_out.push_back(std::move(*it));
+      c->normal_out.erase(it);
+      add(counters_.raised);
+      return kick_writer(c);
+    }
 }
 
 void PageServer::Impl::arm_idle(const std::shared_ptr<Conn>& c, Clock::duration after) {

@@ -86,6 +86,7 @@ class RemoteBackend final : public Backend {
   int completion_fd() const override { return epoll_.get(); }
   void submit(std::span<const ReadRequest> reads) override;
   size_t reap(std::span<ReadCompletion> out) override;
+  void make_urgent(uint64_t tag) override;
 
  private:
   struct Part {  // one ReadRequest inside a wire request
@@ -163,6 +164,7 @@ class RemoteBackend final : public Backend {
   uint64_t next_id_ = 1;
   uint64_t in_flight_bytes_ = 0;  // sent, not answered (the server's budget)
   uint32_t urgent_sent_ = 0;      // demand requests sent, not answered
+  bool server_raise_ = false;     // the server takes RAISE frames (kCapRaise)
   std::deque<ReadCompletion> done_;
   SpinPolicy spin_;
 
@@ -429,6 +431,7 @@ bool RemoteBackend::handle_hello(const ParseResult& f) {
   if (err.empty() && h.max_in_flight_bytes < h.max_request_bytes)
     err = "server announces max_in_flight_bytes " + std::to_string(h.max_in_flight_bytes) + " below max_request_bytes";
   bool server_auth = h.capabilities & kCapAuth;
+  server_raise_ = h.capabilities & kCapRaise;
   if (err.empty() && server_auth && options_.secret.empty()) {
     err = "server requires a secret and none was given";
     fatal_ = true;
@@ -807,6 +810,37 @@ size_t RemoteBackend::reap(std::span<ReadCompletion> out) {
   }
   // More left than out holds: the runtime calls again (it does while we fill out).
   return n;
+}
+
+// A demand fault on a read-ahead. A wire not yet sent moves to the demand
+// queue (its merged neighbours go with it); one already sent is raised on
+// the server with a RAISE frame, if the server takes them.
+void RemoteBackend::make_urgent(uint64_t tag) {
+  auto has_tag = [&](const Wire& w) {
+    return std::any_of(w.parts.begin(), w.parts.end(), [&](const Part& p) { return p.tag == tag; });
+  };
+  for (auto qit = normal_queue_.begin(); qit != normal_queue_.end(); ++qit) {
+    auto it = wires_.find(*qit);
+    if (it == wires_.end() || it->second.sent || it->second.abandoned || !has_tag(it->second)) continue;
+    it->second.urgent = true;
+    urgent_queue_.push_back(*qit);
+    normal_queue_.erase(qit);
+    if (state_ == State::kReady) {
+      send_requests();
+      flush_tx();
+    }
+    return;
+  }
+  if (state_ != State::kReady || !server_raise_) return;
+  bool raised = false;
+  for (auto& [id, w] : wires_) {  // (a long read goes as several wires: each is raised)
+    if (!w.sent || w.urgent || w.abandoned || !has_tag(w)) continue;
+    w.urgent = true;
+    urgent_sent_++;  // (finish_wire counts it out as urgent)
+    append_frame(tx_, FrameType::kRaise, 0, 0, id, {});
+    raised = true;
+  }
+  if (raised) flush_tx();
 }
 
 }  // namespace

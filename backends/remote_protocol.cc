@@ -45,6 +45,7 @@ const char* type_name(FrameType t) {
     case FrameType::kData: return "DATA";
     case FrameType::kZero: return "ZERO";
     case FrameType::kError: return "ERROR";
+    case FrameType::kRaise: return "RAISE";
   }
   return "?";
 }
@@ -104,10 +105,10 @@ ParseResult parse_frame(std::span<const std::byte> bytes, Receiver receiver, uin
   h.length = get32(p + 4);
   h.id = get64(p + 8);
   h.crc = get32(p + 16);
-  if (raw_type < uint8_t(FrameType::kHello) || raw_type > uint8_t(FrameType::kError))
+  if (raw_type < uint8_t(FrameType::kHello) || raw_type > uint8_t(FrameType::kRaise))
     return failure(ErrorCode::kUnknownType, "unknown frame type " + std::to_string(raw_type));
   h.type = FrameType(raw_type);
-  bool from_client = h.type == FrameType::kClientHello || h.type == FrameType::kRead;
+  bool from_client = h.type == FrameType::kClientHello || h.type == FrameType::kRead || h.type == FrameType::kRaise;
   bool from_server = h.type == FrameType::kHello || h.type == FrameType::kWelcome || h.type == FrameType::kData ||
                      h.type == FrameType::kZero;
   if ((receiver == Receiver::kServer && from_server) || (receiver == Receiver::kClient && from_client))
@@ -130,6 +131,7 @@ ParseResult parse_frame(std::span<const std::byte> bytes, Receiver receiver, uin
     case FrameType::kZero: fixed = kZeroSize; break;
     case FrameType::kData: limit = max_payload; break;
     case FrameType::kError: limit = kMaxErrorMessage; break;
+    case FrameType::kRaise: limit = 0; break;
   }
   if (fixed != 0 && h.length != fixed)
     return failure(ErrorCode::kBadFrame, std::string(type_name(h.type)) + " frame length " +

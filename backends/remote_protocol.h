@@ -33,6 +33,7 @@ enum class FrameType : uint8_t {
   kData = 5,         // server -> client, bytes of one read
   kZero = 6,         // server -> client, the read's bytes are all zero
   kError = 7,        // either way; id 0: the connection is closed after it
+  kRaise = 8,        // client -> server, no payload: the READ of this id is now urgent
 };
 
 // Error codes carried in the header of kError frames.
@@ -57,6 +58,7 @@ const char* error_code_name(ErrorCode code);
 // Capability bits of kHello / kClientHello.
 constexpr uint32_t kCapAuth = 1;  // the server demands the shared secret
 constexpr uint32_t kCapZero = 2;  // kZero frames
+constexpr uint32_t kCapRaise = 4;  // the server takes kRaise frames
 
 // Flags of kRead.
 constexpr uint8_t kReadUrgent = 1;

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "uring_reader.h"
 
+#include <linux/ioprio.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -32,6 +34,12 @@ constexpr uint32_t kAsyncReadBytes = 64 << 10;
 constexpr auto kDrainTimeout = std::chrono::seconds(1);
 
 }  // namespace
+
+unsigned default_max_background(unsigned entries) {
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  unsigned workers = std::min<unsigned>(entries, 4 * static_cast<unsigned>(cpus > 0 ? cpus : 1));
+  return std::max(1u, workers > 2 ? workers - 2 : 1u);
+}
 
 void uring_rewind_sq(io_uring* ring) {
   io_uring_sq& sq = ring->sq;
@@ -70,6 +78,8 @@ int UringReader::init(const UringReaderOptions& options, int efd) {
   // IOSQE_ASYNC exists since 5.6; NATIVE_WORKERS (5.12) also makes io-wq
   // workers threads of this process.
   async_large_reads_ = options.async_large_reads && (p.features & IORING_FEAT_NATIVE_WORKERS) != 0;
+  max_background_ = options.max_background;
+  background_.reserve(max_background_);
   unconsumed_.reserve(p.sq_entries);
   return 0;
 }
@@ -97,14 +107,28 @@ void UringReader::set_aside(uint64_t tag, int err) {
 }
 
 void UringReader::queue(const UringRead& read) {
+  if (!read.urgent && max_background_ > 0) {
+    if (background_.size() >= max_background_ || !waiting_.empty()) return waiting_.push_back(read);
+    background_.push_back(read.tag);
+  }
+  prep(read);
+}
+
+void UringReader::prep(const UringRead& read) {
   // Past the CQ size, completions could overflow (dropped on kernels
   // without IORING_FEAT_NODROP): refuse instead; the runtime retries EAGAIN.
-  if (in_flight_ + unconsumed_.size() >= cq_entries_) return set_aside(read.tag, EAGAIN);
+  if (in_flight_ + unconsumed_.size() >= cq_entries_) {
+    forget_background(read.tag);
+    return set_aside(read.tag, EAGAIN);
+  }
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (sqe == nullptr) {  // more than the SQ holds in one batch: push out what we have
     flush();
     sqe = io_uring_get_sqe(&ring_);
-    if (sqe == nullptr) return set_aside(read.tag, EBUSY);
+    if (sqe == nullptr) {
+      forget_background(read.tag);
+      return set_aside(read.tag, EBUSY);
+    }
   }
   bool fixed = false;
   if (buffers_ != nullptr && read.dest >= buffers_ && read.length > 0 &&
@@ -118,8 +142,43 @@ void UringReader::queue(const UringRead& read) {
   }
   if (!fixed) io_uring_prep_read(sqe, read.fd, read.dest, read.length, read.offset);
   if (async_large_reads_ && read.length >= kAsyncReadBytes) sqe->flags |= IOSQE_ASYNC;
+  // The block layer's priority for direct reads (buffered ones take the
+  // task's): best effort, level 0, which every user may ask for.
+  if (read.urgent) sqe->ioprio = IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, 0);
   io_uring_sqe_set_data64(sqe, read.tag);
   unconsumed_.push_back(read.tag);
+}
+
+void UringReader::forget_background(uint64_t tag) {
+  if (background_.empty()) return;
+  auto it = std::find(background_.begin(), background_.end(), tag);
+  if (it == background_.end()) return;
+  *it = background_.back();
+  background_.pop_back();
+}
+
+// Background reads that waited, into the ring as far as there is room.
+void UringReader::admit_waiting() {
+  bool queued = false;
+  while (!waiting_.empty() && background_.size() < max_background_) {
+    UringRead read = waiting_.front();
+    waiting_.pop_front();
+    background_.push_back(read.tag);
+    prep(read);
+    queued = true;
+  }
+  if (queued) submit();
+}
+
+bool UringReader::make_urgent(uint64_t tag) {
+  auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const UringRead& r) { return r.tag == tag; });
+  if (it == waiting_.end()) return false;
+  UringRead read = *it;
+  waiting_.erase(it);
+  read.urgent = true;
+  prep(read);
+  submit();
+  return true;
 }
 
 int UringReader::submit() {
@@ -153,7 +212,10 @@ int UringReader::flush() {
     // submit cannot start them too, and complete them with the error.
     int err = r < 0 ? -r : EAGAIN;
     uring_rewind_sq(&ring_);
-    for (size_t i = consumed; i < unconsumed_.size(); ++i) set_aside(unconsumed_[i], err);
+    for (size_t i = consumed; i < unconsumed_.size(); ++i) {
+      forget_background(unconsumed_[i]);
+      set_aside(unconsumed_[i], err);
+    }
     unconsumed_.clear();
     return -err;
   }
@@ -188,6 +250,11 @@ size_t UringReader::reap(std::span<UringCompletion> out) {
     in_flight_ -= got;
     if (got < want) break;
   }
+  if (!background_.empty())
+    for (size_t i = 0; i < n; ++i) forget_background(out[i].tag);
+  // After the CQ was read: reads admitted now complete in a later reap(),
+  // behind every read that was in the ring before them.
+  admit_waiting();
   return n;
 }
 

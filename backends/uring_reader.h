@@ -32,6 +32,13 @@
 //  - Whenever completions are moved aside in queue() or submit() (failures,
 //    completions taken off the CQ on EBUSY), one eventfd write says so, so
 //    an edge-triggered poller comes back for them.
+//  - Background reads (UringRead::urgent false) beyond max_background in
+//    the kernel wait in a queue of the reader's own, and enter the ring as
+//    reads complete; urgent reads go in at once, at the best best-effort
+//    I/O priority. make_urgent() sends a waiting background read in at
+//    once. Why: io_uring hands buffered reads to io-wq workers, whose queue
+//    is FIFO, so a demand read submitted behind a deep queue of read-ahead
+//    waits for all of it (docs/design.md, "Demand first").
 //  - The destructor waits (up to a second) for reads still in flight, so
 //    none lands in memory its owner is about to free.
 #pragma once
@@ -54,6 +61,8 @@ struct UringRead {
   uint32_t length = 0;
   std::byte* dest = nullptr;
   uint64_t tag = 0;
+  // false: read-ahead or prefetch, which may wait for room (max_background).
+  bool urgent = true;
 };
 
 struct UringCompletion {
@@ -69,7 +78,15 @@ struct UringReaderOptions {
   // Flag buffered reads of 64 KiB and more IOSQE_ASYNC (O_DIRECT reads are
   // asynchronous anyway: set false for them).
   bool async_large_reads = true;
+  // Background reads in the kernel at most (0: no limit); the rest wait in
+  // the reader until reads complete.
+  unsigned max_background = 0;
 };
+
+// The default max_background for a ring of `entries`: two io-wq workers
+// fewer than io_uring starts at most (min(entries, 4 per CPU)), so a demand
+// read always finds a worker free.
+unsigned default_max_background(unsigned entries);
 
 // Drops the SQEs queued in `ring` but not consumed by the kernel. Without
 // SQPOLL the kernel reads the SQ tail only inside io_uring_enter, so moving
@@ -94,6 +111,8 @@ class UringReader {
   unsigned capacity() const { return cq_entries_; }
   // Reads taken by the kernel whose completion is not reaped yet.
   uint64_t in_flight() const { return in_flight_; }
+  // Background reads waiting in the reader for room in the kernel.
+  size_t waiting() const { return waiting_.size(); }
 
   // Registers `memory` as fixed buffers (in pieces of at most 1 GiB, the
   // kernel's limit), replacing any registered before; empty: unregisters.
@@ -112,9 +131,16 @@ class UringReader {
   size_t reap(std::span<UringCompletion> out);
   // Whether reap() has something to return now.
   bool ready() const;
+  // The read queued with `tag` is now urgent: if it still waits in the
+  // reader, it is submitted at once (returns true). One the kernel already
+  // has cannot be moved (false).
+  bool make_urgent(uint64_t tag);
 
  private:
   void set_aside(uint64_t tag, int err);
+  void prep(const UringRead& read);
+  void forget_background(uint64_t tag);
+  void admit_waiting();
   void set_aside_cqes();
   int flush();
   void drain();
@@ -126,6 +152,9 @@ class UringReader {
   unsigned cq_entries_ = 0;
   bool async_large_reads_ = false;
   uint64_t in_flight_ = 0;               // consumed by the kernel, CQE not yet reaped
+  unsigned max_background_ = 0;
+  std::vector<uint64_t> background_;     // tags of background reads in the ring (at most max_background_)
+  std::deque<UringRead> waiting_;        // background reads held back
   std::vector<uint64_t> unconsumed_;     // tags of SQEs queued, not yet taken by the kernel
   std::deque<UringCompletion> aside_;    // failed in queue()/submit(), or taken off the CQ on EBUSY
   bool signal_ = false;                  // aside_ grew since the last submit()

@@ -16,6 +16,10 @@
 //              workers (demand jobs ahead of the rest), then collects the
 //              jobs the workers finished, and completes every request whose
 //              pieces are all done.
+//   make_urgent() [fault thread] a demand fault on a background request:
+//              its jobs become urgent wherever they are (a read not yet
+//              started goes to the front, the reader or the source is told,
+//              a job waiting for a worker moves to the urgent queue).
 //   workers    decompress a job's frame straight into the staging memory of
 //              a request that wants the whole chunk (else into a buffer that
 //              then goes into the cache), check length and CRC-32C, copy to
@@ -63,6 +67,7 @@ using detail::kMaxQueueDepth;
 using detail::signal_eventfd;
 using detail::UniqueFd;
 using detail::UringCompletion;
+using detail::UringReaderOptions;
 
 constexpr unsigned kMaxWorkers = 256;
 // Neighbouring compressed chunks are read together up to this many bytes:
@@ -193,6 +198,7 @@ class ZstdSnapshotBackend::Impl {
 
   void submit(std::span<const ReadRequest> reads);
   size_t reap(std::span<ReadCompletion> out);
+  void make_urgent(uint64_t tag);
 
   std::string path_;
   ZstdSnapshotOptions options_;
@@ -235,6 +241,7 @@ class ZstdSnapshotBackend::Impl {
   std::unordered_map<uint64_t, std::vector<Target>> followers_;
   std::vector<ChunkJob*> new_jobs_;                  // created by this submit(), not yet in a read
   std::deque<ReadBuf*> unsubmitted_;                 // reads waiting for room in the ring
+  std::vector<ReadBuf*> in_source_;                  // reads submitted to source_, not yet reaped
   std::deque<ReadCompletion> ready_;
   std::vector<Request*> spare_requests_;
   std::vector<ChunkJob*> spare_jobs_;
@@ -269,7 +276,9 @@ ZstdSnapshotBackend::Impl::Impl(const std::string& path, const ZstdSnapshotOptio
   efd_ = detail::make_eventfd();
   if (!efd_) throw_errno("cannot create the completion eventfd for snapshot " + path, errno);
   unsigned entries = std::clamp<unsigned>(options.queue_depth, 8, 1024);
-  if (int r = reader_.init({.entries = entries, .async_large_reads = true}, efd_.get()); r < 0)
+  UringReaderOptions ro{
+      .entries = entries, .async_large_reads = true, .max_background = detail::default_max_background(entries)};
+  if (int r = reader_.init(ro, efd_.get()); r < 0)
     throw_errno("cannot set up io_uring for snapshot " + path, -r);
   start_threads();
 }
@@ -348,6 +357,7 @@ void ZstdSnapshotBackend::Impl::submit_source() {
     bool urgent = false;
     for (const ChunkJob* job : buf->jobs) urgent |= job->urgent;
     batch.push_back({buf->offset, buf->length, buf->bytes.get(), reinterpret_cast<uint64_t>(buf), urgent});
+    in_source_.push_back(buf);
   }
   if (batch.empty()) return;
   source_in_flight_ += static_cast<uint32_t>(batch.size());
@@ -359,6 +369,7 @@ size_t ZstdSnapshotBackend::Impl::reap_source(std::span<UringCompletion> out) {
   size_t n = source_->reap(std::span(got, std::min(out.size(), std::size(got))));
   for (size_t i = 0; i < n; ++i) {
     auto* buf = reinterpret_cast<ReadBuf*>(got[i].tag);
+    std::erase(in_source_, buf);
     int64_t r = got[i].result;
     if (r > 0 && got[i].zero) std::memset(buf->bytes.get(), 0, static_cast<size_t>(r));
     if (r > 0 && got[i].data) std::memcpy(buf->bytes.get(), got[i].data, static_cast<size_t>(r));
@@ -519,10 +530,12 @@ void ZstdSnapshotBackend::Impl::start_reads() {
 void ZstdSnapshotBackend::Impl::submit_ring() {
   if (source_) return submit_source();
   size_t queued = 0;
-  while (!unsubmitted_.empty() && reader_.in_flight() + queued < reader_.sq_entries()) {
+  while (!unsubmitted_.empty() && reader_.in_flight() + reader_.waiting() + queued < reader_.sq_entries()) {
     ReadBuf* buf = unsubmitted_.front();
     unsubmitted_.pop_front();
-    reader_.queue({buf->fd, buf->offset, buf->length, buf->bytes.get(), reinterpret_cast<uint64_t>(buf)});
+    bool urgent = false;
+    for (const ChunkJob* job : buf->jobs) urgent |= job->urgent;
+    reader_.queue({buf->fd, buf->offset, buf->length, buf->bytes.get(), reinterpret_cast<uint64_t>(buf), urgent});
     ++queued;
   }
   if (queued == 0) return;
@@ -532,6 +545,42 @@ void ZstdSnapshotBackend::Impl::submit_ring() {
     int err = -r;
     detail::logf(options_.log, LogLevel::kError, "snapshot %s: io_uring_submit failed: %s", path_.c_str(),
                  std::strerror(err));
+  }
+}
+
+// ---- raising a request -----------------------------------------------------------
+
+void ZstdSnapshotBackend::Impl::make_urgent(uint64_t tag) {
+  auto wanted_by = [&](const ChunkJob* job) {
+    for (const Target& t : job->targets)
+      if (t.req->tag == tag) return true;
+    return false;
+  };
+  // Jobs whose read has not completed: the read goes first.
+  for (auto& [chunk, job] : reading_) {
+    if (job->urgent || !wanted_by(job)) continue;
+    job->urgent = true;
+    ReadBuf* buf = job->buf;
+    auto it = std::find(unsubmitted_.begin(), unsubmitted_.end(), buf);
+    if (it != unsubmitted_.end()) {
+      unsubmitted_.erase(it);
+      unsubmitted_.push_front(buf);
+    } else if (source_) {
+      if (std::find(in_source_.begin(), in_source_.end(), buf) != in_source_.end())
+        source_->make_urgent(reinterpret_cast<uint64_t>(buf));
+    } else {
+      reader_.make_urgent(reinterpret_cast<uint64_t>(buf));
+    }
+  }
+  // Jobs read, waiting for a worker: into the urgent queue.
+  std::lock_guard lock(mu_);
+  for (auto& [chunk, job] : decoding_) {
+    if (job->urgent || !wanted_by(job)) continue;
+    auto it = std::find(background_jobs_.begin(), background_jobs_.end(), job);
+    if (it == background_jobs_.end()) continue;  // a worker has it
+    background_jobs_.erase(it);
+    job->urgent = true;
+    urgent_jobs_.push_back(job);
   }
 }
 
@@ -741,6 +790,7 @@ uint32_t ZstdSnapshotBackend::queue_depth() const { return impl_->options_.queue
 int ZstdSnapshotBackend::completion_fd() const { return impl_->epoll_ ? impl_->epoll_.get() : impl_->efd_.get(); }
 void ZstdSnapshotBackend::submit(std::span<const ReadRequest> reads) { impl_->submit(reads); }
 size_t ZstdSnapshotBackend::reap(std::span<ReadCompletion> out) { return impl_->reap(out); }
+void ZstdSnapshotBackend::make_urgent(uint64_t tag) { impl_->make_urgent(tag); }
 uint32_t ZstdSnapshotBackend::chunk_size() const { return impl_->index_.info.chunk_size; }
 
 ZstdSnapshotCounters ZstdSnapshotBackend::counters() const {

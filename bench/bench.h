@@ -113,6 +113,8 @@ bool reset_hwm();  // echo 5 > /proc/self/clear_refs
 std::string drop_caches();
 // Fraction (0..1) of the file's pages in the page cache (mincore); -1 on error.
 double cached_fraction(const std::string& path);
+// MiB of the file in the page cache (mincore on a fresh mapping); -1 on error.
+double cached_mb(const std::string& path);
 // Reads the whole file through the page cache (if not fully cached already).
 void warm_file(const std::string& path);
 struct Faults {
@@ -154,6 +156,7 @@ struct RunResult {
   uint64_t peak_rss_kb = 0;       // VmHWM after the run (reset before it)
   bool cache_dropped = false;     // cold: drop_caches succeeded
   double cached_before = -1;      // page-cache residency of the file before the run
+  double cache_after_mb = -1;     // MiB of the file in the page cache after the run (file-backed cases)
   // faultline only
   bool has_rt = false;
   uint64_t rt_faults = 0, rt_pages_installed = 0, rt_bytes_installed = 0, rt_bytes_read = 0;
@@ -181,6 +184,8 @@ struct CustomOptions {
   uint64_t readahead_max = 4 * 1024 * 1024;
   bool direct = false;        // FileBackend O_DIRECT
   uint32_t queue_depth = 64;  // FileBackend queue depth
+  uint32_t background_reads = 0;  // FileBackend background reads in the ring (0: its default)
+  bool keep_cache = false;        // FileBackend keeps the page cache
   uint64_t staging_bytes = 16 * 1024 * 1024;
   std::string spec;           // as given
 };

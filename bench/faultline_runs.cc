@@ -17,6 +17,8 @@ std::shared_ptr<faultline::Backend> make_backend(const Context& ctx, FlConfig cf
     faultline::FileBackendOptions fo;
     fo.direct = ctx.custom.direct;
     fo.queue_depth = ctx.custom.queue_depth;
+    fo.background_reads = ctx.custom.background_reads;
+    fo.keep_cache = ctx.custom.keep_cache;
     return std::make_shared<faultline::FileBackend>(ctx.path, fo);
   }
   return faultline::MemoryBackend::borrow(std::span<const std::byte>(ctx.mem, ctx.size));

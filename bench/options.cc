@@ -141,8 +141,19 @@ void parse_custom(const std::string& text, CustomOptions& c) {
           n > 4096)
         throw bad("qd must be 1..4096, got '" + v + "'");
       c.queue_depth = static_cast<uint32_t>(n);
+    } else if (k == "background" || k == "keep_cache") {
+      uint64_t n = 0;
+      if (k == "keep_cache") {
+        c.keep_cache = boolean();
+      } else if (v.find_first_not_of("0123456789") != std::string::npos || !faultline::cli::parse_size(v, n) ||
+                 n > 4096) {
+        throw bad("background must be 0..4096 (0: the default), got '" + v + "'");
+      } else {
+        c.background_reads = static_cast<uint32_t>(n);
+      }
     } else {
-      throw bad("unknown key '" + k + "' (fill, readahead, readahead_max, direct, qd, staging)");
+      throw bad("unknown key '" + k +
+                "' (fill, readahead, readahead_max, direct, qd, background, keep_cache, staging)");
     }
   }
 }
@@ -210,7 +221,7 @@ void add_options(CLI::App& app, Options& o) {
              "cold,warm (default both); memory-backed configs and the floors run under warm only");
   add_parsed(app, "--custom", "SPEC", [&o](const std::string& v) { parse_custom(v, o.custom); },
              "options of the *-custom configs, comma-separated key=value: fill=SIZE readahead=0|1 "
-             "readahead_max=SIZE direct=0|1 qd=N staging=SIZE (defaults: the library's defaults)");
+             "readahead_max=SIZE direct=0|1 qd=N background=N keep_cache=0|1 staging=SIZE (defaults: the library's defaults)");
   add_parsed(
       app, "--pin", "MODE",
       [&o](const std::string& v) {

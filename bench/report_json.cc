@@ -114,6 +114,7 @@ Json result(const Agg& a) {
   const bool cache_known = a.k.c->file_cache;
   j["cache_dropped"] = cache_known && a.k.cold ? Json(a.all_dropped) : Json(nullptr);
   j["cached_before_pct"] = cache_known ? number(a.cached_before_pct) : Json(nullptr);
+  j["cache_after_mb"] = cache_known ? number(a.cache_after_mb) : Json(nullptr);
   j["repeats"] = a.runs.size();
   Json seconds = Json::array(), p50 = Json::array();
   for (const RunResult& r : a.runs) {

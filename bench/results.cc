@@ -21,7 +21,8 @@ double quantile_us(std::vector<uint64_t> v, double q) {
 }
 
 void aggregate(Agg& a) {
-  std::vector<double> sec, faults, p50, p90, p99, peak, before, after, delta, inst, cached, minf, majf, limit;
+  std::vector<double> sec, faults, p50, p90, p99, peak, before, after, delta, inst, cached, cached_after, minf, majf,
+      limit;
   std::vector<double> rtf, rtp, rtr, rtc, rth, rt5, rt9, rtm, sv5, sv9, bud, mpk, evi, ref;
   const RunResult* median_run = nullptr;
   for (const auto& r : a.runs) {
@@ -55,6 +56,7 @@ void aggregate(Agg& a) {
     }
     majf.push_back(static_cast<double>(r.majflt));
     if (r.cached_before >= 0) cached.push_back(r.cached_before * 100.0);
+    if (r.cache_after_mb >= 0) cached_after.push_back(r.cache_after_mb);
     if (a.k.cold && !r.cache_dropped) a.all_dropped = false;
     if (a.k.c->kind != Kind::kMmap && !is_cgroup_child(*a.k.c)) {
       double im = static_cast<double>(r.installed_bytes) / static_cast<double>(kMiB);
@@ -103,6 +105,7 @@ void aggregate(Agg& a) {
   a.installed_mb = median(inst);
   a.rss_limit_mb = median(limit);
   a.cached_before_pct = median(cached);
+  a.cache_after_mb = median(cached_after);
   a.minflt = median(minf);
   a.majflt = median(majf);
   a.budget_mb = median(bud);

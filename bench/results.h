@@ -27,7 +27,8 @@ struct Agg {
   Case k;
   std::vector<RunResult> runs;
   double seconds = NAN, ns_per_page = NAN, gb_per_s = NAN, faults = NAN, p50 = NAN, p90 = NAN, p99 = NAN, peak_rss_mb = NAN;
-  double rss_before_mb = NAN, rss_after_mb = NAN, rss_delta_mb = NAN, installed_mb = NAN, cached_before_pct = NAN;
+  double rss_before_mb = NAN, rss_after_mb = NAN, rss_delta_mb = NAN, installed_mb = NAN, cached_before_pct = NAN,
+         cache_after_mb = NAN;
   double minflt = NAN, majflt = NAN;
   double budget_mb = NAN, memory_peak_mb = NAN, evicted = NAN, refaults = NAN;
   double svc_p50 = NAN, svc_p99 = NAN;

@@ -53,6 +53,8 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
     case Kind::kZstd: r = run_zstd(b.ctx, c.zc, plan); break;
   }
   pin_reset();
+  // After the run's mapping or region is gone: what it left in the cache.
+  if (c.file_cache) r.cache_after_mb = cached_mb(cache_file);
   if (c.kind != Kind::kMmap && !(c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup)) {
     const Faults f1 = read_faults();
     r.minflt = f1.minflt - f0.minflt;

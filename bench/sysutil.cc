@@ -126,28 +126,43 @@ std::string drop_caches() {
   return "";
 }
 
-double cached_fraction(const std::string& path) {
+namespace {
+// Pages of the file in the page cache and pages in all (mincore on a fresh
+// shared mapping); false on error.
+bool cached_pages(const std::string& path, size_t* in, size_t* npages) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
+  if (fd < 0) return false;
   struct stat st;
   if (fstat(fd, &st) != 0 || st.st_size == 0) {
     close(fd);
-    return -1;
+    return false;
   }
   size_t len = static_cast<size_t>(st.st_size);
   void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
   close(fd);
-  if (p == MAP_FAILED) return -1;
-  size_t npages = (len + kPage - 1) / kPage;
-  std::vector<unsigned char> vec(npages);
-  double frac = -1;
-  if (mincore(p, len, vec.data()) == 0) {
-    size_t in = 0;
-    for (unsigned char c : vec) in += c & 1;
-    frac = static_cast<double>(in) / static_cast<double>(npages);
+  if (p == MAP_FAILED) return false;
+  *npages = (len + kPage - 1) / kPage;
+  std::vector<unsigned char> vec(*npages);
+  bool ok = mincore(p, len, vec.data()) == 0;
+  if (ok) {
+    *in = 0;
+    for (unsigned char c : vec) *in += c & 1;
   }
   munmap(p, len);
-  return frac;
+  return ok;
+}
+}  // namespace
+
+double cached_fraction(const std::string& path) {
+  size_t in = 0, npages = 0;
+  if (!cached_pages(path, &in, &npages)) return -1;
+  return static_cast<double>(in) / static_cast<double>(npages);
+}
+
+double cached_mb(const std::string& path) {
+  size_t in = 0, npages = 0;
+  if (!cached_pages(path, &in, &npages)) return -1;
+  return static_cast<double>(in * kPage) / (1024.0 * 1024.0);
 }
 
 void warm_file(const std::string& path) {

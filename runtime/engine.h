@@ -191,6 +191,7 @@ class Engine {
   void submit_batches();
   void dispatch_demand();
   void dispatch_background();
+  void make_urgent(ReadOp* op);
   void reap(BackendSlot* slot);
   void complete(ReadOp* op, const ReadCompletion& c, bool alone);
   void retry(ReadOp* op);

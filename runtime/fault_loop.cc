@@ -169,6 +169,7 @@ void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
   auto it = r->loop.ops.find(chunk);
   if (it != r->loop.ops.end()) {  // one read per chunk, however many threads wait
     ReadOp* op = it->second;
+    if (op->waiters.empty() && op->stage == ReadOp::Stage::kReading) make_urgent(op);
     op->waiters.push_back(now);
     if (op->kind == ReadOp::Kind::kReadahead || op->kind == ReadOp::Kind::kReadaround)
       count(r, &Stats::readahead_hits, 1);
@@ -222,7 +223,10 @@ void Engine::note_readahead(RegionState* r, uint64_t chunk) {
   FAULTLINE_ASSERT_LOOP(loop_);
   if (!r->options.readahead) return;
   ReadaheadDetector::Span window;
-  bool around = r->loop.readahead.on_fault(chunk, &window);
+  ReadaheadDetector::Verdict verdict;
+  bool around = r->loop.readahead.on_fault(chunk, &window, &verdict);
+  if (verdict.used) count(r, &Stats::readahead_used_bytes, verdict.used << r->fill_shift);
+  if (verdict.wasted) count(r, &Stats::readahead_wasted_bytes, verdict.wasted << r->fill_shift);
   if (around) r->loop.spans.push_front({window.first, window.last, ReadOp::Kind::kReadaround});
   if ((around || r->loop.readahead.pending()) && !r->loop.in_background) {
     r->loop.in_background = true;
@@ -383,6 +387,23 @@ void Engine::dispatch_background() {
     started = true;
   }
   if (started) submit_batches();
+}
+
+// A demand fault on a chunk being read ahead or prefetched: the read was
+// submitted as background work; from now on a thread waits on it. In a
+// batch not yet submitted it simply becomes urgent; otherwise the backend
+// moves it ahead of the background reads in its own queue.
+void Engine::make_urgent(ReadOp* op) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  BackendSlot* slot = op->region->loop.slot;
+  uint64_t tag = reinterpret_cast<uint64_t>(op);
+  count(op->region, &Stats::raised_reads, 1);
+  for (ReadRequest& req : slot->batch)
+    if (req.tag == tag) {
+      req.urgent = true;
+      return;
+    }
+  slot->backend->make_urgent(tag);
 }
 
 // ---- Completions --------------------------------------------------------
@@ -568,6 +589,8 @@ void Engine::note_installed(ReadOp* op) {
   count(r, &Stats::pages_installed, pages);
   count(r, &Stats::bytes_installed, op->length);
   if (op->zero) count(r, &Stats::zero_pages, pages);
+  if (op->kind == ReadOp::Kind::kReadahead || op->kind == ReadOp::Kind::kReadaround)
+    count(r, &Stats::readahead_bytes, op->length);
 }
 
 // Waiters not woken by the placement itself, and every waiter after

@@ -13,6 +13,7 @@ ReadaheadDetector::ReadaheadDetector(uint64_t chunks, uint32_t fill_shift, uint6
   // The first window is 256 KiB (at least 2 chunks), as the kernel's
   // initial readahead.
   initial_window_ = std::min(max_window_, std::max<uint64_t>(2, (256 * 1024) >> fill_shift));
+  cap_ = max_window_;
   if (readaround) {
     // calloc: a huge region's counters cost nothing until faults touch them.
     window_faults_ = {static_cast<uint8_t*>(std::calloc(chunks / window_chunks_ + 1, 1)), std::free};
@@ -20,21 +21,58 @@ ReadaheadDetector::ReadaheadDetector(uint64_t chunks, uint32_t fill_shift, uint6
   }
 }
 
-bool ReadaheadDetector::on_fault(uint64_t chunk, Span* around) {
+bool ReadaheadDetector::on_fault(uint64_t chunk, Span* around, Verdict* verdict) {
+  Verdict v;
   // Sequential: the next chunk, or a fault inside (or right after) the
   // window read ahead last time: the stream outran the read-ahead.
-  bool sequential = chunk == last_fault_ + 1 || (end_ > 0 && chunk >= start_ && chunk <= end_);
+  bool by_one = chunk == last_fault_ + 1;
+  bool sequential = by_one || (end_ > 0 && chunk >= start_ && chunk <= end_);
   last_fault_ = chunk;
+  run_ = sequential ? run_ + 1 : 0;
   if (!sequential) {  // a random fault ends the stream and its pending read-ahead
+    v.wasted = judge_wasted();
+    // Mostly wasted: the pattern is not one read-ahead helps. Halve the
+    // cap; below the first window there is no point: off.
+    if (v.wasted > stream_used_) {
+      cap_ /= 2;
+      if (cap_ < initial_window_) cap_ = 0;
+    }
+    stream_used_ = 0;
     window_ = 0;
     start_ = next_ = end_ = 0;
+    if (verdict) *verdict = v;
     return note_random(chunk, around);
   }
-  window_ = window_ ? std::min(window_ * 2, max_window_) : initial_window_;
+  v.used = judge_used(chunk);
+  stream_used_ += v.used;
+  if (verdict) *verdict = v;
+  if (v.used > 0) cap_ = std::min(max_window_, std::max(cap_ * 2, initial_window_));  // it paid: open up
+  if (cap_ == 0) {
+    if (run_ < kRecoverRun) return false;  // backed off: only a longer stream reopens it
+    cap_ = initial_window_;
+  }
+  window_ = std::min(window_ ? window_ * 2 : initial_window_, cap_);
   start_ = chunk;
   next_ = std::max(next_, chunk + 1);
   end_ = std::min(chunks_, std::max(end_, chunk + 1 + window_));
   return false;
+}
+
+// Chunks handed out at or before the stream's new position: it went past
+// them, so they served it (or were on their way when it got there).
+uint64_t ReadaheadDetector::judge_used(uint64_t chunk) {
+  uint64_t n = 0;
+  while (!taken_.empty() && taken_.front() <= chunk) {
+    taken_.pop_front();
+    n++;
+  }
+  return n;
+}
+
+uint64_t ReadaheadDetector::judge_wasted() {
+  uint64_t n = taken_.size();
+  taken_.clear();
+  return n;
 }
 
 // Random faults that crowd into one window say the access is dense there:

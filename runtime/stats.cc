@@ -83,6 +83,11 @@ void StatsSnapshot::for_each(const std::function<void(std::string_view name, uin
   f("latency_max_ns", latency_max_ns);
 }
 
+double StatsSnapshot::readahead_hit_ratio() const {
+  uint64_t judged = readahead_used_bytes + readahead_wasted_bytes;
+  return judged == 0 ? 1.0 : static_cast<double>(readahead_used_bytes) / static_cast<double>(judged);
+}
+
 std::string StatsSnapshot::to_json() const {
   // ordered_json: the keys in the list's order.
   nlohmann::ordered_json j;
@@ -90,6 +95,7 @@ std::string StatsSnapshot::to_json() const {
 #define FAULTLINE_STATS_JSON(name, meaning) j[#name] = name;
   FAULTLINE_STATS_COUNTERS(FAULTLINE_STATS_JSON)
 #undef FAULTLINE_STATS_JSON
+  j["readahead_hit_ratio"] = readahead_hit_ratio();
   j["latency_ns"] = {{"count", latency_count},
                      {"p50", latency_p50_ns},
                      {"p90", latency_p90_ns},

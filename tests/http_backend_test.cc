@@ -154,6 +154,33 @@ TEST_CASE("adjacent reads are merged into one range, each read gets its own byte
   CHECK(t::first_mismatch(blocking.data(), data.data() + 12345, blocking.size()) == -1);
 }
 
+TEST_CASE("a queued read-ahead raised by make_urgent overtakes the queue on the connection kept for demand",
+          "[http][urgent]") {
+  SKIP_WITHOUT_NGINX();
+  auto data = t::pattern(2 * kMiB, 23);
+  t::Nginx server;
+  write_file(server.root() + "/image", data);
+  HttpOptions o = options_for(server, "image");
+  o.connections = 2;              // read-ahead may use one of them
+  o.requests_per_connection = 1;  // and one request at a time: the rest wait in the queue
+  HttpBackend b(o);
+  std::vector<std::byte> staging(8 * 16 * kKiB);
+  std::vector<ReadRequest> reads;
+  for (uint32_t i = 0; i < 8; ++i)  // apart from each other: one request each
+    reads.push_back({i * 128 * kKiB, 16 * kKiB, staging.data() + i * 16 * kKiB, i, false});
+  std::vector<uint64_t> order;
+  auto done = read_all(b, reads, [&] { b.make_urgent(7); }, &order);
+  for (uint32_t i = 0; i < 8; ++i) {
+    REQUIRE(done.at(i).result == 16 * kKiB);
+    CHECK(t::first_mismatch(staging.data() + i * 16 * kKiB, data.data() + i * 128 * kKiB, 16 * kKiB) == -1);
+  }
+  CHECK(b.counters().raised == 1);
+  // Sent at once on the free connection: at most the read-ahead already on
+  // the other one (and the one after it) can come first. Unraised it would be last.
+  auto at = std::find(order.begin(), order.end(), 7) - order.begin();
+  CHECK(at <= 2);
+}
+
 TEST_CASE("https: the certificate is verified against the CA file, refused without it", "[http]") {
   SKIP_WITHOUT_NGINX();
   t::Nginx server(true);

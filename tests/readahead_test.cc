@@ -119,3 +119,50 @@ TEST_CASE("read-around: the last window is clipped to the region", "[readahead]"
   CHECK(around.first == 32);
   CHECK(around.last == 40);
 }
+
+TEST_CASE("read-ahead backs off to zero on lookups that waste it, and comes back on a stream", "[readahead]") {
+  ReadaheadDetector d(1 << 20, kShift64K, 4 * kMiB, false);  // cap 64 chunks, first window 4
+  ReadaheadDetector::Span around;
+  ReadaheadDetector::Verdict v;
+  REQUIRE(d.cap() == 64);
+  // Lookups that touch two chunks in order, far apart: each pair opens a
+  // window, the next pair leaves it unused.
+  uint64_t wasted = 0, used = 0, opened = 0;
+  uint64_t at = 1000;
+  for (int pair = 0; pair < 12; ++pair, at = (at * 7919 + 104729) % 1000000) {
+    d.on_fault(at, &around, &v);
+    wasted += v.wasted;
+    used += v.used;
+    d.on_fault(at + 1, &around, &v);
+    wasted += v.wasted;
+    used += v.used;
+    std::vector<uint64_t> got = drain(d);
+    if (!got.empty()) opened++;
+  }
+  CHECK(used == 0);
+  CHECK(wasted == 4 * opened);    // every chunk handed out was judged wasted
+  CHECK(opened == 5);             // caps 64, 32, 16, 8, 4 ... then off
+  CHECK(d.cap() == 0);
+  d.on_fault(5000, &around);
+  d.on_fault(5001, &around);      // a pair no longer opens anything
+  CHECK_FALSE(d.pending());
+
+  // A stream: after kRecoverRun faults in order the first window opens, and
+  // each time the stream goes past its read-ahead the cap doubles.
+  uint64_t f = 200000;
+  for (uint64_t i = 0; i < ReadaheadDetector::kRecoverRun; ++i) {
+    d.on_fault(f++, &around, &v);
+    CHECK_FALSE(d.pending());
+  }
+  uint64_t stream_used = 0, stream_wasted = 0;
+  for (int step = 0; step < 12; ++step) {
+    d.on_fault(f, &around, &v);
+    stream_used += v.used;
+    stream_wasted += v.wasted;
+    std::vector<uint64_t> got = drain(d);
+    f = got.empty() ? f + 1 : got.back() + 1;  // the stream faults right after what was read ahead
+  }
+  CHECK(stream_wasted == 0);
+  CHECK(stream_used > 64);
+  CHECK(d.cap() == 64);  // all the way back
+}

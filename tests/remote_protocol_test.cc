@@ -114,8 +114,12 @@ TEST_CASE("the frame parser rejects each malformed header with the right code", 
   auto f = read;
   f[0] = std::byte{0};
   expect(f, Receiver::kServer, ErrorCode::kUnknownType, "unknown frame type 0");
-  f[0] = std::byte{8};
-  expect(f, Receiver::kServer, ErrorCode::kUnknownType, "unknown frame type 8");
+  f[0] = std::byte{9};
+  expect(f, Receiver::kServer, ErrorCode::kUnknownType, "unknown frame type 9");
+  // RAISE: client to server only, and no payload.
+  expect(frame(FrameType::kRaise, 0, 0, 5, {}), Receiver::kClient, ErrorCode::kBadFrame, "RAISE sent the wrong way");
+  expect(frame(FrameType::kRaise, 0, 0, 5, bytes("x")), Receiver::kServer, ErrorCode::kTooLarge, "RAISE frame length 1");
+  CHECK(parse_frame(frame(FrameType::kRaise, 0, 0, 5, {}), Receiver::kServer, 1 << 20).status == ParseResult::kFrame);
   expect(read, Receiver::kClient, ErrorCode::kBadFrame, "READ sent the wrong way");
   expect(frame(FrameType::kData, 0, 0, 1, bytes("x")), Receiver::kServer, ErrorCode::kBadFrame, "wrong way");
   f = read;

@@ -31,6 +31,7 @@
 #include "remote_protocol.h"
 #include "snapshot_test_util.h"
 #include "read_all.h"
+#include "test_backends.h"
 #include "test_util.h"
 
 using namespace faultline;
@@ -824,6 +825,38 @@ TEST_CASE("the remote backend completes every read, merged or not, out of order"
   CHECK(std::count(seen.begin(), seen.end(), 1) == 64);
   // The adjacent run went as fewer requests than reads.
   CHECK(server.stats().requests < 64);
+}
+
+TEST_CASE("a demand fault on a read-ahead already sent is raised on the server (RAISE)", "[remote][urgent]") {
+  auto data = pattern(2 * kMiB, 17);
+  auto scripted = std::make_shared<ScriptedBackend>(data, 16);
+  scripted->hold();  // the server's reads wait in the backend's queue
+  PageServer server(scripted, {});
+  RemoteOptions ro;
+  ro.address = server.endpoints().at(0);
+  auto backend = connect_remote(ro);
+  std::vector<ReadRequest> reads;
+  std::vector<std::vector<std::byte>> bufs(8, std::vector<std::byte>(16384));
+  for (int i = 0; i < 8; ++i)  // read-ahead, apart from each other (one request each)
+    reads.push_back(ReadRequest{uint64_t(i) * 128 * kKiB, 16384, bufs[i].data(), uint64_t(1000 + i), false});
+  std::vector<uint64_t> order;
+  auto done = read_all(
+      *backend, reads,
+      [&] {
+        REQUIRE(eventually([&] { return scripted->pending() == 8; }));
+        backend->make_urgent(1006);
+        REQUIRE(eventually([&] { return scripted->raised() == 1; }));
+        scripted->release();
+      },
+      &order);
+  for (int i = 0; i < 8; ++i) {
+    CHECK(done.at(1000 + i).result == 16384);
+    CHECK(std::memcmp(bufs[i].data(), data.data() + reads[i].offset, 16384) == 0);
+  }
+  REQUIRE(order.size() == 8);
+  CHECK(scripted->served().front() == 6 * 128 * kKiB);  // read first on the server
+  CHECK(order.front() == 1006);                        // and answered first
+  CHECK(server.stats().raised == 1);
 }
 
 namespace {

@@ -119,3 +119,31 @@ TEST_CASE("file problems are reported with the path and the field", "[runtime][f
   CHECK_THROWS_WITH(rt.map(std::make_shared<FileBackend>(file.path(), direct), o),
                     Catch::Contains("RegionOptions.offset = 12345") && Catch::Contains("aligned to 4096"));
 }
+
+TEST_CASE("a file region holds its data once: the page cache copy is dropped unless kept", "[runtime][file][cache]") {
+  auto engine = GENERATE(FileBackendOptions::Engine::kIoUring, FileBackendOptions::Engine::kPread);
+  bool keep = GENERATE(false, true);
+  auto data = pattern(16 * kMiB, 47);
+  TempFile file(data);  // just written: every page is in the cache
+  {
+    int fd = open(file.path().c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    REQUIRE(fsync(fd) == 0);  // clean pages: dirty ones cannot be dropped
+    close(fd);
+  }
+  REQUIRE(page_cache_bytes(file.path()) > 15 * kMiB);
+  FileBackendOptions fo;
+  fo.engine = engine;
+  fo.keep_cache = keep;
+  INFO("engine " << static_cast<int>(engine) << " keep_cache " << keep);
+  {
+    Runtime rt;
+    Region r = rt.map(std::make_shared<FileBackend>(file.path(), fo));
+    REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
+  }  // the backend goes with the region: what its last reads left cached is dropped too
+  uint64_t cached = page_cache_bytes(file.path());
+  if (keep)
+    CHECK(cached > 15 * kMiB);
+  else
+    CHECK(cached < kMiB);
+}

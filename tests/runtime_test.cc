@@ -515,6 +515,32 @@ TEST_CASE("prefetch loads in the background so later touches do not fault", "[ru
   CHECK(r.stats().faults > 0);
 }
 
+TEST_CASE("a demand fault on a queued prefetch is served before the rest of the queue", "[runtime][urgent]") {
+  auto data = pattern(4 * kMiB, 37);
+  auto backend = std::make_shared<ScriptedBackend>(data, 32);
+  Runtime rt;
+  RegionOptions o;
+  o.readahead = false;  // only the prefetch and the demand fault
+  Region r = rt.map(backend, o);
+  backend->hold();
+  r.prefetch(0, 8 * 64 * kKiB);
+  REQUIRE(wait_until([&] { return backend->pending() == 8; }));
+  std::byte seen{};
+  std::thread reader([&] { seen = r.data()[6 * 64 * kKiB + 5]; });
+  REQUIRE(wait_until([&] { return backend->raised() == 1; }));
+  backend->release();
+  reader.join();
+  CHECK(seen == data[6 * 64 * kKiB + 5]);
+  std::vector<uint64_t> order = backend->served();
+  REQUIRE(order.size() == 8);
+  CHECK(order[0] == 6 * 64 * kKiB);  // the raised read, then the queue in order
+  CHECK(order[1] == 0);
+  CHECK(r.stats().prefetch_hits == 1);
+  CHECK(r.stats().raised_reads == 1);
+  CHECK(backend->reads() == 8);  // raised, not read twice
+  CHECK(first_mismatch(r.data(), data.data(), data.size()) == -1);
+}
+
 TEST_CASE("read-ahead turns a sequential scan into few faults", "[runtime]") {
   auto data = pattern(32 * kMiB, 31);
   auto backend = std::make_shared<ScriptedBackend>(data, 32);
@@ -526,6 +552,27 @@ TEST_CASE("read-ahead turns a sequential scan into few faults", "[runtime]") {
     REQUIRE(first_mismatch(r.data(), data.data(), data.size()) == -1);
     CHECK(r.stats().faults < chunks / 4);
     CHECK(r.stats().readahead_chunks > chunks / 2);
+    StatsSnapshot s = r.stats();
+    CHECK(s.readahead_bytes == s.readahead_chunks * o.fill_size);
+    CHECK(s.readahead_used_bytes > data.size() / 2);  // the stream went over what was read ahead
+    CHECK(s.readahead_wasted_bytes == 0);
+    CHECK(s.readahead_hit_ratio() == 1.0);
+  }
+  SECTION("lookups of two neighbouring chunks: read-ahead backs off to nothing") {
+    Region r = rt.map(backend, o);
+    for (uint64_t k = 0; k < 40; ++k) {  // pairs far apart, never in order with the last pair
+      uint64_t c = (k * 97) % (chunks - 1);
+      REQUIRE(r.data()[c * o.fill_size] == data[c * o.fill_size]);
+      REQUIRE(r.data()[(c + 1) * o.fill_size] == data[(c + 1) * o.fill_size]);
+    }
+    StatsSnapshot s = r.stats();
+    INFO(s.to_json());
+    CHECK(s.readahead_used_bytes == 0);
+    CHECK(s.readahead_wasted_bytes > 0);
+    CHECK(s.readahead_hit_ratio() == 0.0);
+    // Five windows of 256 KiB at most (caps 64, 32, 16, 8, 4 chunks), then off.
+    CHECK(s.readahead_chunks <= 5 * 4);
+    CHECK(s.to_json().find("\"readahead_hit_ratio\":0.0") != std::string::npos);
   }
   SECTION("off") {
     o.readahead = false;
@@ -601,7 +648,9 @@ TEST_CASE("statistics are exported as JSON and add up per runtime", "[runtime][s
     names.emplace_back(name);
     if (name.rfind("latency_", 0) != 0) CHECK(json[std::string(name)] == value);
   });
-  REQUIRE(names.size() == json.size() - 2 + 5);  // less "version" and "latency_ns", plus its five fields
+  // less "version", "readahead_hit_ratio" and "latency_ns", plus its five fields
+  REQUIRE(names.size() == json.size() - 3 + 5);
+  CHECK(json["readahead_hit_ratio"] == total.readahead_hit_ratio());
   CHECK(names.front() == "faults");
   CHECK(names[1] == "pages_installed");
   CHECK(names.back() == "latency_max_ns");

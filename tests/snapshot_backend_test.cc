@@ -10,6 +10,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <functional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -54,10 +55,13 @@ std::string snapshot_of(const TempDir& dir, const std::vector<std::byte>& data, 
 
 // Drives a backend the way the fault loop does: submit, then reap whenever
 // the completion fd signals, until every request has completed.
+// `after_submit` runs between the submit and the first reap.
 std::unordered_map<uint64_t, ReadCompletion> serve(Backend& b, const std::vector<ReadRequest>& reqs,
-                                                   std::vector<uint64_t>* order = nullptr) {
+                                                   std::vector<uint64_t>* order = nullptr,
+                                                   const std::function<void()>& after_submit = {}) {
   std::unordered_map<uint64_t, ReadCompletion> done;
   b.submit(reqs);
+  if (after_submit) after_submit();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (done.size() < reqs.size()) {
     ReadCompletion out[4];  // small, so the "reap until short" re-arm path runs
@@ -415,6 +419,28 @@ TEST_CASE("demand reads are decompressed ahead of prefetch reads", "[snapshot][b
   REQUIRE(b.counters().io_reads == 1);
   REQUIRE(order.size() == 16);
   CHECK(order.front() == 13);
+  for (uint64_t c = 0; c < 16; ++c) {
+    REQUIRE(done.at(c).result == chunk);
+    REQUIRE(std::memcmp(bufs[c].data(), data.data() + c * chunk, chunk) == 0);
+  }
+}
+
+TEST_CASE("a background read raised by make_urgent is decompressed first", "[snapshot][backend][urgent]") {
+  TempDir dir;
+  const uint32_t chunk = 64 * kKiB;
+  std::vector<std::byte> data(16 * chunk);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte(static_cast<uint8_t>('a' + i / 7 % 26 + i / chunk));
+  ZstdSnapshotOptions so;
+  so.workers = 1;
+  ZstdSnapshotBackend b(snapshot_of(dir, data, chunk), so);
+  std::vector<std::vector<std::byte>> bufs(16, std::vector<std::byte>(chunk));
+  std::vector<ReadRequest> reqs;  // all read-ahead: in order, without the raise, 11 would come twelfth
+  for (uint64_t c = 0; c < 16; ++c) reqs.push_back(ReadRequest{c * chunk, chunk, bufs[c].data(), c, false});
+  std::vector<uint64_t> order;
+  auto done = serve(b, reqs, &order, [&] { b.make_urgent(11); });
+  REQUIRE(b.counters().io_reads == 1);  // one merged read: the jobs reach the worker together
+  REQUIRE(order.size() == 16);
+  CHECK(order.front() == 11);
   for (uint64_t c = 0; c < 16; ++c) {
     REQUIRE(done.at(c).result == chunk);
     REQUIRE(std::memcmp(bufs[c].data(), data.data() + c * chunk, chunk) == 0);

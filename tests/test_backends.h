@@ -26,6 +26,9 @@ namespace faultline::test {
 // - hold(): completions wait until release() (reads "in flight" for as long
 //   as the test wants)
 // - short_reads: each read returns at most half of what was asked
+// Urgent reads (and reads make_urgent() raised) are served before the
+// background ones still queued; served() lists read offsets in the order
+// the worker took them.
 class ScriptedBackend final : public Backend {
  public:
   explicit ScriptedBackend(std::vector<std::byte> data, uint32_t depth = 16)
@@ -64,8 +67,13 @@ class ScriptedBackend final : public Backend {
   size_t reads() const { return reads_.load(); }
   size_t pending() {
     std::lock_guard<std::mutex> l(mu_);
-    return queue_.size();
+    return queue_.size() + urgent_.size();
   }
+  std::vector<uint64_t> served() {
+    std::lock_guard<std::mutex> l(mu_);
+    return served_;
+  }
+  size_t raised() const { return raised_.load(); }
 
   uint64_t size() const override { return data_.size(); }
   std::string name() const override { return "scripted test backend"; }
@@ -74,10 +82,18 @@ class ScriptedBackend final : public Backend {
   void submit(std::span<const ReadRequest> reads) override {
     {
       std::lock_guard<std::mutex> l(mu_);
-      for (const ReadRequest& r : reads) queue_.push_back(r);
+      for (const ReadRequest& r : reads) (r.urgent ? urgent_ : queue_).push_back(r);
       reads_ += reads.size();
     }
     cv_.notify_all();
+  }
+  void make_urgent(uint64_t tag) override {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = std::find_if(queue_.begin(), queue_.end(), [&](const ReadRequest& r) { return r.tag == tag; });
+    if (it == queue_.end()) return;
+    urgent_.push_back(*it);
+    queue_.erase(it);
+    ++raised_;
   }
   size_t reap(std::span<ReadCompletion> out) override {
     std::lock_guard<std::mutex> l(mu_);
@@ -98,10 +114,12 @@ class ScriptedBackend final : public Backend {
   void work() {
     std::unique_lock<std::mutex> l(mu_);
     for (;;) {
-      cv_.wait(l, [&] { return stop_ || (!held_ && !queue_.empty()); });
+      cv_.wait(l, [&] { return stop_ || (!held_ && (!queue_.empty() || !urgent_.empty())); });
       if (stop_) return;
-      ReadRequest r = queue_.front();
-      queue_.pop_front();
+      auto& q = urgent_.empty() ? queue_ : urgent_;
+      ReadRequest r = q.front();
+      q.pop_front();
+      served_.push_back(r.offset);
       ReadCompletion c{r.tag, 0, false};
       bool failed = false;
       for (const Fail& f : fails_)
@@ -131,8 +149,10 @@ class ScriptedBackend final : public Backend {
   int efd_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<ReadRequest> queue_;
+  std::deque<ReadRequest> queue_, urgent_;
   std::deque<ReadCompletion> done_;
+  std::vector<uint64_t> served_;
+  std::atomic<size_t> raised_{0};
   std::vector<Fail> fails_;
   std::atomic<int> transient_{0};
   std::atomic<bool> short_reads_{false};

@@ -7,6 +7,8 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 namespace faultline::test {
 
@@ -134,6 +137,28 @@ bool is_uffd_registered(const void* addr, size_t len) {
 }
 
 bool is_root() { return geteuid() == 0; }
+
+uint64_t page_cache_bytes(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error("page_cache_bytes: cannot open " + path);
+  struct stat st {};
+  ::fstat(fd, &st);
+  size_t len = static_cast<size_t>(st.st_size);
+  uint64_t bytes = 0;
+  if (len > 0) {
+    void* p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      throw std::runtime_error("page_cache_bytes: cannot map " + path);
+    }
+    std::vector<unsigned char> vec((len + 4095) / 4096);
+    if (::mincore(p, len, vec.data()) == 0)
+      for (unsigned char v : vec) bytes += (v & 1) ? 4096 : 0;
+    ::munmap(p, len);
+  }
+  ::close(fd);
+  return bytes;
+}
 
 long first_mismatch(const std::byte* got, const std::byte* want, size_t n) {
   for (size_t i = 0; i < n; ++i)

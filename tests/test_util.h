@@ -54,6 +54,8 @@ size_t threads_named(const std::string& name);  // by /proc/self/task/*/comm
 bool is_uffd_registered(const void* addr, size_t len);
 
 bool is_root();
+// Bytes of the file at `path` in the page cache (mincore on a fresh mapping).
+uint64_t page_cache_bytes(const std::string& path);
 
 // Compares region bytes with the expected ones; the first differing index, or -1.
 long first_mismatch(const std::byte* got, const std::byte* want, size_t n);

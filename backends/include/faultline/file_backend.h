@@ -31,6 +31,17 @@ struct FileBackendOptions {
   // fdatasync (IORING_FSYNC_DATASYNC). Writes go through the page cache
   // even with `direct`.
   bool writable = false;
+  // Buffered reads: keep the file's pages in the page cache after reading
+  // them. By default the backend drops them behind its reads
+  // (POSIX_FADV_DONTNEED), since the region now holds the bytes: a page
+  // is then in memory once, not twice. Keep them when other readers of the
+  // file (or a later run) should find it cached. Ignored with `direct`.
+  bool keep_cache = false;
+  // io_uring engine: background reads (read-ahead, prefetch) in the kernel
+  // at most; the rest wait in the backend, so a demand read never queues
+  // behind them in io_uring's worker pool. 0: two fewer than io_uring's
+  // bounded workers (min(queue_depth, 4 per CPU)), at least 1.
+  uint32_t background_reads = 0;
   LogSink log;  // where warnings go (faultline/log.h); empty: stderr
 };
 
@@ -48,6 +59,7 @@ class FileBackend final : public Backend {
   int completion_fd() const override;
   void submit(std::span<const ReadRequest> reads) override;
   size_t reap(std::span<ReadCompletion> out) override;
+  void make_urgent(uint64_t tag) override;
   void attach_staging(std::span<std::byte> staging) override;
   bool writable() const override;
   std::string read_only_reason() const override;

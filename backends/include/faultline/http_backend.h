@@ -70,6 +70,7 @@ struct HttpCounters {
   uint64_t connects = 0;     // connections opened, including the first
   uint64_t timeouts = 0;     // reads failed with -ETIMEDOUT
   uint64_t stale = 0;        // reads failed because the object changed
+  uint64_t raised = 0;       // queued background requests make_urgent() moved to the demand queue
 };
 
 class HttpBackend final : public Backend {
@@ -87,6 +88,8 @@ class HttpBackend final : public Backend {
   int completion_fd() const override;
   void submit(std::span<const ReadRequest> reads) override;
   size_t reap(std::span<ReadCompletion> out) override;
+  // A request still queued moves to the demand queue; one on the wire stays.
+  void make_urgent(uint64_t tag) override;
 
   // A blocking read of out.size() bytes at offset, with the same pinning,
   // retries and deadline; from any thread but the fault loop's. Returns the

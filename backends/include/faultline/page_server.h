@@ -69,6 +69,7 @@ struct PageServerStats {
   uint64_t auth_failures = 0;         // peers that failed the challenge
   uint64_t idle_timeouts = 0;         // peers closed for silence
   uint64_t read_errors = 0;           // backend reads that failed (sent as error responses)
+  uint64_t raised = 0;                // read-ahead requests a client's RAISE made urgent
   // Answered requests by latency: latency_buckets[i] counts those above
   // bound i-1 and at most bound i of kPageServerLatencyBoundsUs; the last
   // entry, those above every bound. They add up to `requests`.

@@ -62,6 +62,7 @@ class ZstdSnapshotBackend final : public Backend {
   int completion_fd() const override;
   void submit(std::span<const ReadRequest> reads) override;
   size_t reap(std::span<ReadCompletion> out) override;
+  void make_urgent(uint64_t tag) override;
 
   ZstdSnapshotCounters counters() const;
   uint32_t chunk_size() const;

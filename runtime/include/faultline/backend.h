@@ -29,6 +29,15 @@
 //  - submit() and reap() run on the fault-loop thread, so work a kernel
 //    interface runs "on the submitting task" (io_uring task_work) happens
 //    there; do not hand the same backend to another thread.
+//  - make_urgent(tag) says a thread now waits on a read submitted as
+//    background (urgent false): the fault loop calls it, once per read, when
+//    a demand fault lands on a chunk being read ahead or prefetched. A
+//    backend with a queue of its own moves the read ahead of the background
+//    work still queued (and asks its own source, or its peer, to do the
+//    same); one whose reads are all in the kernel or on the wire already
+//    may do nothing. The default does nothing. It never completes the read
+//    itself and never blocks. The tag may also have completed meanwhile
+//    (not yet reaped): then there is nothing to do.
 //  - A read error or a short read is reported as is; the runtime retries
 //    short and EAGAIN/EINTR reads a few times, then poisons the pages so the
 //    faulting access gets SIGBUS.
@@ -119,6 +128,9 @@ class Backend {
   virtual void submit(std::span<const ReadRequest> reads) = 0;
   // Moves up to out.size() completions into out; returns how many.
   virtual size_t reap(std::span<ReadCompletion> out) = 0;
+  // The read submitted with `tag` is now a demand read: serve it before the
+  // background reads still queued (see the contract above).
+  virtual void make_urgent(uint64_t tag) { (void)tag; }
 
   // Called by the runtime before the first submit(), with the staging memory
   // every dest will point into, and again (with the same span) if the backend

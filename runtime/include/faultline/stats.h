@@ -20,8 +20,12 @@ namespace faultline {
   X(zero_pages, "pages placed with UFFDIO_ZEROPAGE")                                              \
   X(readahead_chunks, "chunks fetched by read-ahead")                                             \
   X(readahead_hits, "faults that found their chunk already on its way by read-ahead")            \
+  X(readahead_bytes, "bytes placed by read-ahead and read-around")                                \
+  X(readahead_used_bytes, "read-ahead bytes the stream went on to use")                           \
+  X(readahead_wasted_bytes, "read-ahead bytes the access pattern left unused")                    \
   X(prefetch_chunks, "chunks fetched for prefetch()")                                             \
   X(prefetch_hits, "faults that found their chunk already on its way by prefetch")               \
+  X(raised_reads, "background reads a demand fault made urgent in the backend's queue")          \
   X(retries, "backend reads retried (short, EAGAIN, EINTR)")                                      \
   X(errors, "chunks poisoned because the backend could not serve them, and unhandled events")    \
   X(resident_bytes, "placed and not yet dropped (a gauge, not a counter)")                        \
@@ -47,10 +51,14 @@ struct StatsSnapshot {
   uint64_t latency_p99_ns = 0;
   uint64_t latency_max_ns = 0;
 
+  // readahead_used_bytes / (used + wasted): how much of the judged
+  // read-ahead paid off (docs/design.md, "Read-ahead"); 1 when none was judged.
+  double readahead_hit_ratio() const;
+
   // Calls f(name, value) for each counter of FAULTLINE_STATS_COUNTERS, in
   // its order, then for the latency fields (latency_count ... latency_max_ns).
   void for_each(const std::function<void(std::string_view name, uint64_t value)>& f) const;
-  // {"version":..., the counters..., "latency_ns":{"count","p50","p90","p99","max"}}
+  // {"version":..., the counters..., "readahead_hit_ratio":..., "latency_ns":{"count","p50","p90","p99","max"}}
   std::string to_json() const;
 };
 
