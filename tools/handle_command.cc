@@ -25,6 +25,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -316,8 +317,14 @@ class Handler {
       WorkingSet ws;
       ws.fill_size = args_.fill_size;
       ws.region_length = backend_->size();
+      // Image offsets, in fill-size chunks of the image (a mapping need not
+      // start at a multiple of the fill size).
+      std::unordered_set<uint64_t> seen;  // (two mappings may share an image chunk)
       for (const Served& s : regions_)
-        for (uint64_t off : s.region.touched_chunks()) ws.offsets.push_back(s.map.offset + off);
+        for (uint64_t off : s.region.touched_chunks()) {
+          uint64_t chunk = (s.map.offset + off) & ~(uint64_t{args_.fill_size} - 1);
+          if (seen.insert(chunk).second) ws.offsets.push_back(chunk);
+        }
       save_working_set(args_.record, ws);
     }
     StatsSnapshot st = rt_.stats();
@@ -334,14 +341,14 @@ class Handler {
     Region region;
   };
 
-  // Working-set offsets are image offsets: each goes to the mapping that
-  // holds it (an offset no new mapping holds is skipped: a stale hint).
+  // Working-set offsets are image chunks: each goes to the mappings it
+  // overlaps (none, for a stale hint: skipped).
   void prefetch_working_set(size_t count) {
     for (size_t i = regions_.size() - count; i < regions_.size(); ++i) {
       const Mapping& p = regions_[i].map;
       std::vector<uint64_t> mine;
       for (uint64_t off : ws_.offsets)
-        if (off >= p.offset && off < p.offset + p.size) mine.push_back(off - p.offset);
+        if (off < p.offset + p.size && off + ws_.fill_size > p.offset) mine.push_back(std::max(off, p.offset) - p.offset);
       regions_[i].region.prefetch_chunks(mine);
     }
   }
@@ -402,42 +409,54 @@ int handle(const HandleArgs& a) {
 
   const std::string where = "cannot listen on " + a.socket + ": ";
   detail::BoundSocket bound;
-  detail::UniqueFd listener = detail::listen_unix(a.socket, where, 1, &bound);
+  detail::UniqueFd listener = detail::listen_unix(a.socket, where, 4, &bound);
+  struct RemoveSocket {  // (before the listener closes: the inode cannot be reused meanwhile)
+    const detail::BoundSocket* s;
+    ~RemoveSocket() {
+      if (s) detail::remove_if_ours(*s);
+    }
+  } remove_socket{&bound};
   log("faultline handle: listening on %s\n", a.socket);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(a.accept_timeout_s);
   auto left_ms = [&] {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     return static_cast<int>(std::max<int64_t>(0, left.count()));
   };
-  if (!wait_readable(listener.get(), sigfd.get(), left_ms())) {
-    detail::remove_if_ours(bound);
-    throw Error("no VMM connected to " + a.socket + " within " + std::to_string(a.accept_timeout_s) +
-                " s (--accept-timeout)");
+  // The first connection that sends something is the VMM's; one that
+  // closes without a word (another handler probing whether the socket is
+  // live, say) is not.
+  detail::UniqueFd conn;
+  Message m;
+  for (;;) {
+    if (!wait_readable(listener.get(), sigfd.get(), left_ms()))
+      throw Error("no VMM connected to " + a.socket + " within " + std::to_string(a.accept_timeout_s) +
+                  " s (--accept-timeout)");
+    conn = detail::UniqueFd(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn) {
+      if (errno == EAGAIN || errno == ECONNABORTED || errno == EINTR) continue;
+      throw_errno("accept on " + a.socket, errno);
+    }
+    if (!wait_readable(conn.get(), sigfd.get(), left_ms()))
+      throw Error("a VMM connected to " + a.socket + " but sent no mappings within " +
+                  std::to_string(a.accept_timeout_s) + " s (--accept-timeout)");
+    m = receive(conn.get());
+    if (!m.eof) break;
+    log("faultline handle: a connection to %s closed without a message; waiting for the VMM\n", a.socket);
   }
-  detail::UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  int accept_err = errno;
   detail::remove_if_ours(bound);  // one VMM per handler: nobody else may connect
+  remove_socket.s = nullptr;
   listener.reset();
-  if (!conn) throw_errno("accept on " + a.socket, accept_err);
   ucred peer{};
   socklen_t len = sizeof peer;
   if (::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0) throw_errno("SO_PEERCRED", errno);
   if (peer.pid <= 0)
     throw Error("the VMM's process id is not visible here (another pid namespace?): cannot follow its exit");
 
-  bool first = true;
   for (;;) {
-    if (!wait_readable(conn.get(), sigfd.get(), first ? left_ms() : -1)) {
-      throw Error("the VMM (process " + std::to_string(peer.pid) + ") connected but sent no mappings within " +
-                  std::to_string(a.accept_timeout_s) + " s (--accept-timeout)");
-    }
-    Message m = receive(conn.get());
-    if (m.eof) {
-      if (first) throw Error("the VMM (process " + std::to_string(peer.pid) + ") closed the connection without sending its mappings");
-      break;
-    }
     handler.serve(std::move(m), peer.pid);
-    first = false;
+    wait_readable(conn.get(), sigfd.get(), -1);
+    m = receive(conn.get());
+    if (m.eof) break;  // the VMM closed its socket: it has exited, or soon will
   }
   handler.wait_exit(sigfd.get());
   handler.finish();
