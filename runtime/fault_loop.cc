@@ -614,7 +614,7 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
   }
   if (r->foreign) {
     // Another process's memory cannot have a file mapped over it: without
-    // UFFDIO_POISON (Linux 6.6+) the threads stay blocked (docs/foreign.md).
+    // UFFDIO_POISON (Linux 6.6+) the threads stay blocked (docs/firecracker.md).
     logf(options_.log, LogLevel::kError, "process %d: cannot poison %llu bytes at %p (UFFDIO_POISON failed); "
          "threads touching them stay blocked", static_cast<int>(r->space->pid),
          static_cast<unsigned long long>(len), reinterpret_cast<void*>(addr));

@@ -64,7 +64,7 @@ ForeignSpace Runtime::adopt(int uffd, pid_t pid) {
   // Its creator called UFFDIO_API; a second call fails, so the features are
   // unknown. UFFDIO_POISON is tried when needed (the kernel offers it on
   // every registered range from 6.6 on, whatever was asked); a failure is
-  // logged (docs/foreign.md).
+  // logged (docs/firecracker.md).
   u.mode.poison = true;
   auto link = std::make_shared<detail::ForeignLink>(std::make_unique<detail::UffdSpace>(std::move(u), pid),
                                                     std::move(pidfd));

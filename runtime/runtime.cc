@@ -201,7 +201,7 @@ Region Runtime::map_foreign(const ForeignSpace& space, uintptr_t address, uint64
   if (space.engine_ != engine_) throw Error("Runtime::map_foreign: the ForeignSpace was adopted by another Runtime");
   if (!backend) throw Error("Runtime::map_foreign: the backend is null");
   auto refuse = [](const std::string& what) {
-    throw Error("Runtime::map_foreign: " + what + " does not apply to another process's memory (docs/foreign.md)");
+    throw Error("Runtime::map_foreign: " + what + " does not apply to another process's memory (docs/firecracker.md)");
   };
   // Each of these would touch the memory from this process: drop pages
   // (budget), write-protect and read them (dirty tracking, write-back).

@@ -5,7 +5,7 @@
 // into the runtime's fault loop as a ForeignSpace; Runtime::map_foreign()
 // then serves ranges of that process's memory from a backend, with the
 // same fill sizes, read-ahead, working sets, drain, statistics and SIGBUS
-// on failure as a local region (docs/foreign.md).
+// on failure as a local region (docs/firecracker.md).
 //
 // The runtime never dereferences foreign memory: every page goes in by an
 // ioctl on the adopted descriptor (UFFDIO_COPY from a staging buffer in this

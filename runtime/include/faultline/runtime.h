@@ -75,7 +75,7 @@ class Runtime {
   // limits).
   Region map(std::shared_ptr<Backend> backend, const RegionOptions& options = {});
 
-  // Another process's memory (faultline/foreign.h, docs/foreign.md).
+  // Another process's memory (faultline/foreign.h, docs/firecracker.md).
   //
   // Takes ownership of `uffd`, a userfaultfd that process `pid` created,
   // called UFFDIO_API on and registered its memory with (MISSING mode),
