@@ -9,6 +9,7 @@
 #include "faultline/dirty_log.h"
 #include "faultline/error.h"
 #include "faultline/file_backend.h"
+#include "faultline/foreign.h"
 #include "faultline/http_backend.h"
 #include "faultline/log.h"
 #include "faultline/memory_backend.h"
