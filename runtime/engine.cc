@@ -82,6 +82,7 @@ void Engine::add_region(const std::shared_ptr<RegionState>& region) {
   auto ready = done.get_future();
   send({Command::Type::kAdd, region.get(), 0, 0, &done});
   ready.get();
+  if (!region->refused.empty()) throw Error(region->refused);
 }
 
 void Engine::remove_region(RegionState* region) {
@@ -213,7 +214,13 @@ void Engine::run_commands() {
 
 void Engine::attach(RegionState* r, std::promise<void>* done) {
   FAULTLINE_ASSERT_LOOP(loop_);
-  if (r->foreign && !check_foreign(r, done)) return;
+  if (r->foreign) {
+    r->refused = check_foreign(r);
+    if (!r->refused.empty()) {
+      done->set_value();
+      return;
+    }
+  }
   auto& slot = slots_[r->backend.get()];
   if (!slot) {
     slot = std::make_unique<BackendSlot>();

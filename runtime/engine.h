@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -113,6 +114,10 @@ struct RegionState {
   // ---- Shared ----
   Stats stats;                 // written by the loop only (relaxed atomics), read by anyone
   std::promise<void> removed;  // set by the loop once, awaited by Region::close()
+  // Why the loop refused the region (foreign regions), set before it
+  // acknowledges the add; add_region() throws it on the caller's thread
+  // (an exception_ptr crossing threads is opaque to TSan).
+  std::string refused;
   // record_touches: chunk numbers in first-touch order (read by application threads).
   mutable Mutex touched_mu;
   std::vector<uint64_t> touched GUARDED_BY(touched_mu);
@@ -190,7 +195,7 @@ class Engine {
   void release_slot(BackendSlot* slot);
   // Foreign spaces (engine_foreign.cc).
   void attach_space(const std::shared_ptr<ForeignLink>& link, std::promise<void>* done);
-  bool check_foreign(RegionState* r, std::promise<void>* done);
+  std::string check_foreign(RegionState* r);
   void hold_orphan(UffdSpace& space, uintptr_t addr);
   void replay_orphans(RegionState* r);
   void on_exit(ForeignLink* link);

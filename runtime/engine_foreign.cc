@@ -64,18 +64,14 @@ void Engine::attach_space(const std::shared_ptr<ForeignLink>& link, std::promise
   done->set_value();
 }
 
-// Refuses a region the space can no longer serve, or one overlapping
-// another region of the space (addresses are the caller's, unchecked so
-// far). Returns false with the promise failed.
-bool Engine::check_foreign(RegionState* r, std::promise<void>* done) {
+// Why the space cannot take this region: its process has exited, fail()
+// was called, or it overlaps another region of the space (addresses are the
+// caller's, unchecked so far). Empty: it can.
+std::string Engine::check_foreign(RegionState* r) {
   FAULTLINE_ASSERT_LOOP(loop_);
   ForeignLink& link = *r->foreign;
-  auto refuse = [&](const std::string& why) {
-    done->set_exception(std::make_exception_ptr(Error(why)));
-    return false;
-  };
-  if (!foreign_.count(r->space)) return refuse(process(link) + " has exited: nothing left to serve");
-  if (link.failed) return refuse(process(link) + ": ForeignSpace::fail() was called; it serves nothing more");
+  if (!foreign_.count(r->space)) return process(link) + " has exited: nothing left to serve";
+  if (link.failed) return process(link) + ": ForeignSpace::fail() was called; it serves nothing more";
   uintptr_t start = r->base(), end = start + r->memory.size();
   auto it = r->space->regions.lower_bound(start);
   RegionState* after = it == r->space->regions.end() ? nullptr : it->second;
@@ -88,10 +84,10 @@ bool Engine::check_foreign(RegionState* r, std::promise<void>* done) {
       std::snprintf(buf, sizeof buf, "[0x%lx, 0x%lx) overlaps the region [0x%lx, 0x%lx) already served in ",
                     static_cast<unsigned long>(start), static_cast<unsigned long>(end), static_cast<unsigned long>(os),
                     static_cast<unsigned long>(oe));
-      return refuse("Runtime::map_foreign: " + std::string(buf) + process(link));
+      return "Runtime::map_foreign: " + std::string(buf) + process(link);
     }
   }
-  return true;
+  return "";
 }
 
 // A fault no region covers: the region may not be mapped yet (a VMM goes on
