@@ -53,6 +53,7 @@
 
 #include "faultline/error.h"
 #include "remote_protocol.h"
+#include "unix_socket_path.h"
 #include "unique_fd.h"
 
 namespace faultline {
@@ -134,83 +135,6 @@ std::string describe_peer(const Protocol::socket& s, uint64_t number) {
   return name;
 }
 
-// A Unix socket this server bound, as it was right after bind().
-struct BoundSocket {
-  std::string path;
-  dev_t dev = 0;
-  ino_t ino = 0;
-};
-
-// Makes `path` (the Unix socket address `a`) free for bind(). A socket file
-// nobody accepts on (its server died without removing it) is removed; a
-// socket a server listens on, or anything that is not a socket, is refused
-// with an Error naming the path.
-void clear_stale_socket(const std::string& path, const SocketAddress& a) {
-  const std::string where = "page server: cannot listen on 'unix:" + path + "': ";
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) return;  // (nothing there; else bind() names the problem)
-  if (!S_ISSOCK(st.st_mode)) throw Error(where + path + " exists and is not a socket; not replacing it");
-  detail::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!probe) throw_errno(where + "socket", errno);
-  // Non-blocking: a live server with a full backlog answers EAGAIN at once.
-  int rc = ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&a.storage), a.length);
-  int err = rc == 0 ? 0 : errno;
-  if (err == 0 || err == EAGAIN || err == EINPROGRESS)
-    throw Error(where + path + " is in use by a running server");
-  if (err != ECONNREFUSED)
-    throw Error(where + "cannot tell whether " + path + " is in use: connect: " + std::strerror(err));
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno(where + "removing the stale socket " + path, errno);
-}
-
-// Serialises servers starting on one Unix socket path, so that two never
-// both find a stale socket there and both take the path (the later bind
-// would replace the earlier server's socket). It is an flock on PATH.lock
-// beside the socket, created 0600, held from the probe to listen(). Its
-// holder removes the file before it unlocks, so none is left behind; a
-// taker therefore checks that the file it locked is still the one at that
-// path, and starts over if not.
-class StartLock {
- public:
-  explicit StartLock(const std::string& socket_path) : path_(socket_path + ".lock") {
-    const std::string where = "page server: cannot listen on 'unix:" + socket_path + "': ";
-    // Others hold it for a few system calls; 10 s means something is wrong.
-    const auto deadline = Clock::now() + std::chrono::seconds(10);
-    for (;;) {
-      fd_ = detail::UniqueFd(::open(path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
-      if (!fd_) throw_errno(where + "cannot open the lock file " + path_, errno);
-      if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
-        if (errno != EWOULDBLOCK && errno != EINTR) throw_errno(where + "cannot lock " + path_, errno);
-        if (Clock::now() > deadline)
-          throw Error(where + path_ + " has been locked for 10 s by another process starting a server on " +
-                      socket_path);
-        fd_ = {};
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        continue;
-      }
-      struct stat held, named;
-      if (::fstat(fd_.get(), &held) != 0) throw_errno(where + "fstat of " + path_, errno);
-      if (::lstat(path_.c_str(), &named) == 0 && named.st_dev == held.st_dev && named.st_ino == held.st_ino) return;
-      fd_ = {};  // (its holder removed it after we opened it)
-    }
-  }
-  ~StartLock() { ::unlink(path_.c_str()); }  // (still ours: nobody else removes it while we hold it)
-  StartLock(const StartLock&) = delete;
-  StartLock& operator=(const StartLock&) = delete;
-
- private:
-  std::string path_;
-  detail::UniqueFd fd_;  // closed (unlocked) after the destructor has removed the file
-};
-
-// Removes the socket file of `s` if the path still names it: a successor
-// may have replaced it, and its socket is not ours to remove. Call it while
-// the listener is open, so the inode cannot have been reused.
-void remove_if_ours(const BoundSocket& s) {
-  struct stat st;
-  if (::lstat(s.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == s.dev && st.st_ino == s.ino)
-    ::unlink(s.path.c_str());
-}
-
 }  // namespace
 
 class PageServer::Impl {
@@ -276,7 +200,7 @@ class PageServer::Impl {
   asio::io_context io_{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
-  std::vector<BoundSocket> unix_sockets_;
+  std::vector<detail::BoundSocket> unix_sockets_;
   std::set<std::shared_ptr<Conn>> conns_;
   uint64_t next_conn_ = 1;
   std::deque<std::unique_ptr<Job>> urgent_jobs_, normal_jobs_;
@@ -321,7 +245,7 @@ PageServer::Impl::Impl(std::shared_ptr<Backend> source, PageServerOptions option
   try {
     listen_all();
   } catch (...) {
-    for (const BoundSocket& s : unix_sockets_) remove_if_ours(s);
+    for (const detail::BoundSocket& s : unix_sockets_) detail::remove_if_ours(s);
     throw;
   }
   work_.emplace(io_.get_executor());
@@ -338,10 +262,11 @@ void PageServer::Impl::listen_all() {
       Protocol::endpoint ep(&a.storage, a.length);
       auto acceptor = std::make_unique<Acceptor>(io_);
       boost::system::error_code ec;
-      std::optional<StartLock> start_lock;  // (released once we listen, or have failed to)
+      std::optional<detail::StartLock> start_lock;  // (released once we listen, or have failed to)
       if (a.family() == AF_UNIX) {
-        start_lock.emplace(address.substr(5));
-        clear_stale_socket(address.substr(5), a);
+        const std::string where = "page server: cannot listen on '" + address + "': ";
+        start_lock.emplace(address.substr(5), where);
+        detail::clear_stale_socket(address.substr(5), where);
       }
       acceptor->open(ep.protocol(), ec);
       if (!ec && a.family() != AF_UNIX) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
@@ -358,7 +283,7 @@ void PageServer::Impl::listen_all() {
       endpoints.push_back(a.family() == AF_UNIX ? address : format_address(bound));
       acceptors_.push_back(std::move(acceptor));
       if (a.family() == AF_UNIX) {
-        BoundSocket s{address.substr(5)};
+        detail::BoundSocket s{address.substr(5)};
         struct stat st;
         if (::lstat(s.path.c_str(), &st) != 0) throw_errno("page server: stat of the socket just bound, " + s.path, errno);
         s.dev = st.st_dev;
@@ -392,7 +317,7 @@ void PageServer::Impl::stop() {
   if (stopped_.exchange(true)) return;
   asio::post(io_, [this] {
     stopping_ = true;
-    for (const BoundSocket& s : unix_sockets_) remove_if_ours(s);  // (before the close: see there)
+    for (const detail::BoundSocket& s : unix_sockets_) detail::remove_if_ours(s);  // (before the close: see there)
     for (auto& a : acceptors_) a->close();
     auto conns = conns_;
     std::vector<std::byte> bye;

@@ -22,13 +22,13 @@ grep -q "Reserves address space" "$html/classfaultline_1_1Runtime.html" 2>/dev/n
 grep -q "0: no budget" "$html/structfaultline_1_1MemoryBudget.html" 2>/dev/null ||
   fail "MemoryBudget's page lacks the members' trailing comments"
 grep -q "Where the library" "$html/log_8h.html" 2>/dev/null || fail "log.h's page lacks the file comment"
-for h in backend file_backend page_server remote_backend snapshot zstd_snapshot_backend; do
+for h in backend foreign file_backend page_server remote_backend snapshot zstd_snapshot_backend; do
   [[ -f $html/${h//_/__}_8h.html ]] || fail "no reference page for $h.h"  # (Doxygen doubles underscores)
 done
 
 # A man page per command, from its --help.
 for page in faultline faultline-snapshot faultline-snapshot-create faultline-snapshot-inspect \
-  faultline-snapshot-verify faultline-serve; do
+  faultline-snapshot-verify faultline-snapshot-flatten faultline-serve faultline-handle; do
   f=$out/man/$page.1
   if [[ ! -s $f ]]; then
     fail "no man page $page.1"

@@ -19,9 +19,11 @@ namespace faultline::detail {
 
 namespace {
 // epoll data: the control eventfd by this; userfaultfds by their UffdSpace
-// with the low bit set; backends by their (aligned) slot.
+// with the low bit set; the pidfds of foreign spaces by their ForeignLink
+// with bit 2 set; backends by their (aligned) slot.
 constexpr uint64_t kControlKey = 2;
 constexpr uint64_t kSpaceTag = 1;
+constexpr uint64_t kPidfdTag = 4;
 }  // namespace
 
 uint64_t now_ns() {
@@ -80,11 +82,17 @@ void Engine::add_region(const std::shared_ptr<RegionState>& region) {
   auto ready = done.get_future();
   send({Command::Type::kAdd, region.get(), 0, 0, &done});
   ready.get();
+  if (!region->refused.empty()) throw Error(region->refused);
 }
 
 void Engine::remove_region(RegionState* region) {
+  // Both: a foreign region may have been removed already (its process
+  // exited), and the loop must still be done with the command.
+  std::promise<void> seen;
+  auto taken = seen.get_future();
   auto gone = region->removed.get_future();
-  send({Command::Type::kRemove, region});
+  send({Command::Type::kRemove, region, 0, 0, &seen});
+  taken.get();
   gone.get();
 }
 
@@ -123,17 +131,21 @@ void Engine::run() {
     }
     bool control = false;
     UffdSpace* faulted[32];
-    int spaces = 0;
+    ForeignLink* exited[32];
+    int spaces = 0, exits = 0;
     for (int i = 0; i < n; ++i) {
       uint64_t key = events[i].data.u64;
       if (key & kSpaceTag)
         faulted[spaces++] = reinterpret_cast<UffdSpace*>(key & ~kSpaceTag);
+      else if (key != kControlKey && (key & kPidfdTag))
+        exited[exits++] = reinterpret_cast<ForeignLink*>(key & ~kPidfdTag);
       else if (key == kControlKey)
         control = true;
       else
         reap(reinterpret_cast<BackendSlot*>(key));
     }
     for (int i = 0; i < spaces; ++i) read_messages(*faulted[i]);
+    for (int i = 0; i < exits; ++i) on_exit(exited[i]);  // (after its last messages)
     retry_deferred();
     dispatch_demand();
     if (control) run_commands();
@@ -168,6 +180,7 @@ void Engine::run_commands() {
         break;
       case Command::Type::kRemove:
         detach(c.region);
+        c.done->set_value();  // (the region may be freed from here on)
         break;
       case Command::Type::kPrefetch:
         if (!c.region->loop.dead) {
@@ -186,6 +199,12 @@ void Engine::run_commands() {
       case Command::Type::kDropped:
         on_dropped(c.drops);
         break;
+      case Command::Type::kAdopt:
+        attach_space(c.link, c.done);
+        break;
+      case Command::Type::kFailSpace:
+        fail_foreign(c.link.get(), c.ranges, c.done);
+        break;
       case Command::Type::kStop:
         stopping_ = true;
         break;
@@ -195,6 +214,13 @@ void Engine::run_commands() {
 
 void Engine::attach(RegionState* r, std::promise<void>* done) {
   FAULTLINE_ASSERT_LOOP(loop_);
+  if (r->foreign) {
+    r->refused = check_foreign(r);
+    if (!r->refused.empty()) {
+      done->set_value();
+      return;
+    }
+  }
   auto& slot = slots_[r->backend.get()];
   if (!slot) {
     slot = std::make_unique<BackendSlot>();
@@ -217,11 +243,13 @@ void Engine::attach(RegionState* r, std::promise<void>* done) {
   slot->users++;
   r->loop.slot = slot.get();
   r->space->regions[r->base()] = r;
+  if (r->foreign) replay_orphans(r);
   done->set_value();
 }
 
 void Engine::detach(RegionState* r) {
   FAULTLINE_ASSERT_LOOP(loop_);
+  if (r->loop.dead) return;  // (a foreign region, detached when its process exited or failed)
   r->loop.dead = true;
   r->space->regions.erase(r->base());
   // Forget everything queued for it; reads in flight finish in finish().

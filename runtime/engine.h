@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -26,6 +27,7 @@
 #include "dirty_log.h"
 #include "eviction.h"
 #include "evictor.h"
+#include "foreign_link.h"
 #include "log.h"
 #include "poisoner.h"
 #include "read_op.h"
@@ -48,7 +50,8 @@ struct RegionLayout {
   RegionOptions options;  // as validated, with the runtime's adjustments (read-ahead caps)
   std::shared_ptr<Backend> backend;
   UffdSpace* space = nullptr;  // the userfaultfd it is registered with
-  Mapping memory;              // the registered range
+  std::shared_ptr<ForeignLink> foreign;  // another process's memory (null: ours)
+  Mapping memory;              // the registered range (borrowed if foreign)
   uint64_t length = 0;         // as asked
   uint64_t data_end = 0;       // region bytes the backend holds; zeros after
   uint32_t fill_shift = 16;
@@ -64,6 +67,7 @@ struct RegionState {
       : options(l.options),
         backend(std::move(l.backend)),
         space(l.space),
+        foreign(std::move(l.foreign)),
         memory(std::move(l.memory)),
         length(l.length),
         data_end(l.data_end),
@@ -74,6 +78,7 @@ struct RegionState {
   const RegionOptions options;
   const std::shared_ptr<Backend> backend;
   UffdSpace* const space;
+  const std::shared_ptr<ForeignLink> foreign;  // keeps `space` alive
   const Mapping memory;
   const uint64_t length;
   const uint64_t data_end;
@@ -109,6 +114,10 @@ struct RegionState {
   // ---- Shared ----
   Stats stats;                 // written by the loop only (relaxed atomics), read by anyone
   std::promise<void> removed;  // set by the loop once, awaited by Region::close()
+  // Why the loop refused the region (foreign regions), set before it
+  // acknowledges the add; add_region() throws it on the caller's thread
+  // (an exception_ptr crossing threads is opaque to TSan).
+  std::string refused;
   // record_touches: chunk numbers in first-touch order (read by application threads).
   mutable Mutex touched_mu;
   std::vector<uint64_t> touched GUARDED_BY(touched_mu);
@@ -154,10 +163,15 @@ class Engine {
   void prefetch(RegionState* region, uint64_t offset, uint64_t length);
   void prefetch_spans(RegionState* region, std::vector<RegionState::Span> spans);
   void drain(RegionState* region);
+  // Foreign spaces (engine_foreign.cc): serve the link's space from now on;
+  // poison what it has not been served (ForeignSpace::fail). Both return
+  // once the loop has done it.
+  void adopt(const std::shared_ptr<ForeignLink>& link);
+  void fail_space(const std::shared_ptr<ForeignLink>& link, const std::vector<ForeignRange>& also);
 
  private:
   struct Command {
-    enum class Type { kAdd, kRemove, kPrefetch, kPoisoned, kDropped, kStop };
+    enum class Type { kAdd, kRemove, kPrefetch, kPoisoned, kDropped, kAdopt, kFailSpace, kStop };
     Command(Type t, RegionState* r = nullptr, uint64_t f = 0, uint64_t l = 0, std::promise<void>* d = nullptr)
         : type(t), region(r), first(f), last(l), done(d) {}
     Type type;
@@ -166,6 +180,8 @@ class Engine {
     std::promise<void>* done = nullptr;
     std::vector<RegionState::Span> spans;  // for kPrefetch: queued in order
     std::vector<Drop> drops;               // for kDropped
+    std::shared_ptr<ForeignLink> link;     // for kAdopt, kFailSpace
+    std::vector<ForeignRange> ranges;      // for kFailSpace
   };
 
   void send(Command command);
@@ -177,6 +193,13 @@ class Engine {
   void detach(RegionState* r);
   void finish_removal(RegionState* r);
   void release_slot(BackendSlot* slot);
+  // Foreign spaces (engine_foreign.cc).
+  void attach_space(const std::shared_ptr<ForeignLink>& link, std::promise<void>* done);
+  std::string check_foreign(RegionState* r);
+  void hold_orphan(UffdSpace& space, uintptr_t addr);
+  void replay_orphans(RegionState* r);
+  void on_exit(ForeignLink* link);
+  void fail_foreign(ForeignLink* link, const std::vector<ForeignRange>& also, std::promise<void>* done);
 
   // The fault path (fault_loop.cc).
   void read_messages(UffdSpace& space);
@@ -230,6 +253,8 @@ class Engine {
   // Every userfaultfd served; the first is the runtime's own (own_).
   std::vector<std::unique_ptr<UffdSpace>> spaces_;
   UffdSpace* own_ = nullptr;
+  // Adopted spaces, by space (loop thread).
+  std::unordered_map<UffdSpace*, std::shared_ptr<ForeignLink>> foreign_;
   UniqueFd epoll_;
   UniqueFd control_;  // eventfd
   Stats totals_;

@@ -142,6 +142,10 @@ void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
   addr &= ~(kPageSize - 1);
   RegionState* r = space.region_at(addr);
   if (!r) {
+    if (!space.local()) {  // not mapped yet, or no longer: engine_foreign.cc
+      hold_orphan(space, addr);
+      return;
+    }
     // A message from before a region was removed; its thread has been
     // woken by the unregister. Waking again is harmless.
     uffd_wake(space.fd(), addr, kPageSize);
@@ -153,7 +157,9 @@ void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
   // A chunk being dropped may already be moved out while still marked
   // present: its fault waits for the drop (the placement is held).
   if (r->loop.present.test(chunk) && !r->loop.dropping_bits.test(chunk)) {
-    if (page_mapped(addr)) {
+    // (Another process's page tables cannot be asked: a foreign chunk is
+    // loaded again, and pages still there answer EEXIST and a wake.)
+    if (space.local() && page_mapped(addr)) {
       // Placed after this fault was queued: the wake is all it needs.
       space.wakes.emplace_back(addr, kPageSize);
       latencies_.emplace_back(r, now);
@@ -628,6 +634,14 @@ void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
       if (res.hit_existing) uffd_wake(r->space->fd(), addr, len);
       return;
     }
+  }
+  if (r->foreign) {
+    // Another process's memory cannot have a file mapped over it: without
+    // UFFDIO_POISON (Linux 6.6+) the threads stay blocked (docs/firecracker.md).
+    logf(options_.log, LogLevel::kError, "process %d: cannot poison %llu bytes at %p (UFFDIO_POISON failed); "
+         "threads touching them stay blocked", static_cast<int>(r->space->pid),
+         static_cast<unsigned long long>(len), reinterpret_cast<void*>(addr));
+    return;
   }
   // Without UFFDIO_POISON: the poisoner thread maps an empty file over the
   // range (poisoner.h says why not this thread); the region counts it as a

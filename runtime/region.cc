@@ -42,12 +42,16 @@ void Region::reset() {
   // First the loop forgets the region and its reads finish; then the
   // unregister wakes any thread still waiting on it; then the unmap.
   engine_->remove_region(state_.get());
-  detail::uffd_unregister(engine_->uffd(), state_->memory.data(), state_->memory.size());
+  // A foreign range stays registered: its owner registered it, and faults
+  // there must wait rather than read zeros (faultline/foreign.h).
+  if (!state_->foreign) detail::uffd_unregister(engine_->uffd(), state_->memory.data(), state_->memory.size());
   state_.reset();
   engine_.reset();
 }
 
-std::byte* Region::data() const { return state_ ? state_->memory.data() : nullptr; }
+std::byte* Region::data() const { return state_ && !state_->foreign ? state_->memory.data() : nullptr; }
+
+uintptr_t Region::address() const { return state_ ? state_->base() : 0; }
 
 size_t Region::size() const { return state_ ? state_->length : 0; }
 

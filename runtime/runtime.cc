@@ -107,12 +107,13 @@ const UffdMode& Runtime::mode() const { return engine_->mode(); }
 
 StatsSnapshot Runtime::stats() const { return engine_->stats(); }
 
-Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& options) {
-  if (!backend) throw Error("Runtime::map: the backend is null");
-  validate(*backend, options, engine_->options());
-  if ((options.track_dirty || options.write_back) && !engine_->mode().wp_async)
-    throw Error(std::string("RegionOptions.") + (options.write_back ? "write_back" : "track_dirty") +
-                ": the kernel does not offer UFFD_FEATURE_WP_ASYNC (Linux 6.7+ needed for dirty tracking)");
+namespace {
+
+// The layout of a region over `backend` as map() and map_foreign() share
+// it (validated options, with the runtime's adjustments); `budget` is the
+// tightest budget over it, 0 if none. The address range is the caller's.
+detail::RegionLayout plan_region(std::shared_ptr<Backend> backend, const RegionOptions& options,
+                                 const RuntimeOptions& ro, uint64_t length, uint64_t* budget_out) {
   detail::RegionLayout l;
   l.options = options;
   if (options.record_touches) l.options.readahead = false;  // see RegionOptions.record_touches
@@ -120,26 +121,23 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   // The tightest budget over this region caps read-ahead (and read-around)
   // at an eighth of it: a stream must not evict what it is about to read.
   uint64_t budget = options.budget.bytes;
-  if (uint64_t rb = engine_->options().budget.bytes; rb && (!budget || rb < budget)) budget = rb;
+  if (uint64_t rb = ro.budget.bytes; rb && (!budget || rb < budget)) budget = rb;
   if (budget)
     l.options.readahead_max =
         std::max<uint64_t>(options.fill_size, std::min(options.readahead_max, budget / 8) / options.fill_size * options.fill_size);
-  l.length = options.length ? options.length : backend->size() - options.offset;
+  l.length = length;
   l.data_end = std::min(l.length, backend->size() - options.offset);
   l.fill_shift = static_cast<uint32_t>(std::countr_zero(options.fill_size));
   uint64_t map_len = (l.length + detail::kPageSize - 1) & ~(detail::kPageSize - 1);
   l.chunks = (map_len + options.fill_size - 1) >> l.fill_shift;
   l.backend = std::move(backend);
-  l.space = engine_->own_space();
+  *budget_out = budget;
+  return l;
+}
 
-  int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
-  void* p = mmap(nullptr, map_len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) throw_errno("cannot reserve " + std::to_string(map_len) + " bytes for a region", errno);
-  l.memory = detail::Mapping(p, map_len);
-  // 4 KiB precision (UFFDIO_COPY never makes huge pages anyway), and a
-  // forked child must not inherit a range nobody serves for it.
-  madvise(p, map_len, MADV_NOHUGEPAGE);
-  madvise(p, map_len, MADV_DONTFORK);
+// The loop's state of a new region: page map, read-ahead, budget, record.
+std::shared_ptr<detail::RegionState> new_region_state(detail::RegionLayout l, uint64_t budget) {
+  const RegionOptions options = l.options;
   auto r = std::make_shared<detail::RegionState>(std::move(l));
   r->loop.present = detail::ChunkBitmap(r->chunks, "page map");
   // Read-around hides read latency: only for backends whose reads take time.
@@ -152,6 +150,32 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
     r->loop.policy = detail::make_policy(options.eviction, r->chunks, std::max<uint64_t>(4, budget >> r->fill_shift));
   }
   if (options.record_touches) r->loop.touched_bits = detail::ChunkBitmap(r->chunks, "touch record");
+  return r;
+}
+
+}  // namespace
+
+Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& options) {
+  if (!backend) throw Error("Runtime::map: the backend is null");
+  validate(*backend, options, engine_->options());
+  if ((options.track_dirty || options.write_back) && !engine_->mode().wp_async)
+    throw Error(std::string("RegionOptions.") + (options.write_back ? "write_back" : "track_dirty") +
+                ": the kernel does not offer UFFD_FEATURE_WP_ASYNC (Linux 6.7+ needed for dirty tracking)");
+  uint64_t budget = 0;
+  uint64_t length = options.length ? options.length : backend->size() - options.offset;
+  detail::RegionLayout l = plan_region(std::move(backend), options, engine_->options(), length, &budget);
+  l.space = engine_->own_space();
+  uint64_t map_len = (l.length + detail::kPageSize - 1) & ~(detail::kPageSize - 1);
+
+  int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* p = mmap(nullptr, map_len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) throw_errno("cannot reserve " + std::to_string(map_len) + " bytes for a region", errno);
+  l.memory = detail::Mapping(p, map_len);
+  // 4 KiB precision (UFFDIO_COPY never makes huge pages anyway), and a
+  // forked child must not inherit a range nobody serves for it.
+  madvise(p, map_len, MADV_NOHUGEPAGE);
+  madvise(p, map_len, MADV_DONTFORK);
+  auto r = new_region_state(std::move(l), budget);
 
   if (r->options.track_dirty) {
     r->dirty = std::make_unique<detail::DirtyLog>(reinterpret_cast<uintptr_t>(p), map_len);
@@ -168,6 +192,40 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
     detail::uffd_unregister(engine_->uffd(), p, map_len);
     throw;
   }
+  return Region(engine_, std::move(r));
+}
+
+Region Runtime::map_foreign(const ForeignSpace& space, uintptr_t address, uint64_t length,
+                            std::shared_ptr<Backend> backend, const RegionOptions& options) {
+  if (!space.link_) throw Error("Runtime::map_foreign: the ForeignSpace is empty");
+  if (space.engine_ != engine_) throw Error("Runtime::map_foreign: the ForeignSpace was adopted by another Runtime");
+  if (!backend) throw Error("Runtime::map_foreign: the backend is null");
+  auto refuse = [](const std::string& what) {
+    throw Error("Runtime::map_foreign: " + what + " does not apply to another process's memory (docs/firecracker.md)");
+  };
+  // Each of these would touch the memory from this process: drop pages
+  // (budget), write-protect and read them (dirty tracking, write-back).
+  if (options.budget.bytes) refuse("RegionOptions.budget.bytes = " + std::to_string(options.budget.bytes));
+  if (engine_->options().budget.bytes)
+    refuse("RuntimeOptions.budget.bytes = " + std::to_string(engine_->options().budget.bytes) +
+           " (use a Runtime without a budget)");
+  if (options.track_dirty) refuse("RegionOptions.track_dirty");
+  if (options.write_back) refuse("RegionOptions.write_back");
+  if (options.writable) refuse("RegionOptions.writable (its owner sets the protection)");
+  if (options.length && options.length != length)
+    throw Error("Runtime::map_foreign: " + field("length", options.length) + " differs from the length argument (" +
+                std::to_string(length) + "); leave it 0");
+  if (length == 0 || length % detail::kPageSize || address % detail::kPageSize || address + length < address)
+    throw Error("Runtime::map_foreign: address " + std::to_string(address) + " and length " + std::to_string(length) +
+                " must be non-zero multiples of 4096 within the address space");
+  validate(*backend, options, engine_->options());
+  uint64_t budget = 0;
+  detail::RegionLayout l = plan_region(std::move(backend), options, engine_->options(), length, &budget);
+  l.space = space.link_->space;
+  l.foreign = space.link_;
+  l.memory = detail::Mapping::borrowed(reinterpret_cast<void*>(address), length);
+  auto r = new_region_state(std::move(l), 0);
+  engine_->add_region(r);  // (refused if the process has exited, or on overlap)
   return Region(engine_, std::move(r));
 }
 

@@ -62,7 +62,7 @@ void throw_errno(const std::string& what, int err) {
 }
 
 void detail::Mapping::reset() {
-  if (addr_) munmap(addr_, len_);
+  if (addr_ && owned_) munmap(addr_, len_);
   addr_ = nullptr;
   len_ = 0;
 }

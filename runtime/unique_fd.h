@@ -27,22 +27,33 @@ class UniqueFd {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
   }
+  // Hands the descriptor over (to a callee that takes ownership).
+  int release() { return std::exchange(fd_, -1); }
 
  private:
   int fd_ = -1;
 };
 
-// Owns an anonymous mapping; unmaps it once.
+// Owns an anonymous mapping; unmaps it once. A borrowed one names a range
+// it must never unmap: another process's memory (a foreign region), whose
+// addresses mean nothing in this one.
 class Mapping {
  public:
   Mapping() = default;
   Mapping(void* addr, size_t len) : addr_(addr), len_(len) {}
-  Mapping(Mapping&& o) noexcept : addr_(std::exchange(o.addr_, nullptr)), len_(std::exchange(o.len_, 0)) {}
+  static Mapping borrowed(void* addr, size_t len) {
+    Mapping m(addr, len);
+    m.owned_ = false;
+    return m;
+  }
+  Mapping(Mapping&& o) noexcept
+      : addr_(std::exchange(o.addr_, nullptr)), len_(std::exchange(o.len_, 0)), owned_(o.owned_) {}
   Mapping& operator=(Mapping&& o) noexcept {
     if (this != &o) {
       reset();
       addr_ = std::exchange(o.addr_, nullptr);
       len_ = std::exchange(o.len_, 0);
+      owned_ = o.owned_;
     }
     return *this;
   }
@@ -60,6 +71,7 @@ class Mapping {
  private:
   void* addr_ = nullptr;
   size_t len_ = 0;
+  bool owned_ = true;
 };
 
 }  // namespace faultline::detail

@@ -206,7 +206,7 @@ if run 2 "$fl" help frobnicate; then
   expect_in "faultline help frobnicate" "$err" "unknown command 'frobnicate'"
 fi
 if run 2 "$fl" frobnicate; then
-  expect_in "faultline frobnicate" "$err" "faultline: unknown command 'frobnicate' (commands: serve, snapshot, help)"
+  expect_in "faultline frobnicate" "$err" "faultline: unknown command 'frobnicate' (commands: handle, serve, snapshot, help)"
 fi
 if run 2 "$fl"; then
   expect_in "faultline (no command)" "$err" "serve, snapshot, help"

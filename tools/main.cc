@@ -10,12 +10,14 @@ namespace faultline::tools {
 
 // Command entry points, one per tools/<name>_command.cc (declared outside the
 // unnamed namespace, or they would not link), each with an entry in kCommands.
+int handle_command(int argc, char** argv);    // tools/handle_command.cc
 int serve_command(int argc, char** argv);     // tools/serve_command.cc
 int snapshot_command(int argc, char** argv);  // tools/snapshot_command.cc
 
 namespace {
 
 const Command kCommands[] = {
+    {"handle", "serve a VMM's guest memory as Firecracker's page-fault handler (userfaultfd)", handle_command},
     {"serve", "serve a file read-only to faultline clients over TCP or Unix sockets", serve_command},
     {"snapshot", "create, inspect and verify compressed snapshots", snapshot_command},
 };

@@ -9,6 +9,7 @@
 #include "faultline/dirty_log.h"
 #include "faultline/error.h"
 #include "faultline/file_backend.h"
+#include "faultline/foreign.h"
 #include "faultline/http_backend.h"
 #include "faultline/live_snapshot.h"
 #include "faultline/log.h"

@@ -31,7 +31,10 @@ class Region {
   Region& operator=(Region&& other) noexcept;
   ~Region();
 
+  // Null for a foreign region (Runtime::map_foreign): its memory is in
+  // another process, at address().
   std::byte* data() const;
+  uintptr_t address() const;  // where the region starts, in its process
   size_t size() const;  // the length asked for (not rounded to pages)
   std::span<std::byte> span() const { return {data(), size()}; }
   const RegionOptions& options() const;

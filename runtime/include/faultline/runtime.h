@@ -15,6 +15,7 @@
 #include <string>
 
 #include "faultline/backend.h"
+#include "faultline/foreign.h"
 #include "faultline/options.h"
 #include "faultline/region.h"
 #include "faultline/stats.h"
@@ -73,6 +74,30 @@ class Runtime {
   // served and reads zeros where nothing was loaded (docs/design.md, Known
   // limits).
   Region map(std::shared_ptr<Backend> backend, const RegionOptions& options = {});
+
+  // Another process's memory (faultline/foreign.h, docs/firecracker.md).
+  //
+  // Takes ownership of `uffd`, a userfaultfd that process `pid` created,
+  // called UFFDIO_API on and registered its memory with (MISSING mode),
+  // and serves it from now on (it is made non-blocking: the flag is shared
+  // with the creator's descriptor). Throws Error (closing `uffd`) if it is
+  // not a userfaultfd, pid is not a live process, or pidfd_open(2) is not
+  // available. Faults in it that no region covers wait until one does
+  // (map_foreign) or ForeignSpace::fail().
+  ForeignSpace adopt(int uffd, pid_t pid);
+  // Serves [address, address + length) of `space`'s process from `backend`
+  // (RegionOptions.offset into it; options.length 0 or equal to `length`).
+  // address and length must be multiples of 4096 and the range registered
+  // with that uffd by its owner; it must not overlap another region of the
+  // space. The returned Region's data() is null (the memory is not ours);
+  // address() is where it lies in that process. Destroying the Region stops
+  // serving it but leaves the range registered: faults there then wait, as
+  // outside every region. Options that would touch the memory from this
+  // process are refused with an Error naming them: budget (here and in
+  // RuntimeOptions), track_dirty, write_back, writable (the owner decides
+  // the protection).
+  Region map_foreign(const ForeignSpace& space, uintptr_t address, uint64_t length, std::shared_ptr<Backend> backend,
+                     const RegionOptions& options = {});
 
   const UffdMode& mode() const;
   // Totals over every region this runtime has served, including destroyed ones.

@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: Apache-2.0
+// faultline-test-vmm: plays a VMM restoring a snapshot with an external
+// page-fault handler, as Firecracker's documentation describes it
+// (docs/snapshotting/handling-page-faults-on-snapshot-resume.md there; our
+// docs/firecracker.md): anonymous guest memory, a userfaultfd created and
+// registered on it (UFFD_FEATURE_EVENT_REMOVE requested, as Firecracker
+// does), a connection to the handler's socket and one message: the JSON
+// mappings with the uffd as SCM_RIGHTS. The socket is then kept open until
+// exit, as Firecracker keeps it. Then threads touch the guest memory and
+// every byte is checked against RAW (the guest memory file).
+//
+//   faultline-test-vmm MODE SOCKET RAW REGIONS THREADS SPELLING
+//
+// MODE: ok (touch and check), two-uffds (a second uffd with the second
+// half of the regions, in a second message), bad-json, no-fd, wrong-fd,
+// overlap, beyond (malformed handshakes: waits for the handler to hang up),
+// overlap-touch (an overlapping handshake, then a touch that must get
+// SIGBUS, not hang). SPELLING: page_size, page_size_kib or both.
+// Exit 0 when everything matched; 1 with a message otherwise. alarm(60)
+// bounds every run.
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr size_t kPage = 4096;
+
+[[noreturn]] void die(const std::string& why) {
+  std::fprintf(stderr, "faultline-test-vmm: %s\n", why.c_str());
+  std::exit(1);
+}
+
+struct GuestRegion {
+  std::byte* addr;
+  size_t size;
+  uint64_t offset;  // in RAW
+};
+
+int make_uffd(const std::vector<GuestRegion>& regions) {
+  int uffd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  if (uffd < 0) die(std::string("userfaultfd: ") + std::strerror(errno));
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_EVENT_REMOVE;
+  if (ioctl(uffd, UFFDIO_API, &api) != 0) die(std::string("UFFDIO_API: ") + std::strerror(errno));
+  for (const GuestRegion& r : regions) {
+    uffdio_register reg{};
+    reg.range.start = reinterpret_cast<uintptr_t>(r.addr);
+    reg.range.len = r.size;
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    if (ioctl(uffd, UFFDIO_REGISTER, &reg) != 0) die(std::string("UFFDIO_REGISTER: ") + std::strerror(errno));
+  }
+  return uffd;
+}
+
+std::string mappings_json(const std::vector<GuestRegion>& regions, const std::string& spelling) {
+  std::string j = "[";
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const GuestRegion& r = regions[i];
+    if (i) j += ",";
+    j += "{\"base_host_virt_addr\":" + std::to_string(reinterpret_cast<uintptr_t>(r.addr)) +
+         ",\"size\":" + std::to_string(r.size) + ",\"offset\":" + std::to_string(r.offset);
+    if (spelling == "page_size" || spelling == "both") j += ",\"page_size\":4096";
+    if (spelling == "page_size_kib" || spelling == "both") j += ",\"page_size_kib\":4096";
+    j += "}";
+  }
+  return j + "]";
+}
+
+void send_message(int sock, const std::string& text, int fd) {
+  iovec iov{const_cast<char*>(text.data()), text.size()};
+  msghdr h{};
+  h.msg_iov = &iov;
+  h.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  if (fd >= 0) {
+    h.msg_control = control;
+    h.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&h);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  if (sendmsg(sock, &h, 0) != static_cast<ssize_t>(text.size())) die(std::string("sendmsg: ") + std::strerror(errno));
+}
+
+// The handler may still be starting: retries for 10 s.
+int connect_to(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return s;
+    close(s);
+    usleep(10000);
+  }
+  die("cannot connect to " + path);
+}
+
+// Waits (bounded) for the handler to close the connection.
+void wait_hangup(int sock) {
+  pollfd p{sock, POLLIN, 0};
+  if (poll(&p, 1, 30000) <= 0) die("the handler did not hang up within 30 s");
+}
+
+sigjmp_buf sigbus_jump;
+void on_sigbus(int) { siglongjmp(sigbus_jump, 1); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 7) die("usage: faultline-test-vmm MODE SOCKET RAW REGIONS THREADS SPELLING");
+  alarm(60);
+  const std::string mode = argv[1], socket_path = argv[2], raw_path = argv[3], spelling = argv[6];
+  const int nregions = std::atoi(argv[4]), nthreads = std::atoi(argv[5]);
+
+  // The expected bytes, read the ordinary way.
+  int raw = open(raw_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (raw < 0) die("cannot open " + raw_path);
+  off_t raw_size = lseek(raw, 0, SEEK_END);
+  std::vector<std::byte> image(static_cast<size_t>(raw_size));
+  if (pread(raw, image.data(), image.size(), 0) != raw_size) die("cannot read " + raw_path);
+  close(raw);
+
+  // Guest memory: separate anonymous mappings, as a VMM makes them.
+  const size_t per = image.size() / kPage / nregions * kPage;
+  std::vector<GuestRegion> regions;
+  for (int i = 0; i < nregions; ++i) {
+    size_t size = i == nregions - 1 ? image.size() - per * i : per;
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) die("mmap");
+    regions.push_back({static_cast<std::byte*>(p), size, per * i});
+  }
+  std::vector<GuestRegion> first = regions, second;
+  if (mode == "two-uffds") {
+    first.assign(regions.begin(), regions.begin() + nregions / 2);
+    second.assign(regions.begin() + nregions / 2, regions.end());
+  }
+  int uffd = make_uffd(first);
+  int sock = connect_to(socket_path);
+
+  if (mode == "bad-json") {
+    send_message(sock, "[{\"base_host_virt_addr\": 4096, \"size\": ", uffd);
+  } else if (mode == "no-fd") {
+    send_message(sock, mappings_json(first, spelling), -1);
+  } else if (mode == "wrong-fd") {
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    send_message(sock, mappings_json(first, spelling), devnull);
+  } else if (mode == "overlap" || mode == "overlap-touch") {
+    std::vector<GuestRegion> bad = first;
+    bad.push_back(first[0]);
+    send_message(sock, mappings_json(bad, spelling), uffd);
+  } else if (mode == "beyond") {
+    std::vector<GuestRegion> bad = first;
+    bad.back().offset += kPage;
+    send_message(sock, mappings_json(bad, spelling), uffd);
+  } else {
+    send_message(sock, mappings_json(first, spelling), uffd);
+  }
+  if (mode == "bad-json" || mode == "no-fd" || mode == "wrong-fd" || mode == "overlap" || mode == "beyond") {
+    wait_hangup(sock);
+    return 0;
+  }
+  if (mode == "overlap-touch") {
+    wait_hangup(sock);  // the handler has given up: the page must fail, not hang
+    struct sigaction sa{};
+    sa.sa_handler = on_sigbus;
+    sigaction(SIGBUS, &sa, nullptr);
+    if (sigsetjmp(sigbus_jump, 1) == 0) {
+      volatile std::byte b = first[0].addr[0];
+      (void)b;
+      die("a read of unserved guest memory returned instead of SIGBUS");
+    }
+    std::printf("SIGBUS as expected\n");
+    return 0;
+  }
+  if (mode == "two-uffds") {
+    int uffd2 = make_uffd(second);
+    send_message(sock, mappings_json(second, spelling), uffd2);
+    close(uffd2);  // (the handler holds its copy; Firecracker's is kept, ours need not be)
+  } else if (mode != "ok") {
+    die("unknown MODE " + mode);
+  }
+
+  // Every thread reads every page, each starting elsewhere, so faults on
+  // one chunk come from several threads at once; every byte is compared.
+  std::atomic<uint64_t> bad{0};
+  std::atomic<long> first_bad{-1};
+  std::vector<std::thread> threads;
+  const size_t pages = image.size() / kPage;
+  for (int t = 0; t < nthreads; ++t)
+    threads.emplace_back([&, t] {
+      for (size_t k = 0; k < pages; ++k) {
+        size_t page = (k * 7 + static_cast<size_t>(t) * pages / nthreads) % pages;
+        size_t off = page * kPage;
+        for (const GuestRegion& r : regions) {
+          if (off < r.offset || off >= r.offset + r.size) continue;
+          if (std::memcmp(r.addr + (off - r.offset), image.data() + off, kPage) != 0) {
+            bad++;
+            long expected = -1;
+            first_bad.compare_exchange_strong(expected, static_cast<long>(off));
+          }
+        }
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  if (bad) die(std::to_string(bad.load()) + " pages differ from " + raw_path + ", the first at offset " +
+               std::to_string(first_bad.load()));
+  std::printf("checked %zu pages in %d thread(s): all match\n", pages, nthreads);
+  return 0;
+}
