@@ -60,9 +60,21 @@ Engine::~Engine() {
   // Regions hold the engine alive, so none is left: no fault can be pending.
   send({Command::Type::kStop});
   thread_.join();
+  poison_children_left();
   evictor_.reset();   // idle: every region waited for its drops
   poisoner_.reset();  // idle likewise
   for (ReadOp* op : spare_ops_) delete op;
+}
+
+UffdSpace* Engine::add_space(Uffd uffd, pid_t pid) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  auto space = std::make_unique<UffdSpace>(std::move(uffd), pid);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = reinterpret_cast<uint64_t>(space.get()) | kSpaceTag;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, space->fd(), &ev) != 0) throw_errno("epoll_ctl(uffd)", errno);
+  spaces_.push_back(std::move(space));
+  return spaces_.back().get();
 }
 
 void Engine::send(Command command) {
@@ -115,6 +127,7 @@ void Engine::run() {
     // When reads wait for room, the completion that makes room wakes us.
     bool runnable = room_ && (!background_.empty() || !demand_.empty());
     int timeout = !deferred_.empty() ? 1 : runnable ? 0 : -1;
+    if (timeout < 0 && children_) timeout = 200;  // reap_children() probes them
     int n = epoll_wait(epoll_.get(), events, 32, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -139,6 +152,7 @@ void Engine::run() {
     if (control) run_commands();
     dispatch_background();
     flush_wakes();  // zero chunks placed without a backend read
+    reap_children();
     if (!removed_.empty()) {
       // Only here, with no reap under way, may backend slots go away.
       for (auto it = slots_.begin(); it != slots_.end();) {

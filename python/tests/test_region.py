@@ -53,6 +53,7 @@ def test_stats_dict_has_every_counter(runtime, data_file):
         "faults", "pages_installed", "bytes_installed", "bytes_read", "zero_pages",
         "readahead_chunks", "readahead_hits", "prefetch_chunks", "prefetch_hits", "retries",
         "errors", "resident_bytes", "evicted_chunks", "evicted_bytes", "refaults",
+        "removes", "unmaps", "remaps", "forks",
         "latency_count", "latency_p50_ns", "latency_p90_ns", "latency_p99_ns", "latency_max_ns",
     ]
     assert list(runtime.stats()) == keys
