@@ -95,7 +95,7 @@ void for_each_region_part(UffdSpace& space, uintptr_t start, uintptr_t end, F f)
 }  // namespace
 
 // The pages are gone: the next touch must read zeros, never the backend's
-// bytes. The chunks load again (pages still there answer EEXIST) and every
+// bytes (unless RegionOptions::reload_removed). The chunks load again (pages still there answer EEXIST) and every
 // placement from now on, including reads in flight that complete later,
 // zeroes the removed pages first (mask_removed). The kernel zaps the range
 // only after this event is read, so a chunk placed in between is gone
@@ -110,9 +110,9 @@ void Engine::on_remove(UffdSpace& space, uintptr_t start, uintptr_t end) {
       // accounted when it reports them.
       if (r->loop.dropping_bits.test(c)) continue;
       uint64_t lo = std::max(first, c << r->fill_shift), hi = std::min(last, (c + 1) << r->fill_shift);
-      // Write-back regions reload from the backend, which has what was
-      // written back (docs/design.md, "Events").
-      if (!r->writeback) r->loop.removed.add(lo, hi);
+      // RegionOptions::reload_removed, and write-back regions, load from
+      // the backend again (it has what was written back).
+      if (!r->writeback && !r->options.reload_removed) r->loop.removed.add(lo, hi);
       r->loop.present.clear(c);
       if (r->loop.resident_bits.test(c)) note_gone(r, c);
     }

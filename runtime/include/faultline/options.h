@@ -69,6 +69,12 @@ struct RegionOptions {
   // Read-ahead is turned off for such a region: it would load chunks
   // without a fault and hide them from the record.
   bool record_touches = false;
+  // What pages the application drops with madvise(MADV_DONTNEED) or
+  // MADV_REMOVE (a balloon) read afterwards: zeros, as anonymous memory
+  // does and a VM's guest expects (false, the default: never the
+  // backend's bytes again), or the backend's bytes loaded anew, as a
+  // private file mapping does (true). Write-back regions always reload.
+  bool reload_removed = false;
   // Resident memory of this region. bytes must be 0 or at least 4 fills.
   // Writable (private) regions never drop a chunk: what was written exists
   // nowhere else, so their budget is a target they may exceed.
