@@ -54,10 +54,12 @@ Engine::Engine(const RuntimeOptions& options, const EngineTestOptions& test)
   ev.data.u64 = kControlKey;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, control_.get(), &ev) != 0) throw_errno("epoll_ctl(eventfd)", errno);
   thread_ = std::thread([this] { run(); });
+  if (!own_->uffd.mode.event_fork) watch_forks(this, true);
 }
 
 Engine::~Engine() {
   // Regions hold the engine alive, so none is left: no fault can be pending.
+  if (!own_->uffd.mode.event_fork) watch_forks(this, false);
   send({Command::Type::kStop});
   thread_.join();
   poison_children_left();
@@ -92,12 +94,14 @@ void Engine::add_region(const std::shared_ptr<RegionState>& region) {
   auto ready = done.get_future();
   send({Command::Type::kAdd, region.get(), 0, 0, &done});
   ready.get();
+  live_regions_++;
 }
 
 void Engine::remove_region(RegionState* region) {
   auto gone = region->removed.get_future();
   send({Command::Type::kRemove, region});
   gone.get();
+  live_regions_--;
 }
 
 void Engine::prefetch(RegionState* region, uint64_t offset, uint64_t length) {

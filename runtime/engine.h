@@ -170,6 +170,11 @@ class Engine {
   int uffd() const { return own_->fd(); }
   const RuntimeOptions& options() const { return options_; }
 
+  // Without UFFD_FEATURE_EVENT_FORK regions are not inherited: called
+  // before every fork() of the process (any thread; uffd_events.cc), it
+  // says so once if this runtime has regions.
+  void warn_fork_unserved();
+
   // Called from application threads.
   void add_region(const std::shared_ptr<RegionState>& region);
   void remove_region(RegionState* region);  // returns when no read of it is in flight
@@ -287,6 +292,8 @@ class Engine {
   bool stopping_ = false;
   uint64_t unhandled_logged_ = 0;  // a bit per event kind already logged
   uint32_t children_ = 0;          // spaces of forked children being served
+  std::atomic<int> live_regions_{0};         // added, not yet removed (any thread)
+  std::atomic<bool> fork_warned_{false};
   uint64_t children_checked_ns_ = 0;  // when reap_children() last probed them
   bool room_ = true;  // false: the last dispatch stopped for want of queue depth or staging
   // Drain reads in flight are kept under drain_batch_ bytes, which grows
@@ -304,6 +311,9 @@ class Engine {
 };
 
 uint64_t now_ns();
+// The engines whose children do not inherit regions (no EVENT_FORK), for
+// the fork warning (uffd_events.cc): registered for their lifetime.
+void watch_forks(Engine* engine, bool on);
 // Moves lent bytes into the op's staging block (they are valid only until
 // the next reap) so they can be changed or kept (fault_loop.cc).
 void keep_in_staging(ReadOp* op);

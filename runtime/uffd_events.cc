@@ -17,11 +17,13 @@
 // Everything here runs on the loop thread.
 #include <errno.h>
 #include <linux/userfaultfd.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include "engine.h"
 
@@ -288,6 +290,51 @@ void Engine::poison_children_left() {
         uffd_place(space->fd(), Place::kPoison, r->base() + s, nullptr, e - s, true);
       });
   }
+}
+
+// Without the fork event (no CAP_SYS_PTRACE) a child gets SIGSEGV on a
+// region: the only place to say so as it happens is a pthread_atfork
+// handler, which is process-wide by nature, hence this one registry of the
+// runtimes concerned (a mutex and a list, never touched on the fault path).
+namespace {
+
+struct ForkWatch {
+  Mutex mu;
+  std::vector<Engine*> engines GUARDED_BY(mu);
+};
+
+ForkWatch& fork_watch() {
+  static ForkWatch* w = new ForkWatch;  // never destroyed: forks may come during exit
+  return *w;
+}
+
+void before_fork() {
+  ForkWatch& w = fork_watch();
+  MutexLock lock(w.mu);
+  for (Engine* e : w.engines) e->warn_fork_unserved();
+}
+
+}  // namespace
+
+void watch_forks(Engine* engine, bool on) {
+  static std::once_flag once;
+  std::call_once(once, [] { pthread_atfork(before_fork, nullptr, nullptr); });
+  ForkWatch& w = fork_watch();
+  MutexLock lock(w.mu);
+  if (on)
+    w.engines.push_back(engine);
+  else
+    std::erase(w.engines, engine);
+}
+
+void Engine::warn_fork_unserved() {
+  int n = live_regions_.load();
+  if (n == 0 || fork_warned_.exchange(true)) return;
+  logf(options_.log, LogLevel::kWarning,
+       "fork(): the child does not inherit this runtime's %d regions (the kernel refused "
+       "UFFD_FEATURE_EVENT_FORK, which needs CAP_SYS_PTRACE); touching one there raises SIGSEGV. "
+       "Said once per runtime.",
+       n);
 }
 
 // ---- Placing around events ------------------------------------------------
