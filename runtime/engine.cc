@@ -54,12 +54,12 @@ Engine::Engine(const RuntimeOptions& options, const EngineTestOptions& test)
   ev.data.u64 = kControlKey;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, control_.get(), &ev) != 0) throw_errno("epoll_ctl(eventfd)", errno);
   thread_ = std::thread([this] { run(); });
-  if (!own_->uffd.mode.event_fork) watch_forks(this, true);
+  if (!own_->uffd.mode.event_fork && options_.serve_forks) watch_forks(this, true);
 }
 
 Engine::~Engine() {
   // Regions hold the engine alive, so none is left: no fault can be pending.
-  if (!own_->uffd.mode.event_fork) watch_forks(this, false);
+  if (!own_->uffd.mode.event_fork && options_.serve_forks) watch_forks(this, false);
   send({Command::Type::kStop});
   thread_.join();
   poison_children_left();

@@ -140,7 +140,7 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   // child gets a copy served on its own userfaultfd (UFFD_EVENT_FORK);
   // without that event, it must not inherit a range nobody serves for it.
   madvise(p, map_len, MADV_NOHUGEPAGE);
-  if (!engine_->mode().event_fork) madvise(p, map_len, MADV_DONTFORK);
+  if (!engine_->mode().event_fork || !engine_->options().serve_forks) madvise(p, map_len, MADV_DONTFORK);
   auto r = std::make_shared<detail::RegionState>(std::move(l));
   r->loop.present = detail::ChunkBitmap(r->chunks, "page map");
   // Read-around hides read latency: only for backends whose reads take time.
