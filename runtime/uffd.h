@@ -19,9 +19,8 @@ struct Uffd {
 
 // Opens a userfaultfd: /dev/userfaultfd first, then the syscall, then the
 // syscall with UFFD_USER_MODE_ONLY. Probes features on a throwaway
-// descriptor and enables the REMOVE, UNMAP, REMAP and FORK events and
-// POISON where offered (FORK only with CAP_SYS_PTRACE: asked again without
-// it when refused); UffdMode says which are on.
+// descriptor and enables the REMOVE, UNMAP and REMAP events and POISON
+// where offered (not FORK: uffd.cc says why); UffdMode says which are on.
 // Throws Error explaining why userfaultfd is unavailable.
 Uffd open_uffd();
 
