@@ -193,6 +193,7 @@ ClientResult run_client(const std::string& address, uint64_t size, int index, do
       faultline::RegionOptions options;
       options.fill_size = cfg.fill;
       options.readahead = cfg.readahead;
+      options.reload_removed = true;  // dropped pages fault the dataset's bytes in again (checked)
       region = runtime.map(remote, options);
     } catch (const std::exception& e) {
       ++c.r.connect_errors;

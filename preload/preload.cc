@@ -315,7 +315,9 @@ void atfork_child() {
 faultline::Runtime& runtime(Shim& s) {
   if (!s.runtime) {
     InRuntime in;
-    s.runtime = new faultline::Runtime();
+    faultline::RuntimeOptions ro;
+    ro.serve_forks = false;  // atfork_child() maps the files for real instead
+    s.runtime = new faultline::Runtime(ro);
   }
   if (!s.atfork_registered) {
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
@@ -352,6 +354,7 @@ void* intercept(size_t len, int prot, int flags, int fd, off_t off, uint64_t fil
     faultline::RegionOptions o;
     o.offset = static_cast<uint64_t>(off);
     o.length = served_bytes;
+    o.reload_removed = true;  // MADV_DONTNEED reloads from the file, as for a file mapping
     InRuntime in;
     auto backend = std::make_shared<faultline::FileBackend>("/proc/self/fd/" + std::to_string(dup));
     t.place_at = start;

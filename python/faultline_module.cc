@@ -88,6 +88,7 @@ faultline::RegionOptions region_options(const std::string& function, Keywords& k
   k.take("track_dirty", o.track_dirty);
   k.take("write_back", o.write_back);
   k.take("record_touches", o.record_touches);
+  k.take("reload_removed", o.reload_removed);
   take_budget(k, o.budget);
   std::string eviction = "adaptive";
   k.take("eviction", eviction);

@@ -30,6 +30,7 @@ bool Engine::can_drop(RegionState& r, uint64_t chunk) {
 
 void Engine::note_resident(RegionState* r, uint64_t chunk) {
   FAULTLINE_ASSERT_LOOP(loop_);
+  if (r->forked) return;  // a child's memory: no budget applies
   if (r->loop.resident_bits.test_and_set(chunk)) return;
   uint64_t len = r->chunk_length(chunk);
   r->loop.budget.resident += len;
@@ -43,6 +44,7 @@ void Engine::note_resident(RegionState* r, uint64_t chunk) {
 // The application dropped or unmapped a resident chunk.
 void Engine::note_gone(RegionState* r, uint64_t chunk) {
   FAULTLINE_ASSERT_LOOP(loop_);
+  if (r->forked) return;
   r->loop.resident_bits.clear(chunk);
   uint64_t len = r->chunk_length(chunk);
   r->loop.budget.resident -= len;

@@ -56,15 +56,29 @@ Engine::Engine(const RuntimeOptions& options, const EngineTestOptions& test)
   ev.data.u64 = kControlKey;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, control_.get(), &ev) != 0) throw_errno("epoll_ctl(eventfd)", errno);
   thread_ = std::thread([this] { run(); });
+  if (!own_->uffd.mode.event_fork && options_.serve_forks) watch_forks(this, true);
 }
 
 Engine::~Engine() {
   // Regions hold the engine alive, so none is left: no fault can be pending.
+  if (!own_->uffd.mode.event_fork && options_.serve_forks) watch_forks(this, false);
   send({Command::Type::kStop});
   thread_.join();
+  poison_children_left();
   evictor_.reset();   // idle: every region waited for its drops
   poisoner_.reset();  // idle likewise
   for (ReadOp* op : spare_ops_) delete op;
+}
+
+UffdSpace* Engine::add_space(Uffd uffd, pid_t pid) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  auto space = std::make_unique<UffdSpace>(std::move(uffd), pid);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = reinterpret_cast<uint64_t>(space.get()) | kSpaceTag;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, space->fd(), &ev) != 0) throw_errno("epoll_ctl(uffd)", errno);
+  spaces_.push_back(std::move(space));
+  return spaces_.back().get();
 }
 
 void Engine::send(Command command) {
@@ -83,6 +97,7 @@ void Engine::add_region(const std::shared_ptr<RegionState>& region) {
   send({Command::Type::kAdd, region.get(), 0, 0, &done});
   ready.get();
   if (!region->refused.empty()) throw Error(region->refused);
+  live_regions_++;
 }
 
 void Engine::remove_region(RegionState* region) {
@@ -94,6 +109,7 @@ void Engine::remove_region(RegionState* region) {
   send({Command::Type::kRemove, region, 0, 0, &seen});
   taken.get();
   gone.get();
+  live_regions_--;
 }
 
 void Engine::prefetch(RegionState* region, uint64_t offset, uint64_t length) {
@@ -123,6 +139,7 @@ void Engine::run() {
     // When reads wait for room, the completion that makes room wakes us.
     bool runnable = room_ && (!background_.empty() || !demand_.empty());
     int timeout = !deferred_.empty() ? 1 : runnable ? 0 : -1;
+    if (timeout < 0 && children_) timeout = 200;  // reap_children() probes them
     int n = epoll_wait(epoll_.get(), events, 32, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -151,6 +168,7 @@ void Engine::run() {
     if (control) run_commands();
     dispatch_background();
     flush_wakes();  // zero chunks placed without a backend read
+    reap_children();
     if (!removed_.empty()) {
       // Only here, with no reap under way, may backend slots go away.
       for (auto it = slots_.begin(); it != slots_.end();) {

@@ -6,6 +6,9 @@
 // set-up, control commands and tear-down.
 #pragma once
 
+#include <linux/userfaultfd.h>
+
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <future>
@@ -29,6 +32,7 @@
 #include "evictor.h"
 #include "foreign_link.h"
 #include "log.h"
+#include "page_ranges.h"
 #include "poisoner.h"
 #include "read_op.h"
 #include "readahead.h"
@@ -56,6 +60,9 @@ struct RegionLayout {
   uint64_t data_end = 0;       // region bytes the backend holds; zeros after
   uint32_t fill_shift = 16;
   uint64_t chunks = 0;
+  // A forked child's copy of a region (uffd_events.cc): the memory is the
+  // child's, never unmapped here, and outside every memory budget.
+  bool forked = false;
 };
 
 // One region as the runtime knows it, by owner: the layout (const, read
@@ -72,18 +79,28 @@ struct RegionState {
         length(l.length),
         data_end(l.data_end),
         fill_shift(l.fill_shift),
-        chunks(l.chunks) {}
+        chunks(l.chunks),
+        forked(l.forked),
+        addr(reinterpret_cast<uintptr_t>(memory.data())) {}
+  ~RegionState() {
+    if (forked) memory.release();  // the child's address space, not ours
+  }
 
   // ---- Fixed after map() ----
   const RegionOptions options;
   const std::shared_ptr<Backend> backend;
   UffdSpace* const space;
   const std::shared_ptr<ForeignLink> foreign;  // keeps `space` alive
-  const Mapping memory;
+  // The registered range as map() reserved it. Its size is fixed; its
+  // address follows an mremap (UFFD_EVENT_REMAP: the loop moves it, and
+  // `addr`); other threads use it only once the region left the loop.
+  Mapping memory;
   const uint64_t length;
   const uint64_t data_end;
   const uint32_t fill_shift;
   const uint64_t chunks;
+  const bool forked;
+  std::atomic<uintptr_t> addr;  // where the region is now (Region::data())
 
   // ---- Loop thread only ----
   // Chunk ranges to fetch in the background: read-around, then prefetch.
@@ -109,6 +126,11 @@ struct RegionState {
     ChunkBitmap resident_bits;  // placed, not yet dropped
     ChunkBitmap dropping_bits;  // handed to the evictor
     std::unique_ptr<ChunkPolicy> policy;
+    // Events (uffd_events.cc), as offsets in the region: pages the
+    // application removed (they read zeros, whatever the backend holds) and
+    // ranges it unmapped (never placed again).
+    PageRanges removed;
+    PageRanges unmapped;
   } loop;
 
   // ---- Shared ----
@@ -129,7 +151,7 @@ struct RegionState {
   std::unique_ptr<DirtyLog> dirty;
   std::unique_ptr<WriteBack> writeback;
 
-  uintptr_t base() const { return reinterpret_cast<uintptr_t>(memory.data()); }
+  uintptr_t base() const { return addr.load(std::memory_order_relaxed); }
   uint64_t chunk_length(uint64_t c) const {
     uint64_t offset = c << fill_shift;
     return std::min<uint64_t>(uint64_t{1} << fill_shift, memory.size() - offset);
@@ -156,6 +178,11 @@ class Engine {
   UffdSpace* own_space() const { return own_; }
   int uffd() const { return own_->fd(); }
   const RuntimeOptions& options() const { return options_; }
+
+  // Without UFFD_FEATURE_EVENT_FORK regions are not inherited: called
+  // before every fork() of the process (any thread; uffd_events.cc), it
+  // says so once if this runtime has regions.
+  void warn_fork_unserved();
 
   // Called from application threads.
   void add_region(const std::shared_ptr<RegionState>& region);
@@ -204,8 +231,22 @@ class Engine {
   // The fault path (fault_loop.cc).
   void read_messages(UffdSpace& space);
   void on_fault(UffdSpace& space, uintptr_t addr, uint64_t now);
-  void on_remove(UffdSpace& space, uintptr_t start, uintptr_t end, bool unmapped);
+  // Events other than faults (uffd_events.cc).
+  void on_event(UffdSpace& space, const uffd_msg& m);
+  void on_remove(UffdSpace& space, uintptr_t start, uintptr_t end);
+  void on_unmap(UffdSpace& space, uintptr_t start, uintptr_t end);
+  void on_remap(UffdSpace& space, uintptr_t from, uintptr_t to, uint64_t len);
+  void on_fork(UffdSpace& space, int child_uffd);
   void on_unhandled(UffdSpace& space, uint8_t event);
+  std::shared_ptr<RegionState> clone_for_child(RegionState* r, UffdSpace* child);
+  void reap_children();
+  void drop_space(UffdSpace* space);
+  void poison_children_left();
+  void mask_removed(ReadOp* op);
+  PlaceResult place_mapped(ReadOp* op, bool wake);
+  // A userfaultfd of another address space, polled by the loop from now on
+  // (engine.cc). Loop thread only.
+  UffdSpace* add_space(Uffd uffd, pid_t pid);
   void note_touch(RegionState* r, uint64_t chunk);
   void note_readahead(RegionState* r, uint64_t chunk);
   bool next_background(RegionState* r, uint64_t* chunk, ReadOp::Kind* kind);
@@ -221,7 +262,7 @@ class Engine {
   void install(ReadOp* op, bool wake_now);  // and its steps:
   void hold_or_reread_stale(ReadOp* op);
   bool hold_for_drops(ReadOp* op);
-  PlaceResult place_pages(ReadOp* op, bool wake);
+  PlaceResult place_pages(ReadOp* op, bool wake, uint32_t until);
   bool defer_placement(ReadOp* op);
   void note_installed(ReadOp* op);
   void queue_wakes(ReadOp* op, bool woken, bool hit_existing);
@@ -276,6 +317,10 @@ class Engine {
   std::unique_ptr<Poisoner> poisoner_;  // started with the first range poisoned without UFFDIO_POISON
   bool stopping_ = false;
   uint64_t unhandled_logged_ = 0;  // a bit per event kind already logged
+  uint32_t children_ = 0;          // spaces of forked children being served
+  std::atomic<int> live_regions_{0};         // added, not yet removed (any thread)
+  std::atomic<bool> fork_warned_{false};
+  uint64_t children_checked_ns_ = 0;  // when reap_children() last probed them
   bool room_ = true;  // false: the last dispatch stopped for want of queue depth or staging
   // Drain reads in flight are kept under drain_batch_ bytes, which grows
   // while no demand fault arrives (see Region::drain()).
@@ -292,6 +337,12 @@ class Engine {
 };
 
 uint64_t now_ns();
+// The engines whose children do not inherit regions (no EVENT_FORK), for
+// the fork warning (uffd_events.cc): registered for their lifetime.
+void watch_forks(Engine* engine, bool on);
+// Moves lent bytes into the op's staging block (they are valid only until
+// the next reap) so they can be changed or kept (fault_loop.cc).
+void keep_in_staging(ReadOp* op);
 // Throws Error naming `name` if the watermarks are out of range (runtime.cc).
 void validate_budget(const std::string& name, const MemoryBudget& b);
 

@@ -60,13 +60,6 @@ constexpr uint64_t kGiveUpPlacingNs = 30ull * 1000 * 1000 * 1000;
 
 bool transient(int err) { return err == EAGAIN || err == EINTR || err == EBUSY; }
 
-// Moves lent bytes into staging: they are only valid until the next reap.
-void keep_in_staging(ReadOp* op) {
-  if (!op->source) return;
-  std::memcpy(op->staging, op->source, op->valid);
-  op->source = nullptr;
-}
-
 // The bytes past the backend's data are zeros; a chunk of zeros only is
 // placed with ZEROPAGE.
 void complete_bytes(ReadOp* op) {
@@ -78,6 +71,12 @@ void complete_bytes(ReadOp* op) {
 }
 
 }  // namespace
+
+void keep_in_staging(ReadOp* op) {
+  if (!op->source) return;
+  std::memcpy(op->staging, op->source, op->valid);
+  op->source = nullptr;
+}
 
 // ---- Messages from the kernel -------------------------------------------
 
@@ -99,35 +98,14 @@ void Engine::read_messages(UffdSpace& space) {
           space.events.faults++;
           on_fault(space, static_cast<uintptr_t>(m.arg.pagefault.address), now);
           break;
-        case UFFD_EVENT_REMOVE:
-          space.events.removes++;
-          on_remove(space, static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), false);
-          break;
-        case UFFD_EVENT_UNMAP:
-          space.events.unmaps++;
-          on_remove(space, static_cast<uintptr_t>(m.arg.remove.start), static_cast<uintptr_t>(m.arg.remove.end), true);
-          break;
-        default:
-          on_unhandled(space, m.event);
+        default:  // REMOVE, UNMAP, REMAP, FORK... (uffd_events.cc)
+          on_event(space, m);
           break;
       }
     }
     if (count < std::size(msgs)) break;  // drained; level-triggered epoll reports more
   }
   flush_wakes();
-}
-
-// An event the loop has no handler for (FORK and REMAP are not requested
-// where the runtime opens the uffd; a received one may carry them). Counted
-// in the runtime's errors and logged, once per kind: never dropped silently.
-void Engine::on_unhandled(UffdSpace& space, uint8_t event) {
-  FAULTLINE_ASSERT_LOOP(loop_);
-  space.events.unhandled++;
-  count_total(&Stats::errors, 1);
-  uint64_t bit = uint64_t{1} << (event & 63);
-  if (unhandled_logged_ & bit) return;
-  unhandled_logged_ |= bit;
-  logf(options_.log, LogLevel::kWarning, "userfaultfd event 0x%x has no handler; ignored (counted in errors)", event);
 }
 
 RegionState* UffdSpace::region_at(uintptr_t addr) const {
@@ -188,32 +166,6 @@ void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
     drain_batch_ = kDrainBatchMin;  // the application is waiting: keep the drain out of its way
   }
   note_readahead(r, chunk);
-}
-
-void Engine::on_remove(UffdSpace& space, uintptr_t start, uintptr_t end, bool unmapped) {
-  FAULTLINE_ASSERT_LOOP(loop_);
-  // Events may cover several regions, or a part of one.
-  for (uintptr_t a = start; a < end;) {
-    RegionState* r = space.region_at(a);
-    if (!r) {
-      auto it = space.regions.upper_bound(a);
-      if (it == space.regions.end() || it->first >= end) return;
-      a = it->first;
-      continue;
-    }
-    uintptr_t stop = std::min<uintptr_t>(end, r->base() + r->memory.size());
-    uint64_t first = (a - r->base()) >> r->fill_shift;
-    uint64_t last = (stop - 1 - r->base()) >> r->fill_shift;
-    // MADV_DONTNEED drops pages: they load again on the next touch. After an
-    // munmap nothing is left to serve: mark the chunks present so read-ahead
-    // and prefetch skip them.
-    for (uint64_t c = first; c <= last; ++c) {
-      r->loop.present.assign(c, unmapped);
-      // The evictor's own drops are accounted when it reports them.
-      if (r->loop.resident_bits.test(c) && !r->loop.dropping_bits.test(c)) note_gone(r, c);
-    }
-    a = stop;
-  }
 }
 
 // ---- Working-set record, read-ahead and prefetch ---------------------------
@@ -278,7 +230,7 @@ ReadOp* Engine::new_op(RegionState* r, uint64_t chunk, ReadOp::Kind kind) {
   op->length = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{1} << r->fill_shift, r->memory.size() - op->offset));
   op->valid = static_cast<uint32_t>(op->offset < r->data_end ? std::min<uint64_t>(op->length, r->data_end - op->offset) : 0);
   op->want = static_cast<uint32_t>(std::min<uint64_t>(op->length, round_up(op->valid, r->backend->alignment())));
-  op->zero = op->valid == 0;
+  op->zero = op->valid == 0 || r->loop.removed.covers(op->offset, op->offset + op->length);  // removed: zeros
   op->advance(ReadOp::Stage::kQueued);
   r->loop.ops.emplace(chunk, op);
   return op;
@@ -495,8 +447,9 @@ void Engine::install(ReadOp* op, bool wake_now) {
     if (!op->zero) complete_bytes(op);
   }
   if (hold_for_drops(op)) return;
+  mask_removed(op);
   bool wake = wake_now && !op->waiters.empty();
-  PlaceResult res = place_pages(op, wake);
+  PlaceResult res = place_mapped(op, wake);
   if (res.error == 0) {
     note_installed(op);
     queue_wakes(op, wake, res.hit_existing);
@@ -546,9 +499,9 @@ bool Engine::hold_for_drops(ReadOp* op) {
   return true;
 }
 
-// UFFDIO_COPY, or ZEROPAGE for zeros, of what is not placed yet; without
-// a wake unless `wake`.
-PlaceResult Engine::place_pages(ReadOp* op, bool wake) {
+// UFFDIO_COPY, or ZEROPAGE for zeros, of what is not placed yet up to
+// byte `until` of the chunk; without a wake unless `wake`.
+PlaceResult Engine::place_pages(ReadOp* op, bool wake, uint32_t until) {
   FAULTLINE_ASSERT_LOOP(loop_);
   RegionState* r = op->region;
   const std::byte* src = op->zero ? nullptr : (op->source ? op->source : op->staging) + op->placed;
@@ -560,7 +513,7 @@ PlaceResult Engine::place_pages(ReadOp* op, bool wake) {
     if (op->zero) src = r->dirty->zeros();
   }
   PlaceResult res = uffd_place(r->space->fd(), how, r->base() + op->offset + op->placed, src,
-                               op->length - op->placed, wake, r->dirty != nullptr);
+                               until - op->placed, wake, r->dirty != nullptr);
   op->placed += static_cast<uint32_t>(res.done);
   return res;
 }

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "faultline/region.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdio>
 
@@ -44,12 +46,23 @@ void Region::reset() {
   engine_->remove_region(state_.get());
   // A foreign range stays registered: its owner registered it, and faults
   // there must wait rather than read zeros (faultline/foreign.h).
-  if (!state_->foreign) detail::uffd_unregister(engine_->uffd(), state_->memory.data(), state_->memory.size());
+  if (!state_->foreign) {
+    // Where it is now (an mremap moves it), and only what the application
+    // left mapped: a range it unmapped may hold another mapping by now.
+    uintptr_t base = state_->base();
+    state_->loop.unmapped.for_each_outside(0, state_->memory.size(), [&](uint64_t s, uint64_t e) {
+      detail::uffd_unregister(engine_->uffd(), reinterpret_cast<void*>(base + s), e - s);
+      if (!state_->loop.unmapped.empty()) munmap(reinterpret_cast<void*>(base + s), e - s);
+    });
+    if (!state_->loop.unmapped.empty()) state_->memory.release();
+  }
   state_.reset();
   engine_.reset();
 }
 
-std::byte* Region::data() const { return state_ && !state_->foreign ? state_->memory.data() : nullptr; }
+std::byte* Region::data() const {
+  return state_ && !state_->foreign ? reinterpret_cast<std::byte*>(state_->base()) : nullptr;
+}
 
 uintptr_t Region::address() const { return state_ ? state_->base() : 0; }
 

@@ -171,10 +171,11 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   void* p = mmap(nullptr, map_len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) throw_errno("cannot reserve " + std::to_string(map_len) + " bytes for a region", errno);
   l.memory = detail::Mapping(p, map_len);
-  // 4 KiB precision (UFFDIO_COPY never makes huge pages anyway), and a
-  // forked child must not inherit a range nobody serves for it.
+  // 4 KiB precision (UFFDIO_COPY never makes huge pages anyway). A forked
+  // child gets a copy served on its own userfaultfd (UFFD_EVENT_FORK);
+  // without that event, it must not inherit a range nobody serves for it.
   madvise(p, map_len, MADV_NOHUGEPAGE);
-  madvise(p, map_len, MADV_DONTFORK);
+  if (!engine_->mode().event_fork || !engine_->options().serve_forks) madvise(p, map_len, MADV_DONTFORK);
   auto r = new_region_state(std::move(l), budget);
 
   if (r->options.track_dirty) {

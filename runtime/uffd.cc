@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <sstream>
 
 #include "faultline/error.h"
@@ -74,7 +75,9 @@ std::string UffdMode::describe() const {
                        : ", kernel and user faults")
     << (poison ? ", UFFDIO_POISON" : ", no UFFDIO_POISON (SIGBUS by a zero-length file mapping)")
     << (wp_async ? ", WP_ASYNC (dirty tracking)" : ", no WP_ASYNC (no dirty tracking or write-back)");
-  s << ", features 0x" << std::hex << features;
+  s << ", events:" << (event_remove ? " remove" : "") << (event_unmap ? " unmap" : "") << (event_remap ? " remap" : "")
+    << (event_fork ? " fork" : " (no fork: children do not inherit regions)");
+  s << ", features 0x" << std::hex << features << " (enabled 0x" << enabled << ")";
   return s.str();
 }
 
@@ -117,12 +120,19 @@ UniqueFd open_first(Method* used) {
               last_err);
 }
 
-uint64_t api(int fd, uint64_t features) {
+// Returns the features enabled, or -errno.
+int64_t try_api(int fd, uint64_t features) {
   uffdio_api a{};
   a.api = UFFD_API;
   a.features = features;
-  if (ioctl(fd, UFFDIO_API, &a) != 0) throw_errno("UFFDIO_API", errno);
-  return a.features;
+  if (ioctl(fd, UFFDIO_API, &a) != 0) return -errno;
+  return static_cast<int64_t>(a.features);
+}
+
+uint64_t api(int fd, uint64_t features) {
+  int64_t got = try_api(fd, features);
+  if (got < 0) throw_errno("UFFDIO_API", static_cast<int>(-got));
+  return static_cast<uint64_t>(got);
 }
 
 }  // namespace
@@ -140,16 +150,36 @@ Uffd open_uffd() {
   // WP_ASYNC (6.7+) only changes ranges registered in WP mode (dirty
   // tracking): there the kernel resolves write-protect faults itself and
   // PAGEMAP_SCAN reads and re-arms the written bits.
-  uint64_t wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_POISON;
+  // Not EVENT_FORK, on purpose: glibc's fork() takes every malloc arena
+  // lock before the syscall, and the kernel then waits for the fault
+  // thread to read the FORK message; a fault thread that allocates first
+  // (a new read, a queue growing) waits for that lock: the parent's fork()
+  // hangs for good (seen in tests/runtime_test.cc under ctest). Serving
+  // local forks needs the loop parked allocation-free around the fork (a
+  // pthread_atfork handshake); until then regions are MADV_DONTFORK. A
+  // received userfaultfd may carry FORK (another process forks: no
+  // deadlock), and the loop serves it (uffd_events.cc). EVENT_FORK would
+  // also need CAP_SYS_PTRACE (EPERM without it).
+  uint64_t wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
+                    UFFD_FEATURE_POISON;
   constexpr uint64_t kAsyncWp = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
   if ((offered & kAsyncWp) == kAsyncWp) wanted |= kAsyncWp | UFFD_FEATURE_MOVE;  // MOVE: write-back eviction
-  uint64_t enabled = api(u.fd.get(), wanted & offered);
+  // (A successful UFFDIO_API reports every feature the kernel has, not
+  // the ones asked for: what is enabled is what was asked.)
+  uint64_t enabled = wanted & offered;
+  int64_t got = try_api(u.fd.get(), enabled);
+  if (got < 0) throw_errno("UFFDIO_API", static_cast<int>(-got));
   u.mode.via_dev_userfaultfd = method == Method::kDevice;
   u.mode.user_mode_only = method == Method::kSyscallUserOnly;
   u.mode.poison = (offered & UFFD_FEATURE_POISON) != 0;
   u.mode.wp_async = (enabled & UFFD_FEATURE_WP_ASYNC) != 0;
   u.mode.move = (enabled & UFFD_FEATURE_MOVE) != 0;
+  u.mode.event_remove = (enabled & UFFD_FEATURE_EVENT_REMOVE) != 0;
+  u.mode.event_unmap = (enabled & UFFD_FEATURE_EVENT_UNMAP) != 0;
+  u.mode.event_remap = (enabled & UFFD_FEATURE_EVENT_REMAP) != 0;
+  u.mode.event_fork = (enabled & UFFD_FEATURE_EVENT_FORK) != 0;
   u.mode.features = offered;
+  u.mode.enabled = enabled;
   return u;
 }
 
@@ -202,6 +232,18 @@ int uffd_move(int uffd, uintptr_t dst, uintptr_t src, uint64_t len) {
     return m.move < 0 ? static_cast<int>(-m.move) : err;
   }
   return 0;
+}
+
+bool uffd_mm_gone(int uffd) {
+  uint64_t lowest = 65536;
+  if (FILE* f = std::fopen("/proc/sys/vm/mmap_min_addr", "r")) {
+    unsigned long long v;
+    if (std::fscanf(f, "%llu", &v) == 1) lowest = (v + kPageSize - 1) & ~(kPageSize - 1);
+    std::fclose(f);
+  }
+  if (lowest == 0) lowest = kPageSize;
+  uffdio_range r{lowest, kPageSize};
+  return ioctl(uffd, UFFDIO_UNREGISTER, &r) != 0 && errno == ENOMEM;
 }
 
 void uffd_wake(int uffd, uintptr_t addr, uint64_t len) {

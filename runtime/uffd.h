@@ -19,7 +19,8 @@ struct Uffd {
 
 // Opens a userfaultfd: /dev/userfaultfd first, then the syscall, then the
 // syscall with UFFD_USER_MODE_ONLY. Probes features on a throwaway
-// descriptor and enables EVENT_REMOVE, EVENT_UNMAP and POISON where offered.
+// descriptor and enables the REMOVE, UNMAP and REMAP events and POISON
+// where offered (not FORK: uffd.cc says why); UffdMode says which are on.
 // Throws Error explaining why userfaultfd is unavailable.
 Uffd open_uffd();
 
@@ -61,6 +62,12 @@ PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint
 // Returns 0 or an errno (after partial progress too: the caller checks which
 // pages moved).
 int uffd_move(int uffd, uintptr_t dst, uintptr_t src, uint64_t len);
+
+// Whether the address space the userfaultfd serves is gone (its process
+// exited or exec'd): the kernel sends no message for that, so this asks,
+// with an UNREGISTER of the lowest page a process may map (no region is
+// there, so it changes nothing), which fails with ENOMEM once it is gone.
+bool uffd_mm_gone(int uffd);
 
 // Wakes threads waiting on [addr, addr + len). Errors are ignored.
 void uffd_wake(int uffd, uintptr_t addr, uint64_t len);

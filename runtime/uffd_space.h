@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -26,6 +27,10 @@ namespace faultline::detail {
 struct RegionState;
 
 struct UffdSpace {
+  // `pid` of a forked child: the kernel's fork message does not name the
+  // child, only its new userfaultfd.
+  static constexpr pid_t kForkedChild = -1;
+
   explicit UffdSpace(Uffd u, pid_t owner = 0) : uffd(std::move(u)), pid(owner) {}
 
   int fd() const { return uffd.fd.get(); }
@@ -41,8 +46,13 @@ struct UffdSpace {
   // Events read, by kind; `unhandled` counts messages the loop has no
   // handler for (each is also logged): never silently dropped.
   struct {
-    uint64_t faults = 0, removes = 0, unmaps = 0, unhandled = 0;
+    uint64_t faults = 0, removes = 0, unmaps = 0, remaps = 0, forks = 0, unhandled = 0;
   } events;
+  // Regions the space owns, not an application's Region handle: a forked
+  // child's copies (uffd_events.cc). Freed with the space.
+  std::vector<std::shared_ptr<RegionState>> owned;
+  bool forked_child() const { return pid == kForkedChild; }
+  bool gone = false;  // the process exited: its regions are being detached
 };
 
 }  // namespace faultline::detail

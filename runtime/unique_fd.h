@@ -62,6 +62,8 @@ class Mapping {
   size_t size() const { return len_; }
   explicit operator bool() const { return addr_ != nullptr; }
   void reset();
+  // The range was moved (mremap) to `addr`: it is unmapped there.
+  void moved_to(void* addr) { addr_ = addr; }
   // Gives the range up without unmapping it (it stays mapped for good).
   void* release() {
     len_ = 0;

@@ -69,6 +69,12 @@ struct RegionOptions {
   // Read-ahead is turned off for such a region: it would load chunks
   // without a fault and hide them from the record.
   bool record_touches = false;
+  // What pages the application drops with madvise(MADV_DONTNEED) or
+  // MADV_REMOVE (a balloon) read afterwards: zeros, as anonymous memory
+  // does and a VM's guest expects (false, the default: never the
+  // backend's bytes again), or the backend's bytes loaded anew, as a
+  // private file mapping does (true). Write-back regions always reload.
+  bool reload_removed = false;
   // Resident memory of this region. bytes must be 0 or at least 4 fills.
   // Writable (private) regions never drop a chunk: what was written exists
   // nowhere else, so their budget is a target they may exceed.
@@ -97,6 +103,13 @@ struct RuntimeOptions {
   // runtime is destroyed. A failed write is logged and retried. Empty: never.
   std::string stats_file;
   std::chrono::milliseconds stats_interval{1000};  // 10 ms .. 1 day
+  // A forked child's copy of the regions is served where
+  // UffdMode::event_fork (never today: docs/design.md, "Events"); without
+  // it the first fork() while regions exist logs a warning (a child
+  // touching one gets SIGSEGV). false: regions are MADV_DONTFORK and forks
+  // are not reported, for a caller that handles fork() itself (the preload
+  // library maps the files for real in its children).
+  bool serve_forks = true;
 };
 
 }  // namespace faultline

@@ -47,7 +47,16 @@ struct UffdMode {
   // UFFD_FEATURE_MOVE enabled (6.8+): write-back regions can be evicted
   // under a memory budget (pages are taken out atomically, then written).
   bool move = false;
+  // The events enabled (docs/design.md, "Events"). REMOVE: MADV_DONTNEED or
+  // MADV_REMOVE on a region; its pages read zeros afterwards. UNMAP: munmap
+  // of a region's range stops its service. REMAP: a region moved by mremap
+  // is followed. FORK: a forked child's copy of every region would be
+  // served too; not requested today (a fork of this process could hang:
+  // docs/design.md, "Events"), so regions are not inherited (MADV_DONTFORK)
+  // and a child touching one gets SIGSEGV.
+  bool event_remove = false, event_unmap = false, event_remap = false, event_fork = false;
   uint64_t features = 0;  // UFFDIO_API features the kernel offers
+  uint64_t enabled = 0;   // those enabled on the runtime's userfaultfd
 
   std::string describe() const;
 };

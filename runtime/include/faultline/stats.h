@@ -31,7 +31,11 @@ namespace faultline {
   X(resident_bytes, "placed and not yet dropped (a gauge, not a counter)")                        \
   X(evicted_chunks, "chunks dropped to keep a memory budget")                                     \
   X(evicted_bytes, "bytes dropped to keep a memory budget")                                       \
-  X(refaults, "demand faults on chunks evicted earlier")
+  X(refaults, "demand faults on chunks evicted earlier")                                          \
+  X(removes, "UFFD_EVENT_REMOVE: ranges dropped by MADV_DONTNEED/MADV_REMOVE (read zeros after)") \
+  X(unmaps, "UFFD_EVENT_UNMAP: ranges munmap'ed by the application (no longer served)")          \
+  X(remaps, "UFFD_EVENT_REMAP: moves by mremap")                                                  \
+  X(forks, "UFFD_EVENT_FORK: forked children whose copy is served")
 
 // The numbers of a region or a runtime at one moment, as plain data
 // (Region::stats(), Runtime::stats()). Counters are read one by one while
