@@ -152,6 +152,9 @@ void IncomingMigration::Impl::handshake(Runtime& runtime) {
     ro.offset = bases_[i];
     ro.length = sizes_[i];
     ro.writable = true;
+    // Stale pages are dropped with MADV_DONTNEED so that a touch fetches
+    // them anew (not zeros, as a balloon's drop reads).
+    ro.reload_removed = true;
     // The push is the read-ahead of post-copy; a second one would only
     // fetch the same pages twice.
     if (m_.mode != MigrationMode::kPrecopy) ro.readahead = false;

@@ -39,7 +39,9 @@ def test_fill_size_shows_in_stats(runtime, data_file):
                 view[fill * 3 + 17]  # one byte: one fault, one fill
             # faults is counted before the bytes: wait for both.
             wait_for(lambda: region.stats()["faults"] >= 1 and region.stats()["bytes_installed"] >= fill)
-            assert region.stats()["faults"] == 1
+            # The kernel may deliver one access's fault twice (a retried
+            # fault on a loaded machine): the fill is what must be single.
+            assert 1 <= region.stats()["faults"] <= 2
             stats = region.stats()
             assert stats["bytes_installed"] == fill
             assert stats["bytes_read"] == fill
