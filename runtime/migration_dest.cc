@@ -28,11 +28,6 @@ namespace faultline {
 namespace {
 
 using namespace migration;
-using Clock = std::chrono::steady_clock;
-
-uint64_t ns_since(Clock::time_point t) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
-}
 
 uint64_t quantile(std::vector<uint64_t>& v, double q) {
   if (v.empty()) return 0;

@@ -18,8 +18,6 @@ namespace faultline::migration {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 void put(std::vector<std::byte>& out, uint64_t v, int bytes) {
   size_t at = out.size();
   out.resize(at + static_cast<size_t>(bytes));

@@ -19,6 +19,12 @@
 
 namespace faultline::migration {
 
+using Clock = std::chrono::steady_clock;
+
+inline uint64_t ns_since(Clock::time_point t) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
+}
+
 constexpr uint32_t kMagic = 0x4d544c46;  // bytes "FLTM"
 constexpr uint16_t kVersion = 1;
 constexpr uint64_t kPage = 4096;

@@ -19,11 +19,6 @@ namespace faultline {
 namespace {
 
 using namespace migration;
-using Clock = std::chrono::steady_clock;
-
-uint64_t ns_since(Clock::time_point t) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
-}
 
 bool zero_page(const std::byte* p) {
   uint64_t acc = 0;
