@@ -56,6 +56,10 @@ struct GuestRegion {
 
 int make_uffd(const std::vector<GuestRegion>& regions) {
   int uffd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  // Without privilege (vm.unprivileged_userfaultfd = 0) only a uffd for
+  // user-mode faults may be had, as a VMM without root would do.
+  if (uffd < 0 && errno == EPERM)
+    uffd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
   if (uffd < 0) die(std::string("userfaultfd: ") + std::strerror(errno));
   uffdio_api api{};
   api.api = UFFD_API;
