@@ -285,10 +285,12 @@ void Engine::poison_children_left() {
          "the runtime stops while a forked child still uses %zu regions: pages it has not loaded get SIGBUS",
          space->regions.size());
     if (!space->uffd.mode.poison) continue;
-    for (auto& [addr, r] : space->regions)
+    for (auto& entry : space->regions) {  // (not a structured binding: clang 14 cannot capture one)
+      auto& r = entry.second;
       r->loop.unmapped.for_each_outside(0, r->memory.size(), [&](uint64_t s, uint64_t e) {
         uffd_place(space->fd(), Place::kPoison, r->base() + s, nullptr, e - s, true);
       });
+    }
   }
 }
 

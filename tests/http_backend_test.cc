@@ -164,6 +164,12 @@ TEST_CASE("a queued read-ahead raised by make_urgent overtakes the queue on the 
   o.connections = 2;              // read-ahead may use one of them
   o.requests_per_connection = 1;  // and one request at a time: the rest wait in the queue
   HttpBackend b(o);
+  // Two demand reads at once open both connections first: a raised read
+  // must not wait for a connect (slow under TSan) while read-ahead runs on.
+  std::vector<std::byte> warm(2 * 4 * kKiB);
+  auto opened = read_all(b, {{0, 4 * kKiB, warm.data(), 100, true}, {kMiB, 4 * kKiB, warm.data() + 4 * kKiB, 101, true}});
+  REQUIRE(opened.at(100).result == 4 * kKiB);
+  REQUIRE(opened.at(101).result == 4 * kKiB);
   std::vector<std::byte> staging(8 * 16 * kKiB);
   std::vector<ReadRequest> reads;
   for (uint32_t i = 0; i < 8; ++i)  // apart from each other: one request each
