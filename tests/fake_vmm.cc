@@ -14,8 +14,9 @@
 // MODE: ok (touch and check), two-uffds (a second uffd with the second
 // half of the regions, in a second message), bad-json, no-fd, wrong-fd,
 // overlap, beyond (malformed handshakes: waits for the handler to hang up),
-// overlap-touch (an overlapping handshake, then a touch that must get
-// SIGBUS, not hang). SPELLING: page_size, page_size_kib or both.
+// overlap-touch, bad-json-touch (an overlapping or malformed handshake,
+// then a touch that must get SIGBUS, not hang: the handler found the guest
+// memory without the mappings). SPELLING: page_size, page_size_kib or both.
 // Exit 0 when everything matched; 1 with a message otherwise. alarm(60)
 // bounds every run.
 #include <fcntl.h>
@@ -163,7 +164,7 @@ int main(int argc, char** argv) {
   int uffd = make_uffd(first);
   int sock = connect_to(socket_path);
 
-  if (mode == "bad-json") {
+  if (mode == "bad-json" || mode == "bad-json-touch") {
     send_message(sock, "[{\"base_host_virt_addr\": 4096, \"size\": ", uffd);
   } else if (mode == "no-fd") {
     send_message(sock, mappings_json(first, spelling), -1);
@@ -185,7 +186,7 @@ int main(int argc, char** argv) {
     wait_hangup(sock);
     return 0;
   }
-  if (mode == "overlap-touch") {
+  if (mode == "overlap-touch" || mode == "bad-json-touch") {
     wait_hangup(sock);  // the handler has given up: the page must fail, not hang
     struct sigaction sa{};
     sa.sa_handler = on_sigbus;

@@ -126,13 +126,15 @@ TEST_CASE("faultline handle refuses a bad handshake with a clear error, never ha
       CHECK(v.wait(30000) == 0);  // it saw the hang-up
     }
   }
-  SECTION("after a refusal the guest's touch gets SIGBUS, not a hang") {
-    ChildProcess h = handler({"handle", f.raw.path(), "--socket", f.socket, "--accept-timeout", "20"});
-    ChildProcess v = vmm("overlap-touch", f, 2, 1, "both");
-    CHECK(h.wait(30000) == 1);
-    INFO("VMM stderr: " << v.stderr_text());
-    CHECK(v.wait(30000) == 0);
-    CHECK(v.read_line() == "SIGBUS as expected");
+  for (const char* mode : {"overlap-touch", "bad-json-touch"}) {
+    DYNAMIC_SECTION("after a refusal (" << mode << ") the guest's touch gets SIGBUS, not a hang") {
+      ChildProcess h = handler({"handle", f.raw.path(), "--socket", f.socket, "--accept-timeout", "20"});
+      ChildProcess v = vmm(mode, f, 2, 1, "both");
+      CHECK(h.wait(30000) == 1);
+      INFO("VMM stderr: " << v.stderr_text());
+      CHECK(v.wait(30000) == 0);
+      CHECK(v.read_line() == "SIGBUS as expected");
+    }
   }
 }
 

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -170,6 +171,34 @@ uint64_t field_u64(const nlohmann::json& m, size_t i, const char* name) {
 }
 
 // The VMM's JSON: an array of mappings, each with its fields.
+// The ranges of process `pid` registered with a userfaultfd for missing
+// faults ("um" among the VmFlags of /proc/PID/smaps): where the guest memory
+// is when the VMM's mappings cannot be read. Taking them all is safe: the
+// kernel refuses to poison, through our uffd, a range registered with another.
+std::vector<ForeignRange> registered_ranges(pid_t pid) {
+  std::vector<ForeignRange> out;
+  std::ifstream smaps("/proc/" + std::to_string(pid) + "/smaps");
+  std::string line;
+  uintptr_t start = 0, end = 0;
+  while (std::getline(smaps, line)) {
+    if (line.rfind("VmFlags:", 0) == 0) {
+      if ((" " + line.substr(8) + " ").find(" um ") != std::string::npos && end > start)
+        out.push_back({start, end - start});
+      continue;
+    }
+    // A mapping's first line: "START-END PERMS ..." (a field line has no '-' before its ':').
+    size_t dash = line.find('-'), space = line.find(' ');
+    if (dash == std::string::npos || space == std::string::npos || dash > space) continue;
+    char* rest = nullptr;
+    uintptr_t s = std::strtoull(line.c_str(), &rest, 16);
+    if (rest != line.c_str() + dash) continue;
+    uintptr_t e = std::strtoull(line.c_str() + dash + 1, &rest, 16);
+    if (rest != line.c_str() + space) continue;
+    start = s, end = e;
+  }
+  return out;
+}
+
 std::vector<Mapping> parse_mappings(const std::string& text) {
   nlohmann::json j;
   try {
@@ -285,7 +314,14 @@ class Handler {
     // (faults meanwhile wait, held) rather than leave the guest hanging.
     spaces_.push_back(rt_.adopt(m.fds[0].release(), pid));
     named_.emplace_back();
-    std::vector<Mapping> maps = parse_mappings(m.text);
+    std::vector<Mapping> maps;
+    try {
+      maps = parse_mappings(m.text);
+    } catch (const Error&) {
+      // No mappings to say where the guest is: the process's own maps do.
+      named_.back() = registered_ranges(pid);
+      throw;
+    }
     // Where the guest memory is, even if the mappings are inconsistent: a
     // failure poisons it (page-aligned parts only: others are not ours).
     for (const Mapping& p : maps) {
