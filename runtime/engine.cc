@@ -43,12 +43,15 @@ Engine::Engine(const RuntimeOptions& options, const EngineTestOptions& test)
                   ": must be 0 (no budget) or at least 65536");
   }
   budget_.limit = options.budget;
-  spaces_.push_back(std::make_unique<UffdSpace>(open_uffd()));
+  spaces_.push_back(std::make_unique<UffdSpace>(open_uffd(options.serve_forks)));
   own_ = spaces_.front().get();
   epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_) throw_errno("epoll_create1", errno);
   control_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!control_) throw_errno("eventfd", errno);
+  unpark_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!unpark_) throw_errno("eventfd", errno);
+  parked_.reserve(4096);  // far more than threads that can fault during one fork
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = reinterpret_cast<uint64_t>(own_) | kSpaceTag;
@@ -56,12 +59,12 @@ Engine::Engine(const RuntimeOptions& options, const EngineTestOptions& test)
   ev.data.u64 = kControlKey;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, control_.get(), &ev) != 0) throw_errno("epoll_ctl(eventfd)", errno);
   thread_ = std::thread([this] { run(); });
-  if (!own_->uffd.mode.event_fork && options_.serve_forks) watch_forks(this, true);
+  if (options_.serve_forks) watch_forks(this, true);
 }
 
 Engine::~Engine() {
   // Regions hold the engine alive, so none is left: no fault can be pending.
-  if (!own_->uffd.mode.event_fork && options_.serve_forks) watch_forks(this, false);
+  if (options_.serve_forks) watch_forks(this, false);
   send({Command::Type::kStop});
   thread_.join();
   poison_children_left();
@@ -222,6 +225,9 @@ void Engine::run_commands() {
         break;
       case Command::Type::kFailSpace:
         fail_foreign(c.link.get(), c.ranges, c.done);
+        break;
+      case Command::Type::kPark:
+        park(c.done);
         break;
       case Command::Type::kStop:
         stopping_ = true;

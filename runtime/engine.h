@@ -179,10 +179,13 @@ class Engine {
   int uffd() const { return own_->fd(); }
   const RuntimeOptions& options() const { return options_; }
 
-  // Without UFFD_FEATURE_EVENT_FORK regions are not inherited: called
-  // before every fork() of the process (any thread; uffd_events.cc), it
-  // says so once if this runtime has regions.
-  void warn_fork_unserved();
+  // Around every fork() of the process, on the forking thread
+  // (pthread_atfork; uffd_events.cc). With UFFD_FEATURE_EVENT_FORK,
+  // before_fork() parks the loop, allocation-free, until after_fork(); the
+  // child's copy of the regions is then served. Without it, regions are not
+  // inherited: before_fork() says so once if this runtime has regions.
+  void before_fork();
+  void after_fork();
 
   // Called from application threads.
   void add_region(const std::shared_ptr<RegionState>& region);
@@ -198,7 +201,7 @@ class Engine {
 
  private:
   struct Command {
-    enum class Type { kAdd, kRemove, kPrefetch, kPoisoned, kDropped, kAdopt, kFailSpace, kStop };
+    enum class Type { kAdd, kRemove, kPrefetch, kPoisoned, kDropped, kAdopt, kFailSpace, kPark, kStop };
     Command(Type t, RegionState* r = nullptr, uint64_t f = 0, uint64_t l = 0, std::promise<void>* d = nullptr)
         : type(t), region(r), first(f), last(l), done(d) {}
     Type type;
@@ -230,6 +233,7 @@ class Engine {
 
   // The fault path (fault_loop.cc).
   void read_messages(UffdSpace& space);
+  void handle_message(UffdSpace& space, const uffd_msg& m, uint64_t now);
   void on_fault(UffdSpace& space, uintptr_t addr, uint64_t now);
   // Events other than faults (uffd_events.cc).
   void on_event(UffdSpace& space, const uffd_msg& m);
@@ -237,6 +241,7 @@ class Engine {
   void on_unmap(UffdSpace& space, uintptr_t start, uintptr_t end);
   void on_remap(UffdSpace& space, uintptr_t from, uintptr_t to, uint64_t len);
   void on_fork(UffdSpace& space, int child_uffd);
+  void park(std::promise<void>* parked);
   void on_unhandled(UffdSpace& space, uint8_t event);
   std::shared_ptr<RegionState> clone_for_child(RegionState* r, UffdSpace* child);
   void reap_children();
@@ -298,6 +303,12 @@ class Engine {
   std::unordered_map<UffdSpace*, std::shared_ptr<ForeignLink>> foreign_;
   UniqueFd epoll_;
   UniqueFd control_;  // eventfd
+  // The fork handshake (uffd_events.cc): after_fork() raises unpark_; the
+  // messages read while parked wait in parked_, never grown past its
+  // reserved capacity (no allocation while the forking thread holds malloc's locks).
+  UniqueFd unpark_;  // eventfd
+  std::vector<uffd_msg> parked_;
+  bool parked_for_fork_ = false;  // the forking thread's, under the fork registry's lock
   Stats totals_;
 
   Mutex mu_;
@@ -337,8 +348,8 @@ class Engine {
 };
 
 uint64_t now_ns();
-// The engines whose children do not inherit regions (no EVENT_FORK), for
-// the fork warning (uffd_events.cc): registered for their lifetime.
+// The engines told of every fork (Engine::before_fork, after_fork;
+// uffd_events.cc): registered for their lifetime.
 void watch_forks(Engine* engine, bool on);
 // Moves lent bytes into the op's staging block (they are valid only until
 // the next reap) so they can be changed or kept (fault_loop.cc).

@@ -91,21 +91,23 @@ void Engine::read_messages(UffdSpace& space) {
     }
     uint64_t now = now_ns();
     size_t count = static_cast<size_t>(n) / sizeof(uffd_msg);
-    for (size_t i = 0; i < count; ++i) {
-      const uffd_msg& m = msgs[i];
-      switch (m.event) {
-        case UFFD_EVENT_PAGEFAULT:
-          space.events.faults++;
-          on_fault(space, static_cast<uintptr_t>(m.arg.pagefault.address), now);
-          break;
-        default:  // REMOVE, UNMAP, REMAP, FORK... (uffd_events.cc)
-          on_event(space, m);
-          break;
-      }
-    }
+    for (size_t i = 0; i < count; ++i) handle_message(space, msgs[i], now);
     if (count < std::size(msgs)) break;  // drained; level-triggered epoll reports more
   }
   flush_wakes();
+}
+
+void Engine::handle_message(UffdSpace& space, const uffd_msg& m, uint64_t now) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  switch (m.event) {
+    case UFFD_EVENT_PAGEFAULT:
+      space.events.faults++;
+      on_fault(space, static_cast<uintptr_t>(m.arg.pagefault.address), now);
+      break;
+    default:  // REMOVE, UNMAP, REMAP, FORK... (uffd_events.cc)
+      on_event(space, m);
+      break;
+  }
 }
 
 RegionState* UffdSpace::region_at(uintptr_t addr) const {

@@ -31,6 +31,7 @@
 #define EXCLUDES(...) FAULTLINE_TSA(locks_excluded(__VA_ARGS__))
 #define ACQUIRE(...) FAULTLINE_TSA(acquire_capability(__VA_ARGS__))
 #define RELEASE(...) FAULTLINE_TSA(release_capability(__VA_ARGS__))
+#define NO_THREAD_SAFETY_ANALYSIS FAULTLINE_TSA(no_thread_safety_analysis)
 
 namespace faultline::detail {
 

@@ -137,7 +137,7 @@ uint64_t api(int fd, uint64_t features) {
 
 }  // namespace
 
-Uffd open_uffd() {
+Uffd open_uffd(bool fork_event) {
   Method method;
   uint64_t offered;
   {
@@ -150,24 +150,25 @@ Uffd open_uffd() {
   // WP_ASYNC (6.7+) only changes ranges registered in WP mode (dirty
   // tracking): there the kernel resolves write-protect faults itself and
   // PAGEMAP_SCAN reads and re-arms the written bits.
-  // Not EVENT_FORK, on purpose: glibc's fork() takes every malloc arena
-  // lock before the syscall, and the kernel then waits for the fault
-  // thread to read the FORK message; a fault thread that allocates first
-  // (a new read, a queue growing) waits for that lock: the parent's fork()
-  // hangs for good (seen in tests/runtime_test.cc under ctest). Serving
-  // local forks needs the loop parked allocation-free around the fork (a
-  // pthread_atfork handshake); until then regions are MADV_DONTFORK. A
-  // received userfaultfd may carry FORK (another process forks: no
-  // deadlock), and the loop serves it (uffd_events.cc). EVENT_FORK would
-  // also need CAP_SYS_PTRACE (EPERM without it).
+  // EVENT_FORK only with the fork handshake of uffd_events.cc (glibc's
+  // fork() holds every malloc lock while the kernel waits for the loop to
+  // read the FORK message: the loop must be parked, allocation-free, by
+  // then). It needs CAP_SYS_PTRACE: EPERM without, and then none.
   uint64_t wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
                     UFFD_FEATURE_POISON;
+  if (fork_event) wanted |= UFFD_FEATURE_EVENT_FORK;
   constexpr uint64_t kAsyncWp = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
   if ((offered & kAsyncWp) == kAsyncWp) wanted |= kAsyncWp | UFFD_FEATURE_MOVE;  // MOVE: write-back eviction
   // (A successful UFFDIO_API reports every feature the kernel has, not
   // the ones asked for: what is enabled is what was asked.)
   uint64_t enabled = wanted & offered;
   int64_t got = try_api(u.fd.get(), enabled);
+  if (got == -EPERM && (enabled & UFFD_FEATURE_EVENT_FORK)) {  // no CAP_SYS_PTRACE: again, without FORK
+    enabled &= ~uint64_t{UFFD_FEATURE_EVENT_FORK};
+    u.fd = UniqueFd(open_with(method));
+    if (!u.fd) throw_errno("cannot reopen the userfaultfd", errno);
+    got = try_api(u.fd.get(), enabled);
+  }
   if (got < 0) throw_errno("UFFDIO_API", static_cast<int>(-got));
   u.mode.via_dev_userfaultfd = method == Method::kDevice;
   u.mode.user_mode_only = method == Method::kSyscallUserOnly;

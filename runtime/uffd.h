@@ -20,9 +20,10 @@ struct Uffd {
 // Opens a userfaultfd: /dev/userfaultfd first, then the syscall, then the
 // syscall with UFFD_USER_MODE_ONLY. Probes features on a throwaway
 // descriptor and enables the REMOVE, UNMAP and REMAP events and POISON
-// where offered (not FORK: uffd.cc says why); UffdMode says which are on.
-// Throws Error explaining why userfaultfd is unavailable.
-Uffd open_uffd();
+// where offered, and FORK too with `fork_event` where the caller may have it
+// (it needs CAP_SYS_PTRACE; without, the uffd has no FORK). UffdMode says
+// which are on. Throws Error explaining why userfaultfd is unavailable.
+Uffd open_uffd(bool fork_event);
 
 // Opens a userfaultfd the way open_uffd() does, with the features in
 // `wanted` that the kernel offers (and no others). *offered gets what the

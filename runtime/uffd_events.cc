@@ -17,6 +17,7 @@
 // Everything here runs on the loop thread.
 #include <errno.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
@@ -294,10 +295,18 @@ void Engine::poison_children_left() {
   }
 }
 
-// Without the fork event (no CAP_SYS_PTRACE) a child gets SIGSEGV on a
-// region: the only place to say so as it happens is a pthread_atfork
-// handler, which is process-wide by nature, hence this one registry of the
-// runtimes concerned (a mutex and a list, never touched on the fault path).
+// A fork of this process. glibc's fork() runs the pthread_atfork prepare
+// handlers, then takes every malloc lock, and the kernel waits, inside the
+// fork, for the loop to read the FORK message: a loop that allocated
+// meanwhile would wait for a lock the forking thread holds, forever. So the
+// prepare handler parks each loop (Engine::park: it only reads its uffd
+// into reserved memory) and the parent handler lets it go. Without the fork
+// event (no CAP_SYS_PTRACE) a child gets SIGSEGV on a region, and the
+// prepare handler is where to say so as it happens. These handlers are
+// process-wide by nature, hence this one registry of the runtimes (a mutex
+// and a list, never touched on the fault path). Its lock is held from the
+// prepare handler to the parent's (or the child's): no runtime comes or
+// goes during a fork.
 namespace {
 
 struct ForkWatch {
@@ -310,17 +319,27 @@ ForkWatch& fork_watch() {
   return *w;
 }
 
-void before_fork() {
+void before_fork() NO_THREAD_SAFETY_ANALYSIS {
   ForkWatch& w = fork_watch();
-  MutexLock lock(w.mu);
-  for (Engine* e : w.engines) e->warn_fork_unserved();
+  w.mu.lock();
+  for (Engine* e : w.engines) e->before_fork();
 }
+
+void after_fork_in_parent() NO_THREAD_SAFETY_ANALYSIS {
+  ForkWatch& w = fork_watch();
+  for (Engine* e : w.engines) e->after_fork();
+  w.mu.unlock();
+}
+
+// The child has no loop thread: nothing to let go, only the lock (its copy,
+// held by this very thread).
+void after_fork_in_child() NO_THREAD_SAFETY_ANALYSIS { fork_watch().mu.unlock(); }
 
 }  // namespace
 
 void watch_forks(Engine* engine, bool on) {
   static std::once_flag once;
-  std::call_once(once, [] { pthread_atfork(before_fork, nullptr, nullptr); });
+  std::call_once(once, [] { pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child); });
   ForkWatch& w = fork_watch();
   MutexLock lock(w.mu);
   if (on)
@@ -329,7 +348,16 @@ void watch_forks(Engine* engine, bool on) {
     std::erase(w.engines, engine);
 }
 
-void Engine::warn_fork_unserved() {
+void Engine::before_fork() {
+  if (own_->uffd.mode.event_fork) {
+    if (live_regions_.load() == 0) return;  // nothing inherited: no FORK message comes
+    std::promise<void> parked;
+    auto ready = parked.get_future();
+    send({Command::Type::kPark, nullptr, 0, 0, &parked});
+    ready.get();
+    parked_for_fork_ = true;
+    return;
+  }
   int n = live_regions_.load();
   if (n == 0 || fork_warned_.exchange(true)) return;
   logf(options_.log, LogLevel::kWarning,
@@ -337,6 +365,45 @@ void Engine::warn_fork_unserved() {
        "UFFD_FEATURE_EVENT_FORK, which needs CAP_SYS_PTRACE); touching one there raises SIGSEGV. "
        "Said once per runtime.",
        n);
+}
+
+void Engine::after_fork() {
+  if (!parked_for_fork_) return;
+  parked_for_fork_ = false;
+  uint64_t one = 1;
+  while (write(unpark_.get(), &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+// Parked for a fork: until after_fork() the loop only reads its own uffd
+// (the FORK message, and faults or events of other threads meanwhile) into
+// parked_, within its reserved capacity, then handles what it read.
+void Engine::park(std::promise<void>* parked) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  parked->set_value();
+  pollfd fds[2] = {{own_->fd(), POLLIN, 0}, {unpark_.get(), POLLIN, 0}};
+  for (;;) {
+    const size_t room = parked_.capacity() - parked_.size();
+    fds[0].events = room > 0 ? POLLIN : 0;
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[1].revents & POLLIN) {
+      uint64_t count;
+      (void)!read(unpark_.get(), &count, sizeof count);
+      break;
+    }
+    if (fds[0].revents & POLLIN) {
+      uffd_msg msgs[16];
+      ssize_t n = read(own_->fd(), msgs, std::min(std::size(msgs), room) * sizeof(uffd_msg));
+      for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) parked_.push_back(msgs[i]);
+    }
+  }
+  uint64_t now = now_ns();
+  for (const uffd_msg& m : parked_) handle_message(*own_, m, now);
+  parked_.clear();
+  flush_wakes();
 }
 
 // ---- Placing around events ------------------------------------------------

@@ -158,9 +158,12 @@ TEST_CASE("a queued read-ahead raised by make_urgent overtakes the queue on the 
           "[http][urgent]") {
   SKIP_WITHOUT_NGINX();
   auto data = t::pattern(2 * kMiB, 23);
-  t::Nginx server;
+  // At 256 KiB/s each 16 KiB read takes ~60 ms: a test thread preempted
+  // between submit() and make_urgent() (a loaded machine) still raises
+  // read 7 while the others wait in the queue.
+  t::Nginx server(false, 256 * 1024);
   write_file(server.root() + "/image", data);
-  HttpOptions o = options_for(server, "image");
+  HttpOptions o = options_for(server, "slow/image");
   o.connections = 2;              // read-ahead may use one of them
   o.requests_per_connection = 1;  // and one request at a time: the rest wait in the queue
   HttpBackend b(o);

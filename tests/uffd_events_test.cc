@@ -227,8 +227,8 @@ TEST_CASE("fork: the child reads every byte of an inherited region", "[runtime][
     std::lock_guard<std::mutex> l(mu);
     REQUIRE(warnings.size() == 1);
     CHECK_THAT(warnings[0], Catch::Contains("does not inherit") && Catch::Contains("CAP_SYS_PTRACE"));
-    WARN("SKIPPED: the runtime does not request UFFD_FEATURE_EVENT_FORK (a fork of its own process could hang, "
-         "docs/design.md \"Events\"): checked the report and the SIGSEGV only");
+    WARN("SKIPPED: the kernel refused UFFD_FEATURE_EVENT_FORK (it needs CAP_SYS_PTRACE): "
+         "checked the report and the SIGSEGV only");
     return;
   }
   RegionOptions o;

@@ -104,9 +104,8 @@ struct RuntimeOptions {
   std::string stats_file;
   std::chrono::milliseconds stats_interval{1000};  // 10 ms .. 1 day
   // A forked child's copy of the regions is served where
-  // UffdMode::event_fork (never today: docs/design.md, "Events"); without
-  // it the first fork() while regions exist logs a warning (a child
-  // touching one gets SIGSEGV). false: regions are MADV_DONTFORK and forks
+  // UffdMode::event_fork (with CAP_SYS_PTRACE); without it the first fork()
+  // while regions exist logs a warning (a child touching one gets SIGSEGV). false: regions are MADV_DONTFORK and forks
   // are not reported, for a caller that handles fork() itself (the preload
   // library maps the files for real in its children).
   bool serve_forks = true;

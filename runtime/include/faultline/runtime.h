@@ -50,10 +50,10 @@ struct UffdMode {
   // The events enabled (docs/design.md, "Events"). REMOVE: MADV_DONTNEED or
   // MADV_REMOVE on a region; its pages read zeros afterwards. UNMAP: munmap
   // of a region's range stops its service. REMAP: a region moved by mremap
-  // is followed. FORK: a forked child's copy of every region would be
-  // served too; not requested today (a fork of this process could hang:
-  // docs/design.md, "Events"), so regions are not inherited (MADV_DONTFORK)
-  // and a child touching one gets SIGSEGV.
+  // is followed. FORK: a forked child's copy of every region is served too,
+  // on the child's own userfaultfd (needs CAP_SYS_PTRACE; without it
+  // regions are not inherited, MADV_DONTFORK, and a child touching one gets
+  // SIGSEGV).
   bool event_remove = false, event_unmap = false, event_remap = false, event_fork = false;
   uint64_t features = 0;  // UFFDIO_API features the kernel offers
   uint64_t enabled = 0;   // those enabled on the runtime's userfaultfd
@@ -74,10 +74,13 @@ class Runtime {
   // it. Nothing is read until the memory is touched. Throws Error on invalid
   // options, naming the field.
   //
-  // fork(): a child does not inherit regions (they are MADV_DONTFORK, since
-  // no fault thread serves the child's copy). In the child the range is
-  // unmapped: touching it raises SIGSEGV, at once and every time. Map again
-  // in the child (a new Runtime) if it needs the data.
+  // fork(): with UffdMode::event_fork the child inherits each region, with
+  // the pages present at the fork, and this process's fault thread serves
+  // the rest of the child's copy until the child exits or execs. The child
+  // must not use this Runtime or its Regions (its copy has no fault
+  // thread); to map more, it makes a Runtime of its own. Without the event
+  // the range is not inherited (MADV_DONTFORK): touching it in the child
+  // raises SIGSEGV, at once and every time.
   //
   // The caller must not mremap() a region: the moved range is no longer
   // served and reads zeros where nothing was loaded (docs/design.md, Known
