@@ -181,22 +181,9 @@ Cut take_with_cut(Writers& w, Cut& at_instant, Take take) {
   return cut;
 }
 
-bool can_run(std::string* why) {
-  if (!faultline::test::is_root() && ::access("/dev/userfaultfd", R_OK | W_OK) != 0) {
-    *why = "needs root or /dev/userfaultfd";
-    return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 TEST_CASE("a live snapshot holds every page as it was at the instant while writers keep writing", "[live]") {
-  std::string why;
-  if (!can_run(&why)) {
-    WARN("SKIPPED: " << why);
-    return;
-  }
   TempDir dir;
   const size_t len = 8 << 20;
   AnonMemory mem(len);
@@ -240,11 +227,6 @@ TEST_CASE("a live snapshot holds every page as it was at the instant while write
 
 TEST_CASE("incremental live snapshots: each layer holds only written chunks, restores its instant lazily and flattened",
           "[live]") {
-  std::string why;
-  if (!can_run(&why)) {
-    WARN("SKIPPED: " << why);
-    return;
-  }
   TempDir dir;
   const size_t len = 16 << 20;  // 256 chunks of 64 KiB
   AnonMemory mem(len);
@@ -331,11 +313,6 @@ TEST_CASE("incremental live snapshots: each layer holds only written chunks, res
 }
 
 TEST_CASE("a missing, replaced or corrupt parent is reported by open, restore and verify", "[live]") {
-  std::string why;
-  if (!can_run(&why)) {
-    WARN("SKIPPED: " << why);
-    return;
-  }
   TempDir dir;
   const size_t len = 2 << 20;
   AnonMemory mem(len);
@@ -400,11 +377,6 @@ TEST_CASE("a missing, replaced or corrupt parent is reported by open, restore an
 }
 
 TEST_CASE("a faultline Region cannot be live-snapshotted: a clear error", "[live]") {
-  std::string why;
-  if (!can_run(&why)) {
-    WARN("SKIPPED: " << why);
-    return;
-  }
   Runtime rt;
   Region r = rt.map(std::make_shared<MemoryBackend>(std::vector<std::byte>(1 << 20, std::byte{3})));
   REQUIRE_THROWS_WITH(LiveSnapshotter(r.data(), r.size()), Contains("already registered with another userfaultfd"));
@@ -436,11 +408,6 @@ TEST_CASE("a faultline Region cannot be live-snapshotted: a clear error", "[live
 }
 
 TEST_CASE("a live snapshot killed at any point leaves no valid file and never damages its parent", "[live][fork]") {
-  std::string why;
-  if (!can_run(&why)) {
-    WARN("SKIPPED: " << why);
-    return;
-  }
   TempDir dir;
   const std::string base = dir.file("base.flsnap"), out = dir.file("out.flsnap");
   const size_t len = 32 << 20;
@@ -531,11 +498,6 @@ TEST_CASE("a live snapshot killed at any point leaves no valid file and never da
 
 #ifdef FAULTLINE_CLI_PATH
 TEST_CASE("faultline snapshot inspect, verify and flatten on a chain of live snapshots", "[live][cli]") {
-  std::string why;
-  if (!can_run(&why)) {
-    WARN("SKIPPED: " << why);
-    return;
-  }
   TempDir dir;
   const size_t len = 4 << 20;  // 64 chunks
   AnonMemory mem(len);
