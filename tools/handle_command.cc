@@ -170,7 +170,6 @@ uint64_t field_u64(const nlohmann::json& m, size_t i, const char* name) {
   return it->get<uint64_t>();
 }
 
-// The VMM's JSON: an array of mappings, each with its fields.
 // The ranges of process `pid` registered with a userfaultfd for missing
 // faults ("um" among the VmFlags of /proc/PID/smaps): where the guest memory
 // is when the VMM's mappings cannot be read. Taking them all is safe: the
@@ -199,6 +198,7 @@ std::vector<ForeignRange> registered_ranges(pid_t pid) {
   return out;
 }
 
+// The VMM's JSON: an array of mappings, each with its fields.
 std::vector<Mapping> parse_mappings(const std::string& text) {
   nlohmann::json j;
   try {
