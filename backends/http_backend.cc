@@ -5,8 +5,11 @@
 //
 // How a read travels:
 //   submit()    [fault thread] merges adjacent requests of the same urgency
-//               into Jobs (one Range each, up to max_request_bytes) and
-//               posts them to the I/O thread.
+//               into Jobs (one Range each, up to max_request_bytes). Over
+//               plain http a demand job goes out at once on the demand lane
+//               (http_demand_lane.cc), a connection the fault thread drives
+//               itself; the rest (and demand jobs when the lane is down or
+//               full) are posted to the I/O thread.
 //   I/O thread  queues jobs (demand first). Each connection is a coroutine
 //               that takes a batch of up to requests_per_connection jobs of
 //               one urgency, writes their requests at once (pipelining),
@@ -17,7 +20,8 @@
 //               memory no longer ours) is never written once it completed.
 //               Completions are queued under a mutex and raise an edge on
 //               the eventfd (completion_fd()).
-//   reap()      [fault thread] takes the queued completions.
+//   reap()      [fault thread] reads the lane's answers (busy-polling
+//               briefly for one just asked), then takes the queued completions.
 //
 // Failures: a 5xx answer (or 408/429), a lost connection or a stalled one
 // (io_timeout) puts the batch's unanswered jobs back at the head of their
@@ -78,6 +82,8 @@ HttpBackend::Impl::Impl(const HttpOptions& options) : options_(options), url_(de
   check_option_range("HttpOptions.queue_depth", options.queue_depth, 1, detail::kMaxQueueDepth, u);
   if (options.deadline.count() <= 0) throw Error("HttpOptions.deadline must be positive for " + u, EINVAL);
   if (options.io_timeout.count() <= 0) throw Error("HttpOptions.io_timeout must be positive for " + u, EINVAL);
+  if (options.busy_poll.count() < 0 || options.busy_poll > std::chrono::seconds(1))
+    throw Error("HttpOptions.busy_poll must be 0..1 s for " + u, EINVAL);
   auth_ = auth_line(options, u);
   if (url_.tls) {
     if (options.insecure_skip_verify) {
@@ -98,6 +104,20 @@ HttpBackend::Impl::Impl(const HttpOptions& options) : options_(options), url_(de
   }
   efd_ = detail::make_eventfd();
   if (!efd_) throw_errno("http backend " + u + ": eventfd", errno);
+  epoll_ = detail::UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) throw_errno("http backend " + u + ": epoll_create1", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;
+  ev.data.fd = efd_.get();
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, efd_.get(), &ev) != 0) throw_errno("http backend " + u + ": epoll_ctl", errno);
+  if (!url_.tls) {
+    lane_timer_ = detail::UniqueFd(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+    if (!lane_timer_) throw_errno("http backend " + u + ": timerfd_create", errno);
+    ev.events = EPOLLIN;  // (level-triggered: lane_reap() reads it)
+    ev.data.fd = lane_timer_.get();
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, lane_timer_.get(), &ev) != 0)
+      throw_errno("http backend " + u + ": epoll_ctl", errno);
+  }
   for (uint32_t i = 0; i < options.connections; ++i) connections_.push_back(std::make_unique<Connection>(io_));
 
   // Pin the object on the first connection, on this thread.
@@ -129,6 +149,10 @@ HttpBackend::Impl::Impl(const HttpOptions& options) : options_(options), url_(de
   work_.emplace(io_.get_executor());
   for (auto& c : connections_) asio::co_spawn(io_, run_connection(*c), asio::detached);
   asio::co_spawn(io_, watchdog(), asio::detached);
+  if (!url_.tls) {
+    lane_.opening = true;
+    asio::co_spawn(io_, open_lane(0), asio::detached);
+  }
   thread_ = std::thread([this] { io_.run(); });
   pthread_setname_np(thread_.native_handle(), "faultline-http");
 }
@@ -147,6 +171,10 @@ void HttpBackend::Impl::stop_io() {
     c->close();
     c->wake.cancel();
     c->pause.cancel();
+  }
+  if (lane_conn_) {
+    lane_conn_->close();
+    lane_conn_->pause.cancel();
   }
   watch_.cancel();
 }
@@ -172,13 +200,15 @@ asio::awaitable<void> HttpBackend::Impl::watchdog() {
 
 void HttpBackend::Impl::expire(Clock::time_point now) {
   uint64_t expired = 0;
+  auto time_out = [&](Job& j) {
+    counters_.timeouts.fetch_add(1, std::memory_order_relaxed);  // (before the completion shows it)
+    complete(j, -ETIMEDOUT);
+    expired++;
+  };
   for (auto* q : {&urgent_, &normal_})
     for (auto it = q->begin(); it != q->end();) {
       if ((*it)->done || (*it)->deadline <= now) {
-        if (!(*it)->done) {
-          complete(**it, -ETIMEDOUT);
-          expired++;
-        }
+        if (!(*it)->done) time_out(**it);
         it = q->erase(it);
       } else {
         ++it;
@@ -188,8 +218,7 @@ void HttpBackend::Impl::expire(Clock::time_point now) {
     bool hit = false;
     for (const JobPtr& j : c->batch)
       if (!j->done && j->deadline <= now) {
-        complete(*j, -ETIMEDOUT);
-        expired++;
+        time_out(*j);
         hit = true;
       }
     // Whatever holds it up (a stalled server, a slow one), this connection
@@ -197,7 +226,6 @@ void HttpBackend::Impl::expire(Clock::time_point now) {
     if (hit) c->close();
   }
   if (expired) {
-    counters_.timeouts.fetch_add(expired, std::memory_order_relaxed);
     if (!timeout_logged_)
       detail::logf(options_.log, LogLevel::kWarning, "http backend %s: reads timed out after %lld ms%s%s",
                    url_.shown.c_str(), static_cast<long long>(options_.deadline.count()),
@@ -262,6 +290,9 @@ void HttpBackend::Impl::submit(std::span<const ReadRequest> reads) {
     open = j.get();
     jobs.push_back(std::move(j));
   }
+  // Demand jobs go out on the lane now (once merging is over: a job is
+  // final when written).
+  std::erase_if(jobs, [&](const JobPtr& j) { return j->urgent && lane_send(j); });
   if (!jobs.empty()) asio::post(io_, [this, jobs = std::move(jobs)]() mutable { enqueue(std::move(jobs)); });
 }
 
@@ -270,10 +301,15 @@ void HttpBackend::Impl::make_urgent(uint64_t tag) {
 }
 
 size_t HttpBackend::Impl::reap(std::span<ReadCompletion> out) {
+  lane_reap();
+  size_t n = 0;
+  while (n < out.size() && !lane_done_.empty()) {
+    out[n++] = lane_done_.front();
+    lane_done_.pop_front();
+  }
   std::lock_guard lock(mu_);
-  size_t n = std::min(out.size(), done_.size());
-  for (size_t i = 0; i < n; ++i) {
-    out[i] = done_.front();
+  while (n < out.size() && !done_.empty()) {
+    out[n++] = done_.front();
     done_.pop_front();
   }
   return n;
@@ -316,7 +352,7 @@ HttpBackend::~HttpBackend() = default;
 uint64_t HttpBackend::size() const { return impl_->size_; }
 std::string HttpBackend::name() const { return "http " + impl_->url_.shown; }
 uint32_t HttpBackend::queue_depth() const { return impl_->options_.queue_depth; }
-int HttpBackend::completion_fd() const { return impl_->efd_.get(); }
+int HttpBackend::completion_fd() const { return impl_->completion_fd(); }
 void HttpBackend::submit(std::span<const ReadRequest> reads) { impl_->submit(reads); }
 size_t HttpBackend::reap(std::span<ReadCompletion> out) { return impl_->reap(out); }
 void HttpBackend::make_urgent(uint64_t tag) { impl_->make_urgent(tag); }
@@ -333,6 +369,7 @@ HttpCounters HttpBackend::counters() const {
   out.timeouts = c.timeouts.load(std::memory_order_relaxed);
   out.stale = c.stale.load(std::memory_order_relaxed);
   out.raised = c.raised.load(std::memory_order_relaxed);
+  out.lane_requests = c.lane_requests.load(std::memory_order_relaxed);
   return out;
 }
 

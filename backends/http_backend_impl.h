@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The insides of HttpBackend (faultline/http_backend.h), private to its two
 // files: http_backend.cc (the object's life, deadlines, the fault thread's
-// side, the public class) and http_connection.cc (what one connection does:
+// side, the public class), http_connection.cc (what one connection does:
 // connect, pin, write a batch of requests, read the answers; and how jobs
-// are scheduled onto connections). How a read travels: http_backend.cc.
+// are scheduled onto connections) and http_demand_lane.cc (the connection
+// the fault thread drives itself). How a read travels: http_backend.cc.
 #pragma once
 
 #include "faultline/http_backend.h"
@@ -12,6 +13,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
 
 // (First: Boost 1.74's asio/awaitable.hpp uses std::exchange without it.)
 #include <utility>
@@ -37,6 +41,7 @@
 // clang-format on
 
 #include "backend_limits.h"
+#include "spin_policy.h"
 #include "event_fd.h"
 #include "faultline/error.h"
 #include "http_url.h"
@@ -115,6 +120,34 @@ struct Connection {
   }
 };
 
+// What an answer's header says about the job it answers.
+struct Verdict {
+  int fail = 0;          // the job fails with this errno (ESTALE: the object changed)
+  bool retry = false;    // a transient problem: ask again
+  std::string problem;   // why it fails or is asked again
+  bool ok() const { return !fail && !retry; }
+};
+
+// The demand lane (http_demand_lane.cc): a plain-http keep-alive connection
+// owned by the fault thread. A demand read is written to it inside submit()
+// and its answer read inside reap(), so a fault costs no hop to the I/O
+// thread and back. The I/O thread only opens the connection.
+struct Lane {
+  detail::UniqueFd socket;     // invalid: down
+  std::deque<JobPtr> sent;     // requests written, answered in this order
+  std::optional<http::response_parser<http::buffer_body>> parser;  // for sent.front()
+  bool judged = false;         // sent.front()'s header was read and is good
+  size_t part = 0;             // sent.front()'s part receiving body bytes
+  std::vector<char> rx = std::vector<char>(kReadBytes);
+  size_t rx_begin = 0, rx_end = 0;
+  bool opening = false;        // the I/O thread is opening a connection
+  bool answered = false;       // this connection answered at least once
+  unsigned failures = 0;       // connections in a row that answered nothing
+  Clock::time_point progress;  // of sent.front(): last bytes received, or sent
+  bool timer_armed = false;
+  SpinPolicy spin;
+};
+
 // "bytes FIRST-LAST/TOTAL" (or "bytes */TOTAL"); false if malformed.
 bool parse_content_range(std::string_view v, uint64_t* first, uint64_t* last, uint64_t* total, bool* star);
 
@@ -129,6 +162,7 @@ class HttpBackend::Impl {
   size_t reap(std::span<ReadCompletion> out);
   void make_urgent(uint64_t tag);
   int64_t read_range(uint64_t offset, std::span<std::byte> out);
+  int completion_fd() const { return epoll_.get(); }
 
   HttpOptions options_;
   detail::HttpUrl url_;
@@ -138,7 +172,8 @@ class HttpBackend::Impl {
 
   std::atomic<bool> changed_{false};
   struct Counters {
-    std::atomic<uint64_t> requests{0}, bytes{0}, retries{0}, connects{0}, timeouts{0}, stale{0}, raised{0};
+    std::atomic<uint64_t> requests{0}, bytes{0}, retries{0}, connects{0}, timeouts{0}, stale{0}, raised{0},
+        lane_requests{0};
   } counters_;
 
  private:
@@ -157,11 +192,27 @@ class HttpBackend::Impl {
   bool take_batch(http_impl::Connection& c);
   void end_batch(http_impl::Connection& c, bool requeue);
   void kick();
+  http_impl::Clock::duration backoff(unsigned failures) const;
   void expire(http_impl::Clock::time_point now);
   void complete(http_impl::Job& job, int64_t result);
   std::string request_text(const http_impl::Job& job) const;
   std::string validator_problem(const http_impl::http::response_header<>& h) const;
+  http_impl::Verdict judge(const http_impl::http::response_header<>& h, boost::optional<uint64_t> content_length,
+                           const http_impl::Job& job) const;
   void stop_io();
+
+  // ---- The demand lane: fault thread (http_demand_lane.cc) ----
+  bool lane_send(const http_impl::JobPtr& job);
+  void lane_reap();
+  bool lane_take_offer();
+  bool lane_read();
+  bool lane_parse();
+  void lane_answered();
+  void lane_drop(const char* why);
+  void lane_check_timer();
+  void lane_arm_timer(http_impl::Clock::time_point at);
+  // ---- The demand lane: I/O thread ----
+  http_impl::asio::awaitable<void> open_lane(unsigned failures);
 
   http_impl::asio::io_context io_;
   std::optional<http_impl::asio::executor_work_guard<http_impl::asio::io_context::executor_type>> work_;
@@ -178,9 +229,18 @@ class HttpBackend::Impl {
   std::string last_problem_;
   std::thread thread_;
 
+  std::optional<http_impl::Connection> lane_conn_;  // the lane's connection while being opened
+
+  // Fault thread.
+  http_impl::Lane lane_;
+  std::deque<ReadCompletion> lane_done_;
+  detail::UniqueFd epoll_;       // completion_fd(): efd_, the lane's socket and its timer
+  detail::UniqueFd lane_timer_;  // stalls and deadlines of the lane's requests
+
   // Shared with the fault thread.
   std::mutex mu_;
   std::deque<ReadCompletion> done_;
+  detail::UniqueFd lane_offer_;  // a connection open_lane() made, for the fault thread to take
 };
 
 }  // namespace faultline

@@ -71,6 +71,39 @@ std::string HttpBackend::Impl::validator_problem(const http::response_header<>& 
   return {};
 }
 
+// The checks every range answer passes before its body is used: 206, the
+// pinned validators, the asked range of an object of the pinned size.
+Verdict HttpBackend::Impl::judge(const http::response_header<>& h, boost::optional<uint64_t> content_length,
+                                 const Job& job) const {
+  unsigned status = h.result_int();
+  if (status == 412) return {ESTALE, false, "the object changed (412 Precondition Failed)"};
+  if (status >= 500 || status == 408 || status == 429)
+    return {0, true, "the server answered " + std::to_string(status)};
+  if (status != 206)
+    return {EIO, false,
+            "the server answered " + std::to_string(status) + " " + std::string(h.reason()) +
+                (status == 200 ? " (it ignored the Range header)" : "")};
+  std::string changed = validator_problem(h);
+  if (!changed.empty()) return {ESTALE, false, "the object changed (" + changed + ")"};
+  const uint64_t want = job.length;
+  auto it = h.find(http::field::content_range);
+  uint64_t first = 0, last = 0, total = 0;
+  bool star = false;
+  if (it == h.end() ||
+      !parse_content_range(std::string_view(it->value().data(), it->value().size()), &first, &last, &total, &star) ||
+      star || first != job.offset || last != job.offset + want - 1 || total != size_) {
+    if (total != size_ && total != 0)
+      return {ESTALE, false, "the object changed (its size is now " + std::to_string(total) + ")"};
+    std::string got = it == h.end() ? "none" : std::string(it->value());
+    return {0, true,
+            "the server answered Content-Range " + got + " for bytes " + std::to_string(job.offset) + "-" +
+                std::to_string(job.offset + want - 1)};
+  }
+  if (!content_length || *content_length != want)
+    return {0, true, "the server answered a 206 without the right Content-Length"};
+  return {};
+}
+
 asio::awaitable<Outcome> HttpBackend::Impl::connect(Connection& c) {
   c.plain.reset();
   c.tls.reset();
@@ -206,9 +239,11 @@ asio::awaitable<void> HttpBackend::Impl::probe(Connection& c, std::string* error
 // ---- Scheduling (I/O thread) ----------------------------------------------------
 
 void HttpBackend::Impl::enqueue(std::vector<JobPtr> jobs) {
-  bool arm = watch_.expiry() == Clock::time_point::max();
+  // (Jobs the demand lane hands back may be due before what the watchdog waits for.)
+  bool arm = false;
   for (JobPtr& j : jobs) {
     if (stopping_) break;
+    arm |= j->deadline < watch_.expiry();
     (j->urgent ? urgent_ : normal_).push_back(std::move(j));
   }
   if (arm) watch_.cancel();  // the watchdog picks up the new deadlines
@@ -275,6 +310,13 @@ bool HttpBackend::Impl::take_batch(Connection& c) {
   return true;
 }
 
+// Before reconnecting after `failures` (>= 1) failures in a row: 1 ms
+// doubling up to 1 s, at most a quarter of the deadline.
+Clock::duration HttpBackend::Impl::backoff(unsigned failures) const {
+  return std::min<Clock::duration>({kFirstBackoff * (1u << std::min(failures - 1, 20u)), kMaxBackoff,
+                                    Clock::duration(options_.deadline) / 4});
+}
+
 // The batch is over: jobs not completed go back to the head of their queue.
 void HttpBackend::Impl::end_batch(Connection& c, bool requeue) {
   std::vector<JobPtr> back[2];
@@ -296,9 +338,7 @@ asio::awaitable<void> HttpBackend::Impl::run_connection(Connection& c) {
   error_code ec;
   while (!stopping_) {
     if (!c.open && c.failures > 0) {
-      auto backoff = std::min<Clock::duration>({kFirstBackoff * (1u << std::min(c.failures - 1, 20u)), kMaxBackoff,
-                                                Clock::duration(options_.deadline) / 4});
-      c.pause.expires_after(backoff);
+      c.pause.expires_after(backoff(c.failures));
       co_await c.pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       if (stopping_) break;
     }
@@ -362,45 +402,11 @@ asio::awaitable<Outcome> HttpBackend::Impl::answer(Stream& s, Connection& c, Job
   co_await http::async_read_header(s, c.buffer, p, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) co_return Outcome{Outcome::kRetry, "reading an answer: " + ec.message()};
   const auto& h = p.get();
-  unsigned status = h.result_int();
-  int fail = 0;  // the job fails with this errno, after the body is dropped
-  std::string problem;
-  if (status == 412) {
-    fail = ESTALE;
-    problem = "the object changed (412 Precondition Failed)";
-  } else if (status >= 500 || status == 408 || status == 429) {
-    co_return Outcome{Outcome::kRetry, "the server answered " + std::to_string(status)};
-  } else if (status != 206) {
-    fail = EIO;
-    problem = "the server answered " + std::to_string(status) + " " + std::string(h.reason()) +
-              (status == 200 ? " (it ignored the Range header)" : "");
-  } else {
-    std::string changed = validator_problem(h);
-    if (!changed.empty()) {
-      fail = ESTALE;
-      problem = "the object changed (" + changed + ")";
-    }
-  }
+  Verdict v = judge(h, p.content_length(), job);
+  if (v.retry) co_return Outcome{Outcome::kRetry, v.problem};
   const uint64_t want = job.length;
-  if (!fail) {
-    auto it = h.find(http::field::content_range);
-    uint64_t first = 0, last = 0, total = 0;
-    bool star = false;
-    if (it == h.end() || !parse_content_range(std::string_view(it->value().data(), it->value().size()), &first, &last, &total, &star) || star ||
-        first != job.offset || last != job.offset + want - 1 || total != size_) {
-      std::string got = it == h.end() ? "none" : std::string(it->value());
-      if (total != size_ && total != 0) {
-        fail = ESTALE;
-        problem = "the object changed (its size is now " + std::to_string(total) + ")";
-      } else {
-        co_return Outcome{Outcome::kRetry, "the server answered Content-Range " + got + " for bytes " +
-                                               std::to_string(job.offset) + "-" +
-                                               std::to_string(job.offset + want - 1)};
-      }
-    } else if (!p.content_length() || *p.content_length() != want) {
-      co_return Outcome{Outcome::kRetry, "the server answered a 206 without the right Content-Length"};
-    }
-  }
+  const int fail = v.fail;
+  const std::string& problem = v.problem;
   if (fail) {
     if (fail == ESTALE) {
       if (!changed_.exchange(true))

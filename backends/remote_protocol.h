@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "spin_policy.h"
+
 namespace faultline::remote {
 
 constexpr uint32_t kMagic = 0x50544c46;  // bytes "FLTP" on the wire
@@ -150,28 +152,6 @@ std::array<uint8_t, kMacSize> handshake_mac(const std::string& secret, const cha
                                             std::span<const uint8_t, kNonceSize> second);
 bool mac_equal(std::span<const uint8_t, kMacSize> a, std::span<const uint8_t, kMacSize> b);
 std::array<uint8_t, kNonceSize> random_nonce();
-
-// Whether busy-polling pays off, for both peers. Polling for an answer (or
-// the next request) saves a wake-up when it comes within the window; on a
-// loaded machine it only burns CPU the peer needs. Each poll that catches
-// something earns credit, each that times out halves it; with no credit
-// the caller sleeps, and polls again every 64th time to see whether things
-// changed.
-class SpinPolicy {
- public:
-  bool should_spin() {
-    if (credit_ > 0) return true;
-    if (++skipped_ < 64) return false;
-    skipped_ = 0;
-    return true;
-  }
-  void hit() { credit_ = credit_ < 16 ? credit_ + 1 : 16; }
-  void miss() { credit_ /= 2; }
-
- private:
-  int credit_ = 4;
-  int skipped_ = 0;
-};
 
 // "HOST:PORT", "[IPV6]:PORT" or "unix:/path", resolved to socket addresses
 // (a host name may give several). Throws Error naming the address.

@@ -123,8 +123,106 @@ TEST_CASE("a region over http and https holds every byte of the served file, 4 K
     CHECK(c.stale == 0);
     CHECK(c.timeouts == 0);
     CHECK(c.connects >= 1);
-    CHECK(c.connects <= 4 + c.retries);  // kept alive, not one connection per request
+    CHECK(c.connects <= 5 + c.retries);  // kept alive, not one connection per request (4 + the demand lane)
+    // Demand reads go on the fault thread's own connection over http only.
+    if (tls)
+      CHECK(c.lane_requests == 0);
+    else
+      CHECK(c.lane_requests > 0);
   }
+}
+
+namespace {
+
+// Reads page 0 as a demand read until one is answered on the demand lane
+// (its connection is opened in the background at construction).
+void wait_for_lane(HttpBackend& b) {
+  std::vector<std::byte> page(4096);
+  for (int i = 0; i < 200 && b.counters().lane_requests == 0; ++i) {
+    REQUIRE(read_all(b, {{0, 4096, page.data(), 1, true}}).at(1).result == 4096);
+    if (b.counters().lane_requests == 0) std::this_thread::sleep_for(5ms);
+  }
+  REQUIRE(b.counters().lane_requests > 0);
+}
+
+}  // namespace
+
+TEST_CASE("demand reads on the fault thread's lane: every byte, pipelined, merged into scattered parts, "
+          "across a server that closes each connection after two answers",
+          "[http][lane]") {
+  SKIP_WITHOUT_NGINX();
+  auto data = t::pattern(4 * kMiB, 38);
+  t::Nginx server;
+  write_file(server.root() + "/image", data);
+  for (std::string path : {"image", "close2/image"}) {
+    INFO(path);
+    HttpBackend b(options_for(server, path));
+    wait_for_lane(b);
+    const HttpCounters before = b.counters();
+    constexpr int kRounds = 60;
+    for (int round = 0; round < kRounds; ++round) {
+      // Three jobs: two adjacent reads merged into one range whose parts
+      // land in swapped places, and two reads far apart.
+      std::vector<std::byte> staging(4 * 8 * kKiB, std::byte{0});
+      const uint64_t at = (uint64_t(round) * 97 % 400) * 8 * kKiB;
+      const uint64_t far = data.size() - (round + 1) * 12 * kKiB, farther = (round + 7) * 4 * kKiB + 3 * kMiB;
+      std::vector<ReadRequest> reads = {{at, 8 * kKiB, staging.data() + 8 * kKiB, 1, true},
+                                        {at + 8 * kKiB, 8 * kKiB, staging.data(), 2, true},
+                                        {far, 8 * kKiB, staging.data() + 16 * kKiB, 3, true},
+                                        {farther, 8 * kKiB, staging.data() + 24 * kKiB, 4, true}};
+      auto done = read_all(b, reads);
+      for (auto& [tag, c] : done) REQUIRE(c.result == int64_t(8 * kKiB));
+      REQUIRE(t::first_mismatch(staging.data() + 8 * kKiB, data.data() + at, 8 * kKiB) == -1);
+      REQUIRE(t::first_mismatch(staging.data(), data.data() + at + 8 * kKiB, 8 * kKiB) == -1);
+      REQUIRE(t::first_mismatch(staging.data() + 16 * kKiB, data.data() + far, 8 * kKiB) == -1);
+      REQUIRE(t::first_mismatch(staging.data() + 24 * kKiB, data.data() + farther, 8 * kKiB) == -1);
+    }
+    const HttpCounters c = b.counters();
+    CHECK(c.timeouts == 0);
+    CHECK(c.stale == 0);
+    CHECK(c.requests - before.requests >= 3 * kRounds);
+    if (path == "image") {
+      CHECK(c.lane_requests - before.lane_requests >= 3 * kRounds * 9 / 10);  // nearly all on the lane
+      CHECK(c.connects == before.connects);  // one keep-alive lane throughout
+    } else {
+      // Every second answer closes the lane (and loses the third request
+      // pipelined on it, which the I/O thread's connections then serve).
+      CHECK(c.lane_requests > before.lane_requests);
+      CHECK(c.connects - before.connects >= kRounds / 2);
+      CHECK(c.retries > before.retries);
+    }
+  }
+}
+
+TEST_CASE("a stopped server: a demand read on the lane fails at its deadline, and the lane comes back", "[http][lane]") {
+  SKIP_WITHOUT_NGINX();
+  auto data = t::pattern(1 * kMiB, 39);
+  t::Nginx server;
+  write_file(server.root() + "/image", data);
+  HttpOptions o = options_for(server, "image");
+  o.deadline = 1000ms;
+  o.log = [](LogLevel, std::string_view) {};
+  HttpBackend b(o);
+  wait_for_lane(b);
+  const HttpCounters before = b.counters();
+  REQUIRE(::kill(server.pid(), SIGSTOP) == 0);
+  std::vector<std::byte> page(4096);
+  auto start = std::chrono::steady_clock::now();
+  auto done = read_all(b, {{8192, 4096, page.data(), 7, true}});
+  auto took = std::chrono::steady_clock::now() - start;
+  REQUIRE(::kill(server.pid(), SIGCONT) == 0);
+  CHECK(done.at(7).result == -ETIMEDOUT);
+  CHECK(took >= 900ms);
+  CHECK(took < 3000ms);
+  CHECK(b.counters().timeouts == before.timeouts + 1);
+  // The server is back: demand reads are answered on a new lane.
+  const uint64_t lane_before = b.counters().lane_requests;
+  for (int i = 0; i < 200 && b.counters().lane_requests == lane_before; ++i) {
+    REQUIRE(read_all(b, {{12288, 4096, page.data(), 8, true}}).at(8).result == 4096);
+    REQUIRE(t::first_mismatch(page.data(), data.data() + 12288, 4096) == -1);
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(b.counters().lane_requests > lane_before);
 }
 
 TEST_CASE("adjacent reads are merged into one range, each read gets its own bytes", "[http]") {

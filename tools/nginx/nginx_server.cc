@@ -149,6 +149,7 @@ void NginxServer::write_config() {
   c << "    root " << root_ << ";\n"
     << "    location /norange/ { alias " << root_ << "/; max_ranges 0; }\n"
     << "    location /slow/ { alias " << root_ << "/; limit_rate " << options_.slow_rate << "; }\n"
+    << "    location /close2/ { alias " << root_ << "/; keepalive_requests 2; }\n"
     << "    location /auth/ { alias " << root_ << "/; if ($http_authorization != \"" << options_.auth
     << "\") { return 401; } }\n"
     << "  }\n}\n";

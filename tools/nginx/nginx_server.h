@@ -12,6 +12,7 @@
 //            /norange/  the same files, Range ignored (max_ranges 0)
 //            /slow/     the same files at slow_rate bytes/s (limit_rate)
 //            /auth/     the same files, 401 unless Authorization is `auth`
+//            /close2/   the same files, each connection closed after 2 answers
 // With tls, it serves https with a self-signed certificate made here (with
 // the openssl command) for "localhost" and 127.0.0.1; ca_file() is it.
 #pragma once

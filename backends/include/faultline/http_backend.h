@@ -16,8 +16,11 @@
 // occupy every connection, so a fault never waits behind a long prefetch.
 // A 5xx answer or a lost connection is retried with backoff until the read's
 // deadline, past which it completes with -ETIMEDOUT (SIGBUS for the pages).
-// All network I/O runs on one thread of the backend's own; memory is bounded
-// (one bounce buffer per connection, bookkeeping per read in flight).
+// Over plain http, demand reads go on one more connection that the fault
+// thread writes and reads itself (the demand lane: no hop to another thread,
+// a brief busy-poll for the answer); everything else runs on one I/O thread
+// of the backend's own. Memory is bounded (a buffer per connection,
+// bookkeeping per read in flight).
 #pragma once
 
 #include <chrono>
@@ -50,6 +53,10 @@ struct HttpOptions {
   // A connect, TLS handshake or response that makes no progress for this
   // long drops the connection (the reads on it are retried).
   std::chrono::milliseconds io_timeout{5000};
+  // Over plain http, after sending a demand read the fault thread polls
+  // for its answer this long before sleeping (when polling has been paying
+  // off: see SpinPolicy). 0: never poll.
+  std::chrono::microseconds busy_poll{50};
   // https: certificates are verified against the system's store, or against
   // the CA certificates in this PEM file; the name in the URL must match.
   std::string ca_file;
@@ -71,6 +78,7 @@ struct HttpCounters {
   uint64_t timeouts = 0;     // reads failed with -ETIMEDOUT
   uint64_t stale = 0;        // reads failed because the object changed
   uint64_t raised = 0;       // queued background requests make_urgent() moved to the demand queue
+  uint64_t lane_requests = 0;  // of `requests`, answered on the demand lane (plain http)
 };
 
 class HttpBackend final : public Backend {
