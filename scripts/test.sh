@@ -134,7 +134,7 @@ if [[ ${SKIP_FUZZ:-0} != 1 ]] && compgen -G "$root/fuzz/*_fuzz.cc" >/dev/null; t
   section "libFuzzer build (build-fuzz/)"
   if CC=clang CXX=clang++ cmake -S "$root" -B "$root/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
        -DFAULTLINE_BUILD_FUZZERS=ON -DFAULTLINE_FUZZ_SECONDS="${FUZZ_SECONDS:-20}" &&
-     cmake --build "$root/build-fuzz" -j"$jobs"; then
+     cmake --build "$root/build-fuzz" -j"$jobs" --target fuzzers; then
     section "Fuzzing"
     run_ctest fuzz "$root/build-fuzz"
   else
