@@ -449,6 +449,7 @@ TEST_CASE("the destination dying during pre-copy leaves the source running, with
     }
   }
   killer.get();
+  ::unlink(address.substr(5).c_str());  // (the killed listener could not remove its socket)
   INFO(error);
   CHECK(!error.empty());
   CHECK(w.stops == 0);  // never stopped: the writers went on throughout
