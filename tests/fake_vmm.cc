@@ -16,9 +16,15 @@
 // overlap, beyond (malformed handshakes: waits for the handler to hang up),
 // overlap-touch, bad-json-touch (an overlapping or malformed handshake,
 // then a touch that must get SIGBUS, not hang: the handler found the guest
-// memory without the mappings). SPELLING: page_size, page_size_kib or both.
-// Exit 0 when everything matched; 1 with a message otherwise. alarm(60)
-// bounds every run.
+// memory without the mappings). Events, each after reading every second
+// page of the first region: balloon (MADV_DONTNEED of 1 MiB of it: that
+// range must then read zeros and take writes), remap (mremap of the first
+// region to a new address, UFFD_FEATURE_EVENT_REMAP requested: it must be
+// served there), fork (UFFD_FEATURE_EVENT_FORK requested: a child reads
+// and checks every page, then the parent does; exit 77 where the kernel
+// refuses the feature without CAP_SYS_PTRACE). SPELLING: page_size,
+// page_size_kib or both. Exit 0 when everything matched; 1 with a message
+// otherwise. alarm(60) bounds every run.
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -29,8 +35,10 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -55,7 +63,7 @@ struct GuestRegion {
   uint64_t offset;  // in RAW
 };
 
-int make_uffd(const std::vector<GuestRegion>& regions) {
+int make_uffd(const std::vector<GuestRegion>& regions, uint64_t more_features = 0) {
   int uffd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   // Without privilege (vm.unprivileged_userfaultfd = 0) only a uffd for
   // user-mode faults may be had, as a VMM without root would do.
@@ -64,8 +72,14 @@ int make_uffd(const std::vector<GuestRegion>& regions) {
   if (uffd < 0) die(std::string("userfaultfd: ") + std::strerror(errno));
   uffdio_api api{};
   api.api = UFFD_API;
-  api.features = UFFD_FEATURE_EVENT_REMOVE;
-  if (ioctl(uffd, UFFDIO_API, &api) != 0) die(std::string("UFFDIO_API: ") + std::strerror(errno));
+  api.features = UFFD_FEATURE_EVENT_REMOVE | more_features;
+  if (ioctl(uffd, UFFDIO_API, &api) != 0) {
+    if (errno == EPERM && (more_features & UFFD_FEATURE_EVENT_FORK)) {
+      std::printf("SKIPPED: UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE\n");
+      std::exit(77);
+    }
+    die(std::string("UFFDIO_API: ") + std::strerror(errno));
+  }
   for (const GuestRegion& r : regions) {
     uffdio_register reg{};
     reg.range.start = reinterpret_cast<uintptr_t>(r.addr);
@@ -128,6 +142,14 @@ void wait_hangup(int sock) {
   if (poll(&p, 1, 30000) <= 0) die("the handler did not hang up within 30 s");
 }
 
+// Reads every second page of r (each a fault on its own with 4 KiB fills)
+// and compares it with the image.
+void read_every_second_page(const GuestRegion& r, const std::vector<std::byte>& image) {
+  for (size_t at = 0; at < r.size; at += 2 * kPage)
+    if (std::memcmp(r.addr + at, image.data() + r.offset + at, kPage) != 0)
+      die("before the event: page at offset " + std::to_string(r.offset + at) + " differs");
+}
+
 sigjmp_buf sigbus_jump;
 void on_sigbus(int) { siglongjmp(sigbus_jump, 1); }
 
@@ -161,7 +183,8 @@ int main(int argc, char** argv) {
     first.assign(regions.begin(), regions.begin() + nregions / 2);
     second.assign(regions.begin() + nregions / 2, regions.end());
   }
-  int uffd = make_uffd(first);
+  uint64_t features = mode == "remap" ? UFFD_FEATURE_EVENT_REMAP : mode == "fork" ? UFFD_FEATURE_EVENT_FORK : 0;
+  int uffd = make_uffd(first, features);
   int sock = connect_to(socket_path);
 
   if (mode == "bad-json" || mode == "bad-json-touch") {
@@ -203,8 +226,38 @@ int main(int argc, char** argv) {
     int uffd2 = make_uffd(second);
     send_message(sock, mappings_json(second, spelling), uffd2);
     close(uffd2);  // (the handler holds its copy; Firecracker's is kept, ours need not be)
+  } else if (mode == "balloon" || mode == "remap" || mode == "fork") {
+    read_every_second_page(regions[0], image);
   } else if (mode != "ok") {
     die("unknown MODE " + mode);
+  }
+  // The balloon: these bytes of the first region must read zeros from now on.
+  size_t balloon_at = 0, balloon_len = 0;
+  if (mode == "balloon") {
+    balloon_at = std::min<size_t>(kPage * 16, regions[0].size / 4);
+    balloon_len = std::min<size_t>(1 << 20, regions[0].size / 2) / kPage * kPage;
+    if (madvise(regions[0].addr + balloon_at, balloon_len, MADV_DONTNEED) != 0)
+      die(std::string("madvise(MADV_DONTNEED): ") + std::strerror(errno));
+  }
+  if (mode == "remap") {
+    GuestRegion& r = regions[0];
+    void* to = mmap(nullptr, r.size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (to == MAP_FAILED) die("mmap");
+    void* moved = mremap(r.addr, r.size, r.size, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+    if (moved != to) die(std::string("mremap: ") + std::strerror(errno));
+    r.addr = static_cast<std::byte*>(moved);
+  }
+
+  pid_t child = -1;
+  if (mode == "fork") {
+    child = fork();
+    if (child < 0) die(std::string("fork: ") + std::strerror(errno));
+    if (child == 0) alarm(60);  // (the child checks every page first, then the parent)
+  }
+  if (child > 0) {
+    int status = 0;
+    if (waitpid(child, &status, 0) != child) die("waitpid");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die("the forked child failed (status " + std::to_string(status) + ")");
   }
 
   // Every thread reads every page, each starting elsewhere, so faults on
@@ -220,7 +273,9 @@ int main(int argc, char** argv) {
         size_t off = page * kPage;
         for (const GuestRegion& r : regions) {
           if (off < r.offset || off >= r.offset + r.size) continue;
-          if (std::memcmp(r.addr + (off - r.offset), image.data() + off, kPage) != 0) {
+          static const std::byte zeros[kPage] = {};
+          bool ballooned = &r == &regions[0] && off - r.offset >= balloon_at && off - r.offset < balloon_at + balloon_len;
+          if (std::memcmp(r.addr + (off - r.offset), ballooned ? zeros : image.data() + off, kPage) != 0) {
             bad++;
             long expected = -1;
             first_bad.compare_exchange_strong(expected, static_cast<long>(off));
@@ -231,6 +286,13 @@ int main(int argc, char** argv) {
   for (std::thread& t : threads) t.join();
   if (bad) die(std::to_string(bad.load()) + " pages differ from " + raw_path + ", the first at offset " +
                std::to_string(first_bad.load()));
-  std::printf("checked %zu pages in %d thread(s): all match\n", pages, nthreads);
+  if (balloon_len) {  // the guest takes the ballooned pages back: they hold what it writes
+    for (size_t at = 0; at < balloon_len; at += kPage) regions[0].addr[balloon_at + at] = std::byte{0x5a};
+    for (size_t at = 0; at < balloon_len; at += kPage)
+      if (regions[0].addr[balloon_at + at] != std::byte{0x5a} || regions[0].addr[balloon_at + at + 1] != std::byte{0})
+        die("a ballooned page written again does not hold the write");
+  }
+  std::printf("%s%s checked %zu pages in %d thread(s): all match%s\n", child == 0 ? "child: " : "",
+              mode.c_str(), pages, nthreads, balloon_len ? " (the balloon reads zeros)" : "");
   return 0;
 }

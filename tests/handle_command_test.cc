@@ -5,7 +5,8 @@
 // the VMM has gone. Then the handshakes it must refuse (malformed JSON, no
 // descriptor, one that is not a userfaultfd, overlapping mappings, a
 // mapping beyond the image), each with its exit status and message, the
-// guest's SIGBUS after such a refusal, no VMM at all, and a live socket.
+// guest's SIGBUS after such a refusal, no VMM at all, and a live socket;
+// and the VMM's events: a balloon (MADV_DONTNEED), mremap and fork.
 // Every wait is bounded.
 #include <unistd.h>
 
@@ -46,6 +47,13 @@ struct Files {
 };
 
 ChildProcess handler(const std::vector<std::string>& args) { return ChildProcess(FAULTLINE_CLI_PATH, args); }
+
+// What an exited child printed on stdout.
+std::string all_output(ChildProcess& p) {
+  std::string out;
+  for (std::string line; !(line = p.read_line(2000)).empty();) out += line + "\n";
+  return out;
+}
 
 ChildProcess vmm(const std::string& mode, const Files& f, int regions, int threads, const std::string& spelling) {
   return ChildProcess(FAULTLINE_TEST_VMM_PATH,
@@ -99,6 +107,54 @@ TEST_CASE("faultline handle serves a VMM's guest memory, every byte checked, and
     std::string err = restore(f, {f.raw.path(), "--working-set", f.ws}, "ok", 2, "both");
     CHECK(err.find("(0 prefetched chunks)") == std::string::npos);
   }
+}
+
+TEST_CASE("faultline handle follows the VMM's balloon and mremap, every byte checked", "[handle][cli][events]") {
+  Files f;
+  // 4 KiB fills: every second page read before the event leaves the pages
+  // between them unloaded, so each event meets placed and missing pages.
+  std::vector<std::string> args = {"handle", f.raw.path(), "--fill-size", "4K", "--socket", f.socket,
+                                   "--accept-timeout", "20"};
+  SECTION("balloon: MADV_DONTNEED'd pages read zeros, never image data, and take writes") {
+    ChildProcess h = handler(args);
+    ChildProcess v = vmm("balloon", f, 2, 4, "both");
+    int status = v.wait(60000);
+    std::string out = all_output(v);
+    INFO("VMM: " << out << v.stderr_text() << "\nhandler: " << h.stderr_text());
+    CHECK(status == 0);
+    CHECK(out.find("(the balloon reads zeros)") != std::string::npos);
+    CHECK(h.wait(30000) == 0);
+  }
+  SECTION("remap: a guest region moved with mremap is served at its new address") {
+    ChildProcess h = handler(args);
+    ChildProcess v = vmm("remap", f, 2, 4, "both");
+    int status = v.wait(60000);
+    std::string out = all_output(v);
+    INFO("VMM: " << out << v.stderr_text() << "\nhandler: " << h.stderr_text());
+    CHECK(status == 0);
+    CHECK(out.find("remap checked") != std::string::npos);
+    CHECK(h.wait(30000) == 0);
+  }
+}
+
+TEST_CASE("faultline handle serves the VMM's forked child on its own uffd, then the parent", "[handle][cli][events]") {
+  Files f;
+  std::vector<std::string> args = {"handle", f.raw.path(), "--fill-size", "4K", "--socket", f.socket,
+                                   "--accept-timeout", "20"};
+  ChildProcess h = handler(args);
+  ChildProcess v = vmm("fork", f, 2, 4, "both");
+  int status = v.wait(60000);
+  std::string out = all_output(v);
+  INFO("VMM: " << out << v.stderr_text() << "\nhandler: " << h.stderr_text());
+  if (status == 77) {
+    WARN(out);  // "SKIPPED: ..." (the handler is killed on the way out)
+    return;
+  }
+  CHECK(status == 0);
+  // Half the first region and all of the second were never loaded before
+  // the fork: the child got them only through its own uffd.
+  CHECK(out.find("child: fork checked") != std::string::npos);
+  CHECK(h.wait(30000) == 0);
 }
 
 TEST_CASE("faultline handle refuses a bad handshake with a clear error, never hangs", "[handle][cli]") {
