@@ -21,8 +21,9 @@ using namespace http_impl;
 // ---- Fault thread ---------------------------------------------------------------
 
 // Writes the job's request on the lane; false if it must take the I/O
-// thread's way (no lane, the lane full, or the socket would block).
+// thread's way (https, no lane, the lane full, or the socket would block).
 bool HttpBackend::Impl::lane_send(const JobPtr& job) {
+  if (url_.tls) return false;
   if (!lane_.socket && !lane_take_offer()) return false;
   if (lane_.sent.size() >= options_.requests_per_connection) return false;
   std::string request = request_text(*job);

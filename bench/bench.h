@@ -57,8 +57,10 @@ struct Rng {
 // kRestore runs over the VM-like image of samples/vm_image.h (zstd
 // snapshot configurations only): every page of its hot working set, in the
 // guest's order.
+// kVmRestore reads the same pages of the same image, in a process playing a
+// VMM, through an external page-fault handler (vm_restore_runs.cc).
 enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kRestore, kBudgetZipf, kBudgetRand,
-                      kWriteFlush };
+                      kWriteFlush, kVmRestore };
 const char* workload_name(Workload w);
 
 struct Plan {
@@ -146,6 +148,7 @@ struct RunResult {
   bool ok = true;                 // sum matched, no error
   std::string error;
   double seconds = 0;             // timed window (map/advise + workload)
+  double first_access_us = -1;    // vm-restore: from the start of the restore to the first page read
   uint64_t bytes = 0;             // accesses * 4 KiB (seq/copy: dataset size)
   uint64_t accesses = 0;
   uint64_t faults = 0;            // runtime/handler faults, or minflt+majflt for mmap
@@ -209,6 +212,12 @@ struct Context {
   std::string vm_ws_path;           // its recorded working set
   uint64_t vm_seq_sum = 0;          // sum of every page's probe word of the image (zstd-full)
   unsigned zstd_workers = 1;        // ZstdSnapshotOptions::workers of every zstd run (--zstd-workers)
+  // vm-restore (vm_restore_runs.cc)
+  double vm_fraction = 0.10;        // the hot working set's share of the image (--fraction)
+  std::string vm_raw_path;          // the VM-like image as a raw guest memory file
+  std::string vm_handle_ws_path;    // faultline handle's working sets, on the raw image and on its snapshot
+  std::string vm_handle_zstd_ws_path;
+  std::string cli_path;             // the faultline program (faultline handle)
 };
 
 // Thread placement (--pin). Runners call pin_service() right before they
@@ -311,6 +320,24 @@ Plan make_restore_plan(size_t npages, double fraction);
 // over_http: the snapshot is read from ctx.http_vm_snap_url (faultline-http's
 // restore) instead of the local file.
 RunResult run_zstd(const Context& ctx, ZstdConfig cfg, const Plan& plan, bool over_http = false);
+
+// ---------------------------------------------------------------------------
+// vm-restore runs (vm_restore_runs.cc): a VMM process restores the VM-like
+// image through a page-fault handler process, Firecracker's way.
+//   kFcExample: the behaviour of Firecracker's example on-demand handler
+//               (one 4 KiB UFFDIO_COPY per fault from the mapped file);
+//   kFcFile: no handler, the memory file mapped MAP_PRIVATE;
+//   kHandle / kHandleWs / kHandleZstdWs: faultline handle on the raw image,
+//               the same with a recorded working set, and on the snapshot.
+enum class VmConfig { kFcExample, kFcFile, kHandle, kHandleWs, kHandleZstdWs };
+// Writes (or reuses) ctx.vm_raw_path and records faultline handle's working
+// sets (one untimed restore each); needs ctx.vm_snap_path. Returns what it did.
+std::string prepare_vm_restore(Context& ctx);
+RunResult run_vm_restore(const Context& ctx, VmConfig cfg);
+// The processes the runs start (faultline-bench --fc-example-handler SOCKET
+// RAW, --vm-restore-vmm socket|file TARGET SIZE FRACTION); exit statuses.
+int fc_example_handler_main(const std::string& socket_path, const std::string& raw_path);
+int vm_restore_vmm_main(const std::string& how, const std::string& target, uint64_t size, double fraction);
 
 struct ReserveResult {
   bool ok = true;

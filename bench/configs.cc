@@ -87,6 +87,19 @@ const std::vector<ConfigDef>& all_configs() {
                  "restore: map, prefetch_chunks(recorded working set), run", false, BudgetConfig::kAdaptive, false, ZstdConfig::kLazyWs});
     d.push_back({"zstd-full", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
                  "restore: map, prefetch everything, read every page (full sequential restore)", false, BudgetConfig::kAdaptive, false, ZstdConfig::kFull});
+    // vm-restore (vm_restore_runs.cc): a VMM process, Firecracker's handshake.
+    auto vm = [&](const char* name, VmConfig c, const char* desc) {
+      ConfigDef def{name, Kind::kVm, {}, {}, 0, true, {Workload::kVmRestore}, desc};
+      def.vm = c;
+      d.push_back(def);
+    };
+    vm("fc-example", VmConfig::kFcExample,
+       "vm-restore: Firecracker's example handler's behaviour: the memory file mapped, one 4 KiB UFFDIO_COPY a fault");
+    vm("fc-file", VmConfig::kFcFile, "vm-restore: no handler, the memory file mapped MAP_PRIVATE (Firecracker's file backend)");
+    vm("handle", VmConfig::kHandle, "vm-restore: faultline handle on the raw memory file, defaults");
+    vm("handle-ws", VmConfig::kHandleWs, "vm-restore: faultline handle --working-set (recorded by an untimed restore)");
+    vm("handle-zstd-ws", VmConfig::kHandleZstdWs,
+       "vm-restore: faultline handle on the image's zstd snapshot, --working-set");
     return d;
   }();
   return defs;
@@ -102,7 +115,7 @@ const std::vector<Workload>& all_workloads() {
   static const std::vector<Workload> all = {Workload::kSeq,        Workload::kRand,       Workload::kZipf,
                                             Workload::kMtRand,     Workload::kCopy,       Workload::kReserve,
                                             Workload::kRestore,    Workload::kBudgetZipf, Workload::kBudgetRand,
-                                            Workload::kWriteFlush};
+                                            Workload::kWriteFlush, Workload::kVmRestore};
   return all;
 }
 

@@ -14,7 +14,7 @@ namespace fbench {
 constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kTiB = 1ull << 40;
 
-enum class Kind { kMmap, kFaultline, kTextbook, kBulk, kBudget, kZstd };
+enum class Kind { kMmap, kFaultline, kTextbook, kBulk, kBudget, kZstd, kVm };
 
 // One configuration: which runner serves it and with what settings.
 struct ConfigDef {
@@ -30,6 +30,7 @@ struct ConfigDef {
   BudgetConfig budget = BudgetConfig::kAdaptive;
   bool cold_only = false;  // warm would not be a distinct case (or not a fair one)
   ZstdConfig zc = ZstdConfig::kFaultline;  // Kind::kZstd
+  VmConfig vm = VmConfig::kFcExample;      // Kind::kVm
 };
 
 // Every configuration, in the order of the report.

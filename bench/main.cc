@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "cli.h"
 #include "options.h"
@@ -66,6 +67,11 @@ int bench_main(Bench& b) {
 }  // namespace fbench
 
 int main(int argc, char** argv) {
+  // The processes of the vm-restore runs (vm_restore_runs.cc), not for users.
+  if (argc == 4 && std::string(argv[1]) == "--fc-example-handler")
+    return fbench::fc_example_handler_main(argv[2], argv[3]);
+  if (argc == 6 && std::string(argv[1]) == "--vm-restore-vmm")
+    return fbench::vm_restore_vmm_main(argv[2], argv[3], std::stoull(argv[4]), std::stod(argv[5]));
   CLI::App app("", "faultline-bench");
   fbench::Bench b;
   fbench::add_options(app, b.o);

@@ -43,7 +43,13 @@ sum is checked against the generator):
   write-flush  faultline-file (a write-back region, Region::flush) and
            mmap-msync (MAP_SHARED, msync MS_SYNC): 4 KiB written to each of
            10% of the pages of a scratch copy of the dataset, uniform, random
-           order, then made durable; warm page cache; every page checked)";
+           order, then made durable; warm page cache; every page checked)
+  vm-restore  fc-example, fc-file, handle*: restore's image and pages, in a
+           process playing a VMM (anonymous memory, a userfaultfd, the JSON
+           mappings and the uffd sent to a handler's Unix socket, exactly as
+           Firecracker does); seconds from mapping the guest memory to the
+           working set read, and first_access_us. The raw image and faultline
+           handle's working sets (one untimed restore each) live in --dir.)";
 
 // The items of a comma-separated list, empty items dropped.
 std::vector<std::string> split_list(const std::string& s) {
@@ -208,14 +214,14 @@ void add_options(CLI::App& app, Options& o) {
       ->disable_flag_override();
   add_parsed(app, "--workloads", "LIST", [&o](const std::string& v) { parse_workloads(v, o); },
              "comma-separated subset of: seq,rand,zipf,mt-rand,copy,reserve,restore,budget-zipf,budget-rand,"
-             "write-flush");
+             "write-flush,vm-restore");
   CLI::Option* configs = add_parsed(
       app, "--configs", "LIST", [&o](const std::string& v) { parse_configs(v, o); },
       "comma-separated subset of: mmap,mmap-seq,mmap-rand,mmap-willneed,mmap-populate,mmap-msync,faultline-file,"
       "faultline-memory,faultline-memory-4k,faultline-remote,faultline-remote-4k,faultline-http,faultline-http-4k,"
       "uffd-textbook,uffdio-copy-bulk,"
       "uffdio-copy-bulk-64k,faultline-zstd,zstd-eager,zstd-lazy,zstd-lazy-ws,zstd-full,faultline-file-budget,"
-      "faultline-file-budget-fifo,mmap-cgroup; extras, run only when named: faultline-file-custom,"
+      "faultline-file-budget-fifo,mmap-cgroup,fc-example,fc-file,handle,handle-ws,handle-zstd-ws; extras, run only when named: faultline-file-custom,"
       "faultline-memory-custom, faultline-remote-unix");
   add_parsed(app, "--caches", "LIST", [&o](const std::string& v) { parse_caches(v, o); },
              "cold,warm (default both); memory-backed configs and the floors run under warm only");

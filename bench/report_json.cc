@@ -110,7 +110,8 @@ Json result(const Agg& a) {
          {"budget_mb", number(a.budget_mb)},
          {"memory_peak_mb", number(a.memory_peak_mb)},
          {"evicted_chunks", number(a.evicted)},
-         {"refaults", number(a.refaults)}};
+         {"refaults", number(a.refaults)},
+         {"first_access_us", number(a.first_access_us)}};
   const bool cache_known = a.k.c->file_cache;
   j["cache_dropped"] = cache_known && a.k.cold ? Json(a.all_dropped) : Json(nullptr);
   j["cached_before_pct"] = cache_known ? number(a.cached_before_pct) : Json(nullptr);

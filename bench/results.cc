@@ -23,6 +23,7 @@ double quantile_us(std::vector<uint64_t> v, double q) {
 void aggregate(Agg& a) {
   std::vector<double> sec, faults, p50, p90, p99, peak, before, after, delta, inst, cached, cached_after, minf, majf,
       limit;
+  std::vector<double> first_access;
   std::vector<double> rtf, rtp, rtr, rtc, rth, rt5, rt9, rtm, sv5, sv9, bud, mpk, evi, ref;
   const RunResult* median_run = nullptr;
   for (const auto& r : a.runs) {
@@ -34,6 +35,7 @@ void aggregate(Agg& a) {
     a.bytes = r.bytes;
     a.accesses = r.accesses;
     sec.push_back(r.seconds);
+    if (r.first_access_us >= 0) first_access.push_back(r.first_access_us);
     faults.push_back(static_cast<double>(r.faults));
     if (!r.lat_ns.empty()) {
       p50.push_back(quantile_us(r.lat_ns, 0.50));
@@ -58,7 +60,7 @@ void aggregate(Agg& a) {
     if (r.cached_before >= 0) cached.push_back(r.cached_before * 100.0);
     if (r.cache_after_mb >= 0) cached_after.push_back(r.cache_after_mb);
     if (a.k.cold && !r.cache_dropped) a.all_dropped = false;
-    if (a.k.c->kind != Kind::kMmap && !is_cgroup_child(*a.k.c)) {
+    if (a.k.c->kind != Kind::kMmap && a.k.c->kind != Kind::kVm && !is_cgroup_child(*a.k.c)) {
       double im = static_cast<double>(r.installed_bytes) / static_cast<double>(kMiB);
       inst.push_back(im);
       double lim = im * 1.02 + 32.0;
@@ -82,6 +84,7 @@ void aggregate(Agg& a) {
     }
   }
   a.seconds = median(sec);
+  a.first_access_us = median(first_access);
   if (!sec.empty()) {
     // the run whose time is the (upper) median: its runtime snapshot goes in the JSON
     double best = INFINITY;

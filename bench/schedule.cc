@@ -18,7 +18,9 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
   const ConfigDef& c = *k.c;
   bool dropped = false;
   // The file whose page cache matters: the dataset, or the snapshot read.
-  const std::string& cache_file = c.kind != Kind::kZstd              ? b.ctx.path
+  const std::string& cache_file = c.kind == Kind::kVm   ? (c.vm == VmConfig::kHandleZstdWs ? b.ctx.vm_snap_path
+                                                                                              : b.ctx.vm_raw_path)
+                                  : c.kind != Kind::kZstd              ? b.ctx.path
                                   : c.zc == ZstdConfig::kFaultline ? b.ctx.snap_path
                                                                      : b.ctx.vm_snap_path;
   if (c.file_cache) {
@@ -51,16 +53,17 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
     case Kind::kBulk: r = run_uffdio_copy_bulk(b.ctx, plan, c.chunk); break;
     case Kind::kBudget: r = run_budget(b.ctx, c.budget, plan); break;
     case Kind::kZstd: r = run_zstd(b.ctx, c.zc, plan); break;
+    case Kind::kVm: r = run_vm_restore(b.ctx, c.vm); break;  // (the VMM process makes the same plan)
   }
   pin_reset();
   // After the run's mapping or region is gone: what it left in the cache.
   if (c.file_cache) r.cache_after_mb = cached_mb(cache_file);
-  if (c.kind != Kind::kMmap && !(c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup)) {
+  if (c.kind != Kind::kMmap && c.kind != Kind::kVm && !(c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup)) {
     const Faults f1 = read_faults();
     r.minflt = f1.minflt - f0.minflt;
     r.majflt = f1.majflt - f0.majflt;
   }
-  r.rss_before_kb = rss0;
+  r.rss_before_kb = c.kind == Kind::kVm ? 0 : rss0;  // (vm-restore: the guest is another process's)
   r.cache_dropped = dropped;
   r.cached_before = cached;
   r.accesses = plan.accesses();

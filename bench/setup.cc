@@ -54,6 +54,22 @@ void start_nginx(Bench& b, Prepared& p, bool restore) {
   }
 }
 
+// The faultline program for vm-restore: beside this one (an install), or the
+// build's; "" if neither is there.
+std::string find_cli() {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    std::string dir(self, static_cast<size_t>(n));
+    dir.erase(dir.rfind('/') + 1);
+    if (access((dir + "faultline").c_str(), X_OK) == 0) return dir + "faultline";
+  }
+#ifdef FAULTLINE_CLI_BUILD_PATH
+  if (access(FAULTLINE_CLI_BUILD_PATH, X_OK) == 0) return FAULTLINE_CLI_BUILD_PATH;
+#endif
+  return "";
+}
+
 }  // namespace
 
 void prepare(Bench& b, std::vector<Case>& cases, Prepared& p) {
@@ -105,7 +121,27 @@ void prepare(Bench& b, std::vector<Case>& cases, Prepared& p) {
       any_http = true;
       http_restore = http_restore || k.w == Workload::kRestore;
     }
-  bool zstd_dataset = false, zstd_vm = http_restore;  // faultline-http's restore reads the VM image's snapshot
+  // vm-restore: faultline handle must be there (the fc-* cases need only the bench).
+  const bool any_vm_handle = std::any_of(cases.begin(), cases.end(), [](const Case& k) {
+    return k.c->kind == Kind::kVm && k.c->vm != VmConfig::kFcExample && k.c->vm != VmConfig::kFcFile;
+  });
+  if (any_vm_handle) {
+    b.ctx.cli_path = find_cli();
+    if (b.ctx.cli_path.empty()) {
+      auto needs_cli = [](const Case& k) {
+        return k.c->kind == Kind::kVm && k.c->vm != VmConfig::kFcExample && k.c->vm != VmConfig::kFcFile;
+      };
+      for (const auto& k : cases)
+        if (needs_cli(k) && std::none_of(b.skipped.begin(), b.skipped.end(),
+                                         [&](const Bench::Skipped& s) { return s.config == k.c->name; }))
+          b.skipped.push_back({k.c->name, "the faultline program was found neither beside faultline-bench nor in "
+                                          "the build (it runs `faultline handle`)"});
+      cases.erase(std::remove_if(cases.begin(), cases.end(), needs_cli), cases.end());
+    }
+  }
+  const bool any_vm = std::any_of(cases.begin(), cases.end(), [](const Case& k) { return k.c->kind == Kind::kVm; });
+  // faultline-http's restore and vm-restore read the VM image's snapshot.
+  bool zstd_dataset = false, zstd_vm = http_restore || any_vm;
   for (const auto& k : cases)
     if (k.c->kind == Kind::kZstd) (k.c->zc == ZstdConfig::kFaultline ? zstd_dataset : zstd_vm) = true;
   if (zstd_dataset || zstd_vm) {
@@ -114,6 +150,14 @@ void prepare(Bench& b, std::vector<Case>& cases, Prepared& p) {
       b.zstd = prepare_zstd(b.ctx, zstd_dataset, zstd_vm, &restore_plan);
     } catch (const std::exception& e) {
       throw faultline::Error(std::string("zstd snapshots: ") + e.what());
+    }
+  }
+  if (any_vm) {
+    b.ctx.vm_fraction = o.fraction;
+    try {
+      b.zstd.message += prepare_vm_restore(b.ctx);
+    } catch (const std::exception& e) {
+      throw faultline::Error(std::string("vm-restore: ") + e.what());
     }
   }
   if (any_http) start_nginx(b, p, http_restore);

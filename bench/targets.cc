@@ -309,6 +309,18 @@ std::vector<Target> compute_targets(const Bench& b) {
                          fmt(static_cast<double>(a.bytes) / static_cast<double>(kMiB), "%.0f") + " MiB)";
     }
   }
+  // vm-restore (issue #12): faultline handle against Firecracker's example
+  // handler and its file backend, in one run.
+  for (bool cold : {kCold, kWarm}) {
+    const std::string cache = cold ? "(cold)" : "(warm)";
+    const CaseName ws{W::kVmRestore, "handle-ws", cold}, fc{W::kVmRestore, "fc-example", cold};
+    t.push_back(ratio(b, {"vm-restore handle-ws >= 3.7x faster than fc-example " + cache, ws, fc, 3.7, kHigher,
+                          Measure::kRunsPerSecond}));
+    t.push_back(ratio(b, {"vm-restore handle >= 1.5x faster than fc-example " + cache,
+                          {W::kVmRestore, "handle", cold}, fc, 1.5, kHigher, Measure::kRunsPerSecond}));
+  }
+  t.push_back(ratio(b, {"vm-restore handle-ws no slower than fc-file (cold)", {W::kVmRestore, "handle-ws", kCold},
+                        {W::kVmRestore, "fc-file", kCold}, 1.0, kHigher, Measure::kRunsPerSecond}));
   t.push_back(snapshot_size(b));
   for (const auto& r : b.reserves)
     if (r.config != std::string("mmap")) t.push_back(reserve(r));

@@ -21,6 +21,7 @@ const char* workload_name(Workload w) {
     case Workload::kCopy: return "copy";
     case Workload::kReserve: return "reserve";
     case Workload::kRestore: return "restore";
+    case Workload::kVmRestore: return "vm-restore";
     case Workload::kBudgetZipf: return "budget-zipf";
     case Workload::kBudgetRand: return "budget-rand";
     case Workload::kWriteFlush: return "write-flush";
@@ -137,6 +138,11 @@ Plan make_plan(Workload w, const PlanParams& p) {
       throw std::logic_error("no plan for reserve");
     case Workload::kRestore:
       return make_restore_plan(p.npages, p.fraction);
+    case Workload::kVmRestore: {  // (run by the VMM process, which makes the same plan)
+      Plan plan = make_restore_plan(p.npages, p.fraction);
+      plan.workload = Workload::kVmRestore;
+      return plan;
+    }
   }
   uint64_t sum = 0;
   if (w == Workload::kSeq || w == Workload::kCopy) {
@@ -212,6 +218,7 @@ void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutp
       return;
     }
     case Workload::kRestore:
+    case Workload::kVmRestore:
       out.sum = touch_pages(base, size, plan.pages.data(), plan.pages.size(), nullptr);
       return;
     case Workload::kReserve:

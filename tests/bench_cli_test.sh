@@ -142,6 +142,29 @@ assert len(t) == 1 and t[0]["met"] is None and t[0]["detail"].startswith("not me
 PY
 fi
 
+# vm-restore: a VMM process and its handler (the fc-example one, faultline
+# handle) per run; every sum checked (by the VMM), first_access_us reported,
+# nothing left in --dir but the image, its snapshot and the working sets.
+json=$tmp/vm.json
+if run 0 "$bench" --size 4M --repeat 1 --workloads vm-restore --dir "$tmp/vm" --json="$json"; then
+  expect_in "vm-restore run" "$out" "working sets recorded in"
+  python3 - "$json" <<'PY' || fail "the vm-restore JSON report is not what it should be (above)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+got = sorted((r["config"], r["cache"]) for r in d["results"])
+want = sorted((c, cache) for c in ["fc-example", "fc-file", "handle", "handle-ws", "handle-zstd-ws"]
+              for cache in ["cold", "warm"])
+assert got == want, got
+for r in d["results"]:
+    assert r["workload"] == "vm-restore" and r["ok"] is True and r["errors"] == [], r
+    assert r["seconds"] > 0 and 0 < r["first_access_us"] < r["seconds"] * 1e6, r
+names = [t["name"] for t in d["targets"] if t["name"].startswith("vm-restore")]
+assert len(names) == 5, names
+PY
+  left=$(cd "$tmp/vm" && ls | grep -v -E '^(vm-image-v1-4194304(\.raw|-dict\.flsnap|\.raw\.handle\.ws|-dict\.flsnap\.handle\.ws|-dict\.flsnap\.ws|-dict\.zstd3-size)|faultline-bench-4194304\.dat)$' || true)
+  [[ -z $left ]] || fail "faultline-bench vm-restore left files behind in --dir: $left"
+fi
+
 # A --json file that cannot be written: exit 1 naming it, after the run.
 run 1 "$bench" --size 4M --repeat 1 --caches warm --configs mmap --workloads seq --dir "$tmp/data" \
   --json "$tmp/no/such/dir/r.json" && expect_in "stderr" "$err" "cannot write --json $tmp/no/such/dir/r.json"

@@ -77,6 +77,25 @@ std::string restore(const Files& f, std::vector<std::string> args, const std::st
   return err;
 }
 
+// A restore with the test VMM in an event MODE (balloon, remap, fork), 4 KiB
+// fills: every second page read before the event leaves the pages between
+// them unloaded, so each event meets placed and missing pages.
+struct EventRun {
+  int vmm_status = -1, handler_status = -1;  // (the handler's: -1 if the VMM failed, then it is killed)
+  std::string out;  // the VMM's stdout
+  std::string log;  // everything both printed, for INFO
+};
+EventRun run_event_mode(const Files& f, const std::string& mode) {
+  ChildProcess h = handler({"handle", f.raw.path(), "--fill-size", "4K", "--socket", f.socket, "--accept-timeout", "20"});
+  ChildProcess v = vmm(mode, f, 2, 4, "both");
+  EventRun r;
+  r.vmm_status = v.wait(60000);
+  r.out = all_output(v);
+  if (r.vmm_status == 0) r.handler_status = h.wait(30000);
+  r.log = "VMM: " + r.out + v.stderr_text() + "\nhandler: " + h.stderr_text();
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("faultline handle serves a VMM's guest memory, every byte checked, and exits 0 when it goes",
@@ -111,50 +130,35 @@ TEST_CASE("faultline handle serves a VMM's guest memory, every byte checked, and
 
 TEST_CASE("faultline handle follows the VMM's balloon and mremap, every byte checked", "[handle][cli][events]") {
   Files f;
-  // 4 KiB fills: every second page read before the event leaves the pages
-  // between them unloaded, so each event meets placed and missing pages.
-  std::vector<std::string> args = {"handle", f.raw.path(), "--fill-size", "4K", "--socket", f.socket,
-                                   "--accept-timeout", "20"};
   SECTION("balloon: MADV_DONTNEED'd pages read zeros, never image data, and take writes") {
-    ChildProcess h = handler(args);
-    ChildProcess v = vmm("balloon", f, 2, 4, "both");
-    int status = v.wait(60000);
-    std::string out = all_output(v);
-    INFO("VMM: " << out << v.stderr_text() << "\nhandler: " << h.stderr_text());
-    CHECK(status == 0);
-    CHECK(out.find("(the balloon reads zeros)") != std::string::npos);
-    CHECK(h.wait(30000) == 0);
+    EventRun r = run_event_mode(f, "balloon");
+    INFO(r.log);
+    CHECK(r.vmm_status == 0);
+    CHECK(r.out.find("(the balloon reads zeros)") != std::string::npos);
+    CHECK(r.handler_status == 0);
   }
   SECTION("remap: a guest region moved with mremap is served at its new address") {
-    ChildProcess h = handler(args);
-    ChildProcess v = vmm("remap", f, 2, 4, "both");
-    int status = v.wait(60000);
-    std::string out = all_output(v);
-    INFO("VMM: " << out << v.stderr_text() << "\nhandler: " << h.stderr_text());
-    CHECK(status == 0);
-    CHECK(out.find("remap checked") != std::string::npos);
-    CHECK(h.wait(30000) == 0);
+    EventRun r = run_event_mode(f, "remap");
+    INFO(r.log);
+    CHECK(r.vmm_status == 0);
+    CHECK(r.out.find("remap checked") != std::string::npos);
+    CHECK(r.handler_status == 0);
   }
 }
 
 TEST_CASE("faultline handle serves the VMM's forked child on its own uffd, then the parent", "[handle][cli][events]") {
   Files f;
-  std::vector<std::string> args = {"handle", f.raw.path(), "--fill-size", "4K", "--socket", f.socket,
-                                   "--accept-timeout", "20"};
-  ChildProcess h = handler(args);
-  ChildProcess v = vmm("fork", f, 2, 4, "both");
-  int status = v.wait(60000);
-  std::string out = all_output(v);
-  INFO("VMM: " << out << v.stderr_text() << "\nhandler: " << h.stderr_text());
-  if (status == 77) {
-    WARN(out);  // "SKIPPED: ..." (the handler is killed on the way out)
+  EventRun r = run_event_mode(f, "fork");
+  INFO(r.log);
+  if (r.vmm_status == 77) {
+    WARN(r.out);  // "SKIPPED: ..."
     return;
   }
-  CHECK(status == 0);
+  CHECK(r.vmm_status == 0);
   // Half the first region and all of the second were never loaded before
   // the fork: the child got them only through its own uffd.
-  CHECK(out.find("child: fork checked") != std::string::npos);
-  CHECK(h.wait(30000) == 0);
+  CHECK(r.out.find("child: fork checked") != std::string::npos);
+  CHECK(r.handler_status == 0);
 }
 
 TEST_CASE("faultline handle refuses a bad handshake with a clear error, never hangs", "[handle][cli]") {
