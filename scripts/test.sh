@@ -60,7 +60,9 @@ run_ctest() {
   fi
 }
 
-section() { printf '\n==== %s ====\n' "$*"; }
+# A section's title, with the minutes since the start (where the time goes).
+started=$SECONDS
+section() { printf '\n==== %s ==== (at %d:%02d)\n' "$*" $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)); }
 
 section "Release build (build/)"
 cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release
