@@ -104,13 +104,14 @@ HttpBackend::Impl::Impl(const HttpOptions& options) : options_(options), url_(de
   }
   efd_ = detail::make_eventfd();
   if (!efd_) throw_errno("http backend " + u + ": eventfd", errno);
-  epoll_ = detail::UniqueFd(epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll_) throw_errno("http backend " + u + ": epoll_create1", errno);
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLET;
-  ev.data.fd = efd_.get();
-  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, efd_.get(), &ev) != 0) throw_errno("http backend " + u + ": epoll_ctl", errno);
-  if (!url_.tls) {
+  if (!url_.tls) {  // the demand lane: completion_fd() is an epoll set of efd_, its socket and its timer
+    epoll_ = detail::UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll_) throw_errno("http backend " + u + ": epoll_create1", errno);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLET;
+    ev.data.fd = efd_.get();
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, efd_.get(), &ev) != 0)
+      throw_errno("http backend " + u + ": epoll_ctl", errno);
     lane_timer_ = detail::UniqueFd(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
     if (!lane_timer_) throw_errno("http backend " + u + ": timerfd_create", errno);
     ev.events = EPOLLIN;  // (level-triggered: lane_reap() reads it)

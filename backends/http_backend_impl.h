@@ -162,7 +162,7 @@ class HttpBackend::Impl {
   size_t reap(std::span<ReadCompletion> out);
   void make_urgent(uint64_t tag);
   int64_t read_range(uint64_t offset, std::span<std::byte> out);
-  int completion_fd() const { return epoll_.get(); }
+  int completion_fd() const { return epoll_ ? epoll_.get() : efd_.get(); }
 
   HttpOptions options_;
   detail::HttpUrl url_;
@@ -208,7 +208,7 @@ class HttpBackend::Impl {
   bool lane_read();
   bool lane_parse();
   void lane_answered();
-  void lane_drop(const char* why);
+  void lane_drop();
   void lane_check_timer();
   void lane_arm_timer(http_impl::Clock::time_point at);
   // ---- The demand lane: I/O thread ----
@@ -234,7 +234,7 @@ class HttpBackend::Impl {
   // Fault thread.
   http_impl::Lane lane_;
   std::deque<ReadCompletion> lane_done_;
-  detail::UniqueFd epoll_;       // completion_fd(): efd_, the lane's socket and its timer
+  detail::UniqueFd epoll_;       // completion_fd() over http: efd_, the lane's socket and its timer
   detail::UniqueFd lane_timer_;  // stalls and deadlines of the lane's requests
 
   // Shared with the fault thread.

@@ -37,19 +37,20 @@ bool HttpBackend::Impl::lane_send(const JobPtr& job) {
     return true;
   }
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;  // nothing written
-  lane_drop(n < 0 ? "send failed" : "short send");  // (half a request on the wire: the connection is spoilt)
+  lane_drop();  // a failed or short send: half a request on the wire spoils the connection
   return false;
 }
 
 // Takes a connection on offer, handles the timer, reads what arrived; then,
 // with a demand read out and nothing answered yet, polls for up to busy_poll.
 void HttpBackend::Impl::lane_reap() {
+  if (!epoll_) return;  // https: no lane
   // Empty our epoll's ready list, so the runtime's epoll sees the next
   // event as a new edge.
   epoll_event events[4];
   int n_events = epoll_wait(epoll_.get(), events, 4, 0);
   for (int i = 0; i < n_events; ++i)
-    if (lane_timer_ && events[i].data.fd == lane_timer_.get()) lane_check_timer();
+    if (events[i].data.fd == lane_timer_.get()) lane_check_timer();
   if (!lane_.socket) lane_take_offer();
   if (!lane_.socket || !lane_read()) return;
   if (lane_done_.empty() && !lane_.sent.empty() && options_.busy_poll.count() > 0 && lane_.spin.should_spin()) {
@@ -73,7 +74,7 @@ bool HttpBackend::Impl::lane_take_offer() {
   ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
   ev.data.fd = offered.get();
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, offered.get(), &ev) != 0) {
-    lane_drop("epoll_ctl failed");
+    lane_drop();  // epoll_ctl failed
     return false;
   }
   lane_.socket = std::move(offered);
@@ -90,7 +91,7 @@ bool HttpBackend::Impl::lane_read() {
     } else if (lane_.rx_end == lane_.rx.size()) {
       // An incomplete header fills the buffer from its start: it is too long.
       if (lane_.rx_begin == 0) {
-        lane_drop("an answer's header is too long");
+        lane_drop();  // an answer's header is too long
         return false;
       }
       std::memmove(lane_.rx.data(), lane_.rx.data() + lane_.rx_begin, lane_.rx_end - lane_.rx_begin);
@@ -107,7 +108,7 @@ bool HttpBackend::Impl::lane_read() {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return true;
-    lane_drop(n == 0 ? "closed by the server" : "recv failed");
+    lane_drop();  // closed by the server, or recv failed
     return false;
   }
 }
@@ -116,7 +117,7 @@ bool HttpBackend::Impl::lane_read() {
 bool HttpBackend::Impl::lane_parse() {
   while (lane_.rx_begin < lane_.rx_end) {
     if (lane_.sent.empty()) {
-      lane_drop("the server sent bytes nobody asked for");
+      lane_drop();  // the server sent bytes nobody asked for
       return false;
     }
     Job& job = *lane_.sent.front();
@@ -138,19 +139,19 @@ bool HttpBackend::Impl::lane_parse() {
     if (ec == http::error::need_more) return true;
     if (ec == http::error::need_buffer && lane_.judged) {  // the part is full: the next one
       if (++lane_.part >= job.parts.size()) {
-        lane_drop("the server sent more bytes than asked");
+        lane_drop();  // the server sent more bytes than asked
         return false;
       }
       body_into_part();
     } else if (ec && ec != http::error::need_buffer) {
-      lane_drop("a malformed answer");
+      lane_drop();  // a malformed answer
       return false;
     }
     if (p.is_header_done() && !lane_.judged) {
       // Anything but a clean 206 goes to the I/O thread, which asks again
       // and reports what it gets.
       if (!judge(p.get().base(), p.content_length(), job).ok()) {
-        lane_drop("an answer that is not a clean 206");
+        lane_drop();  // an answer that is not a clean 206
         return false;
       }
       lane_.judged = true;
@@ -176,14 +177,14 @@ void HttpBackend::Impl::lane_answered() {
   lane_.answered = true;
   lane_.failures = 0;
   lane_.progress = Clock::now();
-  if (!keep_alive) lane_drop("closed by the server");
+  if (!keep_alive) lane_drop();  // the server closes the connection after this answer
 }
 
 // Closes the lane's connection, hands its unanswered jobs to the I/O
 // thread (to its demand queue, their deadlines kept) and asks it for a new
 // connection.
-void HttpBackend::Impl::lane_drop(const char* why) {
-  (void)why;  // (the I/O thread's retry reports what is wrong, if anything is)
+// (Not logged: the I/O thread's retry reports what is wrong, if anything is.)
+void HttpBackend::Impl::lane_drop() {
   if (lane_.socket && !lane_.answered) lane_.failures++;
   lane_.socket.reset();  // (closing removes it from the epoll set)
   lane_.parser.reset();
@@ -211,7 +212,7 @@ void HttpBackend::Impl::lane_check_timer() {
   Clock::time_point now = Clock::now();
   Clock::time_point at = std::min(lane_.progress + options_.io_timeout, lane_.sent.front()->deadline);
   if (at <= now) {
-    lane_drop("stalled");
+    lane_drop();  // stalled
     return;
   }
   lane_arm_timer(at);

@@ -122,15 +122,12 @@ void prepare(Bench& b, std::vector<Case>& cases, Prepared& p) {
       http_restore = http_restore || k.w == Workload::kRestore;
     }
   // vm-restore: faultline handle must be there (the fc-* cases need only the bench).
-  const bool any_vm_handle = std::any_of(cases.begin(), cases.end(), [](const Case& k) {
+  auto needs_cli = [](const Case& k) {
     return k.c->kind == Kind::kVm && k.c->vm != VmConfig::kFcExample && k.c->vm != VmConfig::kFcFile;
-  });
-  if (any_vm_handle) {
+  };
+  if (std::any_of(cases.begin(), cases.end(), needs_cli)) {
     b.ctx.cli_path = find_cli();
     if (b.ctx.cli_path.empty()) {
-      auto needs_cli = [](const Case& k) {
-        return k.c->kind == Kind::kVm && k.c->vm != VmConfig::kFcExample && k.c->vm != VmConfig::kFcFile;
-      };
       for (const auto& k : cases)
         if (needs_cli(k) && std::none_of(b.skipped.begin(), b.skipped.end(),
                                          [&](const Bench::Skipped& s) { return s.config == k.c->name; }))

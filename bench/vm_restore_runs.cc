@@ -182,72 +182,77 @@ double read_working_set(const std::byte* base, size_t size, const Plan& plan, ui
   return first_us;
 }
 
-std::string scratch(const Context& ctx, const char* what) {
-  return ctx.dir + "/vm-restore-" + std::to_string(getpid()) + "." + what;
+// A file of this run in --dir, removed when it goes out of scope.
+struct Scratch {
+  std::string path;
+  Scratch(const Context& ctx, const char* what)
+      : path(ctx.dir + "/vm-restore-" + std::to_string(getpid()) + "." + what) {}
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { unlink(path.c_str()); }
+};
+
+// r after run(r); an exception fails the run with its message.
+template <class Run>
+RunResult failing_on_error(Run run) {
+  RunResult r;
+  try {
+    run(r);
+  } catch (const std::exception& e) {
+    r.ok = false;
+    r.error = e.what();
+  }
+  return r;
 }
 
 // Runs the VMM's process: `how` is "socket" (through the handler listening
 // at `target`) or "file" (the memory file `target` mapped MAP_PRIVATE).
-// Then waits for the handler, if there is one, to exit 0.
-RunResult run_vmm(const Context& ctx, const std::string& how, const std::string& target, Process* handler,
-                  const std::string& handler_log, const char* what) {
-  RunResult r;
-  const std::string out_path = scratch(ctx, "vmm.out"), err_path = scratch(ctx, "vmm.err");
-  try {
-    if (handler) {  // the handler listens before the VMM starts: its start-up is not the restore's
-      struct stat st;
-      for (int i = 0; stat(target.c_str(), &st) != 0; ++i) {
-        if (handler->wait(0) >= 0) throw Error(std::string(what) + " exited before listening: " + read_text(handler_log));
-        if (i == 4000) throw Error(std::string(what) + " did not listen on " + target + " within 20 s");
-        usleep(5000);
-      }
+// Then waits for the handler, if there is one, to exit 0. Throws on failure.
+void run_vmm(const Context& ctx, const std::string& how, const std::string& target, Process* handler,
+             const std::string& handler_log, const char* what, RunResult& r) {
+  const Scratch out(ctx, "vmm.out"), err(ctx, "vmm.err");
+  if (handler) {  // the handler listens before the VMM starts: its start-up is not the restore's
+    struct stat st;
+    for (int i = 0; stat(target.c_str(), &st) != 0; ++i) {
+      if (handler->wait(0) >= 0) throw Error(std::string(what) + " exited before listening: " + read_text(handler_log));
+      if (i == 4000) throw Error(std::string(what) + " did not listen on " + target + " within 20 s");
+      usleep(5000);
     }
-    Process vmm;
-    char fraction[32];
-    std::snprintf(fraction, sizeof fraction, "%.17g", ctx.vm_fraction);
-    spawn(vmm, "/proc/self/exe", {"--vm-restore-vmm", how, target, std::to_string(ctx.size), fraction}, err_path,
-          out_path);
-    const int status = vmm.wait(300000);
-    std::istringstream line(read_text(out_path));
-    std::string word;
-    line >> word;
-    if (status != 0 || word != "ok") throw Error("the VMM process failed (status " + std::to_string(status) + "): " +
-                                                 read_text(err_path) + read_text(out_path));
-    line >> r.seconds >> r.first_access_us;
-    if (handler) {
-      const int hs = handler->wait(30000);
-      if (hs != 0)
-        throw Error(std::string(what) + (hs < 0 ? " did not exit within 30 s of the VMM" : " exited with status " +
-                                                                                               std::to_string(hs)) +
-                    ": " + read_text(handler_log));
-    }
-  } catch (const std::exception& e) {
-    r.ok = false;
-    r.error = e.what();
   }
-  unlink(out_path.c_str());
-  unlink(err_path.c_str());
-  return r;
+  Process vmm;
+  char fraction[32];
+  std::snprintf(fraction, sizeof fraction, "%.17g", ctx.vm_fraction);
+  spawn(vmm, "/proc/self/exe", {"--vm-restore-vmm", how, target, std::to_string(ctx.size), fraction}, err.path,
+        out.path);
+  const int status = vmm.wait(300000);
+  std::istringstream line(read_text(out.path));
+  std::string word;
+  line >> word;
+  if (status != 0 || word != "ok")
+    throw Error("the VMM process failed (status " + std::to_string(status) + "): " + read_text(err.path) +
+                read_text(out.path));
+  line >> r.seconds >> r.first_access_us;
+  if (handler) {
+    const int hs = handler->wait(30000);
+    if (hs != 0)
+      throw Error(std::string(what) +
+                  (hs < 0 ? " did not exit within 30 s of the VMM" : " exited with status " + std::to_string(hs)) +
+                  ": " + read_text(handler_log));
+  }
 }
 
-// A restore through a handler started with `program args`.
+// A restore through a handler started with `program args` (SOCKET in args
+// stands for its socket's path).
 RunResult run_handler(const Context& ctx, const std::string& program, std::vector<std::string> args,
                       const char* what) {
-  const std::string socket = scratch(ctx, "sock"), log = scratch(ctx, "log");
-  for (std::string& a : args)
-    if (a == "SOCKET") a = socket;
-  RunResult r;
-  try {
+  return failing_on_error([&](RunResult& r) {
+    const Scratch socket(ctx, "sock"), log(ctx, "log");
+    for (std::string& a : args)
+      if (a == "SOCKET") a = socket.path;
     Process handler;
-    spawn(handler, program, args, log);
-    r = run_vmm(ctx, "socket", socket, &handler, log, what);
-  } catch (const std::exception& e) {
-    r.ok = false;
-    r.error = e.what();
-  }
-  unlink(socket.c_str());
-  unlink(log.c_str());
-  return r;
+    spawn(handler, program, args, log.path);
+    run_vmm(ctx, "socket", socket.path, &handler, log.path, what, r);
+  });
 }
 
 // `faultline handle IMAGE ARGS...` for one restore (or a recording one).
@@ -325,7 +330,8 @@ RunResult run_vm_restore(const Context& ctx, VmConfig cfg) {
     case VmConfig::kFcExample:
       return run_handler(ctx, "/proc/self/exe", {"--fc-example-handler", "SOCKET", ctx.vm_raw_path},
                          "the fc-example handler");
-    case VmConfig::kFcFile: return run_vmm(ctx, "file", ctx.vm_raw_path, nullptr, "", "");
+    case VmConfig::kFcFile:
+      return failing_on_error([&](RunResult& r) { run_vmm(ctx, "file", ctx.vm_raw_path, nullptr, "", "", r); });
     case VmConfig::kHandle: return run_handle(ctx, ctx.vm_raw_path, {});
     case VmConfig::kHandleWs: return run_handle(ctx, ctx.vm_raw_path, {"--working-set", ctx.vm_handle_ws_path});
     case VmConfig::kHandleZstdWs:
