@@ -256,7 +256,7 @@ RunResult run_budget(const Context& ctx, BudgetConfig cfg, const Plan& plan);
 // ---------------------------------------------------------------------------
 // faultline runs (faultline_runs.cc).
 enum class FlConfig { kFile, kMemory, kMemory4k, kFileCustom, kMemoryCustom, kRemote, kRemote4k, kRemoteUnix, kHttp,
-                      kHttp4k };
+                      kHttp4k, kFileShared, kMemoryShared };
 // Describes the runtime's uffd mode, or throws faultline::Error.
 std::string faultline_mode();
 RunResult run_faultline(const Context& ctx, FlConfig cfg, const Plan& plan);

@@ -32,6 +32,11 @@ const std::vector<ConfigDef>& all_configs() {
                  "MemoryBackend over an in-memory copy, default RegionOptions"});
     d.push_back({"faultline-memory-4k", Kind::kFaultline, {}, FlConfig::kMemory4k, 0, false, kAccessWorkloads,
                  "MemoryBackend, fill_size 4096, readahead off (bare fault path)"});
+    // UFFDIO_CONTINUE beside UFFDIO_COPY (RegionOptions::shared_memory).
+    d.push_back({"faultline-file-shared", Kind::kFaultline, {}, FlConfig::kFileShared, 0, true, kAccessWorkloads,
+                 "same as faultline-file, shared_memory: a memfd filled through its alias, UFFDIO_CONTINUE"});
+    d.push_back({"faultline-memory-shared", Kind::kFaultline, {}, FlConfig::kMemoryShared, 0, false, kAccessWorkloads,
+                 "same as faultline-memory, shared_memory: a memfd filled through its alias, UFFDIO_CONTINUE"});
     d.push_back({"faultline-file-custom", Kind::kFaultline, {}, FlConfig::kFileCustom, 0, true, kAccessWorkloads,
                  "FileBackend with the --custom options (extra)", true});
     d.push_back({"faultline-memory-custom", Kind::kFaultline, {}, FlConfig::kMemoryCustom, 0, false, kAccessWorkloads,

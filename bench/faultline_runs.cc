@@ -12,7 +12,7 @@ namespace {
 std::shared_ptr<faultline::Backend> make_backend(const Context& ctx, FlConfig cfg) {
   if (is_remote(cfg)) return make_remote_backend(ctx, cfg);
   if (is_http(cfg)) return make_http_backend(ctx.http_dataset_url);
-  if (cfg == FlConfig::kFile) return std::make_shared<faultline::FileBackend>(ctx.path);
+  if (cfg == FlConfig::kFile || cfg == FlConfig::kFileShared) return std::make_shared<faultline::FileBackend>(ctx.path);
   if (cfg == FlConfig::kFileCustom) {
     faultline::FileBackendOptions fo;
     fo.direct = ctx.custom.direct;
@@ -34,6 +34,8 @@ faultline::RegionOptions region_options(const Context& ctx, FlConfig cfg) {
     o.readahead = ctx.custom.readahead;
     o.readahead_max = ctx.custom.readahead_max;
   }
+  // A memfd filled through its alias, placed with UFFDIO_CONTINUE.
+  o.shared_memory = cfg == FlConfig::kFileShared || cfg == FlConfig::kMemoryShared;
   return o;
 }
 

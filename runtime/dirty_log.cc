@@ -63,9 +63,6 @@ std::vector<PageRun> merge_runs(const std::vector<PageRun>& a, const std::vector
 DirtyLog::DirtyLog(uintptr_t base, uint64_t map_length) : base_(base), pages_(map_length / kPageSize) {
   pagemap_ = UniqueFd(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
   if (!pagemap_) throw_errno("dirty tracking: cannot open /proc/self/pagemap", errno);
-  void* z = mmap(nullptr, kZeroBytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (z == MAP_FAILED) throw_errno("dirty tracking: cannot reserve the zero source", errno);
-  zeros_ = Mapping(z, kZeroBytes);
 }
 
 void DirtyLog::mark_poisoned(uint64_t offset, uint64_t length) {

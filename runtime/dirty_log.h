@@ -28,7 +28,7 @@ std::vector<PageRun> merge_runs(const std::vector<PageRun>& a, const std::vector
 
 class DirtyLog {
  public:
-  // Opens /proc/self/pagemap and reserves the zero source (see zeros()).
+  // Opens /proc/self/pagemap.
   // Throws Error.
   DirtyLog(uintptr_t base, uint64_t map_length);
   DirtyLog(const DirtyLog&) = delete;
@@ -45,18 +45,12 @@ class DirtyLog {
   // The parts of `run` that are not poisoned.
   std::vector<PageRun> readable(PageRun run) const;
 
-  // kZeroBytes of zeros to place zero chunks from with UFFDIO_COPY_MODE_WP
-  // (UFFDIO_ZEROPAGE cannot install write-protected pages).
-  static constexpr uint64_t kZeroBytes = 2 * 1024 * 1024;
-  const std::byte* zeros() const { return zeros_.data(); }
-
  private:
   void scan(uint64_t first_page, uint64_t end_page, std::vector<PageRun>& out);
 
   const uintptr_t base_;
   const uint64_t pages_;
   UniqueFd pagemap_;
-  Mapping zeros_;
   Mutex take_mu_;  // one take() at a time
   mutable Mutex poison_mu_;
   std::set<std::pair<uint64_t, uint64_t>> poisoned_ GUARDED_BY(poison_mu_);  // [first page, end page)

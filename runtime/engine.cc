@@ -43,6 +43,10 @@ Engine::Engine(const RuntimeOptions& options, const EngineTestOptions& test)
                   ": must be 0 (no budget) or at least 65536");
   }
   budget_.limit = options.budget;
+  // Never written: reading it maps the shared zero page (address space only).
+  void* z = mmap(nullptr, StagingArena::kMaxBlock, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (z == MAP_FAILED) throw_errno("cannot reserve the zero source", errno);
+  zeros_ = Mapping(z, StagingArena::kMaxBlock);
   spaces_.push_back(std::make_unique<UffdSpace>(open_uffd(options.serve_forks)));
   own_ = spaces_.front().get();
   epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));

@@ -63,6 +63,10 @@ struct RegionLayout {
   // A forked child's copy of a region (uffd_events.cc): the memory is the
   // child's, never unmapped here, and outside every memory budget.
   bool forked = false;
+  // Shared memory (RegionOptions::shared_memory): the memfd `memory` maps,
+  // and its second, unregistered mapping that reads fill.
+  UniqueFd shared_fd;
+  Mapping alias;
 };
 
 // One region as the runtime knows it, by owner: the layout (const, read
@@ -81,6 +85,8 @@ struct RegionState {
         fill_shift(l.fill_shift),
         chunks(l.chunks),
         forked(l.forked),
+        shared_fd(std::move(l.shared_fd)),
+        alias(std::move(l.alias)),
         addr(reinterpret_cast<uintptr_t>(memory.data())) {}
   ~RegionState() {
     if (forked) memory.release();  // the child's address space, not ours
@@ -100,6 +106,8 @@ struct RegionState {
   const uint32_t fill_shift;
   const uint64_t chunks;
   const bool forked;
+  const UniqueFd shared_fd;  // shared memory: see RegionLayout
+  const Mapping alias;
   std::atomic<uintptr_t> addr;  // where the region is now (Region::data())
 
   // ---- Loop thread only ----
@@ -152,6 +160,7 @@ struct RegionState {
   std::unique_ptr<WriteBack> writeback;
 
   uintptr_t base() const { return addr.load(std::memory_order_relaxed); }
+  bool shared() const { return static_cast<bool>(shared_fd); }
   uint64_t chunk_length(uint64_t c) const {
     uint64_t offset = c << fill_shift;
     return std::min<uint64_t>(uint64_t{1} << fill_shift, memory.size() - offset);
@@ -261,6 +270,7 @@ class Engine {
   void dispatch_demand();
   void dispatch_background();
   void make_urgent(ReadOp* op);
+  void map_shared_again(RegionState* r, uint64_t chunk);
   void reap(BackendSlot* slot);
   void complete(ReadOp* op, const ReadCompletion& c, bool alone);
   void retry(ReadOp* op);
@@ -317,6 +327,9 @@ class Engine {
 
   // Loop-thread state.
   StagingArena staging_;
+  // A chunk of zeros to place with UFFDIO_COPY where ZEROPAGE cannot:
+  // write-protected pages (dirty tracking) and huge pages.
+  Mapping zeros_;
   std::unordered_map<Backend*, std::unique_ptr<BackendSlot>> slots_;
   std::deque<ReadOp*> demand_;           // waiting for staging or queue depth
   std::deque<RegionState*> background_;  // regions with read-ahead or prefetch to do

@@ -100,8 +100,8 @@ void Engine::hold_orphan(UffdSpace& space, uintptr_t addr) {
   if (it == foreign_.end()) return;
   ForeignLink& link = *it->second;
   if (link.failed) {
-    PlaceResult res = uffd_place(space.fd(), Place::kPoison, addr, nullptr, kPageSize, true);
-    if (res.hit_existing) uffd_wake(space.fd(), addr, kPageSize);
+    PlaceResult res = uffd_poison_any(space.fd(), addr, kPageSize);
+    if (res.hit_existing) uffd_wake(space.fd(), addr & ~(kHugePageSize - 1), kHugePageSize);
     return;
   }
   link.orphans.push_back(addr);
@@ -169,7 +169,7 @@ void Engine::fail_foreign(ForeignLink* link, const std::vector<ForeignRange>& al
       ranges.push_back({r->base(), r->memory.size()});
     }
     for (const ForeignRange& g : ranges) {
-      PlaceResult res = uffd_place(space->fd(), Place::kPoison, g.address, nullptr, g.length, true);
+      PlaceResult res = uffd_poison_any(space->fd(), g.address, g.length);
       // Pages already there answer EEXIST: their waiters need the wake.
       uffd_wake(space->fd(), g.address, g.length);
       if (res.error != 0 && res.error != ESRCH)
@@ -178,8 +178,8 @@ void Engine::fail_foreign(ForeignLink* link, const std::vector<ForeignRange>& al
              static_cast<unsigned long long>(g.length - res.done), std::strerror(res.error));
     }
     for (uintptr_t a : link->orphans) {
-      uffd_place(space->fd(), Place::kPoison, a, nullptr, kPageSize, true);
-      uffd_wake(space->fd(), a, kPageSize);
+      uffd_poison_any(space->fd(), a, kPageSize);
+      uffd_wake(space->fd(), a & ~(kHugePageSize - 1), kHugePageSize);
     }
     link->orphans.clear();
     space->wakes.clear();

@@ -61,13 +61,21 @@ constexpr uint64_t kGiveUpPlacingNs = 30ull * 1000 * 1000 * 1000;
 bool transient(int err) { return err == EAGAIN || err == EINTR || err == EBUSY; }
 
 // The bytes past the backend's data are zeros; a chunk of zeros only is
-// placed with ZEROPAGE.
+// placed with ZEROPAGE (not in shared memory: its bytes are in the page
+// cache already, and CONTINUE maps them as they are).
 void complete_bytes(ReadOp* op) {
   if (op->valid < op->length) {
     keep_in_staging(op);
     std::memset(op->staging + op->valid, 0, op->length - op->valid);
   }
-  op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
+  if (!op->region->shared()) op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
+}
+
+// Shared memory: zero pages in the memfd's holes over [offset, offset +
+// len) of the region (pages there are kept), so CONTINUE can map them.
+int zero_fill_shared(RegionState* r, uint64_t offset, uint64_t len) {
+  if (fallocate(r->shared_fd.get(), 0, static_cast<off_t>(offset), static_cast<off_t>(len)) == 0) return 0;
+  return errno;
 }
 
 }  // namespace
@@ -137,6 +145,11 @@ void Engine::on_fault(UffdSpace& space, uintptr_t addr, uint64_t now) {
   // A chunk being dropped may already be moved out while still marked
   // present: its fault waits for the drop (the placement is held).
   if (r->loop.present.test(chunk) && !r->loop.dropping_bits.test(chunk)) {
+    if (r->shared()) {
+      map_shared_again(r, chunk);
+      latencies_.emplace_back(r, now);
+      return;
+    }
     // (Another process's page tables cannot be asked: a foreign chunk is
     // loaded again, and pages still there answer EEXIST and a wake.)
     if (space.local() && page_mapped(addr)) {
@@ -253,8 +266,8 @@ bool Engine::start(ReadOp* op) {
   // fault never waits behind a full queue of speculation.
   uint32_t depth = op->kind == ReadOp::Kind::kDemand ? slot->depth : slot->depth - slot->depth / 4;
   if (slot->in_flight + slot->batch.size() >= depth) return false;
-  if (!op->staging) {
-    op->staging = staging_.allocate(op->length);
+  if (!op->staging) {  // (shared memory is read straight into its alias)
+    op->staging = r->shared() ? r->alias.data() + op->offset : staging_.allocate(op->length);
     if (!op->staging) return false;
   }
   if (op->got % r->backend->alignment() != 0) op->got = 0;  // O_DIRECT: restart aligned
@@ -402,7 +415,7 @@ void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
   if (c.zero) {
     std::memset(op->staging + op->got, 0, result);
   } else if (c.data) {
-    if (op->got == 0 && result >= op->valid)
+    if (op->got == 0 && result >= op->valid && !r->shared())
       op->source = c.data;  // placed from the backend's memory: no staging copy
     else
       std::memcpy(op->staging + op->got, c.data, result);
@@ -508,14 +521,24 @@ PlaceResult Engine::place_pages(ReadOp* op, bool wake, uint32_t until) {
   RegionState* r = op->region;
   const std::byte* src = op->zero ? nullptr : (op->source ? op->source : op->staging) + op->placed;
   Place how = op->zero ? Place::kZero : Place::kCopy;
-  if (r->dirty) {
-    // Tracked regions get every page write-protected, so the first write
-    // shows in the dirty log; ZEROPAGE cannot do that, a copy of zeros can.
+  // Tracked regions get every page write-protected, so the first write
+  // shows in the dirty log: ZEROPAGE cannot do that, and cannot place huge
+  // pages; a copy of zeros can do both.
+  if (op->zero && (r->dirty || r->options.page_size != kPageSize)) {
     how = Place::kCopy;
-    if (op->zero) src = r->dirty->zeros();
+    src = zeros_.data();
+  }
+  if (r->shared()) {
+    // The bytes are in the memfd (reads land in its alias); a chunk with
+    // nothing read gets zero pages there first.
+    if (op->zero) {
+      if (int err = zero_fill_shared(r, op->offset + op->placed, until - op->placed)) return {0, err, false};
+    }
+    how = Place::kContinue;
+    src = nullptr;
   }
   PlaceResult res = uffd_place(r->space->fd(), how, r->base() + op->offset + op->placed, src,
-                               until - op->placed, wake, r->dirty != nullptr);
+                               until - op->placed, wake, r->dirty != nullptr, r->options.page_size);
   op->placed += static_cast<uint32_t>(res.done);
   return res;
 }
@@ -584,7 +607,7 @@ void Engine::fail(ReadOp* op, int err) {
 void Engine::poison(RegionState* r, uintptr_t addr, uint64_t len) {
   FAULTLINE_ASSERT_LOOP(loop_);
   if (r->space->uffd.mode.poison && test_.use_uffdio_poison) {
-    PlaceResult res = uffd_place(r->space->fd(), Place::kPoison, addr, nullptr, len, true);
+    PlaceResult res = uffd_place(r->space->fd(), Place::kPoison, addr, nullptr, len, true, false, r->options.page_size);
     if (res.error == 0) {
       if (res.hit_existing) uffd_wake(r->space->fd(), addr, len);
       return;
@@ -618,7 +641,7 @@ void Engine::finish(ReadOp* op) {
   op->advance(ReadOp::Stage::kFree);
   RegionState* r = op->region;
   unreserve(op);
-  if (op->staging) staging_.release(op->staging, op->length);
+  if (op->staging && !r->shared()) staging_.release(op->staging, op->length);
   drain_in_flight_ -= op->drain_bytes;
   r->loop.ops.erase(op->chunk);
   std::vector<uint64_t> waiters = std::move(op->waiters);
@@ -627,6 +650,35 @@ void Engine::finish(ReadOp* op) {
   op->waiters = std::move(waiters);
   spare_ops_.push_back(op);
   if (r->loop.dead && r->loop.in_flight == 0 && r->loop.ops.empty()) finish_removal(r);
+}
+
+// A fault on a shared-memory chunk already placed: the memfd holds its
+// bytes and only this mapping lost them (MADV_DONTNEED zaps the page
+// table, not the file), or MADV_REMOVE punched them out (a hole: CONTINUE
+// says EFAULT; it reads zeros, as a punched file does). Never read again:
+// what the application wrote is in the file.
+void Engine::map_shared_again(RegionState* r, uint64_t chunk) {
+  FAULTLINE_ASSERT_LOOP(loop_);
+  uint64_t offset = chunk << r->fill_shift, len = r->chunk_length(chunk);
+  uintptr_t at = r->base() + offset;
+  PlaceResult res = uffd_place(r->space->fd(), Place::kContinue, at, nullptr, len, false);
+  if (res.error == EFAULT) {
+    if (int err = zero_fill_shared(r, offset + res.done, len - res.done)) {
+      res.error = err;
+    } else {
+      PlaceResult rest = uffd_place(r->space->fd(), Place::kContinue, at + res.done, nullptr, len - res.done, false);
+      res.error = rest.error;
+    }
+  }
+  // EAGAIN (events pending): woken, the thread faults again after they
+  // are read. Anything else would fault forever: SIGBUS instead.
+  if (res.error != 0 && res.error != EAGAIN) {
+    logf(options_.log, LogLevel::kError, "mapping %llu shared bytes at %p again failed: %s; the pages get SIGBUS",
+         static_cast<unsigned long long>(len), reinterpret_cast<void*>(at), std::strerror(res.error));
+    count(r, &Stats::errors, 1);
+    poison(r, at, len);
+  }
+  r->space->wakes.emplace_back(at, len);
 }
 
 void Engine::retry_deferred() {

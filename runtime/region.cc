@@ -64,6 +64,8 @@ std::byte* Region::data() const {
   return state_ && !state_->foreign ? reinterpret_cast<std::byte*>(state_->base()) : nullptr;
 }
 
+int Region::shared_memory_fd() const { return state_ && state_->shared() ? state_->shared_fd.get() : -1; }
+
 uintptr_t Region::address() const { return state_ ? state_->base() : 0; }
 
 size_t Region::size() const { return state_ ? state_->length : 0; }

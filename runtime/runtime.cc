@@ -2,11 +2,14 @@
 #include "faultline/runtime.h"
 
 #include <errno.h>
+#include <linux/mman.h>  // MAP_HUGE_2MB
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <bit>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include "engine.h"
@@ -43,6 +46,29 @@ namespace {
 void validate(const Backend& backend, const RegionOptions& o, const RuntimeOptions& ro) {
   if (o.fill_size < 4096 || o.fill_size > 2 * 1024 * 1024 || !std::has_single_bit(o.fill_size))
     throw Error(field("fill_size", o.fill_size) + ": must be a power of two from 4096 to 2097152");
+  if (o.page_size != detail::kPageSize && o.page_size != detail::kHugePageSize)
+    throw Error(field("page_size", o.page_size) + ": must be 4096 or 2097152 (2 MiB huge pages)");
+  if (o.page_size == detail::kHugePageSize) {
+    auto refuse = [](const std::string& what) {
+      throw Error(what + " does not work with 2 MiB pages (RegionOptions.page_size = 2097152)");
+    };
+    if (o.fill_size != o.page_size)
+      refuse(field("fill_size", o.fill_size) + ": huge pages are placed whole, so fill_size must be 2097152; " +
+             std::to_string(o.fill_size));
+    if (o.budget.bytes || ro.budget.bytes) refuse("a memory budget");
+    if (o.track_dirty) refuse("RegionOptions.track_dirty");
+    if (o.write_back) refuse("RegionOptions.write_back");
+  }
+  if (o.shared_memory) {
+    auto refuse = [](const std::string& what) {
+      throw Error(what + " does not work with RegionOptions.shared_memory");
+    };
+    if (o.page_size != detail::kPageSize) refuse(field("page_size", o.page_size));
+    if (o.budget.bytes || ro.budget.bytes) refuse("a memory budget");
+    if (o.track_dirty) refuse("RegionOptions.track_dirty");
+    if (o.write_back) refuse("RegionOptions.write_back");
+    if (o.reload_removed) refuse("RegionOptions.reload_removed (the memfd keeps the bytes)");
+  }
   if (o.readahead && (o.readahead_max < o.fill_size || o.readahead_max > (uint64_t{1} << 30)))
     throw Error(field("readahead_max", o.readahead_max) + ": must be at least fill_size (" +
                 std::to_string(o.fill_size) + ") and at most 1 GiB");
@@ -79,6 +105,39 @@ void validate(const Backend& backend, const RegionOptions& o, const RuntimeOptio
                   backend.name() + " (" + std::to_string(size - o.offset) + " bytes from offset " +
                   std::to_string(o.offset) + "); bytes past its end could not be written back");
   }
+}
+
+// A private mapping of 2 MiB pages from the reserved pool. mmap takes them
+// from the pool at once, so too few fails here, with the figures, rather
+// than with SIGBUS on a later fault.
+void* map_huge_pages(uint64_t len, int prot) {
+  void* p = mmap(nullptr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0);
+  if (p != MAP_FAILED) return p;
+  int err = errno;
+  if (err != ENOMEM) throw_errno("cannot map " + std::to_string(len) + " bytes of 2 MiB huge pages", err);
+  std::string free_pages = "unknown";
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string line; std::getline(meminfo, line);)
+    if (line.rfind("HugePages_Free:", 0) == 0) free_pages = line.substr(line.find_first_not_of(" ", 15));
+  throw Error("cannot map " + std::to_string(len) + " bytes of 2 MiB huge pages: " +
+              std::to_string(len / detail::kHugePageSize) + " are needed and " + free_pages +
+              " are free (HugePages_Free in /proc/meminfo); reserve more with sysctl vm.nr_hugepages=N");
+}
+
+// A shared-memory region: a memfd of `len` bytes, mapped shared for the
+// application (returned; registered by the caller) and again for the
+// runtime (l->alias, where reads land; never registered, so filling it
+// faults nothing). Neither is inherited by a child.
+void* map_shared_memory(uint64_t len, int prot, detail::RegionLayout* l) {
+  l->shared_fd = detail::UniqueFd(memfd_create("faultline-region", MFD_CLOEXEC));
+  if (!l->shared_fd) throw_errno("RegionOptions.shared_memory: memfd_create", errno);
+  if (ftruncate(l->shared_fd.get(), static_cast<off_t>(len)) != 0)
+    throw_errno("RegionOptions.shared_memory: cannot size the memfd to " + std::to_string(len) + " bytes", errno);
+  void* a = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, l->shared_fd.get(), 0);
+  if (a == MAP_FAILED) throw_errno("RegionOptions.shared_memory: cannot map the memfd", errno);
+  l->alias = detail::Mapping(a, len);
+  madvise(a, len, MADV_DONTFORK);
+  return mmap(nullptr, len, prot, MAP_SHARED | MAP_NORESERVE, l->shared_fd.get(), 0);
 }
 
 }  // namespace
@@ -158,6 +217,8 @@ std::shared_ptr<detail::RegionState> new_region_state(detail::RegionLayout l, ui
 Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& options) {
   if (!backend) throw Error("Runtime::map: the backend is null");
   validate(*backend, options, engine_->options());
+  if (options.shared_memory && !engine_->mode().minor_shmem)
+    throw Error("RegionOptions.shared_memory: the kernel does not offer UFFD_FEATURE_MINOR_SHMEM (Linux 5.13+)");
   if ((options.track_dirty || options.write_back) && !engine_->mode().wp_async)
     throw Error(std::string("RegionOptions.") + (options.write_back ? "write_back" : "track_dirty") +
                 ": the kernel does not offer UFFD_FEATURE_WP_ASYNC (Linux 6.7+ needed for dirty tracking)");
@@ -165,17 +226,26 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   uint64_t length = options.length ? options.length : backend->size() - options.offset;
   detail::RegionLayout l = plan_region(std::move(backend), options, engine_->options(), length, &budget);
   l.space = engine_->own_space();
-  uint64_t map_len = (l.length + detail::kPageSize - 1) & ~(detail::kPageSize - 1);
+  const uint64_t page = options.page_size;
+  uint64_t map_len = (l.length + page - 1) & ~(page - 1);
 
   int prot = options.writable ? PROT_READ | PROT_WRITE : PROT_READ;
-  void* p = mmap(nullptr, map_len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* p;
+  if (options.shared_memory)
+    p = map_shared_memory(map_len, prot, &l);
+  else if (page == detail::kPageSize)
+    p = mmap(nullptr, map_len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  else
+    p = map_huge_pages(map_len, prot);
   if (p == MAP_FAILED) throw_errno("cannot reserve " + std::to_string(map_len) + " bytes for a region", errno);
   l.memory = detail::Mapping(p, map_len);
-  // 4 KiB precision (UFFDIO_COPY never makes huge pages anyway). A forked
-  // child gets a copy served on its own userfaultfd (UFFD_EVENT_FORK);
-  // without that event, it must not inherit a range nobody serves for it.
-  madvise(p, map_len, MADV_NOHUGEPAGE);
-  if (!engine_->mode().event_fork || !engine_->options().serve_forks) madvise(p, map_len, MADV_DONTFORK);
+  // 4 KiB precision (UFFDIO_COPY of 4 KiB pages never makes transparent
+  // huge pages anyway). A forked child gets a copy served on its own
+  // userfaultfd (UFFD_EVENT_FORK); without that event, it must not
+  // inherit a range nobody serves for it.
+  if (page == detail::kPageSize) madvise(p, map_len, MADV_NOHUGEPAGE);
+  if (!engine_->mode().event_fork || !engine_->options().serve_forks || options.shared_memory)
+    madvise(p, map_len, MADV_DONTFORK);
   auto r = new_region_state(std::move(l), budget);
 
   if (r->options.track_dirty) {
@@ -186,7 +256,7 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
                                                    r->dirty.get(), engine_->options().log});
   }
 
-  detail::uffd_register(engine_->uffd(), p, map_len, r->options.track_dirty);
+  detail::uffd_register(engine_->uffd(), p, map_len, r->options.track_dirty, r->shared());
   try {
     engine_->add_region(r);
   } catch (...) {
@@ -216,9 +286,10 @@ Region Runtime::map_foreign(const ForeignSpace& space, uintptr_t address, uint64
   if (options.length && options.length != length)
     throw Error("Runtime::map_foreign: " + field("length", options.length) + " differs from the length argument (" +
                 std::to_string(length) + "); leave it 0");
-  if (length == 0 || length % detail::kPageSize || address % detail::kPageSize || address + length < address)
+  if (length == 0 || length % options.page_size || address % options.page_size || address + length < address)
     throw Error("Runtime::map_foreign: address " + std::to_string(address) + " and length " + std::to_string(length) +
-                " must be non-zero multiples of 4096 within the address space");
+                " must be non-zero multiples of the page size (" + std::to_string(options.page_size) +
+                ") within the address space");
   validate(*backend, options, engine_->options());
   uint64_t budget = 0;
   detail::RegionLayout l = plan_region(std::move(backend), options, engine_->options(), length, &budget);

@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -74,7 +75,8 @@ std::string UffdMode::describe() const {
     << (user_mode_only ? ", user-mode faults only (kernel accesses to unfilled pages fail with EFAULT)"
                        : ", kernel and user faults")
     << (poison ? ", UFFDIO_POISON" : ", no UFFDIO_POISON (SIGBUS by a zero-length file mapping)")
-    << (wp_async ? ", WP_ASYNC (dirty tracking)" : ", no WP_ASYNC (no dirty tracking or write-back)");
+    << (wp_async ? ", WP_ASYNC (dirty tracking)" : ", no WP_ASYNC (no dirty tracking or write-back)")
+    << (minor_shmem ? ", MINOR_SHMEM (shared memory)" : ", no MINOR_SHMEM (no shared-memory regions)");
   s << ", events:" << (event_remove ? " remove" : "") << (event_unmap ? " unmap" : "") << (event_remap ? " remap" : "")
     << (event_fork ? " fork" : " (no fork: children do not inherit regions)");
   s << ", features 0x" << std::hex << features << " (enabled 0x" << enabled << ")";
@@ -155,7 +157,7 @@ Uffd open_uffd(bool fork_event) {
   // read the FORK message: the loop must be parked, allocation-free, by
   // then). It needs CAP_SYS_PTRACE: EPERM without, and then none.
   uint64_t wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
-                    UFFD_FEATURE_POISON;
+                    UFFD_FEATURE_POISON | UFFD_FEATURE_MINOR_SHMEM;
   if (fork_event) wanted |= UFFD_FEATURE_EVENT_FORK;
   constexpr uint64_t kAsyncWp = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
   if ((offered & kAsyncWp) == kAsyncWp) wanted |= kAsyncWp | UFFD_FEATURE_MOVE;  // MOVE: write-back eviction
@@ -175,6 +177,7 @@ Uffd open_uffd(bool fork_event) {
   u.mode.poison = (offered & UFFD_FEATURE_POISON) != 0;
   u.mode.wp_async = (enabled & UFFD_FEATURE_WP_ASYNC) != 0;
   u.mode.move = (enabled & UFFD_FEATURE_MOVE) != 0;
+  u.mode.minor_shmem = (enabled & UFFD_FEATURE_MINOR_SHMEM) != 0;
   u.mode.event_remove = (enabled & UFFD_FEATURE_EVENT_REMOVE) != 0;
   u.mode.event_unmap = (enabled & UFFD_FEATURE_EVENT_UNMAP) != 0;
   u.mode.event_remap = (enabled & UFFD_FEATURE_EVENT_REMAP) != 0;
@@ -196,11 +199,12 @@ UniqueFd open_uffd_features(uint64_t wanted, uint64_t* offered) {
   return fd;
 }
 
-void uffd_register(int uffd, void* addr, uint64_t len, bool track_writes) {
+void uffd_register(int uffd, void* addr, uint64_t len, bool track_writes, bool minor) {
   uffdio_register r{};
   r.range.start = reinterpret_cast<uintptr_t>(addr);
   r.range.len = len;
-  r.mode = UFFDIO_REGISTER_MODE_MISSING | (track_writes ? UFFDIO_REGISTER_MODE_WP : 0);
+  r.mode = UFFDIO_REGISTER_MODE_MISSING | (track_writes ? UFFDIO_REGISTER_MODE_WP : 0) |
+           (minor ? UFFDIO_REGISTER_MODE_MINOR : 0);
   if (ioctl(uffd, UFFDIO_REGISTER, &r) != 0) throw_errno("UFFDIO_REGISTER", errno);
 }
 
@@ -278,6 +282,14 @@ int64_t place_once(int uffd, Place how, uintptr_t dst, const void* src, uint64_t
       progress = z.zeropage;
       break;
     }
+    case Place::kContinue: {
+      uffdio_continue c{};
+      c.range = {dst, len};
+      c.mode = wake ? 0 : UFFDIO_CONTINUE_MODE_DONTWAKE;
+      rc = ioctl(uffd, UFFDIO_CONTINUE, &c);
+      progress = c.mapped;
+      break;
+    }
     default: {
       uffdio_poison p{};
       p.range = {dst, len};
@@ -296,7 +308,7 @@ int64_t place_once(int uffd, Place how, uintptr_t dst, const void* src, uint64_t
 }  // namespace
 
 PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake,
-                       bool write_protect) {
+                       bool write_protect, uint64_t page) {
   PlaceResult r;
   int eintr_budget = 16;
   while (r.done < len) {
@@ -311,7 +323,7 @@ PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint
       // The first page is present (installed by someone else, or never
       // removed). Skip it; the caller must wake the range.
       r.hit_existing = true;
-      r.done += kPageSize;
+      r.done += page;
       continue;
     }
     if (err == EINTR && --eintr_budget > 0) continue;
@@ -320,6 +332,17 @@ PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint
   }
   r.done = len;
   return r;
+}
+
+PlaceResult uffd_poison_any(int uffd, uintptr_t addr, uint64_t len) {
+  PlaceResult res = uffd_place(uffd, Place::kPoison, addr, nullptr, len, true);
+  if (res.error != EINVAL) return res;
+  uintptr_t start = (addr + res.done) & ~(kHugePageSize - 1);
+  uintptr_t end = (addr + len + kHugePageSize - 1) & ~(kHugePageSize - 1);
+  PlaceResult huge = uffd_place(uffd, Place::kPoison, start, nullptr, end - start, true, false, kHugePageSize);
+  huge.hit_existing |= res.hit_existing;
+  huge.done = std::min<uint64_t>(len, start - addr + huge.done);
+  return huge;
 }
 
 }  // namespace detail

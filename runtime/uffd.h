@@ -11,6 +11,7 @@
 namespace faultline::detail {
 
 constexpr uint64_t kPageSize = 4096;
+constexpr uint64_t kHugePageSize = 2 * 1024 * 1024;  // RegionOptions.page_size of hugetlb memory
 
 struct Uffd {
   UniqueFd fd;
@@ -32,13 +33,15 @@ Uffd open_uffd(bool fork_event);
 UniqueFd open_uffd_features(uint64_t wanted, uint64_t* offered);
 
 // Registers [addr, addr + len) in MISSING mode, and in WP mode too when
-// `track_writes` (dirty tracking: needs UffdMode::wp_async). Throws Error.
-void uffd_register(int uffd, void* addr, uint64_t len, bool track_writes = false);
+// `track_writes` (dirty tracking: needs UffdMode::wp_async), and in MINOR
+// mode too when `minor` (shared memory: needs UffdMode::minor_shmem).
+// Throws Error.
+void uffd_register(int uffd, void* addr, uint64_t len, bool track_writes = false, bool minor = false);
 // Unregisters; wakes every thread waiting on the range. Errors are ignored:
 // the range may already be partly unmapped by the application.
 void uffd_unregister(int uffd, void* addr, uint64_t len);
 
-// Outcome of placing pages with COPY, ZEROPAGE or POISON.
+// Outcome of placing pages with COPY, ZEROPAGE, CONTINUE or POISON.
 struct PlaceResult {
   uint64_t done = 0;        // bytes handled (placed, or already present)
   int error = 0;            // 0 when done == len; EAGAIN: retry the rest
@@ -47,15 +50,24 @@ struct PlaceResult {
                               // their waiters need an explicit wake
 };
 
-enum class Place { kCopy, kZero, kPoison };
+// kContinue maps pages already in a shared memory file's page cache.
+enum class Place { kCopy, kZero, kContinue, kPoison };
 
 // Places pages over [dst, dst + len), skipping pages that already exist and
 // continuing after partial progress. `src` is used for kCopy only.
 // `write_protect` (kCopy only) installs the pages write-protected
 // (UFFDIO_COPY_MODE_WP), so that the application's first write to them is
-// seen by dirty tracking.
+// seen by dirty tracking. `page` is the memory's page size: dst and len
+// are multiples of it (hugetlb memory takes whole 2 MiB pages, and no
+// kZero).
 PlaceResult uffd_place(int uffd, Place how, uintptr_t dst, const void* src, uint64_t len, bool wake,
-                       bool write_protect = false);
+                       bool write_protect = false, uint64_t page = kPageSize);
+
+// UFFDIO_POISON over [addr, addr + len) of memory whose page size is not
+// known (a range of another process): 4 KiB pages, or whole 2 MiB ones
+// where the kernel says EINVAL (hugetlb memory), the range then widened to
+// the huge pages it touches. Skips pages already present.
+PlaceResult uffd_poison_any(int uffd, uintptr_t addr, uint64_t len);
 
 // UFFDIO_MOVE of [src, src + len) to dst (both in ranges registered with
 // this uffd; holes in src are skipped): atomic per page under the page-table

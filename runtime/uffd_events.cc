@@ -112,6 +112,9 @@ void Engine::on_remove(UffdSpace& space, uintptr_t start, uintptr_t end) {
       // the application's: they load from the backend again, and are
       // accounted when it reports them.
       if (r->loop.dropping_bits.test(c)) continue;
+      // Shared memory keeps a placed chunk's bytes in the memfd (or reads
+      // zeros where MADV_REMOVE punched it): on_fault maps it again.
+      if (r->shared() && r->loop.present.test(c)) continue;
       uint64_t lo = std::max(first, c << r->fill_shift), hi = std::min(last, (c + 1) << r->fill_shift);
       // RegionOptions::reload_removed, and write-back regions, load from
       // the backend again (it has what was written back).
@@ -174,7 +177,7 @@ void Engine::on_remap(UffdSpace& space, uintptr_t from, uintptr_t to, uint64_t l
        static_cast<unsigned long long>(len), r->backend->name().c_str(), reinterpret_cast<void*>(from),
        reinterpret_cast<void*>(to));
   if (space.uffd.mode.poison) {
-    PlaceResult res = uffd_place(space.fd(), Place::kPoison, to, nullptr, last - first, true);
+    PlaceResult res = uffd_place(space.fd(), Place::kPoison, to, nullptr, last - first, true, false, r->options.page_size);
     if (res.error == 0) return;
   }
   uffd_unregister(space.fd(), reinterpret_cast<void*>(to), last - first);  // no POISON: plain zero pages
@@ -196,7 +199,7 @@ void Engine::on_fork(UffdSpace& space, int child_uffd) {
   try {
     child = add_space(Uffd{std::move(fd), space.uffd.mode}, UffdSpace::kForkedChild);
     for (auto& [addr, r] : space.regions) {
-      if (r->loop.dead) continue;
+      if (r->loop.dead || r->shared()) continue;  // (shared memory is MADV_DONTFORK)
       auto copy = clone_for_child(r, child);
       child->regions[addr] = copy.get();
       child->owned.push_back(std::move(copy));
@@ -289,7 +292,7 @@ void Engine::poison_children_left() {
     for (auto& entry : space->regions) {  // (not a structured binding: clang 14 cannot capture one)
       auto& r = entry.second;
       r->loop.unmapped.for_each_outside(0, r->memory.size(), [&](uint64_t s, uint64_t e) {
-        uffd_place(space->fd(), Place::kPoison, r->base() + s, nullptr, e - s, true);
+        uffd_place(space->fd(), Place::kPoison, r->base() + s, nullptr, e - s, true, false, r->options.page_size);
       });
     }
   }

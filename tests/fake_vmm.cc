@@ -22,7 +22,11 @@
 // region to a new address, UFFD_FEATURE_EVENT_REMAP requested: it must be
 // served there), fork (UFFD_FEATURE_EVENT_FORK requested: a child reads
 // and checks every page, then the parent does; exit 77 where the kernel
-// refuses the feature without CAP_SYS_PTRACE). SPELLING: page_size,
+// refuses the feature without CAP_SYS_PTRACE). Huge pages: huge (the
+// guest memory is MAP_HUGETLB, 2 MiB pages, page_size 2097152; only the
+// image's whole 2 MiB pages are mapped and checked), huge-balloon (the
+// same, then the last 2 MiB of the first region is ballooned; it needs 4
+// MiB or more). SPELLING: page_size,
 // page_size_kib or both. Exit 0 when everything matched; 1 with a message
 // otherwise. alarm(60) bounds every run.
 #include <fcntl.h>
@@ -31,6 +35,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <linux/mman.h>  // MAP_HUGE_2MB
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -61,6 +66,7 @@ struct GuestRegion {
   std::byte* addr;
   size_t size;
   uint64_t offset;  // in RAW
+  size_t page_size;
 };
 
 int make_uffd(const std::vector<GuestRegion>& regions, uint64_t more_features = 0) {
@@ -97,8 +103,8 @@ std::string mappings_json(const std::vector<GuestRegion>& regions, const std::st
     if (i) j += ",";
     j += "{\"base_host_virt_addr\":" + std::to_string(reinterpret_cast<uintptr_t>(r.addr)) +
          ",\"size\":" + std::to_string(r.size) + ",\"offset\":" + std::to_string(r.offset);
-    if (spelling == "page_size" || spelling == "both") j += ",\"page_size\":4096";
-    if (spelling == "page_size_kib" || spelling == "both") j += ",\"page_size_kib\":4096";
+    if (spelling == "page_size" || spelling == "both") j += ",\"page_size\":" + std::to_string(r.page_size);
+    if (spelling == "page_size_kib" || spelling == "both") j += ",\"page_size_kib\":" + std::to_string(r.page_size);
     j += "}";
   }
   return j + "]";
@@ -169,14 +175,20 @@ int main(int argc, char** argv) {
   if (pread(raw, image.data(), image.size(), 0) != raw_size) die("cannot read " + raw_path);
   close(raw);
 
-  // Guest memory: separate anonymous mappings, as a VMM makes them.
-  const size_t per = image.size() / kPage / nregions * kPage;
+  // Guest memory: separate anonymous mappings, as a VMM makes them. Huge
+  // pages come from the reserved pool (the test reserves them).
+  const bool huge = mode == "huge" || mode == "huge-balloon";
+  const size_t page_size = huge ? size_t{2} << 20 : kPage;
+  const size_t guest_bytes = image.size() / page_size * page_size;
+  const size_t per = guest_bytes / page_size / nregions * page_size;
+  if (per == 0) die("RAW is too small for " + std::to_string(nregions) + " regions of " + std::to_string(page_size) + "-byte pages");
   std::vector<GuestRegion> regions;
   for (int i = 0; i < nregions; ++i) {
-    size_t size = i == nregions - 1 ? image.size() - per * i : per;
-    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) die("mmap");
-    regions.push_back({static_cast<std::byte*>(p), size, per * i});
+    size_t size = i == nregions - 1 ? guest_bytes - per * i : per;
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | (huge ? MAP_HUGETLB | MAP_HUGE_2MB : MAP_NORESERVE);
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (p == MAP_FAILED) die(std::string("mmap of guest memory: ") + std::strerror(errno));
+    regions.push_back({static_cast<std::byte*>(p), size, per * i, page_size});
   }
   std::vector<GuestRegion> first = regions, second;
   if (mode == "two-uffds") {
@@ -226,9 +238,9 @@ int main(int argc, char** argv) {
     int uffd2 = make_uffd(second);
     send_message(sock, mappings_json(second, spelling), uffd2);
     close(uffd2);  // (the handler holds its copy; Firecracker's is kept, ours need not be)
-  } else if (mode == "balloon" || mode == "remap" || mode == "fork") {
+  } else if (mode == "balloon" || mode == "remap" || mode == "fork" || mode == "huge-balloon") {
     read_every_second_page(regions[0], image);
-  } else if (mode != "ok") {
+  } else if (mode != "ok" && mode != "huge") {
     die("unknown MODE " + mode);
   }
   // The balloon: these bytes of the first region must read zeros from now on.
@@ -236,6 +248,12 @@ int main(int argc, char** argv) {
   if (mode == "balloon") {
     balloon_at = std::min<size_t>(kPage * 16, regions[0].size / 4);
     balloon_len = std::min<size_t>(1 << 20, regions[0].size / 2) / kPage * kPage;
+  } else if (mode == "huge-balloon") {
+    if (regions[0].size < 2 * page_size) die("huge-balloon needs a first region of 4 MiB or more");
+    balloon_at = regions[0].size - page_size;
+    balloon_len = page_size;
+  }
+  if (balloon_len) {
     if (madvise(regions[0].addr + balloon_at, balloon_len, MADV_DONTNEED) != 0)
       die(std::string("madvise(MADV_DONTNEED): ") + std::strerror(errno));
   }
@@ -265,7 +283,7 @@ int main(int argc, char** argv) {
   std::atomic<uint64_t> bad{0};
   std::atomic<long> first_bad{-1};
   std::vector<std::thread> threads;
-  const size_t pages = image.size() / kPage;
+  const size_t pages = guest_bytes / kPage;
   for (int t = 0; t < nthreads; ++t)
     threads.emplace_back([&, t] {
       for (size_t k = 0; k < pages; ++k) {

@@ -132,7 +132,7 @@ TEST_CASE("Runtime::adopt and map_foreign serve another process's memory", "[for
   o.length = 4096;
   CHECK_THAT(refused(o), Catch::Contains("RegionOptions.length = 4096 differs"));
   CHECK_THAT(error_of([&] { rt.map_foreign(space, base0 + 1, size0, backend); }),
-             Catch::Contains("must be non-zero multiples of 4096"));
+             Catch::Contains("must be non-zero multiples of the page size (4096)"));
   {
     Runtime with_budget([] {
       RuntimeOptions ro;

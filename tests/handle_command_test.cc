@@ -85,9 +85,9 @@ struct EventRun {
   std::string out;  // the VMM's stdout
   std::string log;  // everything both printed, for INFO
 };
-EventRun run_event_mode(const Files& f, const std::string& mode) {
+EventRun run_event_mode(const Files& f, const std::string& mode, int regions = 2) {
   ChildProcess h = handler({"handle", f.raw.path(), "--fill-size", "4K", "--socket", f.socket, "--accept-timeout", "20"});
-  ChildProcess v = vmm(mode, f, 2, 4, "both");
+  ChildProcess v = vmm(mode, f, regions, 4, "both");
   EventRun r;
   r.vmm_status = v.wait(60000);
   r.out = all_output(v);
@@ -159,6 +159,33 @@ TEST_CASE("faultline handle serves the VMM's forked child on its own uffd, then 
   // the fork: the child got them only through its own uffd.
   CHECK(r.out.find("child: fork checked") != std::string::npos);
   CHECK(r.handler_status == 0);
+}
+
+TEST_CASE("faultline handle serves hugetlbfs guest memory in whole 2 MiB pages", "[handle][cli][huge]") {
+  HugePages pool(4);  // (the 6 MiB guest, and one more)
+  if (!pool.ok()) {
+    WARN("SKIPPED: " << pool.why());
+    return;
+  }
+  Files f;
+  SECTION("two mappings, read by four threads, every byte checked") {
+    // (--fill-size 4K: a huge mapping is still served in whole pages, or
+    // the VMM's hugetlb memory would refuse every placement.)
+    std::string err = restore(f, {f.raw.path(), "--fill-size", "4K"}, "huge", 2, "both");
+    size_t at = err.find(" bytes placed");
+    REQUIRE(at != std::string::npos);
+    uint64_t placed = std::stoull(err.substr(err.rfind(' ', at - 1) + 1));
+    CHECK(placed >= 6 * 1024 * 1024);
+    CHECK(placed % (2 * 1024 * 1024) == 0);
+  }
+  SECTION("a balloon: the ballooned huge page reads zeros, then takes writes") {
+    EventRun r = run_event_mode(f, "huge-balloon", 1);
+    INFO(r.log);
+    CHECK(r.vmm_status == 0);
+    CHECK(r.out.find("huge-balloon checked") != std::string::npos);
+    CHECK(r.out.find("(the balloon reads zeros)") != std::string::npos);
+    CHECK(r.handler_status == 0);
+  }
 }
 
 TEST_CASE("faultline handle refuses a bad handshake with a clear error, never hangs", "[handle][cli]") {

@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -137,6 +138,53 @@ bool is_uffd_registered(const void* addr, size_t len) {
 }
 
 bool is_root() { return geteuid() == 0; }
+
+namespace {
+
+long read_long(const std::string& path, const std::string& key = "") {
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    if (key.empty()) return std::stol(line);
+    if (line.rfind(key, 0) == 0) return std::stol(line.substr(key.size()));
+  }
+  return -1;
+}
+
+long free_huge_pages() { return read_long("/proc/meminfo", "HugePages_Free:"); }
+
+bool write_nr_hugepages(long n) {
+  std::ofstream out("/proc/sys/vm/nr_hugepages");
+  out << n << "\n";
+  out.flush();
+  return static_cast<bool>(out);
+}
+
+}  // namespace
+
+HugePages::HugePages(size_t pages) {
+  lock_fd_ = ::open("/tmp/faultline-test-hugepages.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX) != 0) {
+    why_ = "cannot lock /tmp/faultline-test-hugepages.lock";
+    return;
+  }
+  long want = static_cast<long>(pages), have = free_huge_pages();
+  if (have >= want) return;
+  if (!is_root()) {
+    why_ = "needs " + std::to_string(want) + " free 2 MiB huge pages, HugePages_Free is " + std::to_string(have) +
+           " (as root the test reserves them; or sysctl vm.nr_hugepages)";
+    return;
+  }
+  long nr = read_long("/proc/sys/vm/nr_hugepages");
+  restore_ = nr;
+  if (!write_nr_hugepages(nr + want - have) || free_huge_pages() < want)
+    why_ = "the kernel could not reserve " + std::to_string(want) + " free 2 MiB huge pages (HugePages_Free is " +
+           std::to_string(free_huge_pages()) + " after raising vm.nr_hugepages)";
+}
+
+HugePages::~HugePages() {
+  if (restore_ >= 0) write_nr_hugepages(restore_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
 
 uint64_t page_cache_bytes(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -54,6 +54,26 @@ size_t threads_named(const std::string& name);  // by /proc/self/task/*/comm
 bool is_uffd_registered(const void* addr, size_t len);
 
 bool is_root();
+
+// Keeps at least `pages` 2 MiB huge pages free in the machine's pool while
+// it lives: as root it raises vm.nr_hugepages as needed and puts it back
+// afterwards. One holder at a time across test processes (a lock file), so
+// parallel tests do not undo each other's reservations. ok() false: why()
+// says what is missing, for a SKIPPED message.
+class HugePages {
+ public:
+  explicit HugePages(size_t pages);
+  ~HugePages();
+  HugePages(const HugePages&) = delete;
+  HugePages& operator=(const HugePages&) = delete;
+  bool ok() const { return why_.empty(); }
+  const std::string& why() const { return why_; }
+
+ private:
+  int lock_fd_ = -1;
+  long restore_ = -1;  // vm.nr_hugepages to put back, or -1
+  std::string why_;
+};
 // Bytes of the file at `path` in the page cache (mincore on a fresh mapping).
 uint64_t page_cache_bytes(const std::string& path);
 

@@ -59,12 +59,14 @@ constexpr const char* kFooter =
     "\"size\": BYTES, \"offset\": BYTES into IMAGE, \"page_size\": BYTES} (the\n"
     "older \"page_size_kib\", which also holds bytes, is accepted), with its\n"
     "userfaultfd as SCM_RIGHTS. Each mapping is served with fill-size chunks,\n"
-    "read-ahead and the working set given. Later messages on the connection\n"
-    "(more uffds) are served too.\n"
+    "read-ahead and the working set given. page_size 2097152 (hugetlbfs guest\n"
+    "memory) is served in whole 2 MiB pages, whatever --fill-size says. Later\n"
+    "messages on the connection (more uffds) are served too.\n"
     "\n"
     "Refused, with a message naming the problem: malformed JSON, a missing\n"
     "field, no descriptor or one that is not a userfaultfd, overlapping\n"
-    "mappings, a mapping beyond IMAGE, a page size other than 4096. Then, and\n"
+    "mappings, a mapping beyond IMAGE, a page size other than 4096 and\n"
+    "2097152, a mapping not aligned to its page size. Then, and\n"
     "on any other error of its own, and on SIGINT or SIGTERM, what the guest\n"
     "has not been served yet is poisoned (its access gets SIGBUS) before the\n"
     "handler exits: the guest fails rather than hangs.\n"
@@ -228,11 +230,12 @@ void check_mappings(const std::vector<Mapping>& maps, uint64_t image_size) {
   for (size_t i = 0; i < maps.size(); ++i) {
     const Mapping& p = maps[i];
     std::string where = "mapping " + std::to_string(i);
-    if (p.page_size != 4096)
+    if (p.page_size != 4096 && p.page_size != 2 * 1024 * 1024)
       throw Error(where + ": page_size " + std::to_string(p.page_size) +
-                  " is not supported (only 4096; huge pages are not served yet)");
-    if (p.size == 0 || p.size % 4096 || p.base % 4096 || p.base + p.size < p.base)
-      throw Error(where + ": base_host_virt_addr and size must be non-zero multiples of 4096");
+                  " is not supported (4096, or 2097152 for hugetlbfs memory)");
+    if (p.size == 0 || p.size % p.page_size || p.base % p.page_size || p.base + p.size < p.base)
+      throw Error(where + ": base_host_virt_addr and size must be non-zero multiples of its page_size (" +
+                  std::to_string(p.page_size) + ")");
     if (p.offset > image_size || p.size > image_size - p.offset)
       throw Error(where + ": [" + std::to_string(p.offset) + ", " + std::to_string(p.offset + p.size) +
                   ") of the image is beyond its end (" + std::to_string(image_size) + " bytes)");
@@ -332,7 +335,8 @@ class Handler {
     for (const Mapping& p : maps) {
       RegionOptions o;
       o.offset = p.offset;
-      o.fill_size = args_.fill_size;
+      o.page_size = static_cast<uint32_t>(p.page_size);
+      o.fill_size = std::max<uint32_t>(args_.fill_size, o.page_size);  // (huge pages are placed whole)
       o.record_touches = !args_.record.empty();
       regions_.push_back({p, rt_.map_foreign(spaces_.back(), p.base, p.size, backend_, o)});
     }

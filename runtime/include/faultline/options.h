@@ -41,6 +41,25 @@ struct RegionOptions {
   uint64_t length = 0;
   // Bytes installed per fault: a power of two from 4 KiB to 2 MiB.
   uint32_t fill_size = 64 * 1024;
+  // The memory's page size: 4096, or 2 MiB (2097152) for huge pages. A
+  // local region is then mapped with MAP_HUGETLB from the pages the machine
+  // has reserved (sysctl vm.nr_hugepages; too few free is an error naming
+  // them); a foreign one is a VMM's hugetlbfs guest memory. Pages are
+  // placed whole, so fill_size must equal page_size, and a budget,
+  // track_dirty and write_back are refused (docs/design.md, "Huge pages").
+  uint32_t page_size = 4096;
+  // Shared memory, as VMMs with shared guest memory use: the region is a
+  // memfd that other processes may map too (Region::shared_memory_fd()).
+  // The runtime fills its page cache through a second, unregistered
+  // mapping (the backend reads straight into it: no staging copy) and
+  // resolves the fault with UFFDIO_CONTINUE. Writes land in the memfd,
+  // shared, never in the backend; MADV_DONTNEED drops only the mapping (the
+  // bytes stay), MADV_REMOVE punches them out (zeros). Another process's
+  // mapping is not served: it sees what was placed, zeros elsewhere. Not
+  // inherited by fork() (MADV_DONTFORK). Needs UFFD_FEATURE_MINOR_SHMEM
+  // (UffdMode::minor_shmem); refused with a budget, track_dirty,
+  // write_back, reload_removed and 2 MiB pages.
+  bool shared_memory = false;
   // Sequential-stream detection: after two faults in order, the runtime reads
   // ahead of the stream, doubling the window on each further sequential
   // fault up to readahead_max bytes (like the kernel's readahead).

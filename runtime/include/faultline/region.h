@@ -38,6 +38,10 @@ class Region {
   size_t size() const;  // the length asked for (not rounded to pages)
   std::span<std::byte> span() const { return {data(), size()}; }
   const RegionOptions& options() const;
+  // RegionOptions::shared_memory: the memfd holding the region's bytes, for
+  // another process to map (pass it over a Unix socket, or dup() it). It
+  // belongs to the region: valid while the region lives. -1 otherwise.
+  int shared_memory_fd() const;
 
   // Asks the runtime to load [offset, offset + length) in the background,
   // like MADV_WILLNEED. Returns at once; demand faults go first.

@@ -47,6 +47,9 @@ struct UffdMode {
   // UFFD_FEATURE_MOVE enabled (6.8+): write-back regions can be evicted
   // under a memory budget (pages are taken out atomically, then written).
   bool move = false;
+  // UFFD_FEATURE_MINOR_SHMEM enabled (5.13+): shared-memory regions
+  // (RegionOptions::shared_memory) are possible.
+  bool minor_shmem = false;
   // The events enabled (docs/design.md, "Events"). REMOVE: MADV_DONTNEED or
   // MADV_REMOVE on a region; its pages read zeros afterwards. UNMAP: munmap
   // of a region's range stops its service. REMAP: a region moved by mremap
