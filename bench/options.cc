@@ -215,14 +215,15 @@ void add_options(CLI::App& app, Options& o) {
   add_parsed(app, "--workloads", "LIST", [&o](const std::string& v) { parse_workloads(v, o); },
              "comma-separated subset of: seq,rand,zipf,mt-rand,copy,reserve,restore,budget-zipf,budget-rand,"
              "write-flush,vm-restore");
+  // (From the configuration table, so the list cannot fall behind it.)
+  std::string config_names, extra_names;
+  for (const ConfigDef& c : all_configs()) {
+    std::string& list = c.extra ? extra_names : config_names;
+    list += (list.empty() ? "" : ",") + std::string(c.name);
+  }
   CLI::Option* configs = add_parsed(
       app, "--configs", "LIST", [&o](const std::string& v) { parse_configs(v, o); },
-      "comma-separated subset of: mmap,mmap-seq,mmap-rand,mmap-willneed,mmap-populate,mmap-msync,faultline-file,"
-      "faultline-memory,faultline-memory-4k,faultline-remote,faultline-remote-4k,faultline-http,faultline-http-4k,"
-      "uffd-textbook,uffdio-copy-bulk,"
-      "uffdio-copy-bulk-64k,faultline-zstd,zstd-eager,zstd-lazy,zstd-lazy-ws,zstd-full,faultline-file-budget,"
-      "faultline-file-budget-fifo,mmap-cgroup,fc-example,fc-file,handle,handle-ws,handle-zstd-ws; extras, run only when named: faultline-file-custom,"
-      "faultline-memory-custom, faultline-remote-unix");
+      "comma-separated subset of: " + config_names + "; extras, run only when named: " + extra_names);
   add_parsed(app, "--caches", "LIST", [&o](const std::string& v) { parse_caches(v, o); },
              "cold,warm (default both); memory-backed configs and the floors run under warm only");
   add_parsed(app, "--custom", "SPEC", [&o](const std::string& v) { parse_custom(v, o.custom); },

@@ -63,10 +63,8 @@ struct RegionLayout {
   // A forked child's copy of a region (uffd_events.cc): the memory is the
   // child's, never unmapped here, and outside every memory budget.
   bool forked = false;
-  // Shared memory (RegionOptions::shared_memory): the memfd `memory` maps,
-  // and its second, unregistered mapping that reads fill.
+  // Shared memory (RegionOptions::shared_memory): the memfd `memory` maps.
   UniqueFd shared_fd;
-  Mapping alias;
 };
 
 // One region as the runtime knows it, by owner: the layout (const, read
@@ -86,7 +84,6 @@ struct RegionState {
         chunks(l.chunks),
         forked(l.forked),
         shared_fd(std::move(l.shared_fd)),
-        alias(std::move(l.alias)),
         addr(reinterpret_cast<uintptr_t>(memory.data())) {}
   ~RegionState() {
     if (forked) memory.release();  // the child's address space, not ours
@@ -107,7 +104,6 @@ struct RegionState {
   const uint64_t chunks;
   const bool forked;
   const UniqueFd shared_fd;  // shared memory: see RegionLayout
-  const Mapping alias;
   std::atomic<uintptr_t> addr;  // where the region is now (Region::data())
 
   // ---- Loop thread only ----

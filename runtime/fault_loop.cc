@@ -61,14 +61,26 @@ constexpr uint64_t kGiveUpPlacingNs = 30ull * 1000 * 1000 * 1000;
 bool transient(int err) { return err == EAGAIN || err == EINTR || err == EBUSY; }
 
 // The bytes past the backend's data are zeros; a chunk of zeros only is
-// placed with ZEROPAGE (not in shared memory: its bytes are in the page
-// cache already, and CONTINUE maps them as they are).
+// placed with ZEROPAGE.
 void complete_bytes(ReadOp* op) {
   if (op->valid < op->length) {
     keep_in_staging(op);
     std::memset(op->staging + op->valid, 0, op->length - op->valid);
   }
-  if (!op->region->shared()) op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
+  op->zero = all_zero(op->source ? op->source : op->staging, op->valid);
+}
+
+// Shared memory: `len` bytes into the memfd's page cache at `offset` of
+// the region (pwrite: no mapping of the memfd in this process is touched).
+// Returns 0 or an errno (ENOSPC, ENOMEM: the memfd cannot grow).
+int shared_write(RegionState* r, uint64_t offset, const std::byte* src, uint64_t len) {
+  for (uint64_t done = 0; done < len;) {
+    ssize_t n = pwrite(r->shared_fd.get(), src + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : EIO;
+    done += static_cast<uint64_t>(n);
+  }
+  return 0;
 }
 
 // Shared memory: zero pages in the memfd's holes over [offset, offset +
@@ -266,8 +278,8 @@ bool Engine::start(ReadOp* op) {
   // fault never waits behind a full queue of speculation.
   uint32_t depth = op->kind == ReadOp::Kind::kDemand ? slot->depth : slot->depth - slot->depth / 4;
   if (slot->in_flight + slot->batch.size() >= depth) return false;
-  if (!op->staging) {  // (shared memory is read straight into its alias)
-    op->staging = r->shared() ? r->alias.data() + op->offset : staging_.allocate(op->length);
+  if (!op->staging) {
+    op->staging = staging_.allocate(op->length);
     if (!op->staging) return false;
   }
   if (op->got % r->backend->alignment() != 0) op->got = 0;  // O_DIRECT: restart aligned
@@ -415,7 +427,7 @@ void Engine::complete(ReadOp* op, const ReadCompletion& c, bool alone) {
   if (c.zero) {
     std::memset(op->staging + op->got, 0, result);
   } else if (c.data) {
-    if (op->got == 0 && result >= op->valid && !r->shared())
+    if (op->got == 0 && result >= op->valid)
       op->source = c.data;  // placed from the backend's memory: no staging copy
     else
       std::memcpy(op->staging + op->got, c.data, result);
@@ -529,11 +541,10 @@ PlaceResult Engine::place_pages(ReadOp* op, bool wake, uint32_t until) {
     src = zeros_.data();
   }
   if (r->shared()) {
-    // The bytes are in the memfd (reads land in its alias); a chunk with
-    // nothing read gets zero pages there first.
-    if (op->zero) {
-      if (int err = zero_fill_shared(r, op->offset + op->placed, until - op->placed)) return {0, err, false};
-    }
+    // Into the memfd first (zeros as its own zero pages), then CONTINUE.
+    uint64_t at = op->offset + op->placed, len = until - op->placed;
+    int err = op->zero ? zero_fill_shared(r, at, len) : shared_write(r, at, src, len);
+    if (err) return {0, err, false};
     how = Place::kContinue;
     src = nullptr;
   }
@@ -641,7 +652,7 @@ void Engine::finish(ReadOp* op) {
   op->advance(ReadOp::Stage::kFree);
   RegionState* r = op->region;
   unreserve(op);
-  if (op->staging && !r->shared()) staging_.release(op->staging, op->length);
+  if (op->staging) staging_.release(op->staging, op->length);
   drain_in_flight_ -= op->drain_bytes;
   r->loop.ops.erase(op->chunk);
   std::vector<uint64_t> waiters = std::move(op->waiters);

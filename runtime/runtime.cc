@@ -124,19 +124,14 @@ void* map_huge_pages(uint64_t len, int prot) {
               " are free (HugePages_Free in /proc/meminfo); reserve more with sysctl vm.nr_hugepages=N");
 }
 
-// A shared-memory region: a memfd of `len` bytes, mapped shared for the
-// application (returned; registered by the caller) and again for the
-// runtime (l->alias, where reads land; never registered, so filling it
-// faults nothing). Neither is inherited by a child.
+// A shared-memory region: a memfd of `len` bytes (l->shared_fd), mapped
+// shared for the application (returned; registered by the caller). The
+// runtime fills it with pwrite, never through a mapping of its own.
 void* map_shared_memory(uint64_t len, int prot, detail::RegionLayout* l) {
   l->shared_fd = detail::UniqueFd(memfd_create("faultline-region", MFD_CLOEXEC));
   if (!l->shared_fd) throw_errno("RegionOptions.shared_memory: memfd_create", errno);
   if (ftruncate(l->shared_fd.get(), static_cast<off_t>(len)) != 0)
     throw_errno("RegionOptions.shared_memory: cannot size the memfd to " + std::to_string(len) + " bytes", errno);
-  void* a = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, l->shared_fd.get(), 0);
-  if (a == MAP_FAILED) throw_errno("RegionOptions.shared_memory: cannot map the memfd", errno);
-  l->alias = detail::Mapping(a, len);
-  madvise(a, len, MADV_DONTFORK);
   return mmap(nullptr, len, prot, MAP_SHARED | MAP_NORESERVE, l->shared_fd.get(), 0);
 }
 
@@ -245,7 +240,7 @@ Region Runtime::map(std::shared_ptr<Backend> backend, const RegionOptions& optio
   // inherit a range nobody serves for it.
   if (page == detail::kPageSize) madvise(p, map_len, MADV_NOHUGEPAGE);
   if (!engine_->mode().event_fork || !engine_->options().serve_forks || options.shared_memory)
-    madvise(p, map_len, MADV_DONTFORK);
+    madvise(p, map_len, MADV_DONTFORK);  // (shared memory: see RegionOptions::shared_memory)
   auto r = new_region_state(std::move(l), budget);
 
   if (r->options.track_dirty) {

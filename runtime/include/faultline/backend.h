@@ -3,8 +3,7 @@
 //
 // A backend is an object of size() bytes that the runtime reads asynchronously
 // and in batches. The runtime hands it ReadRequests pointing into the
-// runtime's own staging memory, or into the unregistered second mapping of
-// a shared-memory region (never into a registered range: a read there
+// runtime's own staging memory (never into a registered region: a read there
 // would fault on itself), and collects ReadCompletions later. Completion is
 // signalled through completion_fd(), which the fault loop polls edge-triggered
 // next to the userfaultfd, so a slow read never blocks other faults.
@@ -82,7 +81,7 @@ namespace faultline {
 struct ReadRequest {
   uint64_t offset = 0;      // byte offset in the backend object
   uint32_t length = 0;      // bytes wanted
-  std::byte* dest = nullptr;  // staging (or alias) memory; valid until the completion is reaped
+  std::byte* dest = nullptr;  // staging memory; valid until the completion is reaped
   uint64_t tag = 0;         // opaque to the backend, returned in the completion
   bool urgent = false;      // a thread is blocked on it (demand fault); the
                             // rest is read-ahead or prefetch. Backends with a
@@ -134,7 +133,7 @@ class Backend {
   virtual void make_urgent(uint64_t tag) { (void)tag; }
 
   // Called by the runtime before the first submit(), with the staging memory
-  // dests point into (but those of shared-memory regions), and again (with the same span) if the backend
+  // every dest will point into, and again (with the same span) if the backend
   // is attached anew after its last region went away. A backend may pin or
   // register it (io_uring fixed buffers); it must not write it outside reads.
   // Failure to register is not an error: plain reads work.

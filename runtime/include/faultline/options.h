@@ -50,9 +50,9 @@ struct RegionOptions {
   uint32_t page_size = 4096;
   // Shared memory, as VMMs with shared guest memory use: the region is a
   // memfd that other processes may map too (Region::shared_memory_fd()).
-  // The runtime fills its page cache through a second, unregistered
-  // mapping (the backend reads straight into it: no staging copy) and
-  // resolves the fault with UFFDIO_CONTINUE. Writes land in the memfd,
+  // The runtime fills its page cache with pwrite and resolves the fault
+  // with UFFDIO_CONTINUE (docs/design.md says why not through a second
+  // mapping). Writes land in the memfd,
   // shared, never in the backend; MADV_DONTNEED drops only the mapping (the
   // bytes stay), MADV_REMOVE punches them out (zeros). Another process's
   // mapping is not served: it sees what was placed, zeros elsewhere. Not
