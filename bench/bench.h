@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -59,8 +60,10 @@ struct Rng {
 // guest's order.
 // kVmRestore reads the same pages of the same image, in a process playing a
 // VMM, through an external page-fault handler (vm_restore_runs.cc).
+// kMigrate migrates a --size region written by threads on a 5% hot set to
+// another process (migrate_runs.cc); its plan is empty.
 enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kRestore, kBudgetZipf, kBudgetRand,
-                      kWriteFlush, kVmRestore };
+                      kWriteFlush, kVmRestore, kMigrate };
 const char* workload_name(Workload w);
 
 struct Plan {
@@ -142,6 +145,16 @@ MachineInfo machine_info(const std::string& dir);
 // The 1-minute load average (other work on the machine makes numbers noisy).
 double loadavg1();
 
+// What a migrate run reports beside its total time (the migration's
+// metrics, faultline/migration.h, and the destination's check); NAN or 0
+// where the mode has none (pre-copy: no requests).
+struct MigrateFigures {
+  bool measured = false;
+  double downtime_ms = NAN, blocked_ms = NAN, request_p50_us = NAN, request_p99_us = NAN;
+  double bytes_sent = NAN, rounds = NAN;
+  uint64_t lost_writes = 0, wrong_words = 0;
+};
+
 // ---------------------------------------------------------------------------
 // One measured run.
 struct RunResult {
@@ -149,6 +162,7 @@ struct RunResult {
   std::string error;
   double seconds = 0;             // timed window (map/advise + workload)
   double first_access_us = -1;    // vm-restore: from the start of the restore to the first page read
+  MigrateFigures migrate;         // migrate: seconds is its total_s
   uint64_t bytes = 0;             // accesses * 4 KiB (seq/copy: dataset size)
   uint64_t accesses = 0;
   uint64_t faults = 0;            // runtime/handler faults, or minflt+majflt for mmap
@@ -218,6 +232,7 @@ struct Context {
   std::string vm_handle_ws_path;    // faultline handle's working sets, on the raw image and on its snapshot
   std::string vm_handle_zstd_ws_path;
   std::string cli_path;             // the faultline program (faultline handle)
+  std::string migration_path;       // samples/live_migration (migrate)
 };
 
 // Thread placement (--pin). Runners call pin_service() right before they
@@ -338,6 +353,15 @@ RunResult run_vm_restore(const Context& ctx, VmConfig cfg);
 // RAW, --vm-restore-vmm socket|file TARGET SIZE FRACTION); exit statuses.
 int fc_example_handler_main(const std::string& socket_path, const std::string& raw_path);
 int vm_restore_vmm_main(const std::string& how, const std::string& target, uint64_t size, double fraction);
+
+// ---------------------------------------------------------------------------
+// migrate runs (migrate_runs.cc): samples/live_migration, the real
+// workload, run as a child: writers on a 5% hot set of a ctx.size region at
+// kMigrateWriteRate page writes per second, migrated over loopback TCP to
+// the process it forks, which carries on and checks every word.
+enum class MigrateConfig { kPrecopy, kPostcopy, kHybrid };
+constexpr uint64_t kMigrateWriteRate = 1270000;  // QEMU's reference run (issue #13)
+RunResult run_migrate(const Context& ctx, MigrateConfig cfg);
 
 struct ReserveResult {
   bool ok = true;

@@ -105,6 +105,17 @@ const std::vector<ConfigDef>& all_configs() {
     vm("handle-ws", VmConfig::kHandleWs, "vm-restore: faultline handle --working-set (recorded by an untimed restore)");
     vm("handle-zstd-ws", VmConfig::kHandleZstdWs,
        "vm-restore: faultline handle on the image's zstd snapshot, --working-set");
+    // Live migration (issue #13, migrate_runs.cc): samples/live_migration.
+    auto mig = [&](const char* name, MigrateConfig c, const char* desc) {
+      ConfigDef def{name, Kind::kMigrate, {}, {}, 0, false, {Workload::kMigrate}, desc};
+      def.mig = c;
+      d.push_back(def);
+    };
+    mig("migrate-precopy", MigrateConfig::kPrecopy,
+        "migrate: pre-copy rounds until the rest fits the 20 ms downtime limit, then stop and switch over");
+    mig("migrate-postcopy", MigrateConfig::kPostcopy,
+        "migrate: switch over at once; faults fetch on the urgent lane while the rest is pushed");
+    mig("migrate-hybrid", MigrateConfig::kHybrid, "migrate: two pre-copy rounds, then post-copy");
     return d;
   }();
   return defs;
@@ -120,11 +131,15 @@ const std::vector<Workload>& all_workloads() {
   static const std::vector<Workload> all = {Workload::kSeq,        Workload::kRand,       Workload::kZipf,
                                             Workload::kMtRand,     Workload::kCopy,       Workload::kReserve,
                                             Workload::kRestore,    Workload::kBudgetZipf, Workload::kBudgetRand,
-                                            Workload::kWriteFlush, Workload::kVmRestore};
+                                            Workload::kWriteFlush, Workload::kVmRestore, Workload::kMigrate};
   return all;
 }
 
 bool is_cgroup_child(const ConfigDef& c) { return c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup; }
+
+bool runs_in_other_process(const ConfigDef& c) {
+  return c.kind == Kind::kVm || c.kind == Kind::kMigrate || is_cgroup_child(c);
+}
 
 bool faultline_kind(Kind k) { return k == Kind::kFaultline || k == Kind::kZstd; }
 

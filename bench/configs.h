@@ -14,7 +14,7 @@ namespace fbench {
 constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kTiB = 1ull << 40;
 
-enum class Kind { kMmap, kFaultline, kTextbook, kBulk, kBudget, kZstd, kVm };
+enum class Kind { kMmap, kFaultline, kTextbook, kBulk, kBudget, kZstd, kVm, kMigrate };
 
 // One configuration: which runner serves it and with what settings.
 struct ConfigDef {
@@ -31,6 +31,7 @@ struct ConfigDef {
   bool cold_only = false;  // warm would not be a distinct case (or not a fair one)
   ZstdConfig zc = ZstdConfig::kFaultline;  // Kind::kZstd
   VmConfig vm = VmConfig::kFcExample;      // Kind::kVm
+  MigrateConfig mig = MigrateConfig::kPrecopy;  // Kind::kMigrate
 };
 
 // Every configuration, in the order of the report.
@@ -43,6 +44,9 @@ const std::vector<Workload>& all_workloads();
 bool supports(const ConfigDef& c, Workload w);
 // Runs through the page cache of another process: no runtime, no RSS check.
 bool is_cgroup_child(const ConfigDef& c);
+// Its memory is another process's (a VMM, a migration's two sides, the
+// cgroup child): this process's RSS and faults say nothing of it.
+bool runs_in_other_process(const ConfigDef& c);
 // faultline itself serves these runs (the RSS check and the runtime's
 // statistics apply); zstd-eager is counted in: its "installed" bytes are the
 // memory it decompresses into.

@@ -49,7 +49,13 @@ sum is checked against the generator):
            mappings and the uffd sent to a handler's Unix socket, exactly as
            Firecracker does); seconds from mapping the guest memory to the
            working set read, and first_access_us. The raw image and faultline
-           handle's working sets (one untimed restore each) live in --dir.)";
+           handle's working sets (one untimed restore each) live in --dir.
+  migrate  migrate-*: samples/live_migration (beside faultline-bench, or the
+           build's): 2 writer threads on a 5% hot set of a --size region at
+           1.27 M page writes/s, migrated over loopback TCP to a process it
+           forks, which carries on and checks every word; seconds = total_s,
+           and downtime_ms, blocked_ms, request_p50_us / p99, bytes_sent,
+           rounds, lost_writes (the most in any repeat))";
 
 // The items of a comma-separated list, empty items dropped.
 std::vector<std::string> split_list(const std::string& s) {
@@ -212,10 +218,11 @@ void add_options(CLI::App& app, Options& o) {
                "small and fast: 128M, 3 repeats (under a minute); the budget cases run in the first repeat only, "
                "over the first quarter of the dataset; faultline-zstd runs seq and rand only")
       ->disable_flag_override();
+  // (From the tables, so the lists cannot fall behind them.)
+  std::string workload_names;
+  for (Workload w : all_workloads()) workload_names += (workload_names.empty() ? "" : ",") + std::string(workload_name(w));
   add_parsed(app, "--workloads", "LIST", [&o](const std::string& v) { parse_workloads(v, o); },
-             "comma-separated subset of: seq,rand,zipf,mt-rand,copy,reserve,restore,budget-zipf,budget-rand,"
-             "write-flush,vm-restore");
-  // (From the configuration table, so the list cannot fall behind it.)
+             "comma-separated subset of: " + workload_names);
   std::string config_names, extra_names;
   for (const ConfigDef& c : all_configs()) {
     std::string& list = c.extra ? extra_names : config_names;

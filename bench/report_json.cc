@@ -112,6 +112,18 @@ Json result(const Agg& a) {
          {"evicted_chunks", number(a.evicted)},
          {"refaults", number(a.refaults)},
          {"first_access_us", number(a.first_access_us)}};
+  // migrate: the fields, at the top level of the result.
+  if (a.migrate.measured) {
+    j["total_s"] = number(a.seconds);
+    j["downtime_ms"] = number(a.migrate.downtime_ms);
+    j["blocked_ms"] = number(a.migrate.blocked_ms);
+    j["request_p50_us"] = number(a.migrate.request_p50_us);
+    j["request_p99_us"] = number(a.migrate.request_p99_us);
+    j["bytes_sent"] = number(a.migrate.bytes_sent);
+    j["rounds"] = number(a.migrate.rounds);
+    j["lost_writes"] = a.migrate.lost_writes;
+    j["wrong_words"] = a.migrate.wrong_words;
+  }
   const bool cache_known = a.k.c->file_cache;
   j["cache_dropped"] = cache_known && a.k.cold ? Json(a.all_dropped) : Json(nullptr);
   j["cached_before_pct"] = cache_known ? number(a.cached_before_pct) : Json(nullptr);

@@ -71,6 +71,23 @@ void print_table(const Bench& b, FILE* f) {
   }
   any = false;
   for (const auto& a : b.aggs) {
+    if (!a.migrate.measured) continue;
+    if (!any) {
+      std::fprintf(f, "\nmigrate (samples/live_migration over loopback TCP; medians, lost writes and wrong words the\n"
+                      "most of any run): total, downtime = stop to resume, post-copy request latency and blocked time\n");
+      std::fprintf(f, "  %-17s %9s %12s %7s %11s %12s %12s %11s %6s %6s\n", "config", "total s", "downtime ms", "rounds",
+                   "sent MiB", "req p50 us", "req p99 us", "blocked ms", "lost", "wrong");
+      any = true;
+    }
+    const MigrateFigures& m = a.migrate;
+    std::fprintf(f, "  %-17s %9s %12s %7s %11s %12s %12s %11s %6llu %6llu\n", a.k.c->name, fmt(a.seconds, "%.3f").c_str(),
+                 fmt(m.downtime_ms, "%.1f").c_str(), fmt(m.rounds, "%.0f").c_str(),
+                 fmt(m.bytes_sent / static_cast<double>(kMiB), "%.0f").c_str(), fmt(m.request_p50_us, "%.0f").c_str(),
+                 fmt(m.request_p99_us, "%.0f").c_str(), fmt(m.blocked_ms, "%.1f").c_str(),
+                 static_cast<unsigned long long>(m.lost_writes), static_cast<unsigned long long>(m.wrong_words));
+  }
+  any = false;
+  for (const auto& a : b.aggs) {
     if (!a.k.c->file_cache || !std::isfinite(a.cache_after_mb) || a.k.c->kind == Kind::kVm) continue;
     if (!any) {
       std::fprintf(f, "\npage cache of the file after the run (mincore on a fresh mapping; medians): for faultline,\n"

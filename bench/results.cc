@@ -20,6 +20,37 @@ double quantile_us(std::vector<uint64_t> v, double q) {
   return static_cast<double>(v[idx]) / 1000.0;
 }
 
+namespace {
+
+void aggregate_migrate(Agg& a) {
+  std::vector<double> down, blocked, p50, p99, bytes, rounds;
+  MigrateFigures& m = a.migrate;
+  for (const RunResult& r : a.runs) {
+    if (!r.migrate.measured) continue;
+    m.measured = true;
+    m.lost_writes = std::max(m.lost_writes, r.migrate.lost_writes);
+    m.wrong_words = std::max(m.wrong_words, r.migrate.wrong_words);
+    if (!r.ok) continue;
+    auto add = [](std::vector<double>& v, double x) {  // (NAN: the mode has none, e.g. pre-copy's requests)
+      if (std::isfinite(x)) v.push_back(x);
+    };
+    add(down, r.migrate.downtime_ms);
+    add(blocked, r.migrate.blocked_ms);
+    add(p50, r.migrate.request_p50_us);
+    add(p99, r.migrate.request_p99_us);
+    add(bytes, r.migrate.bytes_sent);
+    add(rounds, r.migrate.rounds);
+  }
+  m.downtime_ms = median(down);
+  m.blocked_ms = median(blocked);
+  m.request_p50_us = median(p50);
+  m.request_p99_us = median(p99);
+  m.bytes_sent = median(bytes);
+  m.rounds = median(rounds);
+}
+
+}  // namespace
+
 void aggregate(Agg& a) {
   std::vector<double> sec, faults, p50, p90, p99, peak, before, after, delta, inst, cached, cached_after, minf, majf,
       limit;
@@ -60,7 +91,7 @@ void aggregate(Agg& a) {
     if (r.cached_before >= 0) cached.push_back(r.cached_before * 100.0);
     if (r.cache_after_mb >= 0) cached_after.push_back(r.cache_after_mb);
     if (a.k.cold && !r.cache_dropped) a.all_dropped = false;
-    if (a.k.c->kind != Kind::kMmap && a.k.c->kind != Kind::kVm && !is_cgroup_child(*a.k.c)) {
+    if (a.k.c->kind != Kind::kMmap && !runs_in_other_process(*a.k.c)) {
       double im = static_cast<double>(r.installed_bytes) / static_cast<double>(kMiB);
       inst.push_back(im);
       double lim = im * 1.02 + 32.0;
@@ -85,6 +116,7 @@ void aggregate(Agg& a) {
   }
   a.seconds = median(sec);
   a.first_access_us = median(first_access);
+  aggregate_migrate(a);
   if (!sec.empty()) {
     // the run whose time is the (upper) median: its runtime snapshot goes in the JSON
     double best = INFINITY;

@@ -33,6 +33,9 @@ struct Agg {
   double budget_mb = NAN, memory_peak_mb = NAN, evicted = NAN, refaults = NAN;
   double svc_p50 = NAN, svc_p99 = NAN;
   double first_access_us = NAN;  // vm-restore
+  // migrate: medians of the ok runs, but lost_writes and wrong_words are
+  // the most of any run (a target for every run).
+  MigrateFigures migrate;
   double rt_faults = NAN, rt_pages = NAN, rt_read_mb = NAN, rt_ra_chunks = NAN, rt_ra_hits = NAN, rt_p50 = NAN, rt_p99 = NAN,
          rt_max = NAN;
   bool all_ok = true;

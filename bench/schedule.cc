@@ -54,21 +54,21 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
     case Kind::kBudget: r = run_budget(b.ctx, c.budget, plan); break;
     case Kind::kZstd: r = run_zstd(b.ctx, c.zc, plan); break;
     case Kind::kVm: r = run_vm_restore(b.ctx, c.vm); break;  // (the VMM process makes the same plan)
+    case Kind::kMigrate: r = run_migrate(b.ctx, c.mig); break;
   }
   pin_reset();
   // After the run's mapping or region is gone: what it left in the cache.
   if (c.file_cache) r.cache_after_mb = cached_mb(cache_file);
-  if (c.kind != Kind::kMmap && c.kind != Kind::kVm && !(c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup)) {
+  if (c.kind != Kind::kMmap && !runs_in_other_process(c)) {
     const Faults f1 = read_faults();
     r.minflt = f1.minflt - f0.minflt;
     r.majflt = f1.majflt - f0.majflt;
   }
-  r.rss_before_kb = c.kind == Kind::kVm ? 0 : rss0;  // (vm-restore: the guest is another process's)
+  r.rss_before_kb = runs_in_other_process(c) ? 0 : rss0;
   r.cache_dropped = dropped;
   r.cached_before = cached;
   r.accesses = plan.accesses();
   r.bytes = plan.workload == Workload::kSeq || plan.workload == Workload::kCopy ? b.ctx.size : r.accesses * kPage;
-  if (c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup) r.rss_before_kb = 0;  // another process
   if (c.kind == Kind::kZstd && c.zc == ZstdConfig::kFull) {  // reads every page of the image
     r.accesses = plan.npages;
     r.bytes = b.ctx.size;

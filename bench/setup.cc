@@ -54,20 +54,35 @@ void start_nginx(Bench& b, Prepared& p, bool restore) {
   }
 }
 
-// The faultline program for vm-restore: beside this one (an install), or the
-// build's; "" if neither is there.
-std::string find_cli() {
+// The program `name` installed beside faultline-bench, or else the build's
+// (`build_path`, may be empty); "" if neither is there.
+std::string find_program(const std::string& name, const std::string& build_path) {
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n > 0) {
     std::string dir(self, static_cast<size_t>(n));
     dir.erase(dir.rfind('/') + 1);
-    if (access((dir + "faultline").c_str(), X_OK) == 0) return dir + "faultline";
+    if (access((dir + name).c_str(), X_OK) == 0) return dir + name;
   }
-#ifdef FAULTLINE_CLI_BUILD_PATH
-  if (access(FAULTLINE_CLI_BUILD_PATH, X_OK) == 0) return FAULTLINE_CLI_BUILD_PATH;
-#endif
+  if (!build_path.empty() && access(build_path.c_str(), X_OK) == 0) return build_path;
   return "";
+}
+
+#ifndef FAULTLINE_CLI_BUILD_PATH
+#define FAULTLINE_CLI_BUILD_PATH ""
+#endif
+#ifndef FAULTLINE_LIVE_MIGRATION_BUILD_PATH
+#define FAULTLINE_LIVE_MIGRATION_BUILD_PATH ""
+#endif
+
+// Drops the cases `pred` picks, saying `why` once per configuration.
+template <class Pred>
+void skip_cases(Bench& b, std::vector<Case>& cases, Pred pred, const std::string& why) {
+  for (const auto& k : cases)
+    if (pred(k) && std::none_of(b.skipped.begin(), b.skipped.end(),
+                                [&](const Bench::Skipped& s) { return s.config == k.c->name; }))
+      b.skipped.push_back({k.c->name, why});
+  cases.erase(std::remove_if(cases.begin(), cases.end(), pred), cases.end());
 }
 
 }  // namespace
@@ -106,15 +121,8 @@ void prepare(Bench& b, std::vector<Case>& cases, Prepared& p) {
   // zstd snapshots: after the page server's fork (prepare_zstd starts threads).
   b.ctx.zstd_workers = o.zstd_workers ? o.zstd_workers : std::max(1u, std::thread::hardware_concurrency());
   // faultline-http*: without nginx, those cases are skipped (and said so).
-  if (std::any_of(cases.begin(), cases.end(), is_http_case) && !faultline::tools::NginxServer::available()) {
-    const std::string why = faultline::tools::NginxServer::why_unavailable();
-    for (const auto& k : cases)
-      if (is_http_case(k) && std::none_of(b.skipped.begin(), b.skipped.end(), [&](const Bench::Skipped& s) {
-            return s.config == k.c->name;
-          }))
-        b.skipped.push_back({k.c->name, why});
-    cases.erase(std::remove_if(cases.begin(), cases.end(), is_http_case), cases.end());
-  }
+  if (std::any_of(cases.begin(), cases.end(), is_http_case) && !faultline::tools::NginxServer::available())
+    skip_cases(b, cases, is_http_case, faultline::tools::NginxServer::why_unavailable());
   bool any_http = false, http_restore = false;
   for (const auto& k : cases)
     if (is_http_case(k)) {
@@ -126,15 +134,19 @@ void prepare(Bench& b, std::vector<Case>& cases, Prepared& p) {
     return k.c->kind == Kind::kVm && k.c->vm != VmConfig::kFcExample && k.c->vm != VmConfig::kFcFile;
   };
   if (std::any_of(cases.begin(), cases.end(), needs_cli)) {
-    b.ctx.cli_path = find_cli();
-    if (b.ctx.cli_path.empty()) {
-      for (const auto& k : cases)
-        if (needs_cli(k) && std::none_of(b.skipped.begin(), b.skipped.end(),
-                                         [&](const Bench::Skipped& s) { return s.config == k.c->name; }))
-          b.skipped.push_back({k.c->name, "the faultline program was found neither beside faultline-bench nor in "
-                                          "the build (it runs `faultline handle`)"});
-      cases.erase(std::remove_if(cases.begin(), cases.end(), needs_cli), cases.end());
-    }
+    b.ctx.cli_path = find_program("faultline", FAULTLINE_CLI_BUILD_PATH);
+    if (b.ctx.cli_path.empty())
+      skip_cases(b, cases, needs_cli,
+                 "the faultline program was found neither beside faultline-bench nor in the build (it runs "
+                 "`faultline handle`)");
+  }
+  // migrate: samples/live_migration must be there.
+  auto is_migrate = [](const Case& k) { return k.c->kind == Kind::kMigrate; };
+  if (std::any_of(cases.begin(), cases.end(), is_migrate)) {
+    b.ctx.migration_path = find_program("live_migration", FAULTLINE_LIVE_MIGRATION_BUILD_PATH);
+    if (b.ctx.migration_path.empty())
+      skip_cases(b, cases, is_migrate,
+                 "samples/live_migration was found neither beside faultline-bench nor in the build");
   }
   const bool any_vm = std::any_of(cases.begin(), cases.end(), [](const Case& k) { return k.c->kind == Kind::kVm; });
   // faultline-http's restore and vm-restore read the VM image's snapshot.

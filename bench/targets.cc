@@ -105,6 +105,29 @@ Target at_least_gb_per_s(const Bench& b, const std::string& name, const CaseName
   return tg;
 }
 
+// One figure of a case against a fixed threshold (migrate's: seconds,
+// milliseconds, microseconds, counts), printed with `unit`. A case whose
+// runs failed is still judged when `failed_too` (lost writes fail a run,
+// and are exactly what the target counts).
+Target figure(const Bench& b, const std::string& name, const CaseName& c, const std::function<double(const Agg&)>& get,
+              double threshold, bool higher_is_better, const char* unit, bool failed_too = false) {
+  Target tg;
+  tg.name = name;
+  tg.threshold = threshold;
+  tg.higher_is_better = higher_is_better;
+  const Agg* x = find_agg(b, c);
+  const double v = x ? get(*x) : NAN;
+  if (!x || (!x->all_ok && !failed_too) || !std::isfinite(v)) {
+    tg.detail = not_measured(b, {c.config});
+    return tg;
+  }
+  tg.known = true;
+  tg.value = v;
+  tg.met = higher_is_better ? v >= threshold : v <= threshold;
+  tg.detail = fmt(v, v == std::floor(v) && std::fabs(v) < 1e15 ? "%.0f" : "%.3f") + " " + unit;
+  return tg;
+}
+
 // On a VM whose idle vCPUs halt, a wake across CPUs costs tens of
 // microseconds: unpinned, each run's p50 depends on where the scheduler put
 // the two threads. Runs in different placements cannot be compared, so a
@@ -321,6 +344,23 @@ std::vector<Target> compute_targets(const Bench& b) {
   }
   t.push_back(ratio(b, {"vm-restore handle-ws no slower than fc-file (cold)", {W::kVmRestore, "handle-ws", kCold},
                         {W::kVmRestore, "fc-file", kCold}, 1.0, kHigher, Measure::kRunsPerSecond}));
+  // migrate (issue #13), against QEMU 7.2's reference run on this machine.
+  const CaseName pre{W::kMigrate, "migrate-precopy", kWarm}, post{W::kMigrate, "migrate-postcopy", kWarm},
+      hybrid{W::kMigrate, "migrate-hybrid", kWarm};
+  for (const CaseName& c : {pre, post, hybrid})
+    t.push_back(figure(b, std::string(c.config) + ": lost_writes = 0 in every run", c,
+                       [](const Agg& a) { return a.migrate.measured ? static_cast<double>(a.migrate.lost_writes) : NAN; },
+                       0, kLower, "lost writes (the most of any run)", true));
+  t.push_back(figure(b, "migrate-precopy downtime <= 20 ms", pre, [](const Agg& a) { return a.migrate.downtime_ms; }, 20,
+                     kLower, "ms"));
+  t.push_back(figure(b, "migrate-postcopy downtime <= 5 ms", post, [](const Agg& a) { return a.migrate.downtime_ms; }, 5,
+                     kLower, "ms"));
+  t.push_back(figure(b, "migrate-postcopy request p50 <= 250 us (background push running)", post,
+                     [](const Agg& a) { return a.migrate.request_p50_us; }, 250, kLower, "us"));
+  t.push_back(figure(b, "migrate-precopy total <= 2.6 s", pre, [](const Agg& a) { return a.seconds; }, 2.6, kLower, "s"));
+  for (const CaseName& c : {post, hybrid})
+    t.push_back(figure(b, std::string(c.config) + " total <= 1.8 s", c, [](const Agg& a) { return a.seconds; }, 1.8,
+                       kLower, "s"));
   t.push_back(snapshot_size(b));
   for (const auto& r : b.reserves)
     if (r.config != std::string("mmap")) t.push_back(reserve(r));

@@ -21,7 +21,6 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
-#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -39,64 +38,14 @@
 #include <vector>
 
 #include "bench.h"
+#include "spawn.h"
 #include "faultline/error.h"
 #include "vm_image.h"
-
-extern char** environ;
 
 namespace fbench {
 namespace {
 
 using faultline::Error;
-
-// A process started with posix_spawn; killed (and reaped) if still running
-// when destroyed.
-struct Process {
-  pid_t pid = -1;
-  Process() = default;
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-  ~Process() {
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-  }
-  // Exit status, 128 + signal, or -1 if still running after timeout_ms.
-  int wait(int timeout_ms) {
-    for (int waited = 0;; waited += 5) {
-      int status = 0;
-      pid_t got = waitpid(pid, &status, WNOHANG);
-      if (got == pid) {
-        pid = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      if (waited >= timeout_ms) return -1;
-      usleep(5000);
-    }
-  }
-};
-
-// Starts `program args`, stderr to `log` (and stdout to `out`, or /dev/null).
-void spawn(Process& p, const std::string& program, std::vector<std::string> args, const std::string& log,
-           const std::string& out = "/dev/null") {
-  args.insert(args.begin(), program);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  int rc = posix_spawn(&p.pid, program.c_str(), &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) throw Error("cannot start " + program + ": " + std::strerror(rc), rc);
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 sockaddr_un unix_address(const std::string& path) {
   sockaddr_un a{};
@@ -183,34 +132,12 @@ double read_working_set(const std::byte* base, size_t size, const Plan& plan, ui
 }
 
 // A file of this run in --dir, removed when it goes out of scope.
-struct Scratch {
-  std::string path;
-  Scratch(const Context& ctx, const char* what)
-      : path(ctx.dir + "/vm-restore-" + std::to_string(getpid()) + "." + what) {}
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() { unlink(path.c_str()); }
-};
-
-// r after run(r); an exception fails the run with its message.
-template <class Run>
-RunResult failing_on_error(Run run) {
-  RunResult r;
-  try {
-    run(r);
-  } catch (const std::exception& e) {
-    r.ok = false;
-    r.error = e.what();
-  }
-  return r;
-}
-
 // Runs the VMM's process: `how` is "socket" (through the handler listening
 // at `target`) or "file" (the memory file `target` mapped MAP_PRIVATE).
 // Then waits for the handler, if there is one, to exit 0. Throws on failure.
 void run_vmm(const Context& ctx, const std::string& how, const std::string& target, Process* handler,
              const std::string& handler_log, const char* what, RunResult& r) {
-  const Scratch out(ctx, "vmm.out"), err(ctx, "vmm.err");
+  const Scratch out(ctx.dir, "vm-restore.vmm.out"), err(ctx.dir, "vm-restore.vmm.err");
   if (handler) {  // the handler listens before the VMM starts: its start-up is not the restore's
     struct stat st;
     for (int i = 0; stat(target.c_str(), &st) != 0; ++i) {
@@ -245,8 +172,8 @@ void run_vmm(const Context& ctx, const std::string& how, const std::string& targ
 // stands for its socket's path).
 RunResult run_handler(const Context& ctx, const std::string& program, std::vector<std::string> args,
                       const char* what) {
-  return failing_on_error([&](RunResult& r) {
-    const Scratch socket(ctx, "sock"), log(ctx, "log");
+  return failing_on_error<RunResult>([&](RunResult& r) {
+    const Scratch socket(ctx.dir, "vm-restore.sock"), log(ctx.dir, "vm-restore.log");
     for (std::string& a : args)
       if (a == "SOCKET") a = socket.path;
     Process handler;
@@ -331,7 +258,7 @@ RunResult run_vm_restore(const Context& ctx, VmConfig cfg) {
       return run_handler(ctx, "/proc/self/exe", {"--fc-example-handler", "SOCKET", ctx.vm_raw_path},
                          "the fc-example handler");
     case VmConfig::kFcFile:
-      return failing_on_error([&](RunResult& r) { run_vmm(ctx, "file", ctx.vm_raw_path, nullptr, "", "", r); });
+      return failing_on_error<RunResult>([&](RunResult& r) { run_vmm(ctx, "file", ctx.vm_raw_path, nullptr, "", "", r); });
     case VmConfig::kHandle: return run_handle(ctx, ctx.vm_raw_path, {});
     case VmConfig::kHandleWs: return run_handle(ctx, ctx.vm_raw_path, {"--working-set", ctx.vm_handle_ws_path});
     case VmConfig::kHandleZstdWs:

@@ -22,6 +22,7 @@ const char* workload_name(Workload w) {
     case Workload::kReserve: return "reserve";
     case Workload::kRestore: return "restore";
     case Workload::kVmRestore: return "vm-restore";
+    case Workload::kMigrate: return "migrate";
     case Workload::kBudgetZipf: return "budget-zipf";
     case Workload::kBudgetRand: return "budget-rand";
     case Workload::kWriteFlush: return "write-flush";
@@ -138,6 +139,11 @@ Plan make_plan(Workload w, const PlanParams& p) {
       throw std::logic_error("no plan for reserve");
     case Workload::kRestore:
       return make_restore_plan(p.npages, p.fraction);
+    case Workload::kMigrate: {  // (the live_migration process writes its own pages)
+      Plan plan;
+      plan.workload = Workload::kMigrate;
+      return plan;
+    }
     case Workload::kVmRestore: {  // (run by the VMM process, which makes the same plan)
       Plan plan = make_restore_plan(p.npages, p.fraction);
       plan.workload = Workload::kVmRestore;
@@ -223,6 +229,7 @@ void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutp
       return;
     case Workload::kReserve:
     case Workload::kWriteFlush:  // writes: see writeback_runs.cc
+    case Workload::kMigrate:     // another process: see migrate_runs.cc
       break;
   }
   throw std::logic_error("run_workload: unsupported workload");

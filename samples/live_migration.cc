@@ -246,10 +246,15 @@ int destination(faultline::MigrationListener& listener, const Args& a) {
   w.finish();
   faultline::MigrationMetrics m = in.wait();
   uint64_t bad = w.verify();
-  std::printf("destination: resumed, %llu writes after the migration; lost writes %llu; wrong words %llu of %llu\n",
-              static_cast<unsigned long long>(w.writes()), static_cast<unsigned long long>(w.lost()),
-              static_cast<unsigned long long>(bad), static_cast<unsigned long long>(r.size() / 8));
-  if (m.mode != faultline::MigrationMode::kPrecopy)
+  if (a.json)  // (one line, beside the source's: faultline-bench's migrate reads both)
+    std::printf("{\"destination\": {\"writes\": %llu, \"lost_writes\": %llu, \"wrong_words\": %llu, \"words\": %llu}}\n",
+                static_cast<unsigned long long>(w.writes()), static_cast<unsigned long long>(w.lost()),
+                static_cast<unsigned long long>(bad), static_cast<unsigned long long>(r.size() / 8));
+  else
+    std::printf("destination: resumed, %llu writes after the migration; lost writes %llu; wrong words %llu of %llu\n",
+                static_cast<unsigned long long>(w.writes()), static_cast<unsigned long long>(w.lost()),
+                static_cast<unsigned long long>(bad), static_cast<unsigned long long>(r.size() / 8));
+  if (m.mode != faultline::MigrationMode::kPrecopy && !a.json)
     std::printf("destination: every page there %s after the resume\n", sample::human_ns(m.postcopy_ns).c_str());
   std::fflush(stdout);
   return w.lost() == 0 && bad == 0 ? 0 : 1;
@@ -354,6 +359,6 @@ int main(int argc, char** argv) {
   app.add_option("--listen", a.listen, "be the destination only, listening here\n(HOST:PORT or unix:/path)");
   app.add_option("--connect", a.connect, "be the source only, migrating to this address");
   app.add_option("--secret-file", a.secret_file, "shared secret (both sides)")->type_name("FILE");
-  app.add_flag("--json", a.json, "the source's metrics as JSON");
+  app.add_flag("--json", a.json, "the source's metrics and the destination's check as JSON\nlines (other lines are text)");
   return cli::run(app, argc, argv, [&] { return run(a); });
 }

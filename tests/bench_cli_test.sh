@@ -165,6 +165,35 @@ PY
   [[ -z $left ]] || fail "faultline-bench vm-restore left files behind in --dir: $left"
 fi
 
+# migrate: samples/live_migration per run, its metrics and the
+# destination's check in the JSON, every field the issue names; nothing left
+# in --dir but the dataset file.
+json=$tmp/migrate.json
+if run 0 "$bench" --size 16M --repeat 1 --workloads migrate --dir "$tmp/mig" --json="$json"; then
+  expect_in "migrate table" "$out" "migrate (samples/live_migration over loopback TCP"
+  python3 - "$json" <<'PY' || fail "the migrate JSON report is not what it should be (above)"
+import json, math, sys
+d = json.load(open(sys.argv[1]))
+got = sorted(r["config"] for r in d["results"])
+assert got == ["migrate-hybrid", "migrate-postcopy", "migrate-precopy"], got
+for r in d["results"]:
+    assert r["workload"] == "migrate" and r["ok"] is True and r["errors"] == [], r
+    assert r["lost_writes"] == 0 and r["wrong_words"] == 0, r
+    assert r["total_s"] > 0 and r["downtime_ms"] > 0 and r["bytes_sent"] >= 16 << 20, r
+    post = r["config"] != "migrate-precopy"
+    assert (r["request_p50_us"] is not None) == post and (r["blocked_ms"] is not None) == post, r
+    # (hybrid: at most 2 pre-copy rounds, fewer if what is left already fits the downtime)
+    lo, hi = {"migrate-precopy": (1, 30), "migrate-postcopy": (0, 0), "migrate-hybrid": (1, 2)}[r["config"]]
+    assert lo <= r["rounds"] <= hi, r
+names = [t["name"] for t in d["targets"] if t["name"].startswith("migrate")]
+assert len(names) == 9, names
+lost = [t for t in d["targets"] if "lost_writes" in t["name"]]
+assert all(t["met"] is True for t in lost), lost
+PY
+  left=$(cd "$tmp/mig" && ls | grep -v -E '^faultline-bench-16777216\.dat$' || true)
+  [[ -z $left ]] || fail "faultline-bench migrate left files behind in --dir: $left"
+fi
+
 # A --json file that cannot be written: exit 1 naming it, after the run.
 run 1 "$bench" --size 4M --repeat 1 --caches warm --configs mmap --workloads seq --dir "$tmp/data" \
   --json "$tmp/no/such/dir/r.json" && expect_in "stderr" "$err" "cannot write --json $tmp/no/such/dir/r.json"
