@@ -153,6 +153,7 @@ struct MigrateFigures {
   double downtime_ms = NAN, blocked_ms = NAN, request_p50_us = NAN, request_p99_us = NAN;
   double bytes_sent = NAN, rounds = NAN;
   uint64_t lost_writes = 0, wrong_words = 0;
+  double dest_peak_mb = NAN;  // the destination process's VmHWM
 };
 
 // ---------------------------------------------------------------------------

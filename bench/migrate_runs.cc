@@ -59,6 +59,7 @@ void read_report(const std::string& out, RunResult& r) {
   m.request_p99_us = number_at(source, {"postcopy", "request_us", "p99"});
   m.lost_writes = static_cast<uint64_t>(number_at(dest, {"destination", "lost_writes"}));
   m.wrong_words = static_cast<uint64_t>(number_at(dest, {"destination", "wrong_words"}));
+  m.dest_peak_mb = number_at(dest, {"destination", "peak_rss_mb"});
 }
 
 }  // namespace

@@ -123,6 +123,7 @@ Json result(const Agg& a) {
     j["rounds"] = number(a.migrate.rounds);
     j["lost_writes"] = a.migrate.lost_writes;
     j["wrong_words"] = a.migrate.wrong_words;
+    j["dest_peak_rss_mb"] = number(a.migrate.dest_peak_mb);
   }
   const bool cache_known = a.k.c->file_cache;
   j["cache_dropped"] = cache_known && a.k.cold ? Json(a.all_dropped) : Json(nullptr);

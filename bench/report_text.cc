@@ -75,16 +75,17 @@ void print_table(const Bench& b, FILE* f) {
     if (!any) {
       std::fprintf(f, "\nmigrate (samples/live_migration over loopback TCP; medians, lost writes and wrong words the\n"
                       "most of any run): total, downtime = stop to resume, post-copy request latency and blocked time\n");
-      std::fprintf(f, "  %-17s %9s %12s %7s %11s %12s %12s %11s %6s %6s\n", "config", "total s", "downtime ms", "rounds",
-                   "sent MiB", "req p50 us", "req p99 us", "blocked ms", "lost", "wrong");
+      std::fprintf(f, "  %-17s %9s %12s %7s %11s %12s %12s %11s %6s %6s %14s\n", "config", "total s", "downtime ms",
+                   "rounds", "sent MiB", "req p50 us", "req p99 us", "blocked ms", "lost", "wrong", "dest peak MiB");
       any = true;
     }
     const MigrateFigures& m = a.migrate;
-    std::fprintf(f, "  %-17s %9s %12s %7s %11s %12s %12s %11s %6llu %6llu\n", a.k.c->name, fmt(a.seconds, "%.3f").c_str(),
+    std::fprintf(f, "  %-17s %9s %12s %7s %11s %12s %12s %11s %6llu %6llu %14s\n", a.k.c->name, fmt(a.seconds, "%.3f").c_str(),
                  fmt(m.downtime_ms, "%.1f").c_str(), fmt(m.rounds, "%.0f").c_str(),
                  fmt(m.bytes_sent / static_cast<double>(kMiB), "%.0f").c_str(), fmt(m.request_p50_us, "%.0f").c_str(),
                  fmt(m.request_p99_us, "%.0f").c_str(), fmt(m.blocked_ms, "%.1f").c_str(),
-                 static_cast<unsigned long long>(m.lost_writes), static_cast<unsigned long long>(m.wrong_words));
+                 static_cast<unsigned long long>(m.lost_writes), static_cast<unsigned long long>(m.wrong_words),
+                 fmt(m.dest_peak_mb, "%.0f").c_str());
   }
   any = false;
   for (const auto& a : b.aggs) {

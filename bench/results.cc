@@ -23,7 +23,7 @@ double quantile_us(std::vector<uint64_t> v, double q) {
 namespace {
 
 void aggregate_migrate(Agg& a) {
-  std::vector<double> down, blocked, p50, p99, bytes, rounds;
+  std::vector<double> down, blocked, p50, p99, bytes, rounds, peak;
   MigrateFigures& m = a.migrate;
   for (const RunResult& r : a.runs) {
     if (!r.migrate.measured) continue;
@@ -40,6 +40,7 @@ void aggregate_migrate(Agg& a) {
     add(p99, r.migrate.request_p99_us);
     add(bytes, r.migrate.bytes_sent);
     add(rounds, r.migrate.rounds);
+    add(peak, r.migrate.dest_peak_mb);
   }
   m.downtime_ms = median(down);
   m.blocked_ms = median(blocked);
@@ -47,6 +48,7 @@ void aggregate_migrate(Agg& a) {
   m.request_p99_us = median(p99);
   m.bytes_sent = median(bytes);
   m.rounds = median(rounds);
+  m.dest_peak_mb = median(peak);
 }
 
 }  // namespace

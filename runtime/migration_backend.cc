@@ -150,13 +150,19 @@ void DestPages::submit(std::span<const ReadRequest> reads) {
     // Served here. Pages the region already holds get zeros: the runtime's
     // placement skips present pages (EEXIST), and a kLocal page that is
     // not present is one pre-copy never wrote, a zero page.
+    bool from_store = false;
     for (uint64_t done = 0; done < n; done += kPage) {
       uint64_t p = (r.offset + done) / kPage;
       uint64_t len = std::min<uint64_t>(kPage, n - done);
-      if (state(p) == kStored) std::memcpy(r.dest + done, store_.data() + p * kPage, len);
-      else std::memset(r.dest + done, 0, len);
+      if (state(p) == kStored) {
+        std::memcpy(r.dest + done, store_.data() + p * kPage, len);
+        from_store = true;
+      } else {
+        std::memset(r.dest + done, 0, len);
+      }
     }
     settle(r.offset, n);
+    if (from_store) free_store(r.offset, n);
     done_.push_back({r.tag, static_cast<int64_t>(n), false, nullptr});
   }
   if (!batch_.empty()) urgent_->submit(batch_);
@@ -178,6 +184,7 @@ size_t DestPages::reap(std::span<ReadCompletion> out) {
     forwarded_.erase(it);
     if (c.result == static_cast<int64_t>(f.length)) {
       settle(f.offset, f.length);
+      free_store(f.offset, f.length);  // (pushed meanwhile, and no longer needed)
       std::lock_guard lock(figures_mu_);
       if (f.urgent) {
         figures_.requests++;
@@ -190,6 +197,17 @@ size_t DestPages::reap(std::span<ReadCompletion> out) {
     out[n++] = c;
   }
   return n;
+}
+
+// The store's pages of a range the runtime has in hand now: returned to the
+// kernel, so the store holds only what is pushed and not placed yet (the
+// destination's memory stays near the regions' size, not twice it). The
+// receiver writes a page only while it is kMissing, which a settled page
+// never is again; one it was still copying when the fetch settled it is
+// dropped with the range, harmlessly (its bytes were not needed).
+void DestPages::free_store(uint64_t offset, uint64_t length) {
+  uint64_t first = offset / kPage * kPage, end = std::min(page_count_ * kPage, (offset + length + kPage - 1) / kPage * kPage);
+  if (end > first) ::madvise(store_.data() + first, end - first, MADV_DONTNEED);
 }
 
 void DestPages::release_store() {

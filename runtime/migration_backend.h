@@ -109,6 +109,7 @@ class DestPages : public Backend {
   };
   uint8_t state(uint64_t page) const { return pages_[page].load(std::memory_order_acquire); }
   void settle(uint64_t offset, uint64_t length);  // pages now in the runtime's hands
+  void free_store(uint64_t offset, uint64_t length);
 
   uint64_t size_;
   uint64_t page_count_;

@@ -191,6 +191,15 @@ class Workload {
   bool check_first_ = false;
 };
 
+// This process's peak resident memory (VmHWM): the destination's, which
+// holds the region and what the push delivered ahead of the runtime.
+double peak_rss_mb() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return -1;
+}
+
 faultline::MigrationOptions migration_options(const Args& a) {
   faultline::MigrationOptions o;
   o.mode = a.mode;
@@ -247,9 +256,10 @@ int destination(faultline::MigrationListener& listener, const Args& a) {
   faultline::MigrationMetrics m = in.wait();
   uint64_t bad = w.verify();
   if (a.json)  // (one line, beside the source's: faultline-bench's migrate reads both)
-    std::printf("{\"destination\": {\"writes\": %llu, \"lost_writes\": %llu, \"wrong_words\": %llu, \"words\": %llu}}\n",
+    std::printf("{\"destination\": {\"writes\": %llu, \"lost_writes\": %llu, \"wrong_words\": %llu, \"words\": %llu, "
+                "\"peak_rss_mb\": %.1f}}\n",
                 static_cast<unsigned long long>(w.writes()), static_cast<unsigned long long>(w.lost()),
-                static_cast<unsigned long long>(bad), static_cast<unsigned long long>(r.size() / 8));
+                static_cast<unsigned long long>(bad), static_cast<unsigned long long>(r.size() / 8), peak_rss_mb());
   else
     std::printf("destination: resumed, %llu writes after the migration; lost writes %llu; wrong words %llu of %llu\n",
                 static_cast<unsigned long long>(w.writes()), static_cast<unsigned long long>(w.lost()),
