@@ -61,9 +61,10 @@ struct Rng {
 // kVmRestore reads the same pages of the same image, in a process playing a
 // VMM, through an external page-fault handler (vm_restore_runs.cc).
 // kMigrate migrates a --size region written by threads on a 5% hot set to
-// another process (migrate_runs.cc); its plan is empty.
+// another process (migrate_runs.cc); kLiveSnapshot snapshots a --size
+// region while threads write it (live_snapshot_runs.cc). Their plans are empty.
 enum class Workload { kSeq, kRand, kZipf, kMtRand, kCopy, kReserve, kRestore, kBudgetZipf, kBudgetRand,
-                      kWriteFlush, kVmRestore, kMigrate };
+                      kWriteFlush, kVmRestore, kMigrate, kLiveSnapshot };
 const char* workload_name(Workload w);
 
 struct Plan {
@@ -156,6 +157,13 @@ struct MigrateFigures {
   double dest_peak_mb = NAN;  // the destination process's VmHWM
 };
 
+// What a live-snapshot run reports beside its seconds (live_snapshot_runs.cc).
+struct LiveSnapFigures {
+  bool measured = false;
+  double file_bytes = NAN, max_stall_ms = NAN, writer_rate_ratio = NAN, protect_ms = NAN, held_writes = NAN;
+  double dirty_bytes = NAN;  // snapshot-incremental: the written chunks, each compressed alone
+};
+
 // ---------------------------------------------------------------------------
 // One measured run.
 struct RunResult {
@@ -164,6 +172,7 @@ struct RunResult {
   double seconds = 0;             // timed window (map/advise + workload)
   double first_access_us = -1;    // vm-restore: from the start of the restore to the first page read
   MigrateFigures migrate;         // migrate: seconds is its total_s
+  LiveSnapFigures live_snapshot;  // live-snapshot: seconds is the snapshot's
   uint64_t bytes = 0;             // accesses * 4 KiB (seq/copy: dataset size)
   uint64_t accesses = 0;
   uint64_t faults = 0;            // runtime/handler faults, or minflt+majflt for mmap
@@ -363,6 +372,12 @@ int vm_restore_vmm_main(const std::string& how, const std::string& target, uint6
 enum class MigrateConfig { kPrecopy, kPostcopy, kHybrid };
 constexpr uint64_t kMigrateWriteRate = 1270000;  // QEMU's reference run (issue #13)
 RunResult run_migrate(const Context& ctx, MigrateConfig cfg);
+
+// ---------------------------------------------------------------------------
+// live-snapshot runs (live_snapshot_runs.cc): LiveSnapshotter over a --size
+// region of the VM-like image, two writers on a 5% hot set.
+enum class LiveSnapConfig { kStop, kLive, kIncremental };
+RunResult run_live_snapshot(const Context& ctx, LiveSnapConfig cfg);
 
 struct ReserveResult {
   bool ok = true;

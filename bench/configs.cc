@@ -116,6 +116,16 @@ const std::vector<ConfigDef>& all_configs() {
     mig("migrate-postcopy", MigrateConfig::kPostcopy,
         "migrate: switch over at once; faults fetch on the urgent lane while the rest is pushed");
     mig("migrate-hybrid", MigrateConfig::kHybrid, "migrate: two pre-copy rounds, then post-copy");
+    // Live and incremental snapshots (issue #14, live_snapshot_runs.cc).
+    auto snap = [&](const char* name, LiveSnapConfig c, const char* desc) {
+      ConfigDef def{name, Kind::kLiveSnap, {}, {}, 0, false, {Workload::kLiveSnapshot}, desc};
+      def.snap = c;
+      d.push_back(def);
+    };
+    snap("snapshot-stop", LiveSnapConfig::kStop, "live-snapshot: writers parked, snapshot written, writers let go");
+    snap("snapshot-live", LiveSnapConfig::kLive, "live-snapshot: LiveSnapshotter::snapshot() while the writers run");
+    snap("snapshot-incremental", LiveSnapConfig::kIncremental,
+         "live-snapshot: snapshot_child() after a full snapshot and one second of writes");
     return d;
   }();
   return defs;
@@ -131,14 +141,15 @@ const std::vector<Workload>& all_workloads() {
   static const std::vector<Workload> all = {Workload::kSeq,        Workload::kRand,       Workload::kZipf,
                                             Workload::kMtRand,     Workload::kCopy,       Workload::kReserve,
                                             Workload::kRestore,    Workload::kBudgetZipf, Workload::kBudgetRand,
-                                            Workload::kWriteFlush, Workload::kVmRestore, Workload::kMigrate};
+                                            Workload::kWriteFlush, Workload::kVmRestore, Workload::kMigrate,
+                                            Workload::kLiveSnapshot};
   return all;
 }
 
 bool is_cgroup_child(const ConfigDef& c) { return c.kind == Kind::kBudget && c.budget == BudgetConfig::kMmapCgroup; }
 
 bool runs_in_other_process(const ConfigDef& c) {
-  return c.kind == Kind::kVm || c.kind == Kind::kMigrate || is_cgroup_child(c);
+  return c.kind == Kind::kVm || c.kind == Kind::kMigrate || c.kind == Kind::kLiveSnap || is_cgroup_child(c);
 }
 
 bool faultline_kind(Kind k) { return k == Kind::kFaultline || k == Kind::kZstd; }

@@ -14,7 +14,7 @@ namespace fbench {
 constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kTiB = 1ull << 40;
 
-enum class Kind { kMmap, kFaultline, kTextbook, kBulk, kBudget, kZstd, kVm, kMigrate };
+enum class Kind { kMmap, kFaultline, kTextbook, kBulk, kBudget, kZstd, kVm, kMigrate, kLiveSnap };
 
 // One configuration: which runner serves it and with what settings.
 struct ConfigDef {
@@ -32,6 +32,7 @@ struct ConfigDef {
   ZstdConfig zc = ZstdConfig::kFaultline;  // Kind::kZstd
   VmConfig vm = VmConfig::kFcExample;      // Kind::kVm
   MigrateConfig mig = MigrateConfig::kPrecopy;  // Kind::kMigrate
+  LiveSnapConfig snap = LiveSnapConfig::kStop;   // Kind::kLiveSnap
 };
 
 // Every configuration, in the order of the report.
@@ -45,7 +46,8 @@ bool supports(const ConfigDef& c, Workload w);
 // Runs through the page cache of another process: no runtime, no RSS check.
 bool is_cgroup_child(const ConfigDef& c);
 // Its memory is another process's (a VMM, a migration's two sides, the
-// cgroup child): this process's RSS and faults say nothing of it.
+// cgroup child), or no runtime's (a live snapshot): this process's RSS and
+// faults say nothing of a runtime's.
 bool runs_in_other_process(const ConfigDef& c);
 // faultline itself serves these runs (the RSS check and the runtime's
 // statistics apply); zstd-eager is counted in: its "installed" bytes are the

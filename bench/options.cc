@@ -55,7 +55,12 @@ sum is checked against the generator):
            1.27 M page writes/s, migrated over loopback TCP to a process it
            forks, which carries on and checks every word; seconds = total_s,
            and downtime_ms, blocked_ms, request_p50_us / p99, bytes_sent,
-           rounds, lost_writes (the most in any repeat))";
+           rounds, lost_writes (the most in any repeat)
+  live-snapshot  snapshot-*: a --size region of the VM-like image written by 2
+           threads on a 5% hot set (1.27 M page writes/s), snapshotted with
+           LiveSnapshotter into --dir: stop (writers parked), live, or
+           incremental (a child after a full snapshot and 1 s of writes);
+           seconds, bytes, max_stall_ms, writer_rate_ratio, dirty_bytes)";
 
 // The items of a comma-separated list, empty items dropped.
 std::vector<std::string> split_list(const std::string& s) {

@@ -125,6 +125,16 @@ Json result(const Agg& a) {
     j["wrong_words"] = a.migrate.wrong_words;
     j["dest_peak_rss_mb"] = number(a.migrate.dest_peak_mb);
   }
+  if (a.live_snapshot.measured) {
+    const LiveSnapFigures& f = a.live_snapshot;
+    j["bytes"] = number(f.file_bytes);  // (the snapshot file's, as the issue names it)
+    j["max_stall_ms"] = number(f.max_stall_ms);
+    j["writer_rate_ratio"] = number(f.writer_rate_ratio);
+    j["protect_ms"] = number(f.protect_ms);
+    j["held_writes"] = number(f.held_writes);
+    j["dirty_bytes"] = number(f.dirty_bytes);
+    j["bytes_per_dirty_byte"] = number(f.file_bytes / f.dirty_bytes);
+  }
   const bool cache_known = a.k.c->file_cache;
   j["cache_dropped"] = cache_known && a.k.cold ? Json(a.all_dropped) : Json(nullptr);
   j["cached_before_pct"] = cache_known ? number(a.cached_before_pct) : Json(nullptr);

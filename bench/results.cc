@@ -51,6 +51,27 @@ void aggregate_migrate(Agg& a) {
   m.dest_peak_mb = median(peak);
 }
 
+void aggregate_live_snapshot(Agg& a) {
+  std::vector<double> bytes, ratio, protect, held, dirty;
+  LiveSnapFigures& f = a.live_snapshot;
+  for (const RunResult& r : a.runs) {
+    if (!r.ok || !r.live_snapshot.measured) continue;
+    const LiveSnapFigures& x = r.live_snapshot;
+    f.measured = true;
+    f.max_stall_ms = std::isfinite(f.max_stall_ms) ? std::max(f.max_stall_ms, x.max_stall_ms) : x.max_stall_ms;
+    bytes.push_back(x.file_bytes);
+    ratio.push_back(x.writer_rate_ratio);
+    protect.push_back(x.protect_ms);
+    held.push_back(x.held_writes);
+    if (std::isfinite(x.dirty_bytes)) dirty.push_back(x.dirty_bytes);
+  }
+  f.file_bytes = median(bytes);
+  f.writer_rate_ratio = median(ratio);
+  f.protect_ms = median(protect);
+  f.held_writes = median(held);
+  f.dirty_bytes = median(dirty);
+}
+
 }  // namespace
 
 void aggregate(Agg& a) {
@@ -119,6 +140,7 @@ void aggregate(Agg& a) {
   a.seconds = median(sec);
   a.first_access_us = median(first_access);
   aggregate_migrate(a);
+  aggregate_live_snapshot(a);
   if (!sec.empty()) {
     // the run whose time is the (upper) median: its runtime snapshot goes in the JSON
     double best = INFINITY;

@@ -36,6 +36,7 @@ struct Agg {
   // migrate: medians of the ok runs, but lost_writes and wrong_words are
   // the most of any run (a target for every run).
   MigrateFigures migrate;
+  LiveSnapFigures live_snapshot;  // live-snapshot: medians, but max_stall_ms is the longest of any run
   double rt_faults = NAN, rt_pages = NAN, rt_read_mb = NAN, rt_ra_chunks = NAN, rt_ra_hits = NAN, rt_p50 = NAN, rt_p99 = NAN,
          rt_max = NAN;
   bool all_ok = true;

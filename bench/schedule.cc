@@ -55,6 +55,7 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
     case Kind::kZstd: r = run_zstd(b.ctx, c.zc, plan); break;
     case Kind::kVm: r = run_vm_restore(b.ctx, c.vm); break;  // (the VMM process makes the same plan)
     case Kind::kMigrate: r = run_migrate(b.ctx, c.mig); break;
+    case Kind::kLiveSnap: r = run_live_snapshot(b.ctx, c.snap); break;
   }
   pin_reset();
   // After the run's mapping or region is gone: what it left in the cache.

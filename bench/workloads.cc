@@ -23,6 +23,7 @@ const char* workload_name(Workload w) {
     case Workload::kRestore: return "restore";
     case Workload::kVmRestore: return "vm-restore";
     case Workload::kMigrate: return "migrate";
+    case Workload::kLiveSnapshot: return "live-snapshot";
     case Workload::kBudgetZipf: return "budget-zipf";
     case Workload::kBudgetRand: return "budget-rand";
     case Workload::kWriteFlush: return "write-flush";
@@ -139,9 +140,10 @@ Plan make_plan(Workload w, const PlanParams& p) {
       throw std::logic_error("no plan for reserve");
     case Workload::kRestore:
       return make_restore_plan(p.npages, p.fraction);
-    case Workload::kMigrate: {  // (the live_migration process writes its own pages)
+    case Workload::kMigrate:  // (the live_migration process writes its own pages)
+    case Workload::kLiveSnapshot: {  // (its writers write their own pages)
       Plan plan;
-      plan.workload = Workload::kMigrate;
+      plan.workload = w;
       return plan;
     }
     case Workload::kVmRestore: {  // (run by the VMM process, which makes the same plan)
@@ -230,6 +232,7 @@ void run_workload(const std::byte* base, size_t size, const Plan& plan, WorkOutp
     case Workload::kReserve:
     case Workload::kWriteFlush:  // writes: see writeback_runs.cc
     case Workload::kMigrate:     // another process: see migrate_runs.cc
+    case Workload::kLiveSnapshot:  // its own writers: see live_snapshot_runs.cc
       break;
   }
   throw std::logic_error("run_workload: unsupported workload");

@@ -194,6 +194,31 @@ PY
   [[ -z $left ]] || fail "faultline-bench migrate left files behind in --dir: $left"
 fi
 
+# live-snapshot: the three configurations, the issue's fields, nothing left
+# in --dir but the dataset file.
+json=$tmp/live.json
+if run 0 "$bench" --size 16M --repeat 1 --workloads live-snapshot --dir "$tmp/live" --json="$json"; then
+  expect_in "live-snapshot table" "$out" "live-snapshot (medians; max stall the longest of any run)"
+  python3 - "$json" <<'PY' || fail "the live-snapshot JSON report is not what it should be (above)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+got = sorted(r["config"] for r in d["results"])
+assert got == ["snapshot-incremental", "snapshot-live", "snapshot-stop"], got
+for r in d["results"]:
+    assert r["workload"] == "live-snapshot" and r["ok"] is True and r["errors"] == [], r
+    assert r["seconds"] > 0 and r["bytes"] > 0 and r["max_stall_ms"] > 0 and r["writer_rate_ratio"] >= 0, r
+    assert (r["dirty_bytes"] is not None) == (r["config"] == "snapshot-incremental"), r
+# stop parks the writers for the whole snapshot; the child stores far less than a full image
+by = {r["config"]: r for r in d["results"]}
+assert by["snapshot-stop"]["writer_rate_ratio"] < 0.1, by["snapshot-stop"]
+assert by["snapshot-incremental"]["bytes"] < by["snapshot-live"]["bytes"] / 2, by
+names = [t["name"] for t in d["targets"] if t["name"].startswith("snapshot-")]
+assert len(names) == 5, names
+PY
+  left=$(cd "$tmp/live" && ls | grep -v -E '^faultline-bench-16777216\.dat$' || true)
+  [[ -z $left ]] || fail "faultline-bench live-snapshot left files behind in --dir: $left"
+fi
+
 # A --json file that cannot be written: exit 1 naming it, after the run.
 run 1 "$bench" --size 4M --repeat 1 --caches warm --configs mmap --workloads seq --dir "$tmp/data" \
   --json "$tmp/no/such/dir/r.json" && expect_in "stderr" "$err" "cannot write --json $tmp/no/such/dir/r.json"
