@@ -234,6 +234,9 @@ struct Context {
   std::string snap_path;            // snapshot of the dataset file (faultline-zstd)
   std::string vm_snap_path;         // snapshot of the VM-like image (restore workload)
   std::string vm_ws_path;           // its recorded working set
+  std::string vm_chain_path;        // the newest layer of the image's 10-layer chain (kChainLazy)
+  std::vector<std::string> vm_chain_layers;  // every layer, oldest first
+  std::string vm_flat_path;         // that chain flattened (kFlatLazy)
   uint64_t vm_seq_sum = 0;          // sum of every page's probe word of the image (zstd-full)
   unsigned zstd_workers = 1;        // ZstdSnapshotOptions::workers of every zstd run (--zstd-workers)
   // vm-restore (vm_restore_runs.cc)
@@ -321,8 +324,11 @@ std::shared_ptr<faultline::Backend> make_http_backend(const std::string& url);
 //   kEager: decompress every chunk into memory (a thread per CPU), then run;
 //   kLazy: map and run, demand faults only;
 //   kLazyWs: map, prefetch_chunks(the recorded working set), run;
-//   kFull: map, prefetch everything, read every page (sequential restore).
-enum class ZstdConfig { kFaultline, kEager, kLazy, kLazyWs, kFull };
+//   kFull: map, prefetch everything, read every page (sequential restore);
+//   kChainLazy, kFlatLazy: kLazy over a chain of 10 live snapshots of the
+//   image (a full one and 9 children, each re-storing a ninth of the
+//   chunks) and over that chain flattened into one file (issue #14).
+enum class ZstdConfig { kFaultline, kEager, kLazy, kLazyWs, kFull, kChainLazy, kFlatLazy };
 
 struct ZstdSetup {
   std::string message;               // what was made or reused, for the header lines
@@ -335,8 +341,10 @@ struct ZstdSetup {
 // Makes (or reuses, in ctx.dir) what the selected zstd runs need: the
 // dataset's snapshot, the VM image's snapshot, its working set (recorded by
 // one untimed lazy run of the restore plan) and the `zstd -3` size of the
-// image. Throws on failure.
-ZstdSetup prepare_zstd(Context& ctx, bool dataset_snapshot, bool vm_image, const Plan* restore_plan);
+// image; with `chain`, the image's 10-layer chain and its flattening too.
+// Throws on failure.
+ZstdSetup prepare_zstd(Context& ctx, bool dataset_snapshot, bool vm_image, const Plan* restore_plan,
+                       bool chain = false);
 // The plan of the restore workload: every page of the hot working set
 // (fraction of the image, vm_image::hot_extents) in the guest's order. The
 // same for every repeat: a working set is only worth recording if the next

@@ -92,6 +92,13 @@ const std::vector<ConfigDef>& all_configs() {
                  "restore: map, prefetch_chunks(recorded working set), run", false, BudgetConfig::kAdaptive, false, ZstdConfig::kLazyWs});
     d.push_back({"zstd-full", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
                  "restore: map, prefetch everything, read every page (full sequential restore)", false, BudgetConfig::kAdaptive, false, ZstdConfig::kFull});
+    // A chain of live snapshots (issue #14) against the same chain flattened.
+    d.push_back({"zstd-chain-lazy", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: zstd-lazy over a 10-layer chain of live snapshots of the image (the newest layer opened)",
+                 false, BudgetConfig::kAdaptive, false, ZstdConfig::kChainLazy});
+    d.push_back({"zstd-flat-lazy", Kind::kZstd, {}, {}, 0, true, {Workload::kRestore},
+                 "restore: zstd-lazy over that chain flattened into one file (faultline::flatten_snapshot)", false,
+                 BudgetConfig::kAdaptive, false, ZstdConfig::kFlatLazy});
     // vm-restore (vm_restore_runs.cc): a VMM process, Firecracker's handshake.
     auto vm = [&](const char* name, VmConfig c, const char* desc) {
       ConfigDef def{name, Kind::kVm, {}, {}, 0, true, {Workload::kVmRestore}, desc};

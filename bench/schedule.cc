@@ -22,10 +22,14 @@ RunResult execute(Bench& b, const Case& k, const Plan& plan) {
                                                                                               : b.ctx.vm_raw_path)
                                   : c.kind != Kind::kZstd              ? b.ctx.path
                                   : c.zc == ZstdConfig::kFaultline ? b.ctx.snap_path
+                                  : c.zc == ZstdConfig::kChainLazy ? b.ctx.vm_chain_path
+                                  : c.zc == ZstdConfig::kFlatLazy  ? b.ctx.vm_flat_path
                                                                      : b.ctx.vm_snap_path;
   if (c.file_cache) {
     if (k.cold) {
       dropped = drop_caches().empty();
+    } else if (c.kind == Kind::kZstd && c.zc == ZstdConfig::kChainLazy) {
+      for (const std::string& layer : b.ctx.vm_chain_layers) warm_file(layer);  // (the chain is all of them)
     } else {
       warm_file(cache_file);
     }

@@ -150,13 +150,16 @@ void prepare(Bench& b, std::vector<Case>& cases, Prepared& p) {
   }
   const bool any_vm = std::any_of(cases.begin(), cases.end(), [](const Case& k) { return k.c->kind == Kind::kVm; });
   // faultline-http's restore and vm-restore read the VM image's snapshot.
-  bool zstd_dataset = false, zstd_vm = http_restore || any_vm;
+  bool zstd_dataset = false, zstd_vm = http_restore || any_vm, zstd_chain = false;
   for (const auto& k : cases)
-    if (k.c->kind == Kind::kZstd) (k.c->zc == ZstdConfig::kFaultline ? zstd_dataset : zstd_vm) = true;
+    if (k.c->kind == Kind::kZstd) {
+      (k.c->zc == ZstdConfig::kFaultline ? zstd_dataset : zstd_vm) = true;
+      zstd_chain = zstd_chain || k.c->zc == ZstdConfig::kChainLazy || k.c->zc == ZstdConfig::kFlatLazy;
+    }
   if (zstd_dataset || zstd_vm) {
     try {
       const Plan restore_plan = make_restore_plan(o.size / kPage, o.fraction);
-      b.zstd = prepare_zstd(b.ctx, zstd_dataset, zstd_vm, &restore_plan);
+      b.zstd = prepare_zstd(b.ctx, zstd_dataset, zstd_vm, &restore_plan, zstd_chain);
     } catch (const std::exception& e) {
       throw faultline::Error(std::string("zstd snapshots: ") + e.what());
     }

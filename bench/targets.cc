@@ -378,6 +378,11 @@ std::vector<Target> compute_targets(const Bench& b) {
   t.push_back(figure(b, "snapshot-incremental size <= 1.1 x the written chunks compressed", incr,
                      [](const Agg& a) { return a.live_snapshot.file_bytes / a.live_snapshot.dirty_bytes; }, 1.1, kLower,
                      "x"));
+  for (bool cold : {kCold, kWarm})
+    t.push_back(ratio(b, {std::string("restore of a 10-layer chain (zstd-chain-lazy) <= 1.1 x its flattening "
+                                      "(zstd-flat-lazy) ") + (cold ? "(cold)" : "(warm)"),
+                          {W::kRestore, "zstd-chain-lazy", cold}, {W::kRestore, "zstd-flat-lazy", cold}, 1.1, kLower,
+                          Measure::kSeconds}));
   t.push_back(snapshot_size(b));
   for (const auto& r : b.reserves)
     if (r.config != std::string("mmap")) t.push_back(reserve(r));
