@@ -23,6 +23,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -123,7 +124,7 @@ class LiveSnapshotter::Impl {
   void on_handler(std::function<void()> f);
   // Copies chunk c (state kCopying, ours) and queues it for compression.
   void copy_chunk(uint64_t c);
-  void compress_loop();
+  void compress_loop(int nice);  // at this nice value (if above 0)
   std::vector<std::byte> take_buffer();
   // After a failed snapshot: chunks it still needed become plain protected
   // ones (a write un-protects them), and copies queued for it are dropped.
@@ -173,6 +174,8 @@ LiveSnapshotter::Impl::Impl(void* addr, size_t length, const LiveSnapshotOptions
     throw Error(what + ": chunk_size = " + std::to_string(o.chunk_size) + ": must be a power of two from 4096 to 4194304");
   if (o.level < ZSTD_minCLevel() || o.level > ZSTD_maxCLevel())
     throw Error(what + ": level = " + std::to_string(o.level) + ": out of zstd's range");
+  if (o.compress_nice < 0 || o.compress_nice > 19)
+    throw Error(what + ": compress_nice = " + std::to_string(o.compress_nice) + ": must be 0 .. 19");
   if (o.threads > 1024) throw Error(what + ": threads = " + std::to_string(o.threads) + ": at most 1024");
   if (length == 0 || base_ % detail::kPageSize || length % detail::kPageSize)
     throw Error(what + ": the range must be non-empty and page-aligned", EINVAL);
@@ -354,7 +357,9 @@ void LiveSnapshotter::Impl::copy_chunk(uint64_t c) {
   room_cv_.notify_all();
 }
 
-void LiveSnapshotter::Impl::compress_loop() {
+void LiveSnapshotter::Impl::compress_loop(int nice) {
+  // (Per thread on Linux; a failure only leaves the priority as it was.)
+  if (nice > 0) ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), std::min(19, nice));
   std::unique_ptr<ZSTD_CCtx, ZstdCCtxDeleter> cctx(ZSTD_createCCtx());
   std::vector<unsigned char> out(ZSTD_compressBound(options_.chunk_size));
   for (;;) {
@@ -520,7 +525,10 @@ LiveSnapshotStats LiveSnapshotter::Impl::take(const std::string& path, bool chil
   };
   uint64_t needed_chunks = 0;
   try {
-    for (unsigned t = 0; t < threads; ++t) pool.emplace_back([this] { compress_loop(); });
+    errno = 0;
+    const int caller_nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+    const int nice = errno == 0 ? caller_nice + options_.compress_nice : 0;
+    for (unsigned t = 0; t < threads; ++t) pool.emplace_back([this, nice] { compress_loop(nice); });
     // The background copy, in address order, a bounded window ahead of the
     // compressors (the handler's copies do not wait for room).
     for (uint64_t c = 0; c < chunks_; ++c) {

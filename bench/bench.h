@@ -384,7 +384,7 @@ RunResult run_migrate(const Context& ctx, MigrateConfig cfg);
 // ---------------------------------------------------------------------------
 // live-snapshot runs (live_snapshot_runs.cc): LiveSnapshotter over a --size
 // region of the VM-like image, two writers on a 5% hot set.
-enum class LiveSnapConfig { kStop, kLive, kIncremental };
+enum class LiveSnapConfig { kStop, kLive, kIncremental, kLiveNice0 };
 RunResult run_live_snapshot(const Context& ctx, LiveSnapConfig cfg);
 
 struct ReserveResult {

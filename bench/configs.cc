@@ -133,6 +133,9 @@ const std::vector<ConfigDef>& all_configs() {
     snap("snapshot-live", LiveSnapConfig::kLive, "live-snapshot: LiveSnapshotter::snapshot() while the writers run");
     snap("snapshot-incremental", LiveSnapConfig::kIncremental,
          "live-snapshot: snapshot_child() after a full snapshot and one second of writes");
+    snap("snapshot-live-nice0", LiveSnapConfig::kLiveNice0,
+         "live-snapshot: snapshot-live with compress_nice 0 (compressors at the writers' priority; extra)");
+    d.back().extra = true;
     return d;
   }();
   return defs;

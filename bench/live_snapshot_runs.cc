@@ -144,6 +144,7 @@ RunResult run_live_snapshot(const Context& ctx, LiveSnapConfig cfg) {
     faultline::LiveSnapshotOptions o;
     o.chunk_size = kChunk;
     o.track_writes = cfg == LiveSnapConfig::kIncremental;
+    if (cfg == LiveSnapConfig::kLiveNice0) o.compress_nice = 0;
     faultline::LiveSnapshotter snap(p, size, o);
     Writers w(base, size);
     if (cfg == LiveSnapConfig::kIncremental) {
@@ -164,7 +165,7 @@ RunResult run_live_snapshot(const Context& ctx, LiveSnapConfig cfg) {
       st = snap.snapshot(full.path);
       w.park(false);
     } else {
-      st = cfg == LiveSnapConfig::kLive ? snap.snapshot(full.path) : snap.snapshot_child(child.path);
+      st = cfg == LiveSnapConfig::kIncremental ? snap.snapshot_child(child.path) : snap.snapshot(full.path);
     }
     const uint64_t t1 = now_ns();
     const double rate_during = static_cast<double>(w.writes() - w0) / (static_cast<double>(t1 - t0) * 1e-9);

@@ -95,14 +95,17 @@ class Writers {
   void run(unsigned t, unsigned threads) {
     std::mt19937_64 rng(t * 7919 + 1);
     const size_t owned = (hot_ - t + threads - 1) / threads;
-    for (uint64_t k = 0; !stop_.load(std::memory_order_relaxed) && k < (1u << 20); ++k) {
+    // Until stopped, never done early: a test waiting for more writes would
+    // wait forever. Paced (a short sleep every 256 writes) so the log stays
+    // small however long a snapshot takes on a loaded machine.
+    for (uint64_t k = 0; !stop_.load(std::memory_order_relaxed); ++k) {
       const uint32_t page = static_cast<uint32_t>((rng() % owned) * threads + t);
       logs_[t].push_back(page);
       started_[t].value.store(k + 1);
       auto* word = reinterpret_cast<uint64_t*>(base_ + size_t{page} * kPage);
       std::atomic_ref<uint64_t>(*word).store((uint64_t{t + 1} << 40) | (k + 1), std::memory_order_relaxed);
       done_[t].value.store(k + 1);
-      if (k % 64 == 63) std::this_thread::yield();
+      if (k % 256 == 255) std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
   }
   std::byte* base_;
@@ -385,6 +388,9 @@ TEST_CASE("a faultline Region cannot be live-snapshotted: a clear error", "[live
   LiveSnapshotOptions o;
   o.chunk_size = 3000;
   REQUIRE_THROWS_WITH(LiveSnapshotter(mem.p, mem.len, o), Contains("chunk_size = 3000"));
+  o = LiveSnapshotOptions{};
+  o.compress_nice = 20;
+  REQUIRE_THROWS_WITH(LiveSnapshotter(mem.p, mem.len, o), Contains("compress_nice = 20: must be 0 .. 19"));
   o = LiveSnapshotOptions{};
   o.track_writes = false;
   TempDir dir;

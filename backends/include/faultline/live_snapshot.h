@@ -41,6 +41,11 @@ struct LiveSnapshotOptions {
   uint32_t chunk_size = 64 * 1024;
   int level = 3;         // zstd level
   unsigned threads = 0;  // compression threads; 0 = one per hardware thread
+  // How much nicer (setpriority) than the snapshot's caller the compression
+  // threads run, 0 .. 19: when the CPUs are busy, the program's writers
+  // and the thread that releases held writes get them first, and a writer
+  // is held for a copy, not for a compressor's time slice.
+  int compress_nice = 10;
   // Keep saved chunks protected and record first writes, so that the next
   // snapshot can be a child. Off: a saved chunk is un-protected at once (no
   // write after it costs a fault), and snapshot_child() is refused.
