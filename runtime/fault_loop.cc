@@ -535,8 +535,8 @@ PlaceResult Engine::place_pages(ReadOp* op, bool wake, uint32_t until) {
   Place how = op->zero ? Place::kZero : Place::kCopy;
   // Tracked regions get every page write-protected, so the first write
   // shows in the dirty log: ZEROPAGE cannot do that, and cannot place huge
-  // pages; a copy of zeros can do both.
-  if (op->zero && (r->dirty || r->options.page_size != kPageSize)) {
+  // pages; a copy of zeros can do both (and is what zeros_as_pages asks).
+  if (op->zero && (r->dirty || r->options.page_size != kPageSize || r->options.zeros_as_pages)) {
     how = Place::kCopy;
     src = zeros_.data();
   }

@@ -153,6 +153,9 @@ void IncomingMigration::Impl::handshake(Runtime& runtime) {
     // The push is the read-ahead of post-copy; a second one would only
     // fetch the same pages twice.
     if (m_.mode != MigrationMode::kPrecopy) ro.readahead = false;
+    // The receiver writes every page it gets into the region: placed as the
+    // shared zero page, each would fault again on that write.
+    ro.zeros_as_pages = true;
     regions.push_back(runtime.map(pages_, ro));
     // Every page comes in round 0: let the runtime place the zero chunks the
     // receiver writes into in the background, instead of one fault at a time.

@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -102,6 +103,36 @@ TEST_CASE("all-zero chunks are placed as zero pages and stay writable", "[runtim
   r.data()[kMiB + 5] = std::byte{42};  // copy-on-write of the shared zero page
   CHECK(r.data()[kMiB + 5] == std::byte{42});
   CHECK(r.data()[kMiB + 4096 + 5] == std::byte{0});
+}
+
+TEST_CASE("zeros_as_pages places zero chunks as pages of their own: writing them faults no more", "[runtime]") {
+  auto data = pattern(64 * 1024);
+  for (bool as_pages : {false, true}) {
+    INFO("zeros_as_pages " << as_pages);
+    Runtime rt;
+    RegionOptions o;
+    o.writable = true;
+    o.readahead = false;
+    o.length = 2 * kMiB;  // all but the first chunk hold no data: zero chunks
+    o.zeros_as_pages = as_pages;
+    Region r = rt.map(MemoryBackend::borrow(data), o);
+    for (size_t at = 0; at < r.size(); at += 4096) REQUIRE(r.data()[at] == (at < data.size() ? data[at] : std::byte{0}));
+    // Every page is placed now; a write faults only where the shared zero
+    // page is mapped (copy-on-write), counted on this thread.
+    rusage before{}, after{};
+    getrusage(RUSAGE_THREAD, &before);
+    for (size_t at = 64 * 1024; at < r.size(); at += 4096) r.data()[at + 1] = std::byte{9};
+    getrusage(RUSAGE_THREAD, &after);
+    const long faults = after.ru_minflt - before.ru_minflt;
+    const long pages = static_cast<long>((r.size() - 64 * 1024) / 4096);
+    if (as_pages)
+      CHECK(faults == 0);
+    else
+      CHECK(faults >= pages);
+    CHECK(r.data()[64 * 1024 + 1] == std::byte{9});
+    CHECK(r.data()[64 * 1024] == std::byte{0});
+    CHECK(r.stats().zero_pages == static_cast<uint64_t>(pages));
+  }
 }
 
 // These run in the test process so that TSan sees them; a thread left

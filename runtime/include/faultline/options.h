@@ -94,6 +94,13 @@ struct RegionOptions {
   // backend's bytes again), or the backend's bytes loaded anew, as a
   // private file mapping does (true). Write-back regions always reload.
   bool reload_removed = false;
+  // Writable regions: chunks of zeros are placed as pages of their own
+  // (UFFDIO_COPY from zeros) rather than as the shared zero page
+  // (UFFDIO_ZEROPAGE), so the first write to each page does not fault
+  // again (a copy-on-write, with a TLB flush of every CPU the process runs
+  // on). For regions whose zero chunks will be written (a migration's
+  // destination); zero chunks never written then cost memory.
+  bool zeros_as_pages = false;
   // Resident memory of this region. bytes must be 0 or at least 4 fills.
   // Writable (private) regions never drop a chunk: what was written exists
   // nowhere else, so their budget is a target they may exceed.
