@@ -82,16 +82,6 @@ std::vector<std::byte> image_bytes() {
   return bytes;
 }
 
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 }  // namespace
 
 TEST_CASE("Runtime::adopt and map_foreign serve another process's memory", "[foreign][runtime]") {

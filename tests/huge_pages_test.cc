@@ -115,27 +115,20 @@ TEST_CASE("2 MiB pages refuse what cannot work with them, naming the option", "[
   auto data = pattern(4 * kHuge);
   auto backend = MemoryBackend::borrow(data);
   Runtime rt;
-  auto error_of = [&](const RegionOptions& o) {
-    try {
-      rt.map(backend, o);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
+  auto map_error = [&](const RegionOptions& o) { return error_of([&] { rt.map(backend, o); }); };
   RegionOptions o = huge_options();
   o.page_size = 8192;
-  CHECK_THAT(error_of(o), Catch::Contains("RegionOptions.page_size = 8192: must be 4096 or 2097152"));
+  CHECK_THAT(map_error(o), Catch::Contains("RegionOptions.page_size = 8192: must be 4096 or 2097152"));
   o = huge_options();
   o.fill_size = 64 * 1024;
-  CHECK_THAT(error_of(o), Catch::Contains("RegionOptions.fill_size = 65536") &&
+  CHECK_THAT(map_error(o), Catch::Contains("RegionOptions.fill_size = 65536") &&
                               Catch::Contains("does not work with 2 MiB pages"));
   o = huge_options();
   o.budget.bytes = 16 * kHuge;
-  CHECK_THAT(error_of(o), Catch::Contains("a memory budget does not work with 2 MiB pages"));
+  CHECK_THAT(map_error(o), Catch::Contains("a memory budget does not work with 2 MiB pages"));
   o = huge_options();
   o.writable = o.track_dirty = true;
-  CHECK_THAT(error_of(o), Catch::Contains("RegionOptions.track_dirty does not work with 2 MiB pages"));
+  CHECK_THAT(map_error(o), Catch::Contains("RegionOptions.track_dirty does not work with 2 MiB pages"));
 
   // More pages than the pool has free: an error with the figures, at map().
   HugePages pool(1);
@@ -150,7 +143,7 @@ TEST_CASE("2 MiB pages refuse what cannot work with them, naming the option", "[
   REQUIRE(free_pages >= 1);
   o = huge_options();
   o.length = static_cast<uint64_t>(free_pages + 1) * kHuge;
-  std::string e = error_of(o);
+  std::string e = map_error(o);
   CHECK_THAT(e, Catch::Contains(std::to_string(free_pages + 1) + " are needed and " + std::to_string(free_pages) +
                                 " are free (HugePages_Free in /proc/meminfo)"));
   CHECK_THAT(e, Catch::Contains("sysctl vm.nr_hugepages"));

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "faultline/error.h"
+
 namespace faultline::test {
 
 // Byte i of the deterministic pattern used everywhere: never constant over a
@@ -54,6 +56,17 @@ size_t threads_named(const std::string& name);  // by /proc/self/task/*/comm
 bool is_uffd_registered(const void* addr, size_t len);
 
 bool is_root();
+
+// The message of the faultline::Error that f() throws, or "(no error)".
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 // Keeps at least `pages` 2 MiB huge pages free in the machine's pool while
 // it lives: as root it raises vm.nr_hugepages as needed and puts it back
