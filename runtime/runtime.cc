@@ -53,8 +53,7 @@ void validate(const Backend& backend, const RegionOptions& o, const RuntimeOptio
       throw Error(what + " does not work with 2 MiB pages (RegionOptions.page_size = 2097152)");
     };
     if (o.fill_size != o.page_size)
-      refuse(field("fill_size", o.fill_size) + ": huge pages are placed whole, so fill_size must be 2097152; " +
-             std::to_string(o.fill_size));
+      refuse(field("fill_size", o.fill_size) + " (huge pages are placed whole: it must be 2097152)");
     if (o.budget.bytes || ro.budget.bytes) refuse("a memory budget");
     if (o.track_dirty) refuse("RegionOptions.track_dirty");
     if (o.write_back) refuse("RegionOptions.write_back");

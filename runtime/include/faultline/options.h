@@ -55,7 +55,9 @@ struct RegionOptions {
   // mapping). Writes land in the memfd,
   // shared, never in the backend; MADV_DONTNEED drops only the mapping (the
   // bytes stay), MADV_REMOVE punches them out (zeros). Another process's
-  // mapping is not served: it sees what was placed, zeros elsewhere. Not
+  // mapping is not served: it sees what was placed and zeros elsewhere,
+  // and what it writes to a page not placed yet is overwritten when the
+  // runtime places it (drain the region before sharing it). Not
   // inherited by fork() (MADV_DONTFORK). Needs UFFD_FEATURE_MINOR_SHMEM
   // (UffdMode::minor_shmem); refused with a budget, track_dirty,
   // write_back, reload_removed and 2 MiB pages.
