@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "uring_reader.h"
 
-#include <linux/ioprio.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -13,6 +12,11 @@
 
 namespace faultline::detail {
 namespace {
+
+// The I/O priority "best effort, level 0" (linux/ioprio.h: class 2 in the
+// bits from 13 up). Spelled out here because that header cannot be compiled
+// as C++ since linux-libc-dev 6.1.192 (a parameter named `class`).
+constexpr uint16_t kIoprioBestEffortHighest = 2 << 13;
 
 // The kernel refuses registered buffers larger than 1 GiB: bigger memory is
 // registered as several buffers.
@@ -144,7 +148,7 @@ void UringReader::prep(const UringRead& read) {
   if (async_large_reads_ && read.length >= kAsyncReadBytes) sqe->flags |= IOSQE_ASYNC;
   // The block layer's priority for direct reads (buffered ones take the
   // task's): best effort, level 0, which every user may ask for.
-  if (read.urgent) sqe->ioprio = IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, 0);
+  if (read.urgent) sqe->ioprio = kIoprioBestEffortHighest;
   io_uring_sqe_set_data64(sqe, read.tag);
   unconsumed_.push_back(read.tag);
 }
