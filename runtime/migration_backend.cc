@@ -119,6 +119,21 @@ bool DestPages::available(uint64_t offset, uint64_t length) const {
   return true;
 }
 
+std::vector<std::pair<uint64_t, uint64_t>> DestPages::missing_ranges() const {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  for (uint64_t p = 0; p < page_count_;) {
+    if (state(p) != kMissing) {
+      ++p;
+      continue;
+    }
+    uint64_t e = p;
+    while (e < page_count_ && state(e) == kMissing) ++e;
+    runs.emplace_back(p * kPage, (e - p) * kPage);
+    p = e;
+  }
+  return runs;
+}
+
 void DestPages::settle(uint64_t offset, uint64_t length) {
   uint64_t end = std::min(page_count_, (offset + length + kPage - 1) / kPage);
   uint64_t gone = 0;

@@ -92,6 +92,9 @@ class DestPages : public Backend {
   // (a prefetch of it will not need the network).
   bool available(uint64_t offset, uint64_t length) const;
   uint64_t pages_pending() const { return pending_.load(std::memory_order_acquire); }
+  // The object ranges still missing (what a reconnected source must push),
+  // as (offset, length) runs of pages.
+  std::vector<std::pair<uint64_t, uint64_t>> missing_ranges() const;
   // Once nothing is pending: frees the store (nothing reads it any more).
   void release_store();
 

@@ -35,11 +35,23 @@ uint64_t quantile(std::vector<uint64_t>& v, double q) {
   return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5))];
 }
 
+// A bound, listening socket; shared by the listener and the post-copy
+// migrations it accepted, which take the source's reconnect on it.
+struct ListenSocket {
+  detail::UniqueFd fd;
+  std::string endpoint;
+  std::string unix_path;  // removed again when the last owner is gone
+  ~ListenSocket() {
+    if (!unix_path.empty()) ::unlink(unix_path.c_str());
+  }
+};
+
 }  // namespace
 
 class IncomingMigration::Impl {
  public:
-  Impl(Channel ch, const MigrationOptions& options) : ch_(std::move(ch)), options_(options) {}
+  Impl(Channel ch, const MigrationOptions& options, std::shared_ptr<ListenSocket> listener)
+      : ch_(std::move(ch)), options_(options), listener_(std::move(listener)) {}
   ~Impl() { stop(); }
 
   void run_until_resume(Runtime& runtime);
@@ -55,12 +67,17 @@ class IncomingMigration::Impl {
   // which must lie within one region's page-rounded extent.
   size_t locate(uint64_t offset, uint64_t length, const char* what);
   void receive_push();
+  void receive_until_done();
+  bool await_recovery();
+  void resume_handshake(Channel& ch);
   void prefetch_ready(uint64_t offset, uint64_t length);
   void finish_pull();
   [[noreturn]] void protocol_error(const std::string& what);
 
-  Channel ch_;
+  Channel ch_;  // replaced by a recovery under mu_
   MigrationOptions options_;
+  std::shared_ptr<ListenSocket> listener_;  // where a source reconnects; dropped when the migration ends
+  std::array<uint8_t, remote::kNonceSize> source_nonce_{};  // the OFFER's: names this migration
   Clock::time_point start_ = Clock::now(), resumed_;
   std::vector<uint64_t> sizes_, bases_;
   uint64_t object_size_ = 0;
@@ -121,6 +138,7 @@ void IncomingMigration::Impl::handshake(Runtime& runtime) {
     throw Error("migration: " + ch_.peer() + " has a secret, this destination none", EACCES);
   }
   m_.mode = static_cast<MigrationMode>(offer.mode);
+  source_nonce_ = offer.nonce;
   sizes_ = offer.region_sizes;
   bases_ = region_bases(sizes_, &object_size_);
   if (object_size_ > options_.max_bytes) {
@@ -239,6 +257,7 @@ void IncomingMigration::Impl::run_until_resume(Runtime& runtime) {
   if (m_.mode == MigrationMode::kPrecopy) {
     m_.total_ns = ns_since(start_);
     finished_ = true;
+    listener_.reset();
     return;
   }
   // Chunks complete before the resume (hybrid: all but the stale) are placed
@@ -278,28 +297,110 @@ void IncomingMigration::Impl::finish_pull() {
   }
 }
 
+void IncomingMigration::Impl::receive_until_done() {
+  for (;;) {
+    Received f = ch_.receive({{Frame::kPages, kMaxPagesPayload}, {Frame::kZero, 8}, {Frame::kDone, 0}});
+    if (f.type == Frame::kDone) return;
+    if (f.type == Frame::kPages) {
+      locate(f.id, f.payload.size(), "PAGES");
+      m_.pages_pushed += f.payload.size() / kPage;
+      pages_->store(f.id, f.payload);
+      prefetch_ready(f.id, f.payload.size());
+    } else {
+      if (f.payload.size() != 8) protocol_error("a ZERO frame of " + std::to_string(f.payload.size()) + " bytes");
+      uint64_t len = detail::get_le(f.payload.data(), 8);
+      locate(f.id, len, "ZERO");
+      m_.pages_pushed += len / kPage;
+      pages_->store_zero(f.id, len);
+      prefetch_ready(f.id, len);
+    }
+  }
+}
+
+// Post-copy recovery, the destination's half: the stream broke. Every
+// region drains over the urgent lane meanwhile (faults first), and this
+// waits up to postcopy_deadline for the source to reconnect on the
+// listener; then the push goes on over the new stream.
+bool IncomingMigration::Impl::await_recovery() {
+  for (Region& r : regions) r.drain();
+  const Clock::time_point until = Clock::now() + options_.postcopy_deadline;
+  while (Clock::now() < until) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return false;
+    }
+    pollfd p{listener_->fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    detail::UniqueFd s(::accept4(listener_->fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!s) continue;
+    tune_socket(s.get());
+    try {
+      Channel ch(std::move(s), options_.deadline, "the source (reconnected via " + listener_->endpoint + ")");
+      resume_handshake(ch);
+      std::lock_guard lock(mu_);
+      if (stopping_) return false;
+      ch_ = std::move(ch);
+      m_.recoveries++;
+      return true;
+    } catch (const Error&) {
+      // Not our source (or not in time): keep waiting for it.
+    }
+  }
+  return false;
+}
+
+void IncomingMigration::Impl::resume_handshake(Channel& ch) {
+  Hello hello;
+  const bool auth = !options_.secret.empty();
+  hello.caps = auth ? kCapAuth : 0;
+  hello.nonce = remote::random_nonce();
+  ch.send(Frame::kHello, 0, 0, encode_hello(hello));
+  Received r = ch.receive({{Frame::kResume, kResumeSize}});
+  if (r.payload.size() != kResumeSize) {
+    ch.send_error(remote::ErrorCode::kBadFrame, "RESUME of the wrong size");
+    throw Error("migration: a RESUME of " + std::to_string(r.payload.size()) + " bytes", EPROTO);
+  }
+  std::array<uint8_t, remote::kNonceSize> nonce;
+  std::array<uint8_t, remote::kMacSize> proof;
+  std::memcpy(nonce.data(), r.payload.data(), nonce.size());
+  std::memcpy(proof.data(), r.payload.data() + nonce.size(), proof.size());
+  if (nonce != source_nonce_) {
+    ch.send_error(remote::ErrorCode::kBadFrame, "not the migration in progress here");
+    throw Error("migration: a RESUME for another migration", EPROTO);
+  }
+  if (auth && !remote::mac_equal(remote::handshake_mac(options_.secret, "resume", hello.nonce, nonce), proof)) {
+    ch.send_error(remote::ErrorCode::kAuthFailed, "authentication failed");
+    throw Error("migration: a reconnecting source failed authentication", EACCES);
+  }
+  std::array<uint8_t, remote::kMacSize> answer{};
+  if (auth) answer = remote::handshake_mac(options_.secret, "resumed", nonce, hello.nonce);
+  ch.send(Frame::kAccept, 0, 0, std::span<const std::byte>(reinterpret_cast<const std::byte*>(answer.data()), answer.size()));
+  // What is missing now (pages a fault or the drain fetch meanwhile are
+  // dropped from the push when they arrive: store() takes missing ones only).
+  std::vector<std::byte> want;
+  for (auto [offset, length] : pages_->missing_ranges()) {
+    if (want.size() + 16 > kMaxPagesPayload) {
+      ch.send(Frame::kWant, kWantMore, 0, want);
+      want.clear();
+    }
+    append_range(&want, offset, length);
+  }
+  ch.send(Frame::kWant, 0, 0, want);
+}
+
 void IncomingMigration::Impl::receive_push() {
   std::string push_error;
-  try {
-    for (;;) {
-      Received f = ch_.receive({{Frame::kPages, kMaxPagesPayload}, {Frame::kZero, 8}, {Frame::kDone, 0}});
-      if (f.type == Frame::kDone) break;
-      if (f.type == Frame::kPages) {
-        locate(f.id, f.payload.size(), "PAGES");
-        m_.pages_pushed += f.payload.size() / kPage;
-        pages_->store(f.id, f.payload);
-        prefetch_ready(f.id, f.payload.size());
-      } else {
-        if (f.payload.size() != 8) protocol_error("a ZERO frame of " + std::to_string(f.payload.size()) + " bytes");
-        uint64_t len = detail::get_le(f.payload.data(), 8);
-        locate(f.id, len, "ZERO");
-        m_.pages_pushed += len / kPage;
-        pages_->store_zero(f.id, len);
-        prefetch_ready(f.id, len);
-      }
+  for (;;) {
+    try {
+      receive_until_done();
+      push_error.clear();
+      break;
+    } catch (const Error& e) {
+      push_error = e.what();
+      // A source that said what is wrong (EPROTO, EACCES) is not coming
+      // back; a lost connection may be.
+      if (e.sys_errno() == EPROTO || e.sys_errno() == EACCES || !await_recovery()) break;
     }
-  } catch (const Error& e) {
-    push_error = e.what();
   }
   try {
     {
@@ -329,6 +430,7 @@ void IncomingMigration::Impl::receive_push() {
   }
   std::lock_guard lock(mu_);
   finished_ = true;
+  listener_.reset();
 }
 
 MigrationMetrics IncomingMigration::Impl::wait() {
@@ -342,8 +444,8 @@ void IncomingMigration::Impl::stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
+    ::shutdown(ch_.fd(), SHUT_RDWR);  // the receiver's wait ends
   }
-  ::shutdown(ch_.fd(), SHUT_RDWR);  // the receiver's wait ends
   if (receiver_.joinable()) receiver_.join();
 }
 
@@ -372,9 +474,7 @@ MigrationMetrics IncomingMigration::wait() {
 // ---- MigrationListener ----------------------------------------------------------
 
 struct MigrationListener::State {
-  detail::UniqueFd fd;
-  std::string endpoint;
-  std::string unix_path;  // removed again by the destructor
+  std::shared_ptr<ListenSocket> socket = std::make_shared<ListenSocket>();
   MigrationOptions options;
 };
 
@@ -391,7 +491,7 @@ MigrationListener::MigrationListener(const std::string& listen, MigrationOptions
       if (!S_ISSOCK(st.st_mode)) throw Error("MigrationListener: " + path + " exists and is not a socket");
       ::unlink(path.c_str());
     }
-    state_->unix_path = path;
+    state_->socket->unix_path = path;
   } else {
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -402,31 +502,31 @@ MigrationListener::MigrationListener(const std::string& listen, MigrationOptions
   remote::SocketAddress bound;
   bound.length = sizeof bound.storage;
   ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound.storage), &bound.length);
-  state_->endpoint = remote::format_address(bound);
-  state_->fd = std::move(fd);
+  state_->socket->endpoint = remote::format_address(bound);
+  state_->socket->fd = std::move(fd);
 }
 
-MigrationListener::~MigrationListener() {
-  if (!state_->unix_path.empty()) ::unlink(state_->unix_path.c_str());
-}
+MigrationListener::~MigrationListener() = default;
 
-std::string MigrationListener::endpoint() const { return state_->endpoint; }
+std::string MigrationListener::endpoint() const { return state_->socket->endpoint; }
 
 IncomingMigration MigrationListener::accept(Runtime& runtime, std::chrono::milliseconds timeout) {
-  pollfd p{state_->fd.get(), POLLIN, 0};
+  const ListenSocket& sock = *state_->socket;
+  pollfd p{sock.fd.get(), POLLIN, 0};
   int rc;
   do rc = ::poll(&p, 1, static_cast<int>(timeout.count()));
   while (rc < 0 && errno == EINTR);
-  if (rc == 0) throw Error("MigrationListener: no source connected to " + state_->endpoint + " within " +
+  if (rc == 0) throw Error("MigrationListener: no source connected to " + sock.endpoint + " within " +
                                std::to_string(timeout.count()) + " ms",
                            ETIMEDOUT);
   if (rc < 0) throw_errno("MigrationListener: poll", errno);
-  detail::UniqueFd s(::accept4(state_->fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (!s) throw_errno("MigrationListener: accept on " + state_->endpoint, errno);
+  detail::UniqueFd s(::accept4(sock.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!s) throw_errno("MigrationListener: accept on " + sock.endpoint, errno);
   tune_socket(s.get());
   IncomingMigration in;
   in.impl_ = std::make_unique<IncomingMigration::Impl>(
-      Channel(std::move(s), state_->options.deadline, "the source (via " + state_->endpoint + ")"), state_->options);
+      Channel(std::move(s), state_->options.deadline, "the source (via " + sock.endpoint + ")"), state_->options,
+      state_->socket);
   in.impl_->run_until_resume(runtime);
   return in;
 }

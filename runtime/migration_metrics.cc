@@ -31,7 +31,8 @@ std::string MigrationMetrics::to_json() const {
                      {"request_us", {{"p50", static_cast<double>(request_p50_ns) / 1e3},
                                      {"p99", static_cast<double>(request_p99_ns) / 1e3},
                                      {"max", static_cast<double>(request_max_ns) / 1e3}}},
-                     {"blocked_ms", static_cast<double>(blocked_ns) / 1e6}};
+                     {"blocked_ms", static_cast<double>(blocked_ns) / 1e6},
+                     {"recoveries", recoveries}};
   }
   return j.dump();
 }

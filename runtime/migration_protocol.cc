@@ -55,6 +55,13 @@ struct Reader {
 
 }  // namespace
 
+void append_range(std::vector<std::byte>* payload, uint64_t offset, uint64_t length) {
+  std::byte pair[16];
+  detail::put_le(pair, offset, 8);
+  detail::put_le(pair + 8, length, 8);
+  payload->insert(payload->end(), pair, pair + 16);
+}
+
 const char* frame_name(Frame f) {
   switch (f) {
     case Frame::kHello: return "HELLO";
@@ -69,6 +76,8 @@ const char* frame_name(Frame f) {
     case Frame::kDone: return "DONE";
     case Frame::kComplete: return "COMPLETE";
     case Frame::kError: return "ERROR";
+    case Frame::kResume: return "RESUME";
+    case Frame::kWant: return "WANT";
   }
   return "unknown";
 }
@@ -282,7 +291,7 @@ Received Channel::receive(std::initializer_list<Allowed> allowed) {
   for (const Allowed& a : allowed)
     if (a.type == r.type) ok = true, max_payload = a.max_payload;
   if (!ok) {
-    bool known = raw >= uint8_t(Frame::kHello) && raw <= uint8_t(Frame::kError);
+    bool known = raw >= uint8_t(Frame::kHello) && raw <= uint8_t(Frame::kWant);
     throw bad(known ? remote::ErrorCode::kBadFrame : remote::ErrorCode::kUnknownType,
               std::string("frame type ") + std::to_string(raw) + (known ? std::string(" (") + frame_name(r.type) + ")" : "") +
                   " where it is not allowed");

@@ -47,13 +47,20 @@ enum class Frame : uint8_t {
   kDone = 41,      // S -> D: every stale page pushed
   kComplete = 42,  // D -> S: the destination's post-copy figures (kCompleteSize)
   kError = 43,     // either way; code = remote::ErrorCode; text; then close
+  // Post-copy recovery, on a new connection after the stream broke (the
+  // destination sends HELLO first, as on any connection):
+  kResume = 44,  // S -> D: nonce_s of the migration's OFFER, proof (kResumeSize)
+  kWant = 45,    // D -> S after its ACCEPT: (offset u64, length u64) pairs still missing; flags kWantMore
 };
 const char* frame_name(Frame f);
 
 constexpr uint8_t kSwitchPostcopy = 1;
 constexpr uint8_t kSwitchAllStale = 2;
 
+constexpr uint8_t kWantMore = 1;  // another WANT frame follows
+
 constexpr size_t kHelloSize = 44;
+constexpr size_t kResumeSize = 64;
 constexpr size_t kCompleteSize = 56;
 
 struct Hello {
@@ -85,6 +92,9 @@ std::vector<std::byte> encode_complete(const Complete& c);
 std::string decode_hello(std::span<const std::byte> p, Hello* h);
 std::string decode_offer(std::span<const std::byte> p, Offer* o);
 std::string decode_complete(std::span<const std::byte> p, Complete* c);
+
+// Appends one (offset u64, length u64) pair of a STALE or WANT payload.
+void append_range(std::vector<std::byte>* payload, uint64_t offset, uint64_t length);
 
 // Regions are laid end to end, each starting on a page: the object the
 // urgent lane serves and that PAGES offsets address.

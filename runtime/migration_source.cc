@@ -7,10 +7,12 @@
 #include <chrono>
 #include <cstring>
 #include <optional>
+#include <thread>
 
 #include "faultline/error.h"
 #include "faultline/migration.h"
 #include "faultline/page_server.h"
+#include "little_endian.h"
 #include "migration_backend.h"
 #include "migration_protocol.h"
 
@@ -52,6 +54,8 @@ class Source {
   void switch_postcopy(std::vector<std::vector<DirtyRange>> carry, bool all);
   void send_stale(const std::vector<std::vector<DirtyRange>>& set);
   void push(std::vector<uint8_t>& todo);
+  bool recover(std::vector<uint8_t>* todo);
+  void resume_handshake(Channel& ch, std::vector<uint8_t>* todo);
   std::string urgent_address() const;
 
   std::vector<Region*> regions_;
@@ -61,6 +65,8 @@ class Source {
   std::vector<uint64_t> sizes_, bases_;
   uint64_t object_size_ = 0;
   std::optional<Channel> ch_;
+  uint64_t earlier_bytes_ = 0;  // sent on streams that broke (post-copy recovery)
+  std::array<uint8_t, remote::kNonceSize> nonce_{};  // the OFFER's: names this migration to a reconnect
   std::shared_ptr<SourcePages> pages_;
   std::unique_ptr<PageServer> server_;
   std::vector<std::byte> buf_;
@@ -128,6 +134,7 @@ void Source::handshake() {
   offer.mode = static_cast<uint8_t>(options_.mode);
   offer.caps = auth ? kCapAuth : 0;
   offer.nonce = remote::random_nonce();
+  nonce_ = offer.nonce;
   if (auth) offer.proof = remote::handshake_mac(options_.secret, "client", hello.nonce, offer.nonce);
   offer.region_sizes = sizes_;
   if (options_.mode != MigrationMode::kPrecopy) {
@@ -240,10 +247,7 @@ void Source::send_stale(const std::vector<std::vector<DirtyRange>>& set) {
   for (size_t i = 0; i < set.size(); ++i) {
     for (const DirtyRange& d : set[i]) {
       uint64_t at = bases_[i] + d.offset, len = (d.length + kPage - 1) / kPage * kPage;
-      std::byte pair[16];
-      for (int b = 0; b < 8; ++b) pair[b] = std::byte(at >> (8 * b));
-      for (int b = 0; b < 8; ++b) pair[8 + b] = std::byte(len >> (8 * b));
-      stale.insert(stale.end(), pair, pair + 16);
+      append_range(&stale, at, len);
       if (stale.size() >= kMaxPagesPayload) {
         ch_->send(Frame::kStale, 0, 0, stale);
         stale.clear();
@@ -276,11 +280,23 @@ void Source::switch_postcopy(std::vector<std::vector<DirtyRange>> carry, bool al
   ch_->receive({{Frame::kResumed, 0}});
   m_.downtime_ns = ns_since(stop_at_);
   Clock::time_point resumed = Clock::now();
-  push(todo);
-  ch_->send(Frame::kDone, 0, 0, {});
-  Received r = ch_->receive({{Frame::kComplete, kCompleteSize}});
   Complete c;
-  if (std::string e = decode_complete(r.payload, &c); !e.empty()) throw Error("migrate_out: " + e, EPROTO);
+  for (;;) {
+    try {
+      push(todo);
+      ch_->send(Frame::kDone, 0, 0, {});
+      Received r = ch_->receive({{Frame::kComplete, kCompleteSize}});
+      if (std::string e = decode_complete(r.payload, &c); !e.empty()) throw Error("migrate_out: " + e, EPROTO);
+      break;
+    } catch (const Error& e) {
+      // A peer that said what is wrong (EPROTO, EACCES) is not coming back;
+      // a lost connection may be.
+      if (e.sys_errno() == EPROTO || e.sys_errno() == EACCES || !recover(&todo))
+        throw Error(std::string(e.what()) + "; the stream was not recovered within postcopy_deadline (" +
+                        std::to_string(options_.postcopy_deadline.count()) + " ms)",
+                    e.sys_errno());
+    }
+  }
   m_.pages_requested = c.pages_requested;
   m_.requests = c.requests;
   m_.request_p50_ns = c.p50_ns;
@@ -312,8 +328,79 @@ void Source::push(std::vector<uint8_t>& todo) {
     pos = q == page_count ? 0 : q;
     if (ch_->readable()) ch_->receive({});  // only an ERROR may come now: it throws
   }
-  m_.pages_pushed = c.pages;
+  m_.pages_pushed += c.pages;
   m_.pages_sent += c.pages;
+}
+
+// Post-copy recovery: the stream broke after the resume. The urgent lane
+// keeps serving the destination's faults (and the pull it falls back to)
+// while this reconnects to the destination, with backoff, for up to
+// postcopy_deadline. On a new stream the destination says which pages it
+// still lacks (`todo` becomes exactly those) and the push goes on.
+bool Source::recover(std::vector<uint8_t>* todo) {
+  const Clock::time_point until = Clock::now() + options_.postcopy_deadline;
+  std::chrono::milliseconds backoff(20);
+  earlier_bytes_ += ch_->bytes_sent();
+  ch_.reset();
+  while (Clock::now() < until) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    try {
+      Channel ch(connect_to(destination_, std::min(options_.deadline, left)), options_.deadline, destination_);
+      resume_handshake(ch, todo);
+      ch_.emplace(std::move(ch));
+      m_.recoveries++;
+      return true;
+    } catch (const Error& e) {
+      if (e.sys_errno() == EACCES) throw;  // the wrong destination, or the wrong secret: no use retrying
+    }
+    std::this_thread::sleep_for(std::min(backoff, std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now())));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(500));
+  }
+  return false;
+}
+
+// HELLO from the destination, RESUME (this migration's nonce and a proof),
+// its ACCEPT (its proof), then WANT frames: the pages it still lacks.
+void Source::resume_handshake(Channel& ch, std::vector<uint8_t>* todo) {
+  Received r = ch.receive({{Frame::kHello, kHelloSize}});
+  Hello hello;
+  if (std::string e = decode_hello(r.payload, &hello); !e.empty() || hello.magic != kMagic)
+    throw Error("migrate_out: " + destination_ + " answered a reconnect with a bad HELLO", EPROTO);
+  const bool auth = !options_.secret.empty();
+  std::vector<std::byte> resume(kResumeSize);
+  std::memcpy(resume.data(), nonce_.data(), nonce_.size());
+  if (auth) {
+    auto proof = remote::handshake_mac(options_.secret, "resume", hello.nonce, nonce_);
+    std::memcpy(resume.data() + nonce_.size(), proof.data(), proof.size());
+  }
+  ch.send(Frame::kResume, 0, 0, resume);
+  Received a = ch.receive({{Frame::kAccept, remote::kMacSize}});
+  if (a.payload.size() != remote::kMacSize) throw Error("migrate_out: ACCEPT of the wrong size", EPROTO);
+  if (auth) {
+    auto want = remote::handshake_mac(options_.secret, "resumed", nonce_, hello.nonce);
+    std::array<uint8_t, remote::kMacSize> got;
+    std::memcpy(got.data(), a.payload.data(), got.size());
+    if (!remote::mac_equal(want, got)) {
+      ch.send_error(remote::ErrorCode::kAuthFailed, "the destination's proof does not match");
+      throw Error("migrate_out: " + destination_ + " (reconnected) does not know the secret", EACCES);
+    }
+  }
+  std::fill(todo->begin(), todo->end(), 0);
+  for (;;) {
+    Received w = ch.receive({{Frame::kWant, kMaxPagesPayload}});
+    if (w.payload.size() % 16) throw Error("migrate_out: a WANT frame of " + std::to_string(w.payload.size()) + " bytes", EPROTO);
+    for (size_t p = 0; p < w.payload.size(); p += 16) {
+      uint64_t off = detail::get_le(w.payload.data() + p, 8), len = detail::get_le(w.payload.data() + p + 8, 8);
+      if (off % kPage || len % kPage || off > object_size_ || len > object_size_ - off) {
+        ch.send_error(remote::ErrorCode::kBadFrame, "WANT outside the object");
+        throw Error("migrate_out: " + destination_ + " wants [" + std::to_string(off) + ", +" + std::to_string(len) +
+                        "), not whole pages within the " + std::to_string(object_size_) + "-byte object",
+                    EPROTO);
+      }
+      std::fill(todo->begin() + static_cast<ptrdiff_t>(off / kPage), todo->begin() + static_cast<ptrdiff_t>((off + len) / kPage), 1);
+    }
+    if (!(w.flags & kWantMore)) break;
+  }
 }
 
 MigrationMetrics Source::run() {
@@ -380,7 +467,7 @@ MigrationMetrics Source::run() {
                   e.sys_errno());
     throw;
   }
-  m_.bytes_sent = ch_->bytes_sent() + (server_ ? server_->stats().bytes_sent : 0);
+  m_.bytes_sent = earlier_bytes_ + ch_->bytes_sent() + (server_ ? server_->stats().bytes_sent : 0);
   m_.total_ns = ns_since(start_);
   return m_;
 }

@@ -7,6 +7,7 @@
 #include <faultline/migration.h>
 #include <faultline/page_server.h>
 #include <faultline/runtime.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -543,4 +544,202 @@ TEST_CASE("post-copy: with the source gone, a fault on a page not yet there gets
       },
       60000);
   CHECK(sig == 0);
+}
+
+namespace {
+
+// A TCP relay on loopback between the source and the destination's
+// listener, standing in for the network: it cuts its first connection once
+// `cut_after` bytes went from the source to the destination; later
+// connections are relayed once reconnects are allowed, and closed at once
+// before that. It keeps the first bytes the source sent (its OFFER).
+class Relay {
+ public:
+  Relay(const std::string& target, uint64_t cut_after, bool reconnects_allowed)
+      : target_(target), cut_after_(cut_after), allowed_(reconnects_allowed) {
+    listen_ = detail::UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_.get(), 4) != 0)
+      throw Error("relay: cannot listen", errno);
+    socklen_t len = sizeof a;
+    ::getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&a), &len);
+    endpoint_ = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~Relay() {
+    quit_ = true;
+    acceptor_.join();
+    for (auto& t : pumps_) t.join();
+  }
+  const std::string& endpoint() const { return endpoint_; }
+  int cuts() const { return cuts_.load(); }
+  int connections() const { return connections_.load(); }  // relayed
+  void allow_reconnects() { allowed_ = true; }
+  // The OFFER's nonce_s: after the 20-byte header, magic, version, mode,
+  // reserved and caps (12 bytes). Valid once cuts() > 0.
+  std::array<uint8_t, remote::kNonceSize> offer_nonce() const {
+    std::array<uint8_t, remote::kNonceSize> n{};
+    std::memcpy(n.data(), first_bytes_.data() + 32, n.size());
+    return n;
+  }
+
+ private:
+  void accept_loop() {
+    while (!quit_) {
+      pollfd p{listen_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      detail::UniqueFd c(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!c || (connections_ > 0 && !allowed_)) continue;  // (closed at once)
+      detail::UniqueFd d = migration::connect_to(target_, std::chrono::milliseconds(2000));
+      ::fcntl(d.get(), F_SETFL, ::fcntl(d.get(), F_GETFL) & ~O_NONBLOCK);  // the pump blocks on writes
+      bool first = connections_++ == 0;
+      pumps_.emplace_back([this, c = std::move(c), d = std::move(d), first]() mutable {
+        pump(std::move(c), std::move(d), first);
+      });
+    }
+  }
+  // Copies both ways until either side closes (or, on the first
+  // connection, until the cut).
+  void pump(detail::UniqueFd src, detail::UniqueFd dst, bool first) {
+    uint64_t forwarded = 0;
+    std::vector<char> buf(64 * 1024);
+    while (!quit_) {
+      pollfd p[2] = {{src.get(), POLLIN, 0}, {dst.get(), POLLIN, 0}};
+      if (::poll(p, 2, 20) <= 0) continue;
+      for (int i = 0; i < 2; ++i) {
+        if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        ssize_t n = ::read(p[i].fd, buf.data(), buf.size());
+        if (n <= 0) return;  // closing both ends ends the other side too
+        for (ssize_t off = 0; off < n;) {
+          ssize_t w = ::write(p[1 - i].fd, buf.data() + off, static_cast<size_t>(n - off));
+          if (w <= 0) return;
+          off += w;
+        }
+        if (i == 0 && first && forwarded < 64)
+          first_bytes_.insert(first_bytes_.end(), buf.data(), buf.data() + std::min<ssize_t>(n, 64));
+        if (i == 0) forwarded += static_cast<uint64_t>(n);
+      }
+      if (first && forwarded >= cut_after_) {
+        cuts_++;
+        ::shutdown(src.get(), SHUT_RDWR);
+        ::shutdown(dst.get(), SHUT_RDWR);
+        return;
+      }
+    }
+  }
+
+  std::string target_, endpoint_;
+  uint64_t cut_after_;
+  std::atomic<bool> allowed_;
+  std::vector<char> first_bytes_;  // the first pump's, read after cuts_ is set
+  detail::UniqueFd listen_;
+  std::atomic<bool> quit_{false};
+  std::atomic<int> cuts_{0}, connections_{0};
+  std::thread acceptor_;
+  std::vector<std::thread> pumps_;  // the acceptor's only
+};
+
+}  // namespace
+
+TEST_CASE("post-copy recovery: the stream cut mid-push is reconnected and every byte arrives", "[migration]") {
+  if (!kernel_has_wp_async()) {
+    WARN("SKIPPED: dirty tracking needs UFFD_FEATURE_WP_ASYNC (Linux 6.7+)");
+    return;
+  }
+  const bool back = GENERATE(true, false);
+  INFO((back ? "the source reconnects" : "the network stays down for the stream"));
+  MigrationOptions o = options_for(MigrationMode::kPostcopy);
+  o.postcopy_deadline = std::chrono::milliseconds(3000);
+  Workload w({32 * kMiB}, 2);
+  MigrationListener listener("127.0.0.1:0", o);
+  // A quarter into the push: the source's handshake and state go first.
+  Relay relay(listener.endpoint(), 8 * kMiB, back);
+  auto dest = std::async(std::launch::async, receive_and_check, std::ref(listener), w.at_stop.get_future());
+  MigrationMetrics m;
+  std::string error;
+  try {
+    m = migrate_out(w.pointers, relay.endpoint(), w.hooks(), o);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  DestResult d = dest.get();
+  INFO("source: " << error);
+  INFO("destination: " << d.error);
+  CHECK(relay.cuts() == 1);
+  // The destination has every byte either way: over the new stream, or
+  // pulled over the urgent lane (which the source serves while it tries).
+  CHECK(d.error.empty());
+  CHECK(d.mismatch_at_resume == -1);
+  CHECK(d.mismatch_after == -1);
+  if (back) {
+    CHECK(error.empty());
+    CHECK(m.recoveries == 1);
+    CHECK(d.metrics.recoveries == 1);
+    CHECK(relay.connections() == 2);
+  } else {
+    CHECK(error.find("not recovered") != std::string::npos);
+    CHECK(d.metrics.recoveries == 0);
+  }
+  CHECK(w.stops == 1);
+}
+
+TEST_CASE("post-copy recovery: a reconnect for another migration or with the wrong secret is refused", "[migration]") {
+  if (!kernel_has_wp_async()) {
+    WARN("SKIPPED: dirty tracking needs UFFD_FEATURE_WP_ASYNC (Linux 6.7+)");
+    return;
+  }
+  // The destination waits for its source; impostors on the listener are
+  // turned away (and do not end the wait), the real source's reconnect then
+  // completes the migration.
+  MigrationOptions o = options_for(MigrationMode::kPostcopy);
+  o.postcopy_deadline = std::chrono::milliseconds(3000);
+  Workload w({16 * kMiB}, 1);
+  MigrationListener listener("127.0.0.1:0", o);
+  Relay relay(listener.endpoint(), 4 * kMiB, false);
+  std::vector<std::string> impostor_errors;
+  std::thread impostor([&] {
+    while (relay.cuts() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (bool this_migration : {false, true}) {
+      try {
+        migration::Channel ch(migration::connect_to(listener.endpoint(), std::chrono::milliseconds(2000)),
+                              std::chrono::milliseconds(2000), "destination");
+        migration::Received r = ch.receive({{migration::Frame::kHello, migration::kHelloSize}});
+        migration::Hello hello;
+        migration::decode_hello(r.payload, &hello);
+        // Another migration's nonce with the right secret; this one's with a wrong one.
+        auto nonce = this_migration ? relay.offer_nonce() : remote::random_nonce();
+        std::vector<std::byte> resume(migration::kResumeSize);
+        std::memcpy(resume.data(), nonce.data(), nonce.size());
+        auto proof = remote::handshake_mac(this_migration ? "wrong" : "sesame", "resume", hello.nonce, nonce);
+        std::memcpy(resume.data() + nonce.size(), proof.data(), proof.size());
+        ch.send(migration::Frame::kResume, 0, 0, resume);
+        ch.receive({{migration::Frame::kAccept, remote::kMacSize}});
+        impostor_errors.push_back("accepted");
+      } catch (const Error& e) {
+        impostor_errors.push_back(e.what());
+      }
+    }
+    relay.allow_reconnects();  // now the real source gets through
+  });
+  auto dest = std::async(std::launch::async, receive_and_check, std::ref(listener), w.at_stop.get_future());
+  std::string error;
+  MigrationMetrics m;
+  try {
+    m = migrate_out(w.pointers, relay.endpoint(), w.hooks(), o);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  impostor.join();
+  DestResult d = dest.get();
+  INFO("source: " << error << "; destination: " << d.error);
+  REQUIRE(impostor_errors.size() == 2);
+  INFO(impostor_errors[0] << "; " << impostor_errors[1]);
+  CHECK(impostor_errors[0].find("not the migration in progress") != std::string::npos);
+  CHECK(impostor_errors[1].find("authentication failed") != std::string::npos);
+  CHECK(m.recoveries == 1);
+  CHECK(error.empty());
+  CHECK(d.error.empty());
+  CHECK(d.mismatch_after == -1);
 }

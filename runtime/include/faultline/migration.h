@@ -53,8 +53,10 @@ struct MigrationOptions {
   // Any one wait for the peer (connect, handshake, a frame, room in the
   // socket) longer than this fails the migration.
   std::chrono::milliseconds deadline{10000};
-  // Destination, post-copy: a fault whose page the source does not deliver
+  // Post-copy: a destination fault whose page the source does not deliver
   // within this time gets SIGBUS (the urgent lane reconnects meanwhile).
+  // Also how long, after the migration stream breaks, the source tries to
+  // reconnect it and the destination waits for that (post-copy recovery).
   std::chrono::milliseconds postcopy_deadline{10000};
   // Source, post-copy and hybrid: where the urgent lane (a page server over
   // the source's regions) listens. Empty: the local address of the
@@ -104,6 +106,9 @@ struct MigrationMetrics {
   // Time faulting threads waited for the urgent lane, one wait per chunk
   // fetched (a second thread on the same chunk is not added: a lower bound).
   uint64_t blocked_ns = 0;
+  // Times the migration stream broke after the resume and was reconnected
+  // (post-copy recovery); the source's and the destination's count.
+  uint64_t recoveries = 0;
 
   std::string to_json() const;
 };
@@ -172,6 +177,9 @@ class MigrationListener {
   // switch-over and returns with the regions mapped in `runtime`, holding the
   // source's bytes as of its stop. Throws Error (timeout, a source with the
   // wrong secret, a broken stream); the listener can accept again after.
+  // A post-copy migration keeps the listening socket open (even past the
+  // listener's destruction) until it ends: if its stream breaks, its
+  // source reconnects there (post-copy recovery, docs/migration.md).
   IncomingMigration accept(Runtime& runtime, std::chrono::milliseconds timeout = std::chrono::minutes(1));
 
  private:
