@@ -162,6 +162,9 @@ struct LiveSnapFigures {
   bool measured = false;
   double file_bytes = NAN, max_stall_ms = NAN, writer_rate_ratio = NAN, protect_ms = NAN, held_writes = NAN;
   double dirty_bytes = NAN;  // snapshot-incremental: the written chunks, each compressed alone
+  // snapshot-live: the least the instant can take on this machine (write-
+  // protecting just the chunks the writers keep writable), and its two ways.
+  double floor_chunks_ms = NAN, floor_range_ms = NAN;
 };
 
 // ---------------------------------------------------------------------------

@@ -16,14 +16,21 @@
 // during the snapshot over the second before it), and for the child
 // dirty_bytes: the chunks it stored compressed one by one with zstd at the
 // snapshot's level, after the run (the least those chunks can take).
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <zstd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <optional>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "bench.h"
@@ -126,6 +133,53 @@ uint64_t compressed_bytes(const std::byte* base, const std::vector<uint64_t>& ch
   return total;
 }
 
+// The floor of the protect step on this machine: with every other page
+// write-protected already, protect again only `hot` (the chunks the writers
+// keep writable), as one UFFDIO_WRITEPROTECT per chunk (a TLB flush each)
+// and as one over the whole range (a page-table walk over every page).
+// On a userfaultfd of its own, with the writers parked (nothing faults).
+// Returns {per chunk, whole range} in ms; NAN where it cannot measure.
+std::pair<double, double> protect_floor_ms(std::byte* base, uint64_t size, const std::vector<uint64_t>& hot) {
+  std::pair<double, double> none{NAN, NAN};
+  struct Fd {
+    int v;
+    ~Fd() {
+      if (v >= 0) ::close(v);
+    }
+    int get() const { return v; }
+  } fd{static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK))};
+  if (fd.get() < 0) return none;
+  uffdio_api api{UFFD_API, 1ull << 13 /* UFFD_FEATURE_WP_UNPOPULATED */, 0};
+  if (::ioctl(fd.get(), UFFDIO_API, &api) != 0) return none;
+  uffdio_register reg{};
+  reg.range = {reinterpret_cast<uintptr_t>(base), size};
+  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  if (::ioctl(fd.get(), UFFDIO_REGISTER, &reg) != 0) return none;
+  auto wp = [&](uint64_t at, uint64_t len, bool on) {
+    uffdio_writeprotect w{};
+    w.range = {reinterpret_cast<uintptr_t>(base) + at, len};
+    w.mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
+    while (::ioctl(fd.get(), UFFDIO_WRITEPROTECT, &w) != 0 && (errno == EAGAIN || errno == EINTR)) {
+    }
+  };
+  auto hot_off = [&] {
+    for (uint64_t c : hot) wp(c * kChunk, kChunk, false);
+  };
+  wp(0, size, true);
+  hot_off();
+  uint64_t t0 = now_ns();
+  for (uint64_t c : hot) wp(c * kChunk, kChunk, true);
+  const double chunks = static_cast<double>(now_ns() - t0) / 1e6;
+  hot_off();
+  t0 = now_ns();
+  wp(0, size, true);
+  const double range = static_cast<double>(now_ns() - t0) / 1e6;
+  wp(0, size, false);
+  uffdio_range r{reinterpret_cast<uintptr_t>(base), size};
+  ::ioctl(fd.get(), UFFDIO_UNREGISTER, &r);
+  return {chunks, range};
+}
+
 }  // namespace
 
 RunResult run_live_snapshot(const Context& ctx, LiveSnapConfig cfg) {
@@ -145,7 +199,8 @@ RunResult run_live_snapshot(const Context& ctx, LiveSnapConfig cfg) {
     o.chunk_size = kChunk;
     o.track_writes = cfg == LiveSnapConfig::kIncremental;
     if (cfg == LiveSnapConfig::kLiveNice0) o.compress_nice = 0;
-    faultline::LiveSnapshotter snap(p, size, o);
+    std::optional<faultline::LiveSnapshotter> snap_holder(std::in_place, p, size, o);
+    faultline::LiveSnapshotter& snap = *snap_holder;
     Writers w(base, size);
     if (cfg == LiveSnapConfig::kIncremental) {
       snap.snapshot(full.path);  // the parent (untimed), then a second of writes
@@ -180,6 +235,12 @@ RunResult run_live_snapshot(const Context& ctx, LiveSnapConfig cfg) {
     if (cfg == LiveSnapConfig::kIncremental) {
       w.park(true);  // (so the chunks hold still while they are measured)
       f.dirty_bytes = static_cast<double>(compressed_bytes(base, w.hot_chunks(), o.level));
+      w.park(false);
+    }
+    if (cfg == LiveSnapConfig::kLive) {
+      w.park(true);
+      snap_holder.reset();  // (its userfaultfd lets go of the range)
+      std::tie(f.floor_chunks_ms, f.floor_range_ms) = protect_floor_ms(base, size, w.hot_chunks());
       w.park(false);
     }
   });

@@ -134,6 +134,9 @@ Json result(const Agg& a) {
     j["held_writes"] = number(f.held_writes);
     j["dirty_bytes"] = number(f.dirty_bytes);
     j["bytes_per_dirty_byte"] = number(f.file_bytes / f.dirty_bytes);
+    j["protect_floor_ms"] = number(std::fmin(f.floor_chunks_ms, f.floor_range_ms));
+    j["protect_floor_chunks_ms"] = number(f.floor_chunks_ms);
+    j["protect_floor_range_ms"] = number(f.floor_range_ms);
   }
   const bool cache_known = a.k.c->file_cache;
   j["cache_dropped"] = cache_known && a.k.cold ? Json(a.all_dropped) : Json(nullptr);

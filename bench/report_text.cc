@@ -92,16 +92,19 @@ void print_table(const Bench& b, FILE* f) {
     if (!a.live_snapshot.measured) continue;
     if (!any) {
       std::fprintf(f, "\nlive-snapshot (medians; max stall the longest of any run): seconds of the snapshot, its file,\n"
-                      "the longest a writer was held, writes/s during it over the second before, the protect step\n");
-      std::fprintf(f, "  %-21s %9s %10s %13s %12s %11s %11s %14s\n", "config", "seconds", "file MiB", "max stall ms",
-                   "rate ratio", "protect ms", "held", "bytes/dirty");
+                      "the longest a writer was held, writes/s during it over the second before, the protect step;\n"
+                      "floor: the least a protect step can take here (only the writers' chunks protected again:\n"
+                      "one UFFDIO_WRITEPROTECT each, or one over the whole range, whichever is less)\n");
+      std::fprintf(f, "  %-21s %9s %10s %13s %12s %11s %11s %14s %9s\n", "config", "seconds", "file MiB", "max stall ms",
+                   "rate ratio", "protect ms", "held", "bytes/dirty", "floor ms");
       any = true;
     }
     const LiveSnapFigures& x = a.live_snapshot;
-    std::fprintf(f, "  %-21s %9s %10s %13s %12s %11s %11s %14s\n", a.k.c->name, fmt(a.seconds, "%.3f").c_str(),
+    std::fprintf(f, "  %-21s %9s %10s %13s %12s %11s %11s %14s %9s\n", a.k.c->name, fmt(a.seconds, "%.3f").c_str(),
                  fmt(x.file_bytes / static_cast<double>(kMiB), "%.1f").c_str(), fmt(x.max_stall_ms, "%.2f").c_str(),
                  fmt(x.writer_rate_ratio, "%.3f").c_str(), fmt(x.protect_ms, "%.2f").c_str(),
-                 fmt(x.held_writes, "%.0f").c_str(), fmt(x.file_bytes / x.dirty_bytes, "%.3f").c_str());
+                 fmt(x.held_writes, "%.0f").c_str(), fmt(x.file_bytes / x.dirty_bytes, "%.3f").c_str(),
+                 fmt(std::fmin(x.floor_chunks_ms, x.floor_range_ms), "%.2f").c_str());
   }
   any = false;
   for (const auto& a : b.aggs) {

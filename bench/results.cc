@@ -52,7 +52,7 @@ void aggregate_migrate(Agg& a) {
 }
 
 void aggregate_live_snapshot(Agg& a) {
-  std::vector<double> bytes, ratio, protect, held, dirty;
+  std::vector<double> bytes, ratio, protect, held, dirty, floor_chunks, floor_range;
   LiveSnapFigures& f = a.live_snapshot;
   for (const RunResult& r : a.runs) {
     if (!r.ok || !r.live_snapshot.measured) continue;
@@ -64,12 +64,16 @@ void aggregate_live_snapshot(Agg& a) {
     protect.push_back(x.protect_ms);
     held.push_back(x.held_writes);
     if (std::isfinite(x.dirty_bytes)) dirty.push_back(x.dirty_bytes);
+    if (std::isfinite(x.floor_chunks_ms)) floor_chunks.push_back(x.floor_chunks_ms);
+    if (std::isfinite(x.floor_range_ms)) floor_range.push_back(x.floor_range_ms);
   }
   f.file_bytes = median(bytes);
   f.writer_rate_ratio = median(ratio);
   f.protect_ms = median(protect);
   f.held_writes = median(held);
   f.dirty_bytes = median(dirty);
+  f.floor_chunks_ms = median(floor_chunks);
+  f.floor_range_ms = median(floor_range);
 }
 
 }  // namespace
