@@ -727,6 +727,7 @@ void Engine::flush_wakes() {
     for (auto [r, t] : latencies_) {
       r->stats.latency.record(now - t);
       totals_.latency.record(now - t);
+      count(r, &Stats::wait_ns, now - t);
     }
     latencies_.clear();
   }

@@ -205,7 +205,6 @@ size_t DestPages::reap(std::span<ReadCompletion> out) {
         figures_.requests++;
         figures_.pages_requested += (f.length + kPage - 1) / kPage;
         figures_.latencies_ns.push_back(now - f.start_ns);
-        figures_.blocked_ns += now - f.start_ns;
       }
     }
     c.tag = f.tag;

@@ -99,7 +99,7 @@ class DestPages : public Backend {
   void release_store();
 
   struct Figures {
-    uint64_t pages_requested = 0, requests = 0, blocked_ns = 0;
+    uint64_t pages_requested = 0, requests = 0;
     std::vector<uint64_t> latencies_ns;  // urgent reads
   };
   Figures figures() const;

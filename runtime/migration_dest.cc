@@ -72,6 +72,12 @@ class IncomingMigration::Impl {
   void resume_handshake(Channel& ch);
   void prefetch_ready(uint64_t offset, uint64_t length);
   void finish_pull();
+  // The regions' fault waits so far, summed over threads (Stats::wait_ns).
+  uint64_t regions_wait_ns() {
+    uint64_t sum = 0;
+    for (Region& r : regions) sum += r.stats().wait_ns;
+    return sum;
+  }
   [[noreturn]] void protocol_error(const std::string& what);
 
   Channel ch_;  // replaced by a recovery under mu_
@@ -79,6 +85,7 @@ class IncomingMigration::Impl {
   std::shared_ptr<ListenSocket> listener_;  // where a source reconnects; dropped when the migration ends
   std::array<uint8_t, remote::kNonceSize> source_nonce_{};  // the OFFER's: names this migration
   Clock::time_point start_ = Clock::now(), resumed_;
+  uint64_t wait_at_resume_ns_ = 0;
   std::vector<uint64_t> sizes_, bases_;
   uint64_t object_size_ = 0;
   std::shared_ptr<DestPages> pages_;
@@ -254,6 +261,7 @@ void IncomingMigration::Impl::run_until_resume(Runtime& runtime) {
   }
   ch_.send(Frame::kResumed, 0, 0, {});
   resumed_ = Clock::now();
+  wait_at_resume_ns_ = regions_wait_ns();
   if (m_.mode == MigrationMode::kPrecopy) {
     m_.total_ns = ns_since(start_);
     finished_ = true;
@@ -412,7 +420,7 @@ void IncomingMigration::Impl::receive_push() {
     DestPages::Figures f = pages_->figures();
     m_.pages_requested = f.pages_requested;
     m_.requests = f.requests;
-    m_.blocked_ns = f.blocked_ns;
+    m_.blocked_ns = regions_wait_ns() - wait_at_resume_ns_;
     m_.request_p50_ns = quantile(f.latencies_ns, 0.5);
     m_.request_p99_ns = quantile(f.latencies_ns, 0.99);
     m_.request_max_ns = f.latencies_ns.empty() ? 0 : f.latencies_ns.back();

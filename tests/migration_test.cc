@@ -218,6 +218,9 @@ TEST_CASE("migration moves every byte in each mode while writers run", "[migrati
   // Pre-copy placed every page before the resume: reading them all faults
   // nowhere. Post-copy reads fault (that is how the pages come).
   if (mode == MigrationMode::kPrecopy) CHECK(d.faults_reading == 0);
+  // Blocked time is the destination's threads' (sent back in COMPLETE).
+  CHECK(m.blocked_ns == d.metrics.blocked_ns);
+  if (mode == MigrationMode::kPostcopy) CHECK(m.blocked_ns > 0);
   // The JSON names what a user looks for.
   std::string json = m.to_json();
   CHECK(json.find("\"downtime_ms\"") != std::string::npos);

@@ -165,6 +165,35 @@ TEST_CASE("eight threads faulting the same and different pages all get the right
   if (!readahead) CHECK(backend->reads() == data.size() / (64 * kKiB));  // one read per chunk
 }
 
+TEST_CASE("wait_ns sums every faulting thread's wait, not one per chunk", "[runtime][threads]") {
+  auto data = pattern(kMiB, 5);
+  auto backend = std::make_shared<ScriptedBackend>(data);
+  backend->hold();  // the chunk's read stays in flight until release()
+  Runtime rt;
+  RegionOptions o;
+  o.readahead = false;
+  Region r = rt.map(backend, o);
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t)
+    threads.emplace_back([&, t] {
+      if (r.data()[t * 4096] != data[t * 4096]) bad++;  // three pages of chunk 0
+    });
+  // All three threads are parked on their faults (messages read) before
+  // the hold begins to count.
+  REQUIRE(wait_until([&] { return r.stats().faults == 3; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  backend->release();
+  for (auto& th : threads) th.join();
+  CHECK(bad == 0);
+  CHECK(backend->reads() == 1);
+  CHECK(wait_until([&] { return r.stats().latency_count == 3; }));
+  StatsSnapshot s = r.stats();
+  CHECK(s.wait_ns >= 3 * 100'000'000ull);
+  CHECK(s.wait_ns >= 3 * s.latency_p50_ns * 15 / 16);  // (quantiles exact to 1/16)
+  CHECK(rt.stats().wait_ns == s.wait_ns);
+}
+
 TEST_CASE("faults on chunks partly present (EEXIST) are served and woken", "[runtime][threads]") {
   auto data = pattern(8 * kMiB, 3);
   Runtime rt;

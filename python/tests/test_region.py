@@ -56,7 +56,7 @@ def test_stats_dict_has_every_counter(runtime, data_file):
         "readahead_chunks", "readahead_hits", "readahead_bytes", "readahead_used_bytes",
         "readahead_wasted_bytes", "prefetch_chunks", "prefetch_hits", "raised_reads", "retries",
         "errors", "resident_bytes", "evicted_chunks", "evicted_bytes", "refaults",
-        "removes", "unmaps", "remaps", "forks",
+        "removes", "unmaps", "remaps", "forks", "wait_ns",
         "latency_count", "latency_p50_ns", "latency_p90_ns", "latency_p99_ns", "latency_max_ns",
     ]
     assert list(runtime.stats()) == keys

@@ -103,8 +103,9 @@ struct MigrationMetrics {
   uint64_t request_p50_ns = 0;    // urgent read latency at the destination
   uint64_t request_p99_ns = 0;
   uint64_t request_max_ns = 0;
-  // Time faulting threads waited for the urgent lane, one wait per chunk
-  // fetched (a second thread on the same chunk is not added: a lower bound).
+  // Time threads were blocked on faults in the regions after the resume,
+  // summed over the threads (each fault message is one thread's wait, from
+  // the message read to the wake): QEMU's postcopy-blocktime.
   uint64_t blocked_ns = 0;
   // Times the migration stream broke after the resume and was reconnected
   // (post-copy recovery); the source's and the destination's count.

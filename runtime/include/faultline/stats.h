@@ -35,7 +35,8 @@ namespace faultline {
   X(removes, "UFFD_EVENT_REMOVE: ranges dropped by MADV_DONTNEED/MADV_REMOVE (read zeros after)") \
   X(unmaps, "UFFD_EVENT_UNMAP: ranges munmap'ed by the application (no longer served)")          \
   X(remaps, "UFFD_EVENT_REMAP: moves by mremap")                                                  \
-  X(forks, "UFFD_EVENT_FORK: forked children whose copy is served")
+  X(forks, "UFFD_EVENT_FORK: forked children whose copy is served")                             \
+  X(wait_ns, "fault service times summed: each fault message is one thread's wait, read to wake")
 
 // The numbers of a region or a runtime at one moment, as plain data
 // (Region::stats(), Runtime::stats()). Counters are read one by one while
