@@ -259,7 +259,9 @@ void Source::send_stale(const std::vector<std::vector<DirtyRange>>& set) {
 
 void Source::switch_postcopy(std::vector<std::vector<DirtyRange>> carry, bool all) {
   uint64_t pages = 0;
-  auto late = take_all(&pages);
+  // Post-copy from the start sends every page anyway: no scan of the dirty
+  // log inside the downtime (it would write-protect every page again).
+  auto late = all ? std::vector<std::vector<DirtyRange>>{} : take_all(&pages);
   const uint64_t page_count = object_size_ / kPage;
   std::vector<uint8_t> todo(page_count, all ? 1 : 0);
   if (!all) {
