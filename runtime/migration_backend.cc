@@ -65,13 +65,24 @@ DestPages::DestPages(uint64_t object_size, std::shared_ptr<Backend> urgent)
       pages_(new std::atomic<uint8_t>[page_count_]), urgent_(std::move(urgent)) {
   for (uint64_t i = 0; i < page_count_; ++i) pages_[i].store(kLocal, std::memory_order_relaxed);
   if (urgent_) {
-    // The pushed pages wait here for the runtime to place them. Reserved,
-    // not committed: only what is pushed and not yet placed uses memory.
-    void* p = ::mmap(nullptr, page_count_ * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                     -1, 0);
-    if (p == MAP_FAILED) throw_errno("migration: cannot reserve " + std::to_string(size_) + " bytes of store", errno);
-    store_ = detail::Mapping(p, page_count_ * kPage);
+    pushed_.reset(new std::atomic<Pushed*>[page_count_]);
+    for (uint64_t i = 0; i < page_count_; ++i) pushed_[i].store(nullptr, std::memory_order_relaxed);
   }
+}
+
+// Every frame still referenced is held by a completion or is one some page
+// is kStored in; each is deleted once (the page table holds it many times).
+DestPages::~DestPages() {
+  for (Served& s : done_)
+    if (s.hold) handed_.push_back(s.hold);
+  release_handed();
+  if (!pushed_) return;
+  std::vector<Pushed*> live;
+  for (uint64_t p = 0; p < page_count_; ++p)
+    if (state(p) == kStored) live.push_back(pushed_[p].load(std::memory_order_relaxed));
+  std::sort(live.begin(), live.end());
+  live.erase(std::unique(live.begin(), live.end()), live.end());
+  for (Pushed* f : live) delete f;
 }
 
 void DestPages::mark_missing_all() {
@@ -87,19 +98,63 @@ void DestPages::mark_missing(uint64_t offset, uint64_t length) {
   pending_.fetch_add(added, std::memory_order_release);
 }
 
-uint64_t DestPages::store(uint64_t offset, std::span<const std::byte> bytes) {
+uint64_t DestPages::store(uint64_t offset, std::vector<std::byte> frame, size_t length) {
+  auto* f = new Pushed{std::move(frame), offset, 1};
+  {
+    std::lock_guard lock(buffers_mu_);
+    frames_++;
+  }
   uint64_t taken = 0;
-  for (uint64_t done = 0; done < bytes.size(); done += kPage) {
+  for (uint64_t done = 0; done < length; done += kPage) {
     uint64_t p = (offset + done) / kPage;
     if (p >= page_count_) break;
     if (state(p) != kMissing) continue;
-    // Bytes first, then the state (release): the fault loop reads the bytes
-    // only after it saw kStored (acquire).
-    std::memcpy(store_.data() + p * kPage, bytes.data() + done, std::min<uint64_t>(kPage, bytes.size() - done));
+    // The frame first, then the state (release): the fault loop looks at
+    // the frame only after it saw kStored (acquire).
+    f->refs.fetch_add(1, std::memory_order_relaxed);
+    pushed_[p].store(f, std::memory_order_relaxed);
     uint8_t want = kMissing;
-    if (pages_[p].compare_exchange_strong(want, kStored, std::memory_order_acq_rel)) taken++;
+    if (pages_[p].compare_exchange_strong(want, kStored, std::memory_order_acq_rel))
+      taken++;
+    else
+      f->refs.fetch_sub(1, std::memory_order_relaxed);
   }
+  unref(f);
   return taken;
+}
+
+std::vector<std::byte> DestPages::spare_buffer() {
+  constexpr uint64_t kFramesAhead = 32;
+  std::unique_lock lock(buffers_mu_);
+  if (spare_.empty() && frames_ >= kFramesAhead)
+    spare_cv_.wait_for(lock, std::chrono::milliseconds(10), [&] { return !spare_.empty(); });
+  if (spare_.empty()) return {};
+  std::vector<std::byte> b = std::move(spare_.back());
+  spare_.pop_back();
+  return b;
+}
+
+void DestPages::unref(Pushed* f) {
+  if (f->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  std::lock_guard lock(buffers_mu_);
+  retired_.push_back(f);
+}
+
+// At the fault loop's submit() and reap(): what it placed from a retired
+// frame was placed by then. A few buffers are kept for the receiver (their
+// pages are faulted in; a new one costs a page fault per page).
+void DestPages::recycle_retired() {
+  constexpr size_t kSpareBuffers = 16;
+  std::vector<Pushed*> done;
+  {
+    std::lock_guard lock(buffers_mu_);
+    done.swap(retired_);
+    for (Pushed* f : done)
+      if (!released_ && spare_.size() < kSpareBuffers) spare_.push_back(std::move(f->bytes));
+    frames_ -= done.size();
+  }
+  if (!done.empty()) spare_cv_.notify_one();
+  for (Pushed* f : done) delete f;
 }
 
 uint64_t DestPages::store_zero(uint64_t offset, uint64_t length) {
@@ -137,12 +192,16 @@ std::vector<std::pair<uint64_t, uint64_t>> DestPages::missing_ranges() const {
 void DestPages::settle(uint64_t offset, uint64_t length) {
   uint64_t end = std::min(page_count_, (offset + length + kPage - 1) / kPage);
   uint64_t gone = 0;
-  for (uint64_t p = offset / kPage; p < end; ++p)
-    if (pages_[p].exchange(kLocal, std::memory_order_acq_rel) != kLocal) gone++;
+  for (uint64_t p = offset / kPage; p < end; ++p) {
+    uint8_t was = pages_[p].exchange(kLocal, std::memory_order_acq_rel);
+    if (was == kStored) unref(pushed_[p].load(std::memory_order_relaxed));
+    if (was != kLocal) gone++;
+  }
   if (gone) pending_.fetch_sub(gone, std::memory_order_acq_rel);
 }
 
 void DestPages::submit(std::span<const ReadRequest> reads) {
+  release_handed();
   batch_.clear();
   uint64_t now = 0;
   for (const ReadRequest& r : reads) {
@@ -150,7 +209,7 @@ void DestPages::submit(std::span<const ReadRequest> reads) {
     if (!urgent_ || pending_.load(std::memory_order_acquire) == 0) {
       // Nothing is owed by the source: a page the region lacks is a zero
       // page (pre-copy never writes them; see the receiver).
-      done_.push_back({r.tag, static_cast<int64_t>(n), true, nullptr});
+      done_.push_back({{r.tag, static_cast<int64_t>(n), true, nullptr}, nullptr});
       continue;
     }
     if (!available(r.offset, n)) {
@@ -162,30 +221,63 @@ void DestPages::submit(std::span<const ReadRequest> reads) {
       batch_.push_back(f);
       continue;
     }
-    // Served here. Pages the region already holds get zeros: the runtime's
-    // placement skips present pages (EEXIST), and a kLocal page that is
-    // not present is one pre-copy never wrote, a zero page.
-    bool from_store = false;
-    for (uint64_t done = 0; done < n; done += kPage) {
-      uint64_t p = (r.offset + done) / kPage;
-      uint64_t len = std::min<uint64_t>(kPage, n - done);
-      if (state(p) == kStored) {
-        std::memcpy(r.dest + done, store_.data() + p * kPage, len);
-        from_store = true;
-      } else {
-        std::memset(r.dest + done, 0, len);
-      }
-    }
-    settle(r.offset, n);
-    if (from_store) free_store(r.offset, n);
-    done_.push_back({r.tag, static_cast<int64_t>(n), false, nullptr});
+    serve(r, n);
   }
   if (!batch_.empty()) urgent_->submit(batch_);
 }
 
+// A read whose pages are all here. Pages the region already holds get
+// zeros: the runtime's placement skips present pages (EEXIST), and a kLocal
+// page that is not present is one pre-copy never wrote, a zero page. When
+// every page came in one frame, the runtime places straight from it.
+void DestPages::serve(const ReadRequest& r, uint64_t n) {
+  Pushed* one = nullptr;
+  bool any = false, whole = n > 0;
+  for (uint64_t done = 0; done < n; done += kPage) {
+    uint64_t p = (r.offset + done) / kPage;
+    if (state(p) != kStored) {
+      whole = false;
+      continue;
+    }
+    Pushed* f = pushed_[p].load(std::memory_order_relaxed);
+    if (any && f != one) whole = false;
+    one = f, any = true;
+  }
+  Served s{{r.tag, static_cast<int64_t>(n), !any, nullptr}, nullptr};
+  if (any && whole) {
+    one->refs.fetch_add(1, std::memory_order_relaxed);  // until the runtime has placed it
+    s.hold = one;
+    s.c.data = one->bytes.data() + (r.offset - one->offset);
+  } else if (any) {
+    for (uint64_t done = 0; done < n; done += kPage) {
+      uint64_t p = (r.offset + done) / kPage;
+      uint64_t len = std::min<uint64_t>(kPage, n - done);
+      if (state(p) == kStored) {
+        Pushed* f = pushed_[p].load(std::memory_order_relaxed);
+        std::memcpy(r.dest + done, f->bytes.data() + (p * kPage - f->offset), len);
+      } else {
+        std::memset(r.dest + done, 0, len);
+      }
+    }
+  }
+  settle(r.offset, n);
+  done_.push_back(s);
+}
+
+// The runtime has placed what the last reap() handed it by the next call.
+void DestPages::release_handed() {
+  for (Pushed* f : handed_) unref(f);
+  handed_.clear();
+  recycle_retired();
+}
+
 size_t DestPages::reap(std::span<ReadCompletion> out) {
+  release_handed();
   size_t n = std::min(out.size(), done_.size());
-  std::copy_n(done_.begin(), n, out.begin());
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = done_[i].c;
+    if (done_[i].hold) handed_.push_back(done_[i].hold);
+  }
   done_.erase(done_.begin(), done_.begin() + static_cast<std::ptrdiff_t>(n));
   if (!urgent_ || n == out.size()) return n;
   inner_.resize(out.size() - n);
@@ -198,8 +290,7 @@ size_t DestPages::reap(std::span<ReadCompletion> out) {
     Forwarded f = it->second;
     forwarded_.erase(it);
     if (c.result == static_cast<int64_t>(f.length)) {
-      settle(f.offset, f.length);
-      free_store(f.offset, f.length);  // (pushed meanwhile, and no longer needed)
+      settle(f.offset, f.length);  // (pages pushed meanwhile are no longer needed)
       std::lock_guard lock(figures_mu_);
       if (f.urgent) {
         figures_.requests++;
@@ -213,20 +304,12 @@ size_t DestPages::reap(std::span<ReadCompletion> out) {
   return n;
 }
 
-// The store's pages of a range the runtime has in hand now: returned to the
-// kernel, so the store holds only what is pushed and not placed yet (the
-// destination's memory stays near the regions' size, not twice it). The
-// receiver writes a page only while it is kMissing, which a settled page
-// never is again; one it was still copying when the fetch settled it is
-// dropped with the range, harmlessly (its bytes were not needed).
-void DestPages::free_store(uint64_t offset, uint64_t length) {
-  uint64_t first = offset / kPage * kPage, end = std::min(page_count_ * kPage, (offset + length + kPage - 1) / kPage * kPage);
-  if (end > first) ::madvise(store_.data() + first, end - first, MADV_DONTNEED);
-}
-
 void DestPages::release_store() {
-  if (store_.data() && pending_.load(std::memory_order_acquire) == 0)
-    ::madvise(store_.data(), page_count_ * kPage, MADV_DONTNEED);
+  if (!pushed_ || pending_.load(std::memory_order_acquire) != 0) return;
+  std::lock_guard lock(buffers_mu_);
+  released_ = true;
+  spare_.clear();
+  spare_.shrink_to_fit();
 }
 
 DestPages::Figures DestPages::figures() const {

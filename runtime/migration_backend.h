@@ -9,13 +9,15 @@
 // switch-over it reads as zeros (the receiver writes the pre-copy pages into
 // the regions itself, before anyone else sees them). From the switch-over on
 // it knows, per page, whether the region holds it already, whether the
-// background push has delivered it (then it is served from its store,
-// without the network), or whether it must be fetched: then the read goes to
-// the urgent lane (a RemoteBackend to the source's page server), which
-// serves demand faults before anything else.
+// background push has delivered it (then it is served from the PAGES frame
+// it came in, kept until the runtime has placed its pages: no copy, and no
+// memory of its own to fault in and give back), or whether it must be
+// fetched: then the read goes to the urgent lane (a RemoteBackend to the
+// source's page server), which serves demand faults before anything else.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -71,6 +73,7 @@ class DestPages : public Backend {
 
   // `urgent` is null in pre-copy (every read is then zeros).
   DestPages(uint64_t object_size, std::shared_ptr<Backend> urgent);
+  ~DestPages() override;
 
   uint64_t size() const override { return size_; }
   std::string name() const override { return "migration destination (" + std::to_string(size_) + " bytes)"; }
@@ -84,9 +87,17 @@ class DestPages : public Backend {
   // (or every page) must come from the source.
   void mark_missing_all();
   void mark_missing(uint64_t offset, uint64_t length);
-  // From the receiver: pushed pages. A page no longer missing (fetched by a
-  // fault meanwhile) is dropped. Returns pages taken.
-  uint64_t store(uint64_t offset, std::span<const std::byte> bytes);
+  // From the receiver: pushed pages, the first `length` bytes of `frame`,
+  // which is kept (not copied) until the runtime has placed them. A page no
+  // longer missing (fetched by a fault meanwhile) is dropped. Returns pages
+  // taken.
+  uint64_t store(uint64_t offset, std::vector<std::byte> frame, size_t length);
+  // A buffer of a frame whose pages are all placed, for the receiver to read
+  // the next frame into (its memory is faulted in already), or an empty one.
+  // With many frames waiting for the runtime, waits a little for one: the
+  // receiver then yields the CPU to the placing instead of faulting in
+  // memory to run further ahead of it.
+  std::vector<std::byte> spare_buffer();
   uint64_t store_zero(uint64_t offset, uint64_t length);
   // Whether every page of [offset, offset + length) is no longer missing
   // (a prefetch of it will not need the network).
@@ -95,7 +106,8 @@ class DestPages : public Backend {
   // The object ranges still missing (what a reconnected source must push),
   // as (offset, length) runs of pages.
   std::vector<std::pair<uint64_t, uint64_t>> missing_ranges() const;
-  // Once nothing is pending: frees the store (nothing reads it any more).
+  // Once nothing is pending: frees the spare buffers, and from then on
+  // every buffer once its pages are placed.
   void release_store();
 
   struct Figures {
@@ -110,17 +122,40 @@ class DestPages : public Backend {
     uint32_t length;
     bool urgent;
   };
+  // A PAGES frame's payload. refs: its pages still kStored, plus one while
+  // store() works on it. At 0 it is retired, and recycled only at the fault
+  // loop's next submit() or reap(): the runtime may be placing from it (a
+  // completion's data) until then.
+  struct Pushed {
+    std::vector<std::byte> bytes;
+    uint64_t offset;
+    std::atomic<uint32_t> refs;
+  };
   uint8_t state(uint64_t page) const { return pages_[page].load(std::memory_order_acquire); }
   void settle(uint64_t offset, uint64_t length);  // pages now in the runtime's hands
-  void free_store(uint64_t offset, uint64_t length);
+  void unref(Pushed* f);
+  void recycle_retired();
+  void release_handed();
+  void serve(const ReadRequest& r, uint64_t n);
 
   uint64_t size_;
   uint64_t page_count_;
   std::unique_ptr<std::atomic<uint8_t>[]> pages_;
   std::atomic<uint64_t> pending_{0};  // pages not kLocal
-  detail::Mapping store_;
+  std::unique_ptr<std::atomic<Pushed*>[]> pushed_;  // by page; meaningful while kStored
+  std::mutex buffers_mu_;  // the receiver's and the fault loop's
+  std::vector<std::vector<std::byte>> spare_;
+  std::vector<Pushed*> retired_;
+  std::condition_variable spare_cv_;
+  uint64_t frames_ = 0;  // Pushed alive
+  bool released_ = false;
   std::shared_ptr<Backend> urgent_;
-  std::vector<ReadCompletion> done_;
+  struct Served {
+    ReadCompletion c;
+    Pushed* hold;  // the frame c.data points into, or null
+  };
+  std::vector<Served> done_;
+  std::vector<Pushed*> handed_;  // frames of the last reap()'s completions
   std::unordered_map<uint64_t, Forwarded> forwarded_;
   uint64_t next_tag_ = 1;
   std::vector<ReadRequest> batch_;

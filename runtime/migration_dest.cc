@@ -312,7 +312,9 @@ void IncomingMigration::Impl::receive_until_done() {
     if (f.type == Frame::kPages) {
       locate(f.id, f.payload.size(), "PAGES");
       m_.pages_pushed += f.payload.size() / kPage;
-      pages_->store(f.id, f.payload);
+      std::vector<std::byte> frame = pages_->spare_buffer();
+      ch_.swap_buffer(frame);  // the frame's pages are placed from where they came in
+      pages_->store(f.id, std::move(frame), f.payload.size());
       prefetch_ready(f.id, f.payload.size());
     } else {
       if (f.payload.size() != 8) protocol_error("a ZERO frame of " + std::to_string(f.payload.size()) + " bytes");

@@ -129,6 +129,10 @@ class Channel {
     uint64_t max_payload;
   };
   Received receive(std::initializer_list<Allowed> allowed);
+  // Exchanges the buffer the last payload was read into for `other`: the
+  // caller keeps that payload (its span stays valid) and the next frame is
+  // read into `other`, grown as needed.
+  void swap_buffer(std::vector<std::byte>& other) { rx_.swap(other); }
   // Whether a frame (or EOF) is waiting, without blocking.
   bool readable();
   uint64_t bytes_sent() const { return bytes_sent_; }

@@ -120,9 +120,13 @@ class Workload {
     pause_ = true;
     while (parked_.load() != static_cast<int>(threads_.size())) std::this_thread::yield();
   }
-  void resume() { pause_ = false; }
+  void resume() {
+    pause_ = false;
+    pause_.notify_all();
+  }
   void finish() {
     quit_ = true;
+    resume();
     for (auto& t : threads_) t.join();
     threads_.clear();
   }
@@ -157,7 +161,8 @@ class Workload {
     while (!quit_) {
       if (pause_) {
         parked_++;
-        while (pause_ && !quit_) std::this_thread::yield();
+        // Asleep, not spinning: a stopped source leaves the CPUs to the push.
+        while (pause_ && !quit_) pause_.wait(true);
         parked_--;
         continue;
       }

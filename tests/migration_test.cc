@@ -426,6 +426,11 @@ TEST_CASE("the destination dying during pre-copy leaves the source running, with
   std::string address = unix_address("dest-dies");
   MigrationOptions o = options_for(MigrationMode::kPrecopy);
   o.deadline = std::chrono::milliseconds(3000);
+  // Rounds until the kill: the writers dirty their region all along, and a
+  // limit of 0 ms is met only by nothing dirty; 1000 rounds of about 1 MiB
+  // take well over the 300 ms before the kill.
+  o.downtime_limit = std::chrono::milliseconds(0);
+  o.max_rounds = 1000;
   Child dest([&] {
     Runtime rt;
     MigrationListener listener(address, o);
