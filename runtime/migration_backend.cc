@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "migration_backend.h"
 
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
@@ -304,7 +303,7 @@ size_t DestPages::reap(std::span<ReadCompletion> out) {
   return n;
 }
 
-void DestPages::release_store() {
+void DestPages::release_buffers() {
   if (!pushed_ || pending_.load(std::memory_order_acquire) != 0) return;
   std::lock_guard lock(buffers_mu_);
   released_ = true;

@@ -28,7 +28,6 @@
 
 #include "faultline/backend.h"
 #include "faultline/region.h"
-#include "unique_fd.h"
 
 namespace faultline::migration {
 
@@ -108,7 +107,7 @@ class DestPages : public Backend {
   std::vector<std::pair<uint64_t, uint64_t>> missing_ranges() const;
   // Once nothing is pending: frees the spare buffers, and from then on
   // every buffer once its pages are placed.
-  void release_store();
+  void release_buffers();
 
   struct Figures {
     uint64_t pages_requested = 0, requests = 0;

@@ -431,7 +431,7 @@ void IncomingMigration::Impl::receive_push() {
                  m_.blocked_ns, m_.postcopy_ns};
       ch_.send(Frame::kComplete, 0, 0, encode_complete(c));
     }
-    pages_->release_store();
+    pages_->release_buffers();
     m_.total_ns = ns_since(start_);
   } catch (const Error& e) {
     std::lock_guard lock(mu_);
