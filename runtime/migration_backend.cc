@@ -3,6 +3,7 @@
 
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 
@@ -63,10 +64,8 @@ DestPages::DestPages(uint64_t object_size, std::shared_ptr<Backend> urgent)
     : size_(object_size), page_count_((object_size + kPage - 1) / kPage),
       pages_(new std::atomic<uint8_t>[page_count_]), urgent_(std::move(urgent)) {
   for (uint64_t i = 0; i < page_count_; ++i) pages_[i].store(kLocal, std::memory_order_relaxed);
-  if (urgent_) {
-    pushed_.reset(new std::atomic<Pushed*>[page_count_]);
-    for (uint64_t i = 0; i < page_count_; ++i) pushed_[i].store(nullptr, std::memory_order_relaxed);
-  }
+  pushed_.reset(new std::atomic<Pushed*>[page_count_]);
+  for (uint64_t i = 0; i < page_count_; ++i) pushed_[i].store(nullptr, std::memory_order_relaxed);
 }
 
 // Every frame still referenced is held by a completion or is one some page
@@ -75,7 +74,6 @@ DestPages::~DestPages() {
   for (Served& s : done_)
     if (s.hold) handed_.push_back(s.hold);
   release_handed();
-  if (!pushed_) return;
   std::vector<Pushed*> live;
   for (uint64_t p = 0; p < page_count_; ++p)
     if (state(p) == kStored) live.push_back(pushed_[p].load(std::memory_order_relaxed));
@@ -89,11 +87,18 @@ void DestPages::mark_missing_all() {
   pending_.store(page_count_, std::memory_order_release);
 }
 
-void DestPages::mark_missing(uint64_t offset, uint64_t length) {
+void DestPages::mark_missing(uint64_t offset, uint64_t length, std::vector<std::pair<uint64_t, uint64_t>>* held) {
   uint64_t first = offset / kPage, end = std::min(page_count_, (offset + length + kPage - 1) / kPage);
   uint64_t added = 0;
-  for (uint64_t p = first; p < end; ++p)
-    if (pages_[p].exchange(kMissing, std::memory_order_acq_rel) == kLocal) added++;
+  for (uint64_t p = first; p < end; ++p) {
+    uint8_t want = kLocal;
+    if (!pages_[p].compare_exchange_strong(want, kMissing, std::memory_order_acq_rel)) continue;
+    added++;
+    if (!held->empty() && held->back().first + held->back().second == p * kPage)
+      held->back().second += kPage;
+    else
+      held->emplace_back(p * kPage, kPage);
+  }
   pending_.fetch_add(added, std::memory_order_release);
 }
 
@@ -205,10 +210,16 @@ void DestPages::submit(std::span<const ReadRequest> reads) {
   uint64_t now = 0;
   for (const ReadRequest& r : reads) {
     uint64_t n = r.offset < size_ ? std::min<uint64_t>(r.length, size_ - r.offset) : 0;
-    if (!urgent_ || pending_.load(std::memory_order_acquire) == 0) {
-      // Nothing is owed by the source: a page the region lacks is a zero
-      // page (pre-copy never writes them; see the receiver).
+    if (pending_.load(std::memory_order_acquire) == 0) {
+      // Nothing is owed by the source: every page is placed, and the
+      // runtime's placement skips present pages (EEXIST).
       done_.push_back({{r.tag, static_cast<int64_t>(n), true, nullptr}, nullptr});
+      continue;
+    }
+    if (!available(r.offset, n) && !urgent_) {
+      // Pre-copy has nowhere to fetch from: the receiver asks only for what
+      // it has, so this is a bug, and the runtime poisons the chunk.
+      done_.push_back({{r.tag, -EIO, false, nullptr}, nullptr});
       continue;
     }
     if (!available(r.offset, n)) {
@@ -225,9 +236,8 @@ void DestPages::submit(std::span<const ReadRequest> reads) {
   if (!batch_.empty()) urgent_->submit(batch_);
 }
 
-// A read whose pages are all here. Pages the region already holds get
-// zeros: the runtime's placement skips present pages (EEXIST), and a kLocal
-// page that is not present is one pre-copy never wrote, a zero page. When
+// A read whose pages are all here. Pages the region already holds (kLocal)
+// get zeros: the runtime's placement skips present pages (EEXIST). When
 // every page came in one frame, the runtime places straight from it.
 void DestPages::serve(const ReadRequest& r, uint64_t n) {
   Pushed* one = nullptr;
@@ -304,7 +314,7 @@ size_t DestPages::reap(std::span<ReadCompletion> out) {
 }
 
 void DestPages::release_buffers() {
-  if (!pushed_ || pending_.load(std::memory_order_acquire) != 0) return;
+  if (pending_.load(std::memory_order_acquire) != 0) return;
   std::lock_guard lock(buffers_mu_);
   released_ = true;
   spare_.clear();

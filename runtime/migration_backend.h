@@ -5,15 +5,15 @@
 // to the page server of the urgent lane. The source is stopped by then, so
 // the bytes do not change under it.
 //
-// DestPages is what the destination's regions are mapped over. Before the
-// switch-over it reads as zeros (the receiver writes the pre-copy pages into
-// the regions itself, before anyone else sees them). From the switch-over on
-// it knows, per page, whether the region holds it already, whether the
-// background push has delivered it (then it is served from the PAGES frame
-// it came in, kept until the runtime has placed its pages: no copy, and no
-// memory of its own to fault in and give back), or whether it must be
-// fetched: then the read goes to the urgent lane (a RemoteBackend to the
-// source's page server), which serves demand faults before anything else.
+// DestPages is what the destination's regions are mapped over. It knows,
+// per page, whether the region holds it already, whether a PAGES frame has
+// delivered it (pre-copy's first round, post-copy's background push: then
+// it is served from the frame it came in, kept until the runtime has placed
+// its pages: no copy, and no memory of its own to fault in and give back),
+// or whether it must be fetched: then the read goes to the urgent lane (a
+// RemoteBackend to the source's page server), which serves demand faults
+// before anything else. Later pre-copy rounds are written into the regions
+// by the receiver itself, before anyone else sees them.
 #pragma once
 
 #include <atomic>
@@ -70,7 +70,8 @@ class DestPages : public Backend {
  public:
   enum State : uint8_t { kLocal = 0, kMissing = 1, kStored = 2, kStoredZero = 3 };
 
-  // `urgent` is null in pre-copy (every read is then zeros).
+  // `urgent` is null in pre-copy: a read of a missing page is then an error
+  // (the receiver asks only for pages it has).
   DestPages(uint64_t object_size, std::shared_ptr<Backend> urgent);
   ~DestPages() override;
 
@@ -82,10 +83,13 @@ class DestPages : public Backend {
   void submit(std::span<const ReadRequest> reads) override;
   size_t reap(std::span<ReadCompletion> out) override;
 
-  // At the switch-over, before the regions are exposed: these object ranges
-  // (or every page) must come from the source.
+  // Before the first round (every page), or at a hybrid switch-over before
+  // the regions are exposed (these object ranges): the pages must come from
+  // the source. mark_missing() appends to `held` the runs of pages that were
+  // placed until now (the caller drops them); pages still missing from an
+  // earlier call are not in it.
   void mark_missing_all();
-  void mark_missing(uint64_t offset, uint64_t length);
+  void mark_missing(uint64_t offset, uint64_t length, std::vector<std::pair<uint64_t, uint64_t>>* held);
   // From the receiver: pushed pages, the first `length` bytes of `frame`,
   // which is kept (not copied) until the runtime has placed them. A page no
   // longer missing (fetched by a fault meanwhile) is dropped. Returns pages

@@ -71,6 +71,7 @@ class IncomingMigration::Impl {
   bool await_recovery();
   void resume_handshake(Channel& ch);
   void prefetch_ready(uint64_t offset, uint64_t length);
+  void await_first_round();
   void finish_pull();
   // The regions' fault waits so far, summed over threads (Stats::wait_ns).
   uint64_t regions_wait_ns() {
@@ -167,6 +168,9 @@ void IncomingMigration::Impl::handshake(Runtime& runtime) {
                      std::to_string(object_size_) + "-byte migration");
   }
   pages_ = std::make_shared<DestPages>(object_size_, urgent);
+  // The first round brings every page: the runtime places each from the
+  // frame it came in (below), never a page fault and a copy by the receiver.
+  if (m_.mode != MigrationMode::kPostcopy) pages_->mark_missing_all();
   for (size_t i = 0; i < sizes_.size(); ++i) {
     RegionOptions ro = options_.dest_region;
     ro.offset = bases_[i];
@@ -175,19 +179,13 @@ void IncomingMigration::Impl::handshake(Runtime& runtime) {
     // Stale pages are dropped with MADV_DONTNEED so that a touch fetches
     // them anew (not zeros, as a balloon's drop reads).
     ro.reload_removed = true;
-    // The push is the read-ahead of post-copy; a second one would only
-    // fetch the same pages twice.
-    if (m_.mode != MigrationMode::kPrecopy) ro.readahead = false;
-    // The receiver writes every page it gets into the region: placed as the
-    // shared zero page, each would fault again on that write.
+    // The receiver asks for every chunk it has (the first round, the push):
+    // read-ahead would only fetch the same pages twice.
+    ro.readahead = false;
+    // Later rounds write into the region: a page placed as the shared zero
+    // page would fault again on that write.
     ro.zeros_as_pages = true;
     regions.push_back(runtime.map(pages_, ro));
-    // Every page comes in round 0: let the runtime place the zero chunks the
-    // receiver writes into in the background, instead of one fault at a time.
-    // Not in hybrid: there STALE frames come before the source stops, and no
-    // read may reach the source before SWITCH (the receiver's own writes
-    // are all done by the first STALE; a prefetch could still be running).
-    if (m_.mode == MigrationMode::kPrecopy) regions.back().prefetch(0, sizes_[i]);
   }
   fill_ = options_.dest_region.fill_size;
   std::array<uint8_t, remote::kMacSize> proof{};
@@ -201,8 +199,10 @@ void IncomingMigration::Impl::run_until_resume(Runtime& runtime) {
   uint32_t round = 0;
   bool stale_seen = false;
   const uint64_t max_state = options_.max_state_bytes;
-  // Until the switch-over nobody else sees the regions: the pages go
-  // straight into them (each first touch of a chunk is a zero fill).
+  // Until the switch-over nobody else sees the regions. The first round's
+  // pages are placed by the runtime from the frames they came in; later
+  // rounds write into the placed pages.
+  std::vector<std::pair<uint64_t, uint64_t>> held;
   for (;;) {
     Received f = ch_.receive({{Frame::kPages, kMaxPagesPayload},
                               {Frame::kZero, 8},
@@ -212,23 +212,38 @@ void IncomingMigration::Impl::run_until_resume(Runtime& runtime) {
     if (f.type == Frame::kPages) {
       if (stale_seen) protocol_error("PAGES after STALE");
       size_t i = locate(f.id, f.payload.size(), "PAGES");
+      m_.pages_sent += f.payload.size() / kPage;
+      if (round == 0) {
+        std::vector<std::byte> frame = pages_->spare_buffer();
+        ch_.swap_buffer(frame);
+        pages_->store(f.id, std::move(frame), f.payload.size());
+        prefetch_ready(f.id, f.payload.size());
+        continue;
+      }
       uint64_t at = f.id - bases_[i];
       uint64_t n = std::min<uint64_t>(f.payload.size(), sizes_[i] - std::min(sizes_[i], at));
       std::memcpy(regions[i].data() + at, f.payload.data(), n);
-      m_.pages_sent += f.payload.size() / kPage;
     } else if (f.type == Frame::kZero) {
       if (f.payload.size() != 8) protocol_error("a ZERO frame of " + std::to_string(f.payload.size()) + " bytes");
       if (stale_seen) protocol_error("ZERO after STALE");
       uint64_t len = detail::get_le(f.payload.data(), 8);
       size_t i = locate(f.id, len, "ZERO");
       uint64_t at = f.id - bases_[i];
-      // Round 0 sends each page once, onto pages never written: zero already.
-      if (round > 0) std::memset(regions[i].data() + at, 0, std::min<uint64_t>(len, sizes_[i] - std::min(sizes_[i], at)));
       m_.pages_sent += len / kPage;
+      if (round == 0) {
+        pages_->store_zero(f.id, len);
+        prefetch_ready(f.id, len);
+        continue;
+      }
+      std::memset(regions[i].data() + at, 0, std::min<uint64_t>(len, sizes_[i] - std::min(sizes_[i], at)));
     } else if (f.type == Frame::kRoundEnd) {
       if (f.id != round) protocol_error("ROUND_END " + std::to_string(f.id) + ", expected " + std::to_string(round));
-      round++;
-      m_.rounds.emplace_back();
+      // After STALE it is a barrier: the source stops once the drop is done.
+      if (!stale_seen) {
+        if (round == 0) await_first_round();
+        round++;
+        m_.rounds.emplace_back();
+      }
       ch_.send(Frame::kRoundEnd, 0, f.id, {});  // the source measures and stops by this
     } else if (f.type == Frame::kStale) {
       if (m_.mode != MigrationMode::kHybrid || round == 0) protocol_error("STALE outside a hybrid switch-over");
@@ -238,11 +253,15 @@ void IncomingMigration::Impl::run_until_resume(Runtime& runtime) {
         uint64_t off = detail::get_le(f.payload.data() + p, 8), len = detail::get_le(f.payload.data() + p + 8, 8);
         size_t i = locate(off, len, "STALE");
         // Missing first, then dropped: a touch after the drop fetches it.
-        pages_->mark_missing(off, len);
-        uint64_t at = off - bases_[i];
-        if (::madvise(regions[i].data() + at, len, MADV_DONTNEED) != 0)
-          throw_errno("migration: madvise(DONTNEED) of stale pages", errno);
-        m_.final_pages += len / kPage;
+        // A page still missing from an earlier STALE is not dropped again
+        // (the source fetches it after the switch-over either way).
+        held.clear();
+        pages_->mark_missing(off, len, &held);
+        for (auto [at, n] : held) {
+          if (::madvise(regions[i].data() + (at - bases_[i]), n, MADV_DONTNEED) != 0)
+            throw_errno("migration: madvise(DONTNEED) of stale pages", errno);
+          m_.final_pages += n / kPage;
+        }
       }
     } else {  // kSwitch
       bool post = f.flags & kSwitchPostcopy, all = f.flags & kSwitchAllStale;
@@ -271,6 +290,29 @@ void IncomingMigration::Impl::run_until_resume(Runtime& runtime) {
   // Chunks complete before the resume (hybrid: all but the stale) are placed
   // as soon as the pushed rest of them arrives; start with what is there.
   receiver_ = std::thread([this] { receive_push(); });
+}
+
+// The first round is in place before the source goes on: later rounds
+// write into its pages, and a hybrid STALE drops them, which a placement
+// still in flight would undo (a reload_removed region places what it read).
+void IncomingMigration::Impl::await_first_round() {
+  if (!pages_->available(0, object_size_)) {
+    uint64_t at = pages_->missing_ranges().front().first;
+    protocol_error("a first round without the page at object offset " + std::to_string(at));
+  }
+  const Clock::time_point until = Clock::now() + options_.deadline;
+  for (;;) {
+    bool placed = pages_->pages_pending() == 0;
+    for (size_t i = 0; placed && i < regions.size(); ++i) placed = regions[i].stats().resident_bytes >= sizes_[i];
+    if (placed) break;
+    if (Clock::now() > until)
+      throw Error("migration: the first round's pages were not placed within " +
+                      std::to_string(options_.deadline.count()) + " ms",
+                  ETIMEDOUT);
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  // Pre-copy needs no frame buffers from here on; hybrid's push does.
+  if (m_.mode == MigrationMode::kPrecopy) pages_->release_buffers();
 }
 
 void IncomingMigration::Impl::prefetch_ready(uint64_t offset, uint64_t length) {

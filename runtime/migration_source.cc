@@ -453,8 +453,15 @@ MigrationMetrics Source::run() {
       }
     }
     // Hybrid: the pages known stale go before the stop, so the destination
-    // drops them (one madvise and REMOVE event per run) outside the downtime.
-    if (options_.mode == MigrationMode::kHybrid) send_stale(carry);
+    // drops them (one madvise and REMOVE event per run) outside the
+    // downtime; its answer to a ROUND_END after them says it has.
+    if (options_.mode == MigrationMode::kHybrid) {
+      send_stale(carry);
+      uint32_t barrier = static_cast<uint32_t>(m_.rounds.size());
+      ch_->send(Frame::kRoundEnd, 0, barrier, {});
+      if (ch_->receive({{Frame::kRoundEnd, 0}}).id != barrier)
+        throw Error("migrate_out: " + destination_ + " answered the STALE barrier with another round", EPROTO);
+    }
     stop_at_ = Clock::now();
     hooks_.stop();
     stopped_ = true;

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// DestPages, the backend a post-copy destination's regions are mapped over:
+// DestPages, the backend a migration destination's regions are mapped over:
 // pushed frames are served in place and their buffers recycled only once
 // the runtime is done with them; what a fault fetched first is not taken
 // from a later push. Driven the way the fault loop drives a backend.
 #include <catch2/catch.hpp>
 
+#include <cerrno>
 #include <cstring>
 
 #include "faultline/memory_backend.h"
@@ -137,4 +138,44 @@ TEST_CASE("post-copy destination: frames still held when it goes are freed with 
   OneRead whole = read_chunk(*pages, 64 * 1024, 2);  // the second frame: retired
   CHECK(std::memcmp(whole.bytes(), source.data() + 64 * 1024, kChunk) == 0);
   pages.reset();
+}
+
+TEST_CASE("pre-copy destination: the first round placed from its frames; a page never sent is an error",
+          "[migration][backend]") {
+  auto source = pattern(kObject, 74);
+  DestPages pages(kObject, nullptr);  // no urgent lane
+  pages.mark_missing_all();
+  std::vector<std::byte> frame = frame_of(source, 0, kChunk);
+  const std::byte* at = frame.data();
+  REQUIRE(pages.store(0, std::move(frame), kChunk) == 4);
+  REQUIRE(pages.store_zero(kChunk, kChunk) == 4);
+  OneRead r = read_chunk(pages, 0, 1);
+  REQUIRE(r.c.result == static_cast<int64_t>(kChunk));
+  CHECK(r.c.data == at);
+  CHECK(std::memcmp(r.bytes(), source.data(), kChunk) == 0);
+  OneRead z = read_chunk(pages, kChunk, 2);
+  CHECK(z.c.result == static_cast<int64_t>(kChunk));
+  CHECK(z.c.zero);
+  // Nowhere to fetch the rest from: the read fails (the chunk gets SIGBUS),
+  // never zeros standing in for bytes the source has.
+  OneRead missing = read_chunk(pages, 2 * kChunk, 3);
+  CHECK(missing.c.result == -EIO);
+  CHECK(pages.pages_pending() == kObject / kPage - 8);
+}
+
+TEST_CASE("hybrid destination: STALE hands back only the pages the region held", "[migration][backend]") {
+  auto source = pattern(kObject, 75);
+  DestPages pages(kObject, std::make_shared<MemoryBackend>(source));
+  std::vector<std::pair<uint64_t, uint64_t>> held;
+  pages.mark_missing(kPage, 3 * kPage, &held);
+  pages.mark_missing(8 * kPage, kPage, &held);
+  using Run = std::pair<uint64_t, uint64_t>;
+  CHECK(held == std::vector<Run>{{kPage, 3 * kPage}, {8 * kPage, kPage}});
+  CHECK(pages.pages_pending() == 4);
+  // The late STALE lists pages again: only the new ones are dropped.
+  held.clear();
+  pages.mark_missing(0, 10 * kPage, &held);
+  CHECK(held == std::vector<Run>{{0, kPage}, {4 * kPage, 4 * kPage}, {9 * kPage, kPage}});
+  CHECK(pages.pages_pending() == 10);
+  CHECK(pages.missing_ranges() == std::vector<Run>{{0, 10 * kPage}});
 }
