@@ -224,12 +224,31 @@ void Channel::write_all(const iovec* iov_in, int count) {
   }
 }
 
+namespace {
+constexpr size_t kGatherBytes = 256 * 1024;  // what tx_ and in_ hold
+constexpr size_t kGatherFrame = 64 * 1024;   // larger payloads go (and come) straight
+}  // namespace
+
+// From the read-ahead buffer first; a large remainder straight into `p`,
+// a small one through the buffer (one recv for many small frames).
 void Channel::read_all(std::byte* p, size_t n) {
   while (n > 0) {
-    ssize_t got = ::recv(fd_.get(), p, n, MSG_DONTWAIT);
+    if (in_pos_ < in_len_) {
+      size_t take = std::min(n, in_len_ - in_pos_);
+      std::memcpy(p, in_.data() + in_pos_, take);
+      in_pos_ += take, p += take, n -= take;
+      continue;
+    }
+    bool direct = n >= kGatherFrame;
+    if (!direct && in_.size() < kGatherBytes) in_.resize(kGatherBytes);
+    ssize_t got = direct ? ::recv(fd_.get(), p, n, MSG_DONTWAIT) : ::recv(fd_.get(), in_.data(), in_.size(), MSG_DONTWAIT);
     if (got > 0) {
-      p += got;
-      n -= static_cast<size_t>(got);
+      if (direct) {
+        p += got;
+        n -= static_cast<size_t>(got);
+      } else {
+        in_pos_ = 0, in_len_ = static_cast<size_t>(got);
+      }
       continue;
     }
     if (got == 0) throw Error("migration: " + peer_ + " closed the connection", ECONNRESET);
@@ -245,8 +264,25 @@ void Channel::read_all(std::byte* p, size_t n) {
 void Channel::send(Frame type, uint8_t flags, uint64_t id, std::span<const std::byte> payload) {
   std::byte header[remote::kHeaderSize];
   remote::encode_header(header, static_cast<remote::FrameType>(type), flags, 0, id, payload);
-  iovec iov[2] = {{header, sizeof header}, {const_cast<std::byte*>(payload.data()), payload.size()}};
-  write_all(iov, payload.empty() ? 1 : 2);
+  bool bulk = type == Frame::kPages || type == Frame::kZero;
+  if (bulk && payload.size() < kGatherFrame) {
+    tx_.insert(tx_.end(), header, header + sizeof header);
+    tx_.insert(tx_.end(), payload.begin(), payload.end());
+    if (tx_.size() >= kGatherBytes) flush();
+    return;
+  }
+  iovec iov[3] = {{tx_.data(), tx_.size()},
+                  {header, sizeof header},
+                  {const_cast<std::byte*>(payload.data()), payload.size()}};
+  write_all(iov, payload.empty() ? 2 : 3);
+  tx_.clear();
+}
+
+void Channel::flush() {
+  if (tx_.empty()) return;
+  iovec iov[1] = {{tx_.data(), tx_.size()}};
+  write_all(iov, 1);
+  tx_.clear();
 }
 
 void Channel::send_error(remote::ErrorCode code, const std::string& text) noexcept {
@@ -267,11 +303,13 @@ void Channel::send_error(remote::ErrorCode code, const std::string& text) noexce
 }
 
 bool Channel::readable() {
+  if (in_pos_ < in_len_) return true;
   pollfd p{fd_.get(), POLLIN, 0};
   return ::poll(&p, 1, 0) > 0;
 }
 
 Received Channel::receive(std::initializer_list<Allowed> allowed) {
+  flush();  // what the peer may be waiting for before it answers
   std::byte h[remote::kHeaderSize];
   read_all(h, sizeof h);
   Received r;

@@ -113,6 +113,12 @@ struct Received {
 // A connected stream socket, blocking calls bounded by `deadline` each.
 // Throws Error on timeout, a closed peer, a malformed frame, or an ERROR
 // frame from the peer (its text in the message). One user at a time.
+//
+// Small PAGES and ZERO frames are gathered and written 256 KiB at a time,
+// and small frames are read out of a 256 KiB buffer: a system call costs
+// ~2.4 us on the development VM, and a round of scattered dirty pages is
+// one 4 KiB frame per page. Any other frame goes out at once, with what is
+// gathered before it, so a frame that asks for an answer is never held.
 class Channel {
  public:
   Channel(detail::UniqueFd fd, std::chrono::milliseconds deadline, std::string peer);
@@ -135,6 +141,9 @@ class Channel {
   void swap_buffer(std::vector<std::byte>& other) { rx_.swap(other); }
   // Whether a frame (or EOF) is waiting, without blocking.
   bool readable();
+  // Writes the gathered frames (send() and receive() do it when needed).
+  void flush();
+  // Bytes written to the socket so far (gathered frames count once flushed).
   uint64_t bytes_sent() const { return bytes_sent_; }
 
  private:
@@ -147,6 +156,9 @@ class Channel {
   std::string peer_;
   uint64_t bytes_sent_ = 0;
   std::vector<std::byte> rx_;  // grows to the largest payload seen, never shrinks
+  std::vector<std::byte> tx_;  // gathered frames, not yet written
+  std::vector<std::byte> in_;  // read ahead of the frame being parsed
+  size_t in_pos_ = 0, in_len_ = 0;
 };
 
 // Connects to "HOST:PORT" / "unix:/path" within `deadline`. Throws Error.
