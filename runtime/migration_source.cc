@@ -51,8 +51,9 @@ class Source {
   std::vector<std::vector<DirtyRange>> take_all(uint64_t* pages);
   void send_dirty(const std::vector<std::vector<DirtyRange>>& dirty, Counts* counts);
   void switch_precopy(std::vector<std::vector<DirtyRange>> carry);
-  void switch_postcopy(std::vector<std::vector<DirtyRange>> carry, bool all);
-  void send_stale(const std::vector<std::vector<DirtyRange>>& set);
+  void switch_postcopy(std::vector<uint8_t> listed, bool all);
+  uint64_t send_stale(const std::vector<std::vector<DirtyRange>>& set, std::vector<uint8_t>* listed);
+  std::vector<uint8_t> list_stale_before_stop(const std::vector<std::vector<DirtyRange>>& carry);
   void push(std::vector<uint8_t>& todo);
   bool recover(std::vector<uint8_t>* todo);
   void resume_handshake(Channel& ch, std::vector<uint8_t>* todo);
@@ -240,42 +241,75 @@ void Source::switch_precopy(std::vector<std::vector<DirtyRange>> carry) {
   m_.downtime_ns = ns_since(stop_at_);
 }
 
-// The pages of `set` as STALE runs: the destination drops them and fetches
-// them after the switch-over.
-void Source::send_stale(const std::vector<std::vector<DirtyRange>>& set) {
+// The pages of `set` not `listed` yet, as STALE runs (the destination
+// drops them and fetches them after the switch-over); they are listed now.
+// Returns how many pages that added.
+uint64_t Source::send_stale(const std::vector<std::vector<DirtyRange>>& set, std::vector<uint8_t>* listed) {
   std::vector<std::byte> stale;
+  uint64_t run_at = 0, run_len = 0, added = 0;
+  auto end_run = [&] {
+    if (run_len) append_range(&stale, run_at, run_len);
+    run_len = 0;
+    if (stale.size() >= kMaxPagesPayload) {
+      ch_->send(Frame::kStale, 0, 0, stale);
+      stale.clear();
+    }
+  };
   for (size_t i = 0; i < set.size(); ++i) {
     for (const DirtyRange& d : set[i]) {
-      uint64_t at = bases_[i] + d.offset, len = (d.length + kPage - 1) / kPage * kPage;
-      append_range(&stale, at, len);
-      if (stale.size() >= kMaxPagesPayload) {
-        ch_->send(Frame::kStale, 0, 0, stale);
-        stale.clear();
+      for (uint64_t at = bases_[i] + d.offset / kPage * kPage; at < bases_[i] + d.offset + d.length; at += kPage) {
+        uint8_t& l = (*listed)[at / kPage];
+        if (l) continue;
+        l = 1;
+        added++;
+        if (run_len && run_at + run_len != at) end_run();
+        if (!run_len) run_at = at;
+        run_len += kPage;
       }
     }
   }
+  end_run();
   if (!stale.empty()) ch_->send(Frame::kStale, 0, 0, stale);
+  return added;
 }
 
-void Source::switch_postcopy(std::vector<std::vector<DirtyRange>> carry, bool all) {
-  uint64_t pages = 0;
-  // Post-copy from the start sends every page anyway: no scan of the dirty
-  // log inside the downtime (it would write-protect every page again).
-  auto late = all ? std::vector<std::vector<DirtyRange>>{} : take_all(&pages);
-  const uint64_t page_count = object_size_ / kPage;
-  std::vector<uint8_t> todo(page_count, all ? 1 : 0);
-  if (!all) {
-    // The carry went out as STALE before the stop; what was written since
-    // goes now.
-    send_stale(late);
-    for (auto* set : {&carry, &late})
-      for (size_t i = 0; i < set->size(); ++i)
-        for (const DirtyRange& d : (*set)[i])
-          for (uint64_t p = d.offset / kPage; p * kPage < d.offset + d.length; ++p) todo[bases_[i] / kPage + p] = 1;
-    for (uint8_t t : todo) m_.final_pages += t;
-  } else {
-    m_.final_pages = page_count;
+// Hybrid, before the stop: the pages written since their last copy are
+// listed STALE, and the destination drops them (one madvise and REMOVE
+// event per run) outside the downtime; a ROUND_END after them is a barrier
+// it answers once it has. The writers go on writing meanwhile, so a few
+// passes more list what they wrote since, until one finds few pages not
+// listed yet: the STALE after the stop, inside the downtime, is then small.
+std::vector<uint8_t> Source::list_stale_before_stop(const std::vector<std::vector<DirtyRange>>& carry) {
+  constexpr uint64_t kFewPages = 256;
+  constexpr int kMaxPasses = 4;
+  std::vector<uint8_t> listed(object_size_ / kPage, 0);
+  uint64_t added = send_stale(carry, &listed);
+  for (int pass = 0;; ++pass) {
+    uint32_t barrier = static_cast<uint32_t>(m_.rounds.size());
+    ch_->send(Frame::kRoundEnd, 0, barrier, {});
+    if (ch_->receive({{Frame::kRoundEnd, 0}}).id != barrier)
+      throw Error("migrate_out: " + destination_ + " answered the STALE barrier with another round", EPROTO);
+    if (pass == kMaxPasses || added <= kFewPages) break;
+    uint64_t pages = 0;
+    added = send_stale(take_all(&pages), &listed);
   }
+  return listed;
+}
+
+void Source::switch_postcopy(std::vector<uint8_t> listed, bool all) {
+  const uint64_t page_count = object_size_ / kPage;
+  std::vector<uint8_t> todo;
+  if (all) {
+    // Post-copy from the start sends every page anyway: no scan of the
+    // dirty log inside the downtime (it would write-protect every page again).
+    todo.assign(page_count, 1);
+  } else {
+    // What was written since the last take before the stop goes now.
+    uint64_t pages = 0;
+    todo = std::move(listed);
+    send_stale(take_all(&pages), &todo);
+  }
+  for (uint8_t t : todo) m_.final_pages += t;
   std::vector<std::byte> state = hooks_.state ? hooks_.state() : std::vector<std::byte>{};
   ch_->send(Frame::kSwitch, uint8_t(kSwitchPostcopy | (all ? kSwitchAllStale : 0)), 0, state);
   switched_ = true;
@@ -452,21 +486,13 @@ MigrationMetrics Source::run() {
         if (round + 1 >= limit || fits) break;
       }
     }
-    // Hybrid: the pages known stale go before the stop, so the destination
-    // drops them (one madvise and REMOVE event per run) outside the
-    // downtime; its answer to a ROUND_END after them says it has.
-    if (options_.mode == MigrationMode::kHybrid) {
-      send_stale(carry);
-      uint32_t barrier = static_cast<uint32_t>(m_.rounds.size());
-      ch_->send(Frame::kRoundEnd, 0, barrier, {});
-      if (ch_->receive({{Frame::kRoundEnd, 0}}).id != barrier)
-        throw Error("migrate_out: " + destination_ + " answered the STALE barrier with another round", EPROTO);
-    }
+    std::vector<uint8_t> listed;  // hybrid: pages the destination has dropped
+    if (options_.mode == MigrationMode::kHybrid) listed = list_stale_before_stop(carry);
     stop_at_ = Clock::now();
     hooks_.stop();
     stopped_ = true;
     if (options_.mode == MigrationMode::kPrecopy) switch_precopy(std::move(carry));
-    else switch_postcopy(std::move(carry), options_.mode == MigrationMode::kPostcopy);
+    else switch_postcopy(std::move(listed), options_.mode == MigrationMode::kPostcopy);
   } catch (const Error& e) {
     if (ch_) ch_->send_error(remote::ErrorCode::kShuttingDown, e.what());
     if (stopped_ && !switched_ && options_.mode == MigrationMode::kPrecopy && hooks_.resume) hooks_.resume();
