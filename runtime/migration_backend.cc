@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "migration_backend.h"
 
-
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -218,13 +217,13 @@ void DestPages::submit(std::span<const ReadRequest> reads) {
       done_.push_back({{r.tag, static_cast<int64_t>(n), true, nullptr}, nullptr});
       continue;
     }
-    if (!available(r.offset, n) && !urgent_) {
-      // Pre-copy has nowhere to fetch from: the receiver asks only for what
-      // it has, so this is a bug, and the runtime poisons the chunk.
-      done_.push_back({{r.tag, -EIO, false, nullptr}, nullptr});
-      continue;
-    }
     if (!available(r.offset, n)) {
+      if (!urgent_) {
+        // Pre-copy has nowhere to fetch from: the receiver asks only for
+        // what it has, so this is a bug, and the runtime poisons the chunk.
+        done_.push_back({{r.tag, -EIO, false, nullptr}, nullptr});
+        continue;
+      }
       if (!now) now = now_ns();
       uint64_t tag = next_tag_++;
       forwarded_[tag] = {r.tag, r.offset, now, static_cast<uint32_t>(n), r.urgent};

@@ -71,6 +71,8 @@ class IncomingMigration::Impl {
   bool await_recovery();
   void resume_handshake(Channel& ch);
   void prefetch_ready(uint64_t offset, uint64_t length);
+  void place_frame(const Received& f);
+  void place_zero(uint64_t offset, uint64_t length);
   void await_first_round();
   void finish_pull();
   // The regions' fault waits so far, summed over threads (Stats::wait_ns).
@@ -214,10 +216,7 @@ void IncomingMigration::Impl::run_until_resume(Runtime& runtime) {
       size_t i = locate(f.id, f.payload.size(), "PAGES");
       m_.pages_sent += f.payload.size() / kPage;
       if (round == 0) {
-        std::vector<std::byte> frame = pages_->spare_buffer();
-        ch_.swap_buffer(frame);
-        pages_->store(f.id, std::move(frame), f.payload.size());
-        prefetch_ready(f.id, f.payload.size());
+        place_frame(f);
         continue;
       }
       uint64_t at = f.id - bases_[i];
@@ -231,8 +230,7 @@ void IncomingMigration::Impl::run_until_resume(Runtime& runtime) {
       uint64_t at = f.id - bases_[i];
       m_.pages_sent += len / kPage;
       if (round == 0) {
-        pages_->store_zero(f.id, len);
-        prefetch_ready(f.id, len);
+        place_zero(f.id, len);
         continue;
       }
       std::memset(regions[i].data() + at, 0, std::min<uint64_t>(len, sizes_[i] - std::min(sizes_[i], at)));
@@ -315,6 +313,20 @@ void IncomingMigration::Impl::await_first_round() {
   if (m_.mode == MigrationMode::kPrecopy) pages_->release_buffers();
 }
 
+// A PAGES frame of round 0 or of the push: its pages are placed from the
+// buffer they came in (the channel reads the next frame into a spare one).
+void IncomingMigration::Impl::place_frame(const Received& f) {
+  std::vector<std::byte> frame = pages_->spare_buffer();
+  ch_.swap_buffer(frame);
+  pages_->store(f.id, std::move(frame), f.payload.size());
+  prefetch_ready(f.id, f.payload.size());
+}
+
+void IncomingMigration::Impl::place_zero(uint64_t offset, uint64_t length) {
+  pages_->store_zero(offset, length);
+  prefetch_ready(offset, length);
+}
+
 void IncomingMigration::Impl::prefetch_ready(uint64_t offset, uint64_t length) {
   size_t i = static_cast<size_t>(std::upper_bound(bases_.begin(), bases_.end(), offset) - bases_.begin()) - 1;
   uint64_t at = offset - bases_[i];
@@ -354,17 +366,13 @@ void IncomingMigration::Impl::receive_until_done() {
     if (f.type == Frame::kPages) {
       locate(f.id, f.payload.size(), "PAGES");
       m_.pages_pushed += f.payload.size() / kPage;
-      std::vector<std::byte> frame = pages_->spare_buffer();
-      ch_.swap_buffer(frame);  // the frame's pages are placed from where they came in
-      pages_->store(f.id, std::move(frame), f.payload.size());
-      prefetch_ready(f.id, f.payload.size());
+      place_frame(f);
     } else {
       if (f.payload.size() != 8) protocol_error("a ZERO frame of " + std::to_string(f.payload.size()) + " bytes");
       uint64_t len = detail::get_le(f.payload.data(), 8);
       locate(f.id, len, "ZERO");
       m_.pages_pushed += len / kPage;
-      pages_->store_zero(f.id, len);
-      prefetch_ready(f.id, len);
+      place_zero(f.id, len);
     }
   }
 }

@@ -50,6 +50,7 @@ class Source {
   void send_object_range(uint64_t offset, uint64_t length, Counts* counts);
   std::vector<std::vector<DirtyRange>> take_all(uint64_t* pages);
   void send_dirty(const std::vector<std::vector<DirtyRange>>& dirty, Counts* counts);
+  void round_end(uint32_t id);
   void switch_precopy(std::vector<std::vector<DirtyRange>> carry);
   void switch_postcopy(std::vector<uint8_t> listed, bool all);
   uint64_t send_stale(const std::vector<std::vector<DirtyRange>>& set, std::vector<uint8_t>* listed);
@@ -222,6 +223,17 @@ std::vector<std::vector<DirtyRange>> Source::take_all(uint64_t* pages) {
   return all;
 }
 
+// ROUND_END `id`, and the destination's echo once everything before it is
+// in place (placed, or for a hybrid STALE dropped).
+void Source::round_end(uint32_t id) {
+  ch_->send(Frame::kRoundEnd, 0, id, {});
+  Received ack = ch_->receive({{Frame::kRoundEnd, 0}});
+  if (ack.id != id)
+    throw Error("migrate_out: " + destination_ + " acknowledged round " + std::to_string(ack.id) + ", expected " +
+                    std::to_string(id),
+                EPROTO);
+}
+
 void Source::send_dirty(const std::vector<std::vector<DirtyRange>>& dirty, Counts* counts) {
   for (size_t i = 0; i < dirty.size(); ++i)
     for (const DirtyRange& d : dirty[i]) send_region_range(i, d.offset, d.length, counts);
@@ -285,10 +297,7 @@ std::vector<uint8_t> Source::list_stale_before_stop(const std::vector<std::vecto
   std::vector<uint8_t> listed(object_size_ / kPage, 0);
   uint64_t added = send_stale(carry, &listed);
   for (int pass = 0;; ++pass) {
-    uint32_t barrier = static_cast<uint32_t>(m_.rounds.size());
-    ch_->send(Frame::kRoundEnd, 0, barrier, {});
-    if (ch_->receive({{Frame::kRoundEnd, 0}}).id != barrier)
-      throw Error("migrate_out: " + destination_ + " answered the STALE barrier with another round", EPROTO);
+    round_end(static_cast<uint32_t>(m_.rounds.size()));  // a barrier, not a round
     if (pass == kMaxPasses || added <= kFewPages) break;
     uint64_t pages = 0;
     added = send_stale(take_all(&pages), &listed);
@@ -463,11 +472,9 @@ MigrationMetrics Source::run() {
         } else {
           send_dirty(carry, &c);
         }
-        ch_->send(Frame::kRoundEnd, 0, round, {});
         // The destination's answer: everything sent is in place there, so
         // the rate is end to end and nothing is queued when the stop comes.
-        Received ack = ch_->receive({{Frame::kRoundEnd, 0}});
-        if (ack.id != round) throw Error("migrate_out: " + destination_ + " acknowledged round " + std::to_string(ack.id) + ", expected " + std::to_string(round), EPROTO);
+        round_end(round);
         MigrationRound mr;
         mr.pages = c.pages;
         mr.zero_pages = c.zero_pages;
